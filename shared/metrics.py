@@ -1,0 +1,39 @@
+"""Prometheus metrics of the streaming services (one registry per service instance).
+
+Names are shared by every service and told apart by the ``service`` label, so one dashboard
+panel shows all five stages.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+class ServiceMetrics:
+    def __init__(self, service: str):
+        self.service = service
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.messages = Counter(
+            "emotion_messages_total", "Input messages by outcome (ok, deadletter)", ["service", "topic", "outcome"], registry=r
+        )
+        self.produced = Counter("emotion_produced_total", "Output messages by topic", ["service", "topic"], registry=r)
+        self.batch_size = Histogram("emotion_batch_size", "Messages per processed batch", ["service"], buckets=_BATCH_BUCKETS, registry=r)
+        self.stage_seconds = Histogram(
+            "emotion_stage_seconds", "Time per batch in each stage of the service loop", ["service", "stage"],
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.errors = Counter("emotion_errors_total", "Failures by kind (retried unless dead-lettered)", ["service", "kind"], registry=r)
+        self.deadletters = Counter("emotion_deadletters_total", "Messages sent to the dead-letter topic", ["service", "error_type"], registry=r)
+        self.cache = Counter("emotion_cache_requests_total", "Feature cache look-ups", ["service", "result"], registry=r)
+        self.lag = Gauge("emotion_consumer_lag", "Messages behind the end of each input partition", ["service", "topic", "partition"], registry=r)
+        self.audio_seconds = Counter("emotion_audio_seconds_total", "Seconds of audio processed", ["service"], registry=r)
+        self.up = Gauge("emotion_service_up", "1 while the service loop runs", ["service"], registry=r)
+
+    def serve(self, host: str, port: int) -> int:
+        """Expose ``/metrics``; returns the bound port (``port=0`` picks a free one)."""
+        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        return server.server_address[1]

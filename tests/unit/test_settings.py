@@ -1,0 +1,41 @@
+from pathlib import Path
+
+from shared.settings import EMOTIONS, load_settings
+
+
+def test_environment_overrides_nested_fields(monkeypatch, tmp_path):
+    monkeypatch.setenv("EMOTION_HOME", str(tmp_path))
+    monkeypatch.setenv("EMOTION_KAFKA__PORT", "29092")
+    monkeypatch.setenv("EMOTION_TOPICS__EMOTIONS", "emotions.v2")
+    monkeypatch.setenv("EMOTION_RUNTIME__MAX_BATCH", "8")
+    s = load_settings()
+    assert s.kafka.bootstrap == "127.0.0.1:29092"
+    assert s.topics.emotions == "emotions.v2" and "emotions.v2" in s.topics.all()
+    assert s.runtime.max_batch == 8
+    assert s.home == tmp_path and s.models_dir == tmp_path / "models"
+    assert s.model_repository == tmp_path / "triton" / "model_repository"
+
+
+def test_second_stack_gets_its_own_run_dir(tmp_path):
+    a, b = load_settings(home=tmp_path), load_settings(home=tmp_path, stack_name="second")
+    assert a.run_dir != b.run_dir and a.models_dir == b.models_dir
+
+
+def test_redis_password_comes_from_env_file_or_is_generated_once(monkeypatch, tmp_path):
+    monkeypatch.delenv("EMOTION_REDIS__PASSWORD", raising=False)
+    s = load_settings(home=tmp_path)
+    generated = s.redis_password
+    assert len(generated) >= 24
+    assert (tmp_path / "secrets" / "redis_password").stat().st_mode & 0o077 == 0
+    assert load_settings(home=tmp_path).redis_password == generated
+    f = tmp_path / "pw"
+    f.write_text("from-file\n")
+    monkeypatch.setenv("EMOTION_REDIS__PASSWORD_FILE", str(f))
+    assert load_settings(home=tmp_path).redis_password == "from-file"
+    monkeypatch.setenv("EMOTION_REDIS__PASSWORD", "from-env")
+    assert load_settings(home=tmp_path).redis_password == "from-env"
+
+
+def test_label_set_is_the_papers_seven_classes():
+    assert EMOTIONS == ("anger", "sadness", "neutral", "happiness", "fear", "disgust", "surprise")
+    assert isinstance(load_settings().home, Path)
