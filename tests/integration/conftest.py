@@ -1,0 +1,41 @@
+"""One real local stack for the whole integration session, on its own ports and run directory."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+from shared.settings import load_settings
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def stack_settings(tmp_path_factory):
+    """Settings for a test stack: fresh home and ports; the real model bundle (assembled by setup)."""
+    from deploy.local import stack
+    from services.cli import export_models
+
+    base = load_settings()
+    home = tmp_path_factory.mktemp("stack-home")
+    s = load_settings(home=home, stack_name="itest")
+    s.models.dir = base.models_dir
+    s.kafka.port, s.kafka.controller_port = free_port(), free_port()
+    s.redis.port = free_port()
+    s.triton.http_port, s.triton.grpc_port, s.triton.metrics_port = free_port(), free_port(), free_port()
+    s.prometheus.port = free_port()
+    s.prometheus.scrape_interval_s = 1.0
+    s.kafka.num_partitions = 2
+    export_models(s)
+    try:
+        stack.up(s)
+        yield s
+    finally:
+        if os.environ.get("EMOTION_KEEP_TEST_STACK") != "1":
+            stack.down(s)
