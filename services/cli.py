@@ -42,7 +42,7 @@ def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
         status = stack.status(settings)
     print(json.dumps(status.as_dict(), indent=2) if args.json else status.table())
     if args.action == "status":
-        return 0 if status.healthy else 1
+        return 0 if status.all_healthy else 1
     return 0
 
 

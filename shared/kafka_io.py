@@ -19,7 +19,8 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def _common(settings: Settings) -> dict:
+def client_options(settings: Settings) -> dict:
+    """Connection options shared by every kafka-python client (security options go here)."""
     return {
         "bootstrap_servers": settings.kafka.bootstrap,
         "client_id": settings.kafka.client_id,
@@ -31,7 +32,7 @@ def _common(settings: Settings) -> dict:
 def make_producer(settings: Settings, **overrides) -> KafkaProducer:
     """An idempotent producer (acks=all) sized for the contract's largest messages."""
     config = {
-        **_common(settings),
+        **client_options(settings),
         "enable_idempotence": True,
         "acks": "all",
         "linger_ms": 5,
@@ -45,7 +46,7 @@ def make_producer(settings: Settings, **overrides) -> KafkaProducer:
 def make_consumer(settings: Settings, group_id: str | None, topics: list[str] | None, **overrides) -> KafkaConsumer:
     """A consumer that never auto-commits; ``group_id=None`` gives a standalone reader."""
     config = {
-        **_common(settings),
+        **client_options(settings),
         "group_id": group_id,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
@@ -63,10 +64,14 @@ def make_consumer(settings: Settings, group_id: str | None, topics: list[str] | 
     return consumer
 
 
+def make_admin(settings: Settings, **overrides) -> KafkaAdminClient:
+    return KafkaAdminClient(**{**client_options(settings), **overrides})
+
+
 def ensure_topics(settings: Settings, topics: list[str] | None = None, partitions: int | None = None) -> list[str]:
-    """Create missing topics (idempotent); returns the ones created."""
+    """Create missing topics (idempotent) and wait until they exist; returns the ones created."""
     wanted = topics or settings.topics.all()
-    admin = KafkaAdminClient(**_common(settings))
+    admin = make_admin(settings)
     try:
         existing = set(admin.list_topics())
         missing = [t for t in wanted if t not in existing]
@@ -85,6 +90,7 @@ def ensure_topics(settings: Settings, topics: list[str] | None = None, partition
                 )
             except TopicAlreadyExistsError:
                 pass
+            admin.wait_for_topics(missing, timeout_ms=30_000)
             log.info("created topics %s", ", ".join(missing))
         return missing
     finally:

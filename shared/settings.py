@@ -29,8 +29,8 @@ class KafkaSettings(BaseModel):
     port: int = 9092
     controller_port: int = 9093
     heap: str = "512m"
-    version: str = "4.3.0"
-    log4j_version: str = "2.24.3"
+    version: str = "4.3.1"
+    log4j_version: str = "2.25.4"
     cluster_id: str = "emotion-local-kraft-1"
     """22-character base64 UUID is what Kafka wants; derived from this string by the stack."""
     num_partitions: int = 4

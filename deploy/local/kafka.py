@@ -1,0 +1,217 @@
+"""Kafka: a single-node KRaft broker+controller run straight from the Maven Central jars.
+
+* :func:`ensure_kafka_jars` copies ``kafka_2.13`` and a log4j2 binding into
+  ``<home>/kafka/jars-<version>/`` with Maven (``deploy/local/pom.xml``), once.
+* :class:`Kafka` writes ``server.properties`` into ``<run_dir>/kafka/``, formats the storage once
+  (``kafka.tools.StorageTool format --standalone``), runs ``kafka.Kafka`` in a small JVM, is ready
+  when a metadata round trip with kafka-python works, and then creates the topics of
+  ``settings.topics``.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from shared.kafka_io import ensure_topics, make_admin
+from shared.settings import Settings
+
+from . import process
+from .component import Component, ComponentStatus
+
+if TYPE_CHECKING:
+    from kafka import KafkaAdminClient
+
+log = logging.getLogger(__name__)
+
+POM = Path(__file__).resolve().parent / "pom.xml"
+LOG4J2_CONFIG = process.TEMPLATES / "kafka-log4j2.xml"
+_COMPLETE = ".complete"
+_CLUSTER_NAMESPACE = uuid.UUID("6f0d3c2e-5b1a-4a8e-9c57-3a1e2f9b7d10")
+
+RETENTION_HOURS = 24
+"""Local stack: a day of messages is plenty (keeps the disk small)."""
+
+JVM_FLAGS: tuple[str, ...] = (
+    "-XX:+UseSerialGC",  # 2 cores: no parallel GC threads
+    "-XX:TieredStopAtLevel=1",  # C1 only: halves start-up on 2 cores (8s -> 4s); ample for local load
+    "-XX:ReservedCodeCacheSize=64m",
+    "-XX:MaxMetaspaceSize=128m",
+    "-Xss512k",
+    "-XX:+ExitOnOutOfMemoryError",
+    "-Djava.awt.headless=true",
+    "-Dfile.encoding=UTF-8",
+)
+
+
+def jars_dir(settings: Settings) -> Path:
+    """Where the Kafka jars of ``settings.kafka.version`` live (shared by every stack of a home)."""
+    return settings.home / "kafka" / f"jars-{settings.kafka.version}"
+
+
+def ensure_kafka_jars(settings: Settings) -> Path:
+    """Copy the Kafka (and log4j2) jars from Maven Central into :func:`jars_dir`; idempotent.
+
+    A fast no-op when the directory is complete.  Needs ``mvn`` and ``java`` on PATH.
+    """
+    target = jars_dir(settings)
+    k = settings.kafka
+    stamp = f"kafka={k.version} log4j={k.log4j_version}"
+    marker = target / _COMPLETE
+    if marker.exists() and marker.read_text().splitlines()[:1] == [stamp]:
+        return target
+    with process.file_lock(target.parent / ".install.lock"):
+        if marker.exists() and marker.read_text().splitlines()[:1] == [stamp]:
+            return target  # another process just did it
+        _fetch_jars(settings, target, stamp)
+    return target
+
+
+def _fetch_jars(settings: Settings, target: Path, stamp: str) -> None:
+    k = settings.kafka
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise process.StackError("Maven (mvn) is not installed: run deploy/local/install-system.sh")
+    tmp = target.with_name(target.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    log.info("fetching Kafka %s jars (log4j %s) with Maven into %s", k.version, k.log4j_version, target)
+    process.run_checked(
+        [
+            mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
+            f"-DoutputDirectory={tmp}", f"-Dkafka.version={k.version}", f"-Dlog4j.version={k.log4j_version}",
+        ],
+        what=f"mvn dependency:copy-dependencies (kafka {k.version})",
+    )
+    if not any(tmp.glob(f"kafka_2.13-{k.version}.jar")):
+        raise process.StackError(f"Maven ran but {tmp} holds no kafka_2.13-{k.version}.jar")
+    (tmp / _COMPLETE).write_text("\n".join([stamp, *sorted(p.name for p in tmp.glob("*.jar"))]) + "\n")
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+
+
+def cluster_id(settings: Settings) -> str:
+    """Kafka's 22-character URL-safe base64 cluster id, derived from ``settings.kafka.cluster_id``."""
+    raw = uuid.uuid5(_CLUSTER_NAMESPACE, settings.kafka.cluster_id).bytes
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+@dataclass(frozen=True)
+class Listeners:
+    """The listener block of ``server.properties``.
+
+    Only PLAINTEXT today.  SASL/SCRAM later: change ``client_protocol`` to ``SASL_PLAINTEXT`` and
+    put ``sasl.enabled.mechanisms`` / ``listener.name.*.scram-sha-512.sasl.jaas.config`` lines
+    into ``security_extra`` (and pass the matching ``security_protocol``/``sasl_*`` options to
+    :func:`shared.kafka_io.client_options`).
+    """
+
+    host: str
+    port: int
+    controller_port: int
+    client_protocol: str = "PLAINTEXT"
+    security_extra: str = ""
+
+    def values(self) -> dict[str, str]:
+        client = f"CLIENT://{self.host}:{self.port}"
+        controller = f"CONTROLLER://{self.host}:{self.controller_port}"
+        return {
+            "listeners": f"{client},{controller}",
+            "advertised_listeners": f"{client},{controller}",
+            "protocol_map": f"CLIENT:{self.client_protocol},CONTROLLER:PLAINTEXT",
+            "inter_broker_listener": "CLIENT",
+            "security_extra": self.security_extra,
+        }
+
+
+class Kafka(Component):
+    """Single-node KRaft Kafka (``process.roles=broker,controller``)."""
+
+    name = "kafka"
+    stop_timeout_s = 30.0
+
+    @property
+    def host(self) -> str:
+        return self.settings.kafka.host
+
+    def ports(self) -> dict[str, int]:
+        return {"client": self.settings.kafka.port, "controller": self.settings.kafka.controller_port}
+
+    @property
+    def config_file(self) -> Path:
+        return self.workdir / "server.properties"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.workdir / "data"
+
+    def listeners(self) -> Listeners:
+        k = self.settings.kafka
+        return Listeners(k.host, k.port, k.controller_port)
+
+    def _java(self, *args: str, heap: str | None = None) -> list[str]:
+        java = shutil.which("java")
+        if java is None:
+            raise process.StackError("java is not installed: run deploy/local/install-system.sh")
+        heap = heap or self.settings.kafka.heap
+        return [
+            java, f"-Xmx{heap}", f"-Xms{heap}", *JVM_FLAGS,
+            f"-Dlog4j2.configurationFile={LOG4J2_CONFIG}",
+            "-cp", f"{ensure_kafka_jars(self.settings)}/*", *args,
+        ]
+
+    def prepare(self) -> None:
+        k = self.settings.kafka
+        values = {
+            "host": k.host,
+            "controller_port": k.controller_port,
+            "log_dirs": self.data_dir,
+            "num_partitions": k.num_partitions,
+            "internal_partitions": k.num_partitions,
+            "max_message_bytes": k.max_message_bytes,
+            "retention_hours": RETENTION_HOURS,
+            **self.listeners().values(),
+        }
+        process.write_text_atomic(self.config_file, process.render_template("kafka-server.properties.tmpl", values))
+        if not (self.data_dir / "meta.properties").exists():
+            cid = cluster_id(self.settings)
+            log.info("formatting Kafka storage %s (cluster id %s)", self.data_dir, cid)
+            process.run_checked(
+                self._java("kafka.tools.StorageTool", "format", "-t", cid, "-c", str(self.config_file), "--standalone", heap="128m"),
+                what="kafka storage format",
+                timeout_s=120,
+            )
+
+    def command(self) -> list[str]:
+        return self._java("kafka.Kafka", str(self.config_file))
+
+    def _admin(self) -> KafkaAdminClient:
+        return make_admin(self.settings, request_timeout_ms=5000, bootstrap_timeout_ms=3000)
+
+    def healthy(self) -> bool:
+        k = self.settings.kafka
+        if not process.accepts_connections(k.host, k.port):  # spares kafka-python's bootstrap errors
+            return False
+        admin = self._admin()
+        try:
+            cluster = admin.describe_cluster()
+            return bool(cluster.get("brokers"))
+        finally:
+            admin.close()
+
+    def after_ready(self) -> None:
+        self.ensure_topics()
+
+    def status(self) -> ComponentStatus:
+        st = super().status()
+        st.extra = {"version": self.settings.kafka.version, "cluster_id": cluster_id(self.settings), "bootstrap": self.settings.kafka.bootstrap}
+        return st
+
+    def ensure_topics(self) -> list[str]:
+        """Create the missing topics of ``settings.topics``; returns the names created."""
+        return ensure_topics(self.settings)
