@@ -68,8 +68,8 @@ def export_models(settings: Settings) -> list[Path]:
     from training.serving.repository import text_encoder_spec, write_model
 
     text = resolve(settings, "text_encoder")
-    written = [write_model(text_encoder_spec(settings, text.version, text.dim), settings)]
-    return written
+    dim = json.loads((text.path / "config.json").read_text())["hidden_size"]
+    return [write_model(text_encoder_spec(settings, text.version, dim), settings)]
 
 
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:

@@ -41,6 +41,7 @@ def run_demo(settings: Settings, keep_running: bool = False, timeout_s: float = 
         [sys.executable, "-m", "services.cli", "serve", "text_encoder"],
         stdout=open(log_path, "ab"), stderr=subprocess.STDOUT, env=os.environ.copy(),
     )
+    consumer = producer = None
     try:
         consumer = make_consumer(settings, None, None)
         from kafka import TopicPartition
@@ -81,6 +82,9 @@ def run_demo(settings: Settings, keep_running: bool = False, timeout_s: float = 
               f"/graph?g0.expr=emotion_messages_total  logs: {settings.log_dir}")
         return 0
     finally:
+        for client in (consumer, producer):
+            if client is not None:
+                client.close()
         service.terminate()
         try:
             service.wait(timeout=settings.runtime.shutdown_timeout_s + 5)
