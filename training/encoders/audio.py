@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from math import gcd
-
 import numpy as np
+
+from training.data.audio import resample
 
 SAMPLE_RATE = 16_000
 
 
 def to_mono_16k(waveform: np.ndarray, sample_rate: int) -> np.ndarray:
-    """A 1-D float32 waveform at 16 kHz (channels averaged; polyphase resampling when needed).
+    """A 1-D float32 waveform at 16 kHz (channels averaged; :func:`training.data.audio.resample`).
 
     ``waveform`` may be ``[T]``, ``[T, C]`` or ``[C, T]`` (the longer axis is time); integer PCM is
     scaled to [-1, 1].
@@ -26,10 +26,7 @@ def to_mono_16k(waveform: np.ndarray, sample_rate: int) -> np.ndarray:
     if sample_rate <= 0:
         raise ValueError(f"sample_rate must be positive, got {sample_rate}")
     if sample_rate != SAMPLE_RATE and x.size:
-        from scipy.signal import resample_poly
-
-        g = gcd(SAMPLE_RATE, int(sample_rate))
-        x = resample_poly(x, SAMPLE_RATE // g, int(sample_rate) // g).astype(np.float32)
+        x = resample(x, int(sample_rate), SAMPLE_RATE)
     return np.ascontiguousarray(x)
 
 
