@@ -31,7 +31,7 @@ def test_array_payload_casts_when_asked():
 def test_array_payload_with_wrong_byte_count_is_a_contract_error():
     p = ArrayPayload.from_array(np.zeros(4, dtype=np.float32))
     bad = ArrayPayload(dtype="float32", shape=[5], data=p.data)
-    with pytest.raises(ContractError, match="has 16 bytes but dtype float32 and shape \[5\] need 20"):
+    with pytest.raises(ContractError, match=r"has 16 bytes but dtype float32 and shape \[5\] need 20"):
         bad.to_array()
 
 
