@@ -136,6 +136,9 @@ class ModelSettings(BaseModel):
     max_frames: int = 128
     language: str | None = None
     """Whisper language code; None lets Whisper detect it."""
+    trained_dir: Path | None = None
+    """Trained emotion models (one folder each, see :mod:`training.checkpoint`); defaults to
+    ``<home>/trained``.  ``<trained_dir>/default`` is the model the main job serves."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
@@ -172,6 +175,15 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         return self.models.dir or (self.home / "models")
+
+    @property
+    def trained_dir(self) -> Path:
+        return self.models.trained_dir or (self.home / "trained")
+
+    @property
+    def default_model_dir(self) -> Path:
+        """The trained model that ``emotion demo``, ``emotion eval`` and serving use by default."""
+        return self.trained_dir / "default"
 
     @property
     def model_repository(self) -> Path:
