@@ -1,0 +1,180 @@
+"""``FusionBatch``: the one input of every model, and ``collate`` that builds it from utterances.
+
+Layout (``B`` utterances, ``T = max_tokens``, ``F = max_frames``):
+
+=============  ===================  ==========================================================
+field          shape / dtype        meaning
+=============  ===================  ==========================================================
+text           [B, T, Dt] float32   text encoder last hidden state (zero on padding)
+text_mask      [B, T] bool          True for real tokens (specials and prompt prefix included)
+speech         [B, F, Ds] float32   speech encoder frames (zero on padding)
+speech_mask    [B, F] bool          True for frames carrying audio
+edge_index     [2, E] int64         time-aligned edges ``(token node, frame node)`` in the
+                                    batched node layout: token ``i`` of utterance ``b`` is node
+                                    ``b*(T+F)+i``, frame ``j`` is node ``b*(T+F)+T+j``
+labels         [B] int64 | None     class indices in ``FusionConfig.class_names`` order
+graph          [B, Dg] | None       precomputed graph embeddings (serving: ``features.graph``);
+                                    when set, models use it instead of running their GAT
+=============  ===================  ==========================================================
+
+A missing modality is an all-False mask (its hidden states are ignored).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from shared.settings import EMOTIONS
+
+from .config import EdgeRule
+from .graph import WordSpan, batch_edges, time_aligned_edges, timed_word_spans
+
+
+@dataclass
+class FusionBatch:
+    """A batch of utterances as tensors (see the module docstring for the layout)."""
+
+    text: Tensor
+    text_mask: Tensor
+    speech: Tensor
+    speech_mask: Tensor
+    edge_index: Tensor
+    labels: Tensor | None = None
+    graph: Tensor | None = None
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.text.shape[0])
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.text.shape[1])
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.speech.shape[1])
+
+    @property
+    def edge_counts(self) -> Tensor:
+        """``[B]`` int64: number of time-aligned edges of each utterance."""
+        owner = self.edge_index[0] // (self.num_tokens + self.num_frames)
+        return torch.bincount(owner, minlength=self.batch_size)
+
+    def to(self, device: torch.device | str) -> FusionBatch:
+        return FusionBatch(**{k: None if v is None else v.to(device) for k, v in self.as_dict().items()})
+
+    def as_dict(self) -> dict[str, Tensor | None]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def coerce(cls, batch: FusionBatch | Mapping[str, Any]) -> FusionBatch:
+        """A ``FusionBatch`` from itself or from a mapping of tensors / numpy arrays with the same
+        keys (``labels`` and ``graph`` optional; ``edge_index`` optional: no edges)."""
+        if isinstance(batch, FusionBatch):
+            return batch
+        unknown = set(batch) - {f.name for f in fields(cls)}
+        missing = {"text", "text_mask", "speech", "speech_mask"} - set(batch)
+        if unknown or missing:
+            raise KeyError(f"FusionBatch keys: unknown {sorted(unknown)}, missing {sorted(missing)}")
+
+        def tensor(key: str, dtype: torch.dtype) -> Tensor | None:
+            v = batch.get(key)
+            return None if v is None else torch.as_tensor(v).to(dtype)
+
+        text, speech = torch.as_tensor(batch["text"]).float(), torch.as_tensor(batch["speech"]).float()
+        edge_index = tensor("edge_index", torch.long)
+        return cls(
+            text=text,
+            text_mask=torch.as_tensor(batch["text_mask"]).bool(),
+            speech=speech,
+            speech_mask=torch.as_tensor(batch["speech_mask"]).bool(),
+            edge_index=torch.zeros(2, 0, dtype=torch.long, device=text.device) if edge_index is None else edge_index,
+            labels=tensor("labels", torch.long),
+            graph=tensor("graph", torch.float32),
+        )
+
+
+@dataclass
+class UtteranceFeatures:
+    """One utterance's encoder outputs and ASR words (numpy, as the encoders / feature topics give)."""
+
+    text_hidden: np.ndarray
+    """``[T, Dt]`` (``TextEmbedding.hidden[b]``; float16 accepted)."""
+    text_mask: np.ndarray
+    """``[T]`` bool."""
+    token_offsets: np.ndarray
+    """``[T, 2]`` character span of each token in ``transcript`` (``TextEmbedding.offsets[b]``)."""
+    speech_frames: np.ndarray
+    """``[F, Ds]`` (``SpeechEmbedding.frames[b]``)."""
+    speech_mask: np.ndarray
+    """``[F]`` bool."""
+    frame_times: np.ndarray
+    """``[F, 2]`` start/end seconds (``SpeechEmbedding.frame_times[b]``)."""
+    transcript: str = ""
+    words: Sequence[Any] = field(default_factory=list)
+    """Whisper words: objects with ``text``/``start``/``end`` (``training.encoders.asr.Word``,
+    ``shared.contracts.Word``), mappings with those keys, or ``(text, start, end)`` tuples."""
+    word_spans: Sequence[WordSpan] | None = None
+    """Precomputed ``(char_start, char_end, t_start, t_end)``; when given, ``words`` is ignored."""
+    label: int | str | None = None
+    """Class index, or class name in ``class_names``."""
+
+
+def _field(example: UtteranceFeatures | Mapping[str, Any], name: str, default: Any = None) -> Any:
+    if isinstance(example, Mapping):
+        return example.get(name, default)
+    return getattr(example, name)
+
+
+def utterance_edges(example: UtteranceFeatures | Mapping[str, Any], rule: EdgeRule = "center") -> np.ndarray:
+    """The ``[2, E]`` ``(token, frame)`` time-aligned edges of one utterance."""
+    spans = _field(example, "word_spans")
+    if spans is None:
+        spans = timed_word_spans(_field(example, "transcript", "") or "", _field(example, "words", ()) or ())
+    return time_aligned_edges(
+        _field(example, "token_offsets"),
+        _field(example, "text_mask"),
+        spans,
+        _field(example, "frame_times"),
+        _field(example, "speech_mask"),
+        rule=rule,
+    )
+
+
+def collate(
+    examples: Sequence[UtteranceFeatures | Mapping[str, Any]],
+    *,
+    edge_rule: EdgeRule = "center",
+    class_names: Sequence[str] = EMOTIONS,
+) -> FusionBatch:
+    """Stack utterances into a :class:`FusionBatch`, computing each time-aligned graph.
+
+    Examples are :class:`UtteranceFeatures` or mappings with the same keys; all must share ``T``,
+    ``F`` and the hidden sizes (the encoders always emit ``max_tokens`` / ``max_frames``).
+    ``labels`` is set only when every example has a label.
+    """
+    if not examples:
+        raise ValueError("collate() needs at least one utterance")
+
+    def stack(name: str, dtype: Any) -> Tensor:
+        return torch.from_numpy(np.stack([np.asarray(_field(e, name), dtype=dtype) for e in examples]))
+
+    text, speech = stack("text_hidden", np.float32), stack("speech_frames", np.float32)
+    edges = batch_edges([utterance_edges(e, edge_rule) for e in examples], text.shape[1], speech.shape[1])
+    labels = [_field(e, "label") for e in examples]
+    index = {name: i for i, name in enumerate(class_names)}
+    label_ids = None if any(y is None for y in labels) else [index[y] if isinstance(y, str) else int(y) for y in labels]
+    return FusionBatch(
+        text=text,
+        text_mask=stack("text_mask", bool),
+        speech=speech,
+        speech_mask=stack("speech_mask", bool),
+        edge_index=torch.from_numpy(edges),
+        labels=None if label_ids is None else torch.tensor(label_ids, dtype=torch.long),
+    )
