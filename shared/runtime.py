@@ -129,6 +129,8 @@ class ServiceRuntime:
         self.instance_id = f"{service.name}-{uuid.uuid4().hex[:8]}"
         self.metrics = ServiceMetrics(service.name)
         self._stop = threading.Event()
+        self.started = threading.Event()
+        """Set once the service is set up, registered and subscribed."""
         self._consumer: KafkaConsumer | None = None
         self._producer: KafkaProducer | None = None
         self._target_file: Path | None = None
@@ -157,6 +159,7 @@ class ServiceRuntime:
         self._producer = make_producer(s)
         self._consumer = make_consumer(s, self.group_id, [self.service.input_topic])
         self.metrics.up.labels(self.service.name).set(1)
+        self.started.set()
         log.info(
             "%s: consuming %s as group %s, producing %s, metrics on :%d",
             self.instance_id, self.service.input_topic, self.group_id, self.service.output_topic, self.metrics_port,

@@ -10,6 +10,7 @@ directory's ``secrets/`` folder by ``emotion stack up``.
 
 from __future__ import annotations
 
+import json
 import secrets as _secrets
 from functools import cached_property
 from pathlib import Path
@@ -203,6 +204,26 @@ class Settings(BaseSettings):
         path.write_text(value + "\n")
         path.chmod(0o600)
         return value
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The ``EMOTION_*`` variables that rebuild ``settings`` in a child process (services, Triton).
+
+    Only values that differ from the defaults are written; secrets are not (children read them
+    from the same files or environment as the parent).
+    """
+    defaults = Settings.model_construct().model_dump(mode="json")
+    env: dict[str, str] = {}
+
+    def walk(prefix: str, value: object, default: object) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}__{k.upper()}" if prefix else k.upper(), v, (default or {}).get(k) if isinstance(default, dict) else None)
+        elif value != default and value is not None and "PASSWORD" not in prefix:
+            env[f"EMOTION_{prefix}"] = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+
+    walk("", settings.model_dump(mode="json"), defaults)
+    return env
 
 
 def load_settings(**overrides) -> Settings:

@@ -22,15 +22,16 @@ from shared.runtime import ServiceRuntime
 pytestmark = pytest.mark.integration
 
 
-def _read_new(settings, topic, n, timeout_s=120.0, start_offsets=None):
-    """Read n messages from topic (all partitions), starting at start_offsets."""
+def _read_new(settings, topic, n, timeout_s=120.0, start_offsets=None, until=None):
+    """Read n messages from topic (all partitions), starting at start_offsets; with ``until``,
+    read until ``until(records)`` holds instead."""
     consumer = make_consumer(settings, None, None)
     parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
     consumer.assign(parts)
     for tp in parts:
         consumer.seek(tp, (start_offsets or {}).get(tp, 0))
     out, deadline = [], time.monotonic() + timeout_s
-    while len(out) < n and time.monotonic() < deadline:
+    while (until(out) if until else len(out) >= n) is False and time.monotonic() < deadline:
         for recs in consumer.poll(timeout_ms=500).values():
             out.extend(recs)
     consumer.close()
@@ -57,6 +58,7 @@ def running_service(stack_settings):
     runtime = ServiceRuntime(service, stack_settings, group_id="test-text-encoder")
     thread = threading.Thread(target=runtime.run, name="text-encoder", daemon=True)
     thread.start()
+    assert runtime.started.wait(timeout=180), "the service did not start"
     yield runtime
     runtime.stop()
     thread.join(timeout=30)
@@ -122,3 +124,51 @@ def test_prometheus_scraped_the_service(stack_settings, running_service):
     assert up and up[0]["value"][1] == "1"
     dead = _prometheus(stack_settings, 'emotion_deadletters_total{service="text_encoder"}')
     assert dead and float(dead[0]["value"][1]) >= 1
+
+
+def test_emotion_serve_processes_and_stops_gracefully_on_sigterm(stack_settings, running_service, tmp_path):
+    """The service as its own process (`emotion serve`, what a container runs): it registers with
+    Prometheus, processes a message, and on SIGTERM finishes, commits and deregisters."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from shared.settings import settings_env
+
+    s = stack_settings
+    targets = s.run_dir / "prometheus" / "targets"
+    before = set(targets.glob("*.json"))
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "serve", "text_encoder", "--group", "test-serve-sigterm"],
+            env={**os.environ, **settings_env(s)}, stdout=log, stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and set(targets.glob("*.json")) == before:
+            assert proc.poll() is None, log_path.read_text()[-2000:]
+            time.sleep(0.5)
+        mine = set(targets.glob("*.json")) - before
+        assert mine, "the service never registered its metrics endpoint with Prometheus"
+        out_start = _end_offsets(s, s.topics.text_features)
+        u = Utterance(call_id="call-sig", utterance_id="call-sig/0", index=0, start=0, end=1, text="please hold the line")
+        producer = make_producer(s)
+        producer.send(s.topics.utterances, key=u.key, value=u.encode())
+        producer.flush()
+        # two consumer groups read `utterances`: the in-process service of this module and the
+        # subprocess (whose new group also replays the older utterances); each must answer once
+        def answers(records):
+            return [f for f in (decode(r.value, TextFeatures) for r in records) if f.utterance_id == "call-sig/0"]
+
+        got = answers(_read_new(s, s.topics.text_features, 0, timeout_s=60, start_offsets=out_start,
+                                until=lambda recs: len(answers(recs)) >= 2))
+        assert len(got) == 2
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        assert not (mine & set(targets.glob("*.json"))), "the metrics target was not removed on shutdown"
+        assert "stopped" in log_path.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()

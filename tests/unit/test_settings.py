@@ -39,3 +39,21 @@ def test_redis_password_comes_from_env_file_or_is_generated_once(monkeypatch, tm
 def test_label_set_is_the_papers_seven_classes():
     assert EMOTIONS == ("anger", "sadness", "neutral", "happiness", "fear", "disgust", "surprise")
     assert isinstance(load_settings().home, Path)
+
+
+def test_settings_env_rebuilds_the_same_settings_in_a_child(monkeypatch, tmp_path):
+    from shared.settings import settings_env
+
+    s = load_settings(home=tmp_path, stack_name="second")
+    s.kafka.port, s.triton.grpc_port, s.runtime.max_batch = 29092, 29001, 4
+    s.models.dir = tmp_path / "bundle"
+    s.redis.password = "secret"
+    env = settings_env(s)
+    assert env["EMOTION_KAFKA__PORT"] == "29092" and env["EMOTION_STACK_NAME"] == "second"
+    assert not any("PASSWORD" in k for k in env), "secrets must not travel in the environment dump"
+    assert "EMOTION_PROMETHEUS__PORT" not in env  # defaults are not written
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    child = load_settings()
+    assert child.kafka.port == 29092 and child.triton.grpc_port == 29001 and child.runtime.max_batch == 4
+    assert child.run_dir == s.run_dir and child.models_dir == tmp_path / "bundle"
