@@ -140,6 +140,15 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--group", help="Kafka consumer group (default: emotion-<name>); instances in one group split the partitions")
     v.set_defaults(func=cmd_serve)
 
+    from services import dashboard
+
+    b = sub.add_parser("dashboard", help="the operators' live dashboard (throughput, lag, latency, emotions)",
+                       description="Serve the dashboard page: per-service throughput, consumer lag, stage latency, "
+                       "batch sizes, errors and dead letters from Prometheus, and live per-call emotion timelines "
+                       "from the emotions topic.")
+    dashboard.add_arguments(b)
+    b.set_defaults(func=dashboard.main)
+
     d = sub.add_parser("demo", help="the main job: stack up, models, a message through the pipeline",
                        description="Assemble the models if needed, bring the stack up, serve the models in Triton, "
                        "run a service and stream an utterance through it, then print the result.")

@@ -15,6 +15,7 @@ REQUIRED=(
   "lib:libsndfile.so.1 libsndfile1"
   "java               openjdk-17-jre-headless"
   "mvn                maven"
+  "chromium           chromium"
 )
 
 missing=()
