@@ -53,23 +53,6 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
     return run(args, settings)
 
 
-# ---- export ---------------------------------------------------------------------------------
-def export_models(settings: Settings) -> list[Path]:
-    """Write the Triton model repository for the models of the bundle."""
-    from training.bundle import resolve
-    from training.serving.repository import text_encoder_spec, write_model
-
-    text = resolve(settings, "text_encoder")
-    dim = json.loads((text.path / "config.json").read_text())["hidden_size"]
-    return [write_model(text_encoder_spec(settings, text.version, dim), settings)]
-
-
-def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
-    for path in export_models(settings):
-        print(path)
-    return 0
-
-
 # ---- serve ----------------------------------------------------------------------------------
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from services.registry import SERVICES
@@ -126,10 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
     build_models_parser(m)
     m.set_defaults(func=cmd_models)
 
-    e = sub.add_parser("export", help="write the Triton model repository from the bundle",
-                       description="Write config.pbtxt and model.py per model into <home>/triton/model_repository "
-                       "(EMOTION_TRITON__MODEL_REPOSITORY).")
-    e.set_defaults(func=cmd_export)
+    from training.serving import export
+
+    e = sub.add_parser("export", help="write the versioned Triton model repository (all five models)",
+                       description="Write config.pbtxt and a versioned model.py per model (asr, text_encoder, "
+                       "speech_encoder, graph_gat, moe_fusion) into <home>/triton/model_repository; a changed model "
+                       "gets the next version folder, the previous one is kept for rollback.")
+    export.add_arguments(e)
+    e.set_defaults(func=export.main)
 
     from services.registry import SERVICES
 

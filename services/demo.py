@@ -28,12 +28,12 @@ SAMPLE_UTTERANCES = [
 
 def run_demo(settings: Settings, keep_running: bool = False, timeout_s: float = 180.0) -> int:
     from deploy.local import stack
-    from services.cli import export_models
+    from training.serving.export import export_repository
     from training import bundle
 
     t0 = time.perf_counter()
     bundle.fetch(settings)
-    export_models(settings)
+    export_repository(settings)
     status = stack.up(settings)
     print(status.table())
     log_path = settings.log_dir / "text_encoder.log"

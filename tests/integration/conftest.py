@@ -20,7 +20,7 @@ def free_port() -> int:
 def stack_settings(tmp_path_factory):
     """Settings for a test stack: fresh home and ports; the real model bundle (assembled by setup)."""
     from deploy.local import stack
-    from services.cli import export_models
+    from training.serving.export import export_repository
 
     base = load_settings()
     home = tmp_path_factory.mktemp("stack-home")
@@ -32,7 +32,7 @@ def stack_settings(tmp_path_factory):
     s.prometheus.port = free_port()
     s.prometheus.scrape_interval_s = 1.0
     s.kafka.num_partitions = 2
-    export_models(s)
+    export_repository(s, models=["text_encoder"])  # what the tests on this stack serve
     try:
         stack.up(s)
         yield s

@@ -138,7 +138,18 @@ class Transcriber:
         return 20.0 * np.log10(max(rms, 1e-10))
 
     def transcribe(self, audio: np.ndarray, language: str | None = None) -> Transcript:
-        """Transcribe 16 kHz mono float32 ``audio``; ``language`` overrides the configured one."""
+        """Transcribe 16 kHz mono float32 ``audio``; ``language`` overrides the configured one.
+
+        numpy's BLAS is held to one thread: faster-whisper's word alignment (DTW over the
+        cross-attention) gives slightly different word times with other thread counts, and the
+        time-aligned graph must be the same in training, in Triton and in-process.
+        """
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1):
+            return self._transcribe(audio, language)
+
+    def _transcribe(self, audio: np.ndarray, language: str | None) -> Transcript:
         audio = np.ascontiguousarray(np.asarray(audio, dtype=np.float32).reshape(-1))
         duration = audio.size / SAMPLE_RATE
         lang = "en" if self.english_only else (language or self.language)

@@ -1,17 +1,54 @@
-"""Write the Triton model repository that the local stack (and the GPU deployment) serves.
+"""The Triton model repository: the tensor contract of every served model, and the one place that
+renders ``config.pbtxt``.
 
 Layout, one folder per model::
 
     <repository>/<model>/config.pbtxt
     <repository>/<model>/<version>/model.py      # imports TritonPythonModel from training.serving
+    <repository>/<model>/<version>/export.json   # what this version serves (written by emotion export)
+    <repository>/<model>/<version>/trained/      # graph_gat, moe_fusion: a copy of the trained weights
 
 No ``instance_group`` kind is written unless settings force one: Triton then places one instance
 per GPU where GPUs exist and a CPU instance elsewhere, so the same repository serves both.
+``version_policy`` is ``latest { num_versions: 1 }``: Triton serves the newest version folder, so
+a new export is picked up by a reload and a rollback is removing the newest folder (see
+:mod:`training.serving.export`).
+
+Tensor contracts (``B`` = batch dimension, present on every tensor because every model has
+``max_batch_size > 0`` and dynamic batching; ``T`` = ``models.max_tokens``, ``F`` =
+``models.max_frames``, both 128)::
+
+    asr             AUDIO FP32 [B, N] (ragged)    -> TEXT BYTES [B, 1]
+                    LENGTH INT32 [B, 1] (opt.)       LANGUAGE BYTES [B, 1]
+                    LANGUAGE BYTES [B, 1] (opt.)     WORDS BYTES [B, 1]  (JSON list of
+                                                       {"text", "start", "end", "probability"})
+                                                     DURATION FP32 [B, 1]
+    text_encoder    TEXT BYTES [B, 1]             -> HIDDEN FP16 [B, T, Dt], MASK BOOL [B, T],
+                                                     OFFSETS INT32 [B, T, 2]
+    speech_encoder  AUDIO FP32 [B, N] (ragged)    -> FRAMES FP16 [B, F, Ds], MASK BOOL [B, F],
+                    LENGTH INT32 [B, 1] (opt.)       FRAME_TIMES FP32 [B, F, 2], DURATION FP32 [B, 1]
+    graph_gat       TEXT FP16 [B, T, Dt], TEXT_MASK BOOL [B, T], OFFSETS INT32 [B, T, 2],
+                    SPEECH FP16 [B, F, Ds], SPEECH_MASK BOOL [B, F], FRAME_TIMES FP32 [B, F, 2],
+                    WORD_SPANS FP64 [B, W, 4] (ragged), WORD_COUNT INT32 [B, 1] (opt.)
+                                                  -> GRAPH FP32 [B, Dg], EDGES INT32 [B, 1]
+    moe_fusion      TEXT FP16 [B, T, Dt], TEXT_MASK BOOL [B, T], SPEECH FP16 [B, F, Ds],
+                    SPEECH_MASK BOOL [B, F], GRAPH FP32 [B, Dg]
+                                                  -> PROBS, LOGITS, CA_PROBS, SP_PROBS FP32 [B, C]
+
+Variable lengths: ``AUDIO`` rows are zero-padded to the longest utterance of the request, with
+``LENGTH`` giving each row's real sample count (without ``LENGTH`` every row is used whole);
+``WORD_SPANS`` rows ``(char_start, char_end, t_start, t_end)`` are zero-padded (a zero row is no
+word) with optional ``WORD_COUNT``.  These inputs have ``allow_ragged_batch``, so the dynamic
+batcher also merges requests of different lengths; the Python backend receives them as separate
+requests and handles each at its own length (no cross-request padding).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,12 +56,19 @@ from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
+EXPORT_FILE = "export.json"
+"""Per version folder: the model version it serves, its fingerprint and its rendered config."""
+
 
 @dataclass(frozen=True)
 class Tensor:
     name: str
     dtype: str  # Triton type without the TYPE_ prefix: FP32, FP16, INT32, BOOL, STRING ...
     dims: tuple[int, ...]
+    optional: bool = False
+    """Inputs only: the client may leave it out (``optional: true``)."""
+    ragged: bool = False
+    """Inputs only: requests of different shapes may share a dynamic batch (``allow_ragged_batch``)."""
 
 
 @dataclass(frozen=True)
@@ -35,24 +79,151 @@ class ModelSpec:
     inputs: tuple[Tensor, ...]
     outputs: tuple[Tensor, ...]
     parameters: dict[str, str] = field(default_factory=dict)
+    max_batch_size: int | None = None
+    """None: ``settings.triton.max_batch_size``."""
+    num_versions: int = 1
+    """``version_policy: { latest { num_versions } }``: how many of the newest versions Triton serves."""
+
+    @property
+    def model_version(self) -> str:
+        return self.parameters.get("model_version", "")
 
 
-def text_encoder_spec(settings: Settings, model_version: str, dim: int) -> ModelSpec:
+# ---- the five models -----------------------------------------------------------------------------
+
+
+def asr_spec(settings: Settings, model_version: str, model_name: str | None = None, beam_size: int = 1) -> ModelSpec:
+    """Whisper (faster-whisper) with word timestamps; one utterance per row, decoded one by one."""
+    return ModelSpec(
+        name="asr",
+        module="training.serving.asr",
+        inputs=(
+            Tensor("AUDIO", "FP32", (-1,), ragged=True),
+            Tensor("LENGTH", "INT32", (1,), optional=True),
+            Tensor("LANGUAGE", "STRING", (1,), optional=True),
+        ),
+        outputs=(
+            Tensor("TEXT", "STRING", (1,)),
+            Tensor("LANGUAGE", "STRING", (1,)),
+            Tensor("WORDS", "STRING", (1,)),
+            Tensor("DURATION", "FP32", (1,)),
+        ),
+        parameters={
+            "model_version": model_version,
+            "model_name": model_name or settings.models.asr,
+            "beam_size": str(beam_size),
+            "language": settings.models.language or "",
+        },
+        # Whisper decodes utterance by utterance on CPU: a small batch keeps queueing latency low.
+        max_batch_size=min(8, settings.triton.max_batch_size),
+    )
+
+
+def text_encoder_spec(settings: Settings, model_version: str, dim: int, model_name: str | None = None) -> ModelSpec:
     t = settings.models.max_tokens
     return ModelSpec(
         name="text_encoder",
         module="training.serving.text_encoder",
         inputs=(Tensor("TEXT", "STRING", (1,)),),
         outputs=(Tensor("HIDDEN", "FP16", (t, dim)), Tensor("MASK", "BOOL", (t,)), Tensor("OFFSETS", "INT32", (t, 2))),
-        parameters={"model_version": model_version, "model_name": settings.models.text_encoder},
+        parameters={"model_version": model_version, "model_name": model_name or settings.models.text_encoder},
     )
+
+
+def speech_encoder_spec(settings: Settings, model_version: str, dim: int, model_name: str | None = None) -> ModelSpec:
+    f = settings.models.max_frames
+    return ModelSpec(
+        name="speech_encoder",
+        module="training.serving.speech_encoder",
+        inputs=(Tensor("AUDIO", "FP32", (-1,), ragged=True), Tensor("LENGTH", "INT32", (1,), optional=True)),
+        outputs=(
+            Tensor("FRAMES", "FP16", (f, dim)),
+            Tensor("MASK", "BOOL", (f,)),
+            Tensor("FRAME_TIMES", "FP32", (f, 2)),
+            Tensor("DURATION", "FP32", (1,)),
+        ),
+        parameters={"model_version": model_version, "model_name": model_name or settings.models.speech_encoder},
+    )
+
+
+def _trained_parameters(model_version: str, trained_model_dir: Path | str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    return {"model_version": model_version, "trained_model_dir": str(trained_model_dir), **(extra or {})}
+
+
+def graph_gat_spec(
+    settings: Settings,
+    model_version: str,
+    trained_model_dir: Path | str,
+    *,
+    d_text: int,
+    d_speech: int,
+    d_graph: int,
+    edge_rule: str = "center",
+) -> ModelSpec:
+    """The trained model's time-aligned GAT: encoder features + word spans -> graph embedding."""
+    t, f = settings.models.max_tokens, settings.models.max_frames
+    return ModelSpec(
+        name="graph_gat",
+        module="training.serving.graph_gat",
+        inputs=(
+            Tensor("TEXT", "FP16", (t, d_text)),
+            Tensor("TEXT_MASK", "BOOL", (t,)),
+            Tensor("OFFSETS", "INT32", (t, 2)),
+            Tensor("SPEECH", "FP16", (f, d_speech)),
+            Tensor("SPEECH_MASK", "BOOL", (f,)),
+            Tensor("FRAME_TIMES", "FP32", (f, 2)),
+            Tensor("WORD_SPANS", "FP64", (-1, 4), ragged=True),
+            Tensor("WORD_COUNT", "INT32", (1,), optional=True),
+        ),
+        outputs=(Tensor("GRAPH", "FP32", (d_graph,)), Tensor("EDGES", "INT32", (1,))),
+        parameters=_trained_parameters(model_version, trained_model_dir, {"edge_rule": edge_rule}),
+    )
+
+
+def moe_fusion_spec(
+    settings: Settings,
+    model_version: str,
+    trained_model_dir: Path | str,
+    *,
+    d_text: int,
+    d_speech: int,
+    d_graph: int,
+    class_names: tuple[str, ...] | list[str],
+    branches: tuple[str, ...] | list[str] = ("ca_moe", "sp_moe"),
+) -> ModelSpec:
+    """The trained model after its GAT (CA-MoE + SP-MoE + class-wise late fusion) on a given graph embedding."""
+    t, f, c = settings.models.max_tokens, settings.models.max_frames, len(class_names)
+    return ModelSpec(
+        name="moe_fusion",
+        module="training.serving.moe_fusion",
+        inputs=(
+            Tensor("TEXT", "FP16", (t, d_text)),
+            Tensor("TEXT_MASK", "BOOL", (t,)),
+            Tensor("SPEECH", "FP16", (f, d_speech)),
+            Tensor("SPEECH_MASK", "BOOL", (f,)),
+            Tensor("GRAPH", "FP32", (d_graph,)),
+        ),
+        outputs=tuple(Tensor(n, "FP32", (c,)) for n in ("PROBS", "LOGITS", "CA_PROBS", "SP_PROBS")),
+        parameters=_trained_parameters(
+            model_version, trained_model_dir, {"class_names": ",".join(class_names), "branches": ",".join(branches)}
+        ),
+    )
+
+
+# ---- rendering -----------------------------------------------------------------------------------
+
+
+def _tensor_line(t: Tensor) -> str:
+    extra = (" optional: true" if t.optional else "") + (" allow_ragged_batch: true" if t.ragged else "")
+    return f'  {{ name: "{t.name}" data_type: TYPE_{t.dtype} dims: [ {", ".join(map(str, t.dims))} ]{extra} }}'
 
 
 def _tensor_block(kind: str, tensors: tuple[Tensor, ...]) -> str:
-    items = ",\n".join(
-        f'  {{ name: "{t.name}" data_type: TYPE_{t.dtype} dims: [ {", ".join(map(str, t.dims))} ] }}' for t in tensors
-    )
-    return f"{kind} [\n{items}\n]"
+    return f"{kind} [\n" + ",\n".join(_tensor_line(t) for t in tensors) + "\n]"
+
+
+def _quote(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def render_config(spec: ModelSpec, settings: Settings) -> str:
@@ -63,27 +234,58 @@ def render_config(spec: ModelSpec, settings: Settings) -> str:
         **spec.parameters,
     }
     kind = {"cpu": " kind: KIND_CPU", "gpu": " kind: KIND_GPU"}.get(tr.instance_kind, "")
+    max_batch = tr.max_batch_size if spec.max_batch_size is None else spec.max_batch_size
     lines = [
         f'name: "{spec.name}"',
         'backend: "python"',
-        f"max_batch_size: {tr.max_batch_size}",
+        f"max_batch_size: {max_batch}",
+        f"version_policy: {{ latest: {{ num_versions: {spec.num_versions} }} }}",
         _tensor_block("input", spec.inputs),
         _tensor_block("output", spec.outputs),
         f"dynamic_batching {{ max_queue_delay_microseconds: {tr.max_queue_delay_us} }}",
         f"instance_group [ {{ count: {tr.instances_per_model}{kind} }} ]",
-        *(f'parameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}' for k, v in params.items()),
+        *(f'parameters {{ key: "{k}" value: {{ string_value: "{_quote(str(v))}" }} }}' for k, v in params.items()),
     ]
     return "\n".join(lines) + "\n"
 
 
-def write_model(spec: ModelSpec, settings: Settings, version: int = 1, repository: Path | None = None) -> Path:
-    """Write one model's config and versioned ``model.py``; returns the model's folder."""
-    root = (repository or settings.model_repository) / spec.name
-    (root / str(version)).mkdir(parents=True, exist_ok=True)
-    (root / "config.pbtxt").write_text(render_config(spec, settings))
-    (root / str(version) / "model.py").write_text(
+def model_py(spec: ModelSpec) -> str:
+    return (
         f'"""Generated by emotion export: the model code lives in {spec.module}."""\n'
         f"from {spec.module} import TritonPythonModel  # noqa: F401\n"
     )
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename (readers never see half)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as tmp:
+        tmp.write(text)
+    os.replace(tmp.name, path)
+
+
+def versions(model_root: Path) -> list[int]:
+    """The integer version folders of one model, ascending."""
+    if not model_root.is_dir():
+        return []
+    return sorted(int(p.name) for p in model_root.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def read_export(version_dir: Path) -> dict:
+    """``export.json`` of a version folder, or ``{}`` when there is none (an older export)."""
+    path = version_dir / EXPORT_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def write_model(spec: ModelSpec, settings: Settings, version: int = 1, repository: Path | None = None) -> Path:
+    """Write one model's config and versioned ``model.py`` in place (no version bookkeeping; see
+    :func:`training.serving.export.export_repository` for that); returns the model's folder."""
+    root = (repository or settings.model_repository) / spec.name
+    (root / str(version)).mkdir(parents=True, exist_ok=True)
+    atomic_write(root / "config.pbtxt", render_config(spec, settings))
+    atomic_write(root / str(version) / "model.py", model_py(spec))
     log.info("wrote Triton model %s version %d to %s", spec.name, version, root)
     return root

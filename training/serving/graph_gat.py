@@ -1,0 +1,71 @@
+"""Triton model ``graph_gat``: the trained model's time-aligned GAT (one graph embedding per utterance).
+
+Inputs (per row = one utterance): ``TEXT`` FP16 ``[B, T, Dt]``, ``TEXT_MASK`` BOOL ``[B, T]``,
+``OFFSETS`` INT32 ``[B, T, 2]`` (the ``text_encoder`` outputs), ``SPEECH`` FP16 ``[B, F, Ds]``,
+``SPEECH_MASK`` BOOL ``[B, F]``, ``FRAME_TIMES`` FP32 ``[B, F, 2]`` (the ``speech_encoder``
+outputs), ``WORD_SPANS`` FP64 ``[B, W, 4]``: the ASR words located in the transcript as
+``(char_start, char_end, t_start, t_end)`` (:func:`training.models.timed_word_spans`), rows
+zero-padded to the request's longest (a zero row is no word; ``allow_ragged_batch``), and
+``WORD_COUNT`` INT32 ``[B, 1]`` (optional: real words per row).
+Outputs: ``GRAPH`` FP32 ``[B, d_graph]`` and ``EDGES`` INT32 ``[B, 1]`` (time-aligned edges).
+
+``WORD_SPANS`` is FP64, not FP32: word times are Python floats everywhere else (Whisper words, the
+``utterances`` contract, training's ``collate``), and a frame whose centre falls exactly on a word
+boundary (pooled frames of utterances over ``max_frames`` * 20 ms do) would flip its edge if the
+boundary were rounded to float32, so the served graph would not be bit-for-bit the trained one.
+
+The rows go through :func:`training.models.collate` (word spans given, so the same
+:func:`~training.models.time_aligned_edges` with the model's ``edge_rule``) and
+``model.gat.embed_batch``: the very computation ``ComplementaryFusion`` does in-process, with the
+trained weights of the version folder's ``trained/`` copy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from training.serving.triton_base import TritonModelBase, ragged_rows
+
+
+class TritonPythonModel(TritonModelBase):
+    inputs = ("TEXT", "TEXT_MASK", "OFFSETS", "SPEECH", "SPEECH_MASK", "FRAME_TIMES", "WORD_SPANS")
+    optional_inputs = ("WORD_COUNT",)
+    outputs = ("GRAPH", "EDGES")
+
+    def load(self, settings, params):
+        from training.checkpoint import load_model, model_version
+
+        directory = self.trained_dir()
+        model, _ = load_model(directory, device=self.device)
+        if getattr(model, "gat", None) is None:
+            raise RuntimeError(f"{directory}: model {model.registry_name} has no time-aligned GAT")
+        self.gat, self.config = model.gat.eval(), model.config
+        self.version = model_version(directory)
+
+    def served_version(self):
+        return self.version
+
+    def infer(self, items):
+        import torch
+
+        from training.models import UtteranceFeatures, collate
+
+        examples, sizes = [], []
+        for item in items:
+            spans = ragged_rows(np.asarray(item["WORD_SPANS"], np.float64), item.get("WORD_COUNT"))
+            sizes.append(len(spans))
+            for b, word_spans in enumerate(spans):
+                examples.append(UtteranceFeatures(
+                    text_hidden=item["TEXT"][b], text_mask=item["TEXT_MASK"][b], token_offsets=item["OFFSETS"][b],
+                    speech_frames=item["SPEECH"][b], speech_mask=item["SPEECH_MASK"][b],
+                    frame_times=item["FRAME_TIMES"][b], word_spans=[tuple(s) for s in word_spans],
+                ))
+        batch = collate(examples, edge_rule=self.config.edge_rule, class_names=self.config.class_names).to(self.device)
+        with torch.inference_mode():
+            graph = self.gat.embed_batch(batch).float().cpu().numpy()
+        edges = batch.edge_counts.cpu().numpy().astype(np.int32).reshape(-1, 1)
+        out, start = [], 0
+        for n in sizes:
+            out.append({"GRAPH": graph[start : start + n], "EDGES": edges[start : start + n]})
+            start += n
+        return out

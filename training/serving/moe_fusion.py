@@ -1,0 +1,54 @@
+"""Triton model ``moe_fusion``: the trained model after its GAT, on a precomputed graph embedding.
+
+Inputs: ``TEXT`` FP16 ``[B, T, Dt]``, ``TEXT_MASK`` BOOL ``[B, T]``, ``SPEECH`` FP16 ``[B, F, Ds]``,
+``SPEECH_MASK`` BOOL ``[B, F]``, ``GRAPH`` FP32 ``[B, d_graph]`` (the ``graph_gat`` output).
+Outputs, FP32 ``[B, n_classes]`` in the order of the ``class_names`` parameter: ``PROBS`` (fused),
+``LOGITS`` (fused; ``softmax(LOGITS) == PROBS``), ``CA_PROBS`` / ``SP_PROBS`` (softmax of the CA-MoE /
+SP-MoE branch logits; all zeros when the model has no such branch).  The served trained model is the
+``model_version`` parameter (``<registry name>@<sha256 of model.pt>``).
+
+The model's own ``forward`` runs on a :class:`training.models.FusionBatch` whose ``graph`` field
+holds ``GRAPH`` (its GAT is then skipped): the same computation as in-process, for the proposed
+model and every baseline.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from training.serving.triton_base import TritonModelBase
+
+BRANCH_OUTPUTS = {"CA_PROBS": "ca_moe", "SP_PROBS": "sp_moe"}
+
+
+class TritonPythonModel(TritonModelBase):
+    inputs = ("TEXT", "TEXT_MASK", "SPEECH", "SPEECH_MASK", "GRAPH")
+    outputs = ("PROBS", "LOGITS", "CA_PROBS", "SP_PROBS")
+
+    def load(self, settings, params):
+        from training.checkpoint import load_model, model_version
+
+        directory = self.trained_dir()
+        self.model, _ = load_model(directory, device=self.device)
+        self.version = model_version(directory)
+
+    def served_version(self):
+        return self.version
+
+    def run(self, batch):
+        import torch
+
+        from training.models import FusionBatch
+
+        fusion_batch = FusionBatch.coerce({
+            "text": batch["TEXT"], "text_mask": batch["TEXT_MASK"], "speech": batch["SPEECH"],
+            "speech_mask": batch["SPEECH_MASK"], "graph": batch["GRAPH"],
+        }).to(self.device)
+        with torch.inference_mode():
+            out = self.model(fusion_batch)
+        probs = out.probs.float().cpu().numpy()
+        result = {"PROBS": probs, "LOGITS": out.logits.float().cpu().numpy()}
+        for name, branch in BRANCH_OUTPUTS.items():
+            logits = out.branch_logits.get(branch)
+            result[name] = np.zeros_like(probs) if logits is None else torch.softmax(logits.float(), -1).cpu().numpy()
+        return result

@@ -1,0 +1,47 @@
+"""Triton model ``speech_encoder``: 16 kHz mono audio in, the speech encoder's frames out.
+
+Inputs: ``AUDIO`` FP32 ``[B, N]`` (rows zero-padded to the longest, ``allow_ragged_batch``) and
+``LENGTH`` INT32 ``[B, 1]`` (optional: real samples per row; without it every row is used whole).
+Outputs: ``FRAMES`` FP16 ``[B, max_frames, D]`` (zero on padding), ``MASK`` BOOL
+``[B, max_frames]``, ``FRAME_TIMES`` FP32 ``[B, max_frames, 2]`` (start/end seconds of each frame),
+``DURATION`` FP32 ``[B, 1]`` (seconds).
+
+Batching: every row of every request of a dynamic batch goes to one
+:meth:`training.encoders.speech.SpeechEncoder.encode` call on the unpadded waveforms, which runs
+equal-length windows together (no padding enters the encoder: Whisper has no attention mask) and
+pools or pads each utterance to ``max_frames`` exactly as in-process encoding does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from training.serving.triton_base import TritonModelBase, ragged_rows
+
+
+class TritonPythonModel(TritonModelBase):
+    inputs = ("AUDIO",)
+    optional_inputs = ("LENGTH",)
+    outputs = ("FRAMES", "MASK", "FRAME_TIMES", "DURATION")
+
+    def load(self, settings, params):
+        from training.encoders.speech import SpeechEncoder
+
+        self.encoder = SpeechEncoder.from_bundle(
+            settings, name=params.get("model_name") or None, device=self.device, threads=self.threads
+        )
+
+    def infer(self, items):
+        waves = [ragged_rows(np.asarray(item["AUDIO"], np.float32), item.get("LENGTH")) for item in items]
+        emb = self.encoder.encode([w for rows in waves for w in rows])
+        out, start = [], 0
+        for rows in waves:
+            end = start + len(rows)
+            out.append({
+                "FRAMES": emb.frames[start:end].astype(np.float16),
+                "MASK": emb.mask[start:end],
+                "FRAME_TIMES": emb.frame_times[start:end].astype(np.float32),
+                "DURATION": emb.durations[start:end].reshape(-1, 1).astype(np.float32),
+            })
+            start = end
+        return out
