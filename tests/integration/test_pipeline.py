@@ -112,7 +112,7 @@ def test_message_flows_through_triton_redis_and_kafka(stack_settings, running_se
 
 def test_prometheus_scraped_the_service(stack_settings, running_service):
     deadline = time.monotonic() + 60
-    query = 'sum(emotion_messages_total{service="text_encoder"})'
+    query = f'sum(emotion_messages_total{{instance_id="{running_service.instance_id}"}})'
     while time.monotonic() < deadline:
         result = _prometheus(stack_settings, query)
         if result and float(result[0]["value"][1]) >= 1:
@@ -120,9 +120,9 @@ def test_prometheus_scraped_the_service(stack_settings, running_service):
         time.sleep(1)
     else:
         pytest.fail(f"Prometheus never scraped text_encoder's metrics ({query} -> {result})")
-    up = _prometheus(stack_settings, 'up{service="text_encoder"}')
-    assert up and up[0]["value"][1] == "1"
-    dead = _prometheus(stack_settings, 'emotion_deadletters_total{service="text_encoder"}')
+    up = _prometheus(stack_settings, f'up{{instance_id="{running_service.instance_id}"}}')
+    assert len(up) == 1 and up[0]["value"][1] == "1" and up[0]["metric"]["service"] == "text_encoder"
+    dead = _prometheus(stack_settings, f'emotion_deadletters_total{{instance_id="{running_service.instance_id}"}}')
     assert dead and float(dead[0]["value"][1]) >= 1
 
 
