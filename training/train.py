@@ -1,0 +1,793 @@
+"""Training of the paper's emotion models on extracted features.
+
+A training run is described by a :class:`TrainConfig`, read from a YAML *recipe*
+(``training/recipes/proposed.yaml`` by default) with ``key=value`` dotted overrides from the
+command line, SpeechBrain / Hydra style::
+
+    emotion train train.lr=3e-4 model.top_k=1 data.text_source=manifest
+
+Recipe sections:
+
+``model``
+    ``name`` (a :data:`training.models.MODELS` entry), ``top_k`` (sets both branches' gating k:
+    the table's top-1 / top-2 rows; ``null`` keeps ``ca_top_k`` / ``sp_top_k``) and any
+    :class:`~training.models.FusionConfig` field (``dropout``, ``n_experts``, ``aux_loss_weight``,
+    ...).  The input sizes and the label set come from the features and the data section.
+``train``
+    The paper's hyper-parameters by default: Adam, learning rate 1e-4, batch 32, up to 100 epochs,
+    early stopping with patience 5 on the validation weighted F1.  Learning-rate schedule: the
+    CA-MoE branch's parameters follow a OneCycleLR schedule (peak ``lr``, over all ``epochs``), the
+    rest of the model keeps the constant ``lr``: two Adam optimizers stepped together (one per
+    parameter set), because OneCycleLR drives every parameter group of its optimizer.
+``data``
+    Manifest, text source (ASR transcript or corpus text), ASR model, feature cache, splits.
+
+:func:`train` returns the best epoch's model and a :class:`TrainHistory`; :func:`save_trained`
+writes the model folder (:mod:`training.checkpoint`) with ``history.json`` and
+``training_curves.png``.  ``emotion train`` is :func:`main` (arguments: :func:`add_arguments`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import difflib
+import json
+import logging
+import os
+import random
+import time
+import types
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin, get_type_hints
+
+import numpy as np
+import torch
+import yaml
+from tqdm.auto import tqdm
+
+from shared.settings import EMOTIONS
+from training.evaluate import Metrics, confusion_matrix_png, evaluate
+from training.models import MODELS, EmotionModel, FusionConfig, build_model, collate, fusion_loss
+
+if TYPE_CHECKING:  # pragma: no cover
+    from shared.settings import Settings
+    from training.data import Example
+    from training.features import FeatureRecord
+
+__all__ = [
+    "DEFAULT_CORPUS",
+    "DEFAULT_RECIPE",
+    "RECIPES_DIR",
+    "ConfigError",
+    "DataSection",
+    "EpochLog",
+    "ModelSection",
+    "TrainConfig",
+    "TrainHistory",
+    "TrainSection",
+    "add_arguments",
+    "default_corpus",
+    "load_examples",
+    "main",
+    "prepare_features",
+    "run_module",
+    "save_trained",
+    "seed_everything",
+    "train",
+    "training_curves_png",
+]
+
+log = logging.getLogger("training.train")
+
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
+DEFAULT_RECIPE = RECIPES_DIR / "proposed.yaml"
+DEFAULT_CORPUS: dict[str, Any] = {"name": "synthetic-v1", "n_per_class": 120, "languages": ("en", "ko"), "seed": 0}
+"""The synthetic corpus ``emotion train`` / ``emotion compare`` generate when given no manifest
+(``<home>/corpora/synthetic-v1``: 7 classes x 120 utterances, English and Korean)."""
+
+FEATURE_FIELDS = frozenset({"d_text", "d_speech", "max_tokens", "max_frames", "n_classes", "class_names"})
+"""FusionConfig fields set from the features and the data section, never from a recipe."""
+
+
+class ConfigError(ValueError):
+    """A recipe or an override names an unknown key or holds a value of the wrong type."""
+
+
+# ---- the configuration ----------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelSection:
+    """Which model of the registry, and its :class:`FusionConfig` overrides."""
+
+    name: str = "proposed"
+    top_k: int | None = None
+    """Gating k of both MoE branches (``ca_top_k`` and ``sp_top_k``); None keeps them."""
+    fusion: dict[str, Any] = field(default_factory=dict)
+    """FusionConfig fields (written flat in the recipe: ``model.dropout``, ``model.n_experts``, ...)."""
+
+    def __post_init__(self) -> None:
+        if self.name not in MODELS:
+            raise ConfigError(f"model.name={self.name!r} is not a registered model; known: {sorted(MODELS)}")
+
+
+@dataclass
+class TrainSection:
+    """Optimisation (defaults: the paper's hyper-parameters)."""
+
+    lr: float = 1e-4
+    """Adam learning rate (constant), and the OneCycleLR peak of the CA-MoE branch."""
+    ca_schedule: Literal["onecycle", "constant"] = "onecycle"
+    """Schedule of the CA-MoE branch's parameters."""
+    onecycle_pct_start: float = 0.3
+    """Fraction of the cycle spent warming up (OneCycleLR ``pct_start``)."""
+    onecycle_div_factor: float = 25.0
+    """OneCycleLR starts at ``lr / div_factor``."""
+    weight_decay: float = 0.0
+    batch_size: int = 32
+    epochs: int = 100
+    """Maximum epochs (also the OneCycleLR cycle length)."""
+    patience: int = 5
+    """Stop after this many epochs without improvement of ``monitor``."""
+    min_epochs: int = 1
+    """Never stop before this many epochs."""
+    monitor: Literal["val_f1", "val_loss"] = "val_f1"
+    """Early stopping / best epoch criterion: validation weighted F1 (ties: lower loss) or loss."""
+    grad_clip: float | None = None
+    """Clip the gradient norm to this value (None: no clipping)."""
+    eval_batch_size: int = 64
+    seed: int = 0
+    threads: int | None = None
+    """torch intra-op threads (None: leave torch's setting)."""
+    progress: bool = True
+    """tqdm bar per epoch."""
+
+
+@dataclass
+class DataSection:
+    """Corpus and features."""
+
+    manifest: str | None = None
+    """JSON-lines manifest; None: the default synthetic corpus (:data:`DEFAULT_CORPUS`)."""
+    text_source: Literal["asr", "manifest"] = "asr"
+    """Text embedded for the text branch: Whisper's transcript (what serving sees) or the corpus text."""
+    asr_model: str | None = None
+    """Bundle ASR model for the features (None: ``settings.models.asr``), e.g. ``whisper-tiny.en``."""
+    cache_dir: str | None = None
+    """Feature cache (None: ``<home>/features``)."""
+    workers: int = 2
+    """Feature extraction processes."""
+    split_by: Literal["speaker", "call", "none"] = "speaker"
+    """How examples without a ``split`` are assigned to train/val/test (speaker-independent by default)."""
+    split_seed: int = 0
+    class_names: tuple[str, ...] = EMOTIONS
+    """Label set, in the order of the model's outputs."""
+
+
+@dataclass
+class TrainConfig:
+    """A training recipe: ``model``, ``train`` and ``data`` sections (see the module docstring)."""
+
+    model: ModelSection = field(default_factory=ModelSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    data: DataSection = field(default_factory=DataSection)
+    recipe: str | None = None
+    """The YAML file it was read from (informational)."""
+
+    # ---- construction ----------------------------------------------------------------------------------
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None, recipe: str | None = None) -> TrainConfig:
+        """From nested sections (``{"model": {...}, "train": {...}, "data": {...}}``); unknown keys
+        and ill-typed values raise :class:`ConfigError`."""
+        data = dict(data or {})
+        config = cls(recipe=recipe)
+        unknown = set(data) - set(SECTIONS)
+        if unknown:
+            raise ConfigError(_unknown_message("section", sorted(unknown)[0], SECTIONS))
+        for section, values in data.items():
+            if values is None:
+                continue
+            if not isinstance(values, Mapping):
+                raise ConfigError(f"section {section!r} must be a mapping, got {type(values).__name__}")
+            for key, value in values.items():
+                config.set(f"{section}.{key}", value)
+        return config.validated()
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
+        """A recipe file with ``key=value`` overrides applied."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"recipe not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{path}: a recipe is a mapping of sections")
+        return cls.from_dict(data, recipe=str(path)).with_overrides(overrides)
+
+    def with_overrides(self, overrides: Sequence[str] | Mapping[str, Any]) -> TrainConfig:
+        """A copy with dotted overrides applied: ``["train.lr=3e-4", "model.top_k=1"]`` (values parsed
+        as YAML, then converted to the field's type) or a mapping ``{"train.lr": 3e-4}``."""
+        config = copy.deepcopy(self)
+        items = overrides.items() if isinstance(overrides, Mapping) else (_split_override(o) for o in overrides)
+        for key, value in items:
+            config.set(key, value)
+        return config.validated()
+
+    def set(self, key: str, value: Any) -> None:
+        """Set one dotted key (``section.field``; ``model.<FusionConfig field>`` too)."""
+        section_name, _, name = key.partition(".")
+        if section_name not in SECTIONS or not name:
+            raise ConfigError(_unknown_message("key", key, [f"{s}.<field>" for s in SECTIONS]))
+        section = getattr(self, section_name)
+        own = {f.name for f in fields(section)} - ({"fusion"} if section_name == "model" else set())
+        if name in own:
+            hint = get_type_hints(type(section))[name]
+            setattr(section, name, _coerce(value, hint, key))
+            return
+        if section_name == "model":
+            if name in FEATURE_FIELDS:
+                raise ConfigError(f"{key} is set from the features / data.class_names, not from a recipe")
+            defaults = {f.name: getattr(_FUSION_DEFAULTS, f.name) for f in fields(FusionConfig)}
+            if name in defaults:
+                hint = get_type_hints(FusionConfig)[name]
+                section.fusion[name] = _coerce(value, hint, key)
+                return
+            known = sorted(own | (set(defaults) - FEATURE_FIELDS))
+        else:
+            known = sorted(own)
+        raise ConfigError(_unknown_message("key", name, known, prefix=f"{section_name}."))
+
+    def validated(self) -> TrainConfig:
+        """Re-run the section checks and build the FusionConfig once (errors name the recipe keys)."""
+        ModelSection.__post_init__(self.model)
+        t = self.train
+        problems = []
+        if t.lr <= 0:
+            problems.append(f"train.lr={t.lr} must be > 0")
+        for name in ("batch_size", "epochs", "eval_batch_size"):
+            if getattr(t, name) < 1:
+                problems.append(f"train.{name} must be >= 1")
+        if t.patience < 1 or t.min_epochs < 0:
+            problems.append("train.patience must be >= 1 and train.min_epochs >= 0")
+        if not 0.0 < t.onecycle_pct_start < 1.0:
+            problems.append("train.onecycle_pct_start must lie in (0, 1)")
+        if self.model.top_k is not None and self.model.top_k < 1:
+            problems.append("model.top_k must be >= 1")
+        if problems:
+            raise ConfigError("; ".join(problems))
+        try:
+            self.fusion_config(d_text=8, d_speech=8, max_tokens=4, max_frames=4)
+        except ValueError as exc:
+            raise ConfigError(f"model section: {exc}") from exc
+        return self
+
+    # ---- views -----------------------------------------------------------------------------------------
+
+    def fusion_config(self, *, d_text: int, d_speech: int, max_tokens: int, max_frames: int) -> FusionConfig:
+        """The model's :class:`FusionConfig`: recipe overrides + feature sizes + label set."""
+        overrides = dict(self.model.fusion)
+        if self.model.top_k is not None:
+            overrides.update(ca_top_k=self.model.top_k, sp_top_k=self.model.top_k)
+        classes = tuple(self.data.class_names)
+        return FusionConfig(**{
+            **overrides, "d_text": d_text, "d_speech": d_speech, "max_tokens": max_tokens, "max_frames": max_frames,
+            "n_classes": len(classes), "class_names": classes,
+        })  # fmt: skip
+
+    def to_dict(self) -> dict[str, Any]:
+        """Nested plain dict (``model`` flat, as written in recipes)."""
+        model = {"name": self.model.name, "top_k": self.model.top_k, **self.model.fusion}
+        data = dataclasses.asdict(self.data)
+        data["class_names"] = list(self.data.class_names)
+        return {"model": model, "train": dataclasses.asdict(self.train), "data": data}
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
+
+SECTIONS: tuple[str, ...] = ("model", "train", "data")
+_FUSION_DEFAULTS = FusionConfig()
+
+
+def _split_override(item: str) -> tuple[str, Any]:
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {item!r} is not of the form section.key=value")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip(), parsed
+
+
+def _unknown_message(what: str, name: str, known: Sequence[str], prefix: str = "") -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+    return f"unknown {what} '{prefix}{name}'{hint}; known: {', '.join(prefix + k for k in known)}"
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """``value`` converted to the type ``hint`` (YAML gives ``"1e-4"`` as a string, ints for floats...)."""
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{key}: invalid value {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}={value!r} must be one of {list(args)}")
+        return value
+    if origin in (tuple, list):
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}={value!r} must be a list")
+        inner = args[0] if args else Any
+        items = [v if inner is Any else _coerce(v, inner, key) for v in value]
+        return tuple(items) if origin is tuple else items
+    if origin is dict or hint is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}={value!r} must be a mapping")
+        return {str(k): tuple(v) if isinstance(v, list) else v for k, v in value.items()}
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise ConfigError(f"{key}={value!r} must be true or false")
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, (int, str, float)):
+            raise ConfigError(f"{key}={value!r} must be an integer")
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(f"{key}={value!r} must be an integer") from None
+        if not number.is_integer():
+            raise ConfigError(f"{key}={value!r} must be an integer")
+        return int(number)
+    if hint is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r} must be a number")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}={value!r} must be a number") from None
+    if hint is str:
+        if isinstance(value, (dict, list)) or value is None:
+            raise ConfigError(f"{key}={value!r} must be a string")
+        return str(value)
+    return value
+
+
+# ---- determinism ----------------------------------------------------------------------------------------
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's generators (training shuffles use their own generator)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# ---- history --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EpochLog:
+    epoch: int
+    train_loss: float
+    """Mean training objective (:func:`training.models.fusion_loss`) over the epoch's batches."""
+    val_loss: float
+    """Mean cross-entropy of the fused prediction on the validation set."""
+    val_accuracy: float
+    val_f1: float
+    lr: dict[str, float]
+    """Learning rate at the end of the epoch per parameter set (``ca_moe``, ``rest``)."""
+    seconds: float
+
+
+@dataclass
+class TrainHistory:
+    epochs: list[EpochLog] = field(default_factory=list)
+    best_epoch: int = 0
+    stopped_early: bool = False
+    seconds: float = 0.0
+    seed: int = 0
+    steps_per_epoch: int = 0
+    best_val: dict[str, Any] = field(default_factory=dict)
+    """The best epoch's validation metrics (:meth:`training.evaluate.Metrics.to_dict`)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainHistory:
+        data = dict(data)
+        data["epochs"] = [EpochLog(**e) for e in data.get("epochs", [])]
+        return cls(**data)
+
+
+# ---- optimisation ---------------------------------------------------------------------------------------
+
+
+CA_PREFIX = "branches.ca_moe."
+
+
+@dataclass
+class _Optimisation:
+    """The two parameter sets' optimizers and the CA-MoE schedule, stepped together."""
+
+    optimizers: dict[str, torch.optim.Optimizer]
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None
+
+    def zero_grad(self) -> None:
+        for opt in self.optimizers.values():
+            opt.zero_grad(set_to_none=True)
+
+    def step(self) -> None:
+        for opt in self.optimizers.values():
+            opt.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+
+    def lrs(self) -> dict[str, float]:
+        return {name: float(opt.param_groups[0]["lr"]) for name, opt in self.optimizers.items()}
+
+
+def _optimisation(model: EmotionModel, t: TrainSection, total_steps: int) -> _Optimisation:
+    """Adam on every parameter at the constant ``lr``, except the CA-MoE branch's parameters, which
+    get their own Adam driven by OneCycleLR (peak ``lr``) when ``ca_schedule == "onecycle"``."""
+    ca = [p for n, p in model.named_parameters() if n.startswith(CA_PREFIX) and p.requires_grad]
+    rest = [p for n, p in model.named_parameters() if not n.startswith(CA_PREFIX) and p.requires_grad]
+    optimizers: dict[str, torch.optim.Optimizer] = {}
+    scheduler = None
+    if rest:
+        optimizers["rest"] = torch.optim.Adam(rest, lr=t.lr, weight_decay=t.weight_decay)
+    if ca:
+        optimizers["ca_moe"] = torch.optim.Adam(ca, lr=t.lr, weight_decay=t.weight_decay)
+        if t.ca_schedule == "onecycle":
+            scheduler = torch.optim.lr_scheduler.OneCycleLR(
+                optimizers["ca_moe"], max_lr=t.lr, total_steps=max(total_steps, 2),
+                pct_start=t.onecycle_pct_start, div_factor=t.onecycle_div_factor,
+            )  # fmt: skip
+    return _Optimisation(optimizers, scheduler)
+
+
+def _feature_dims(features: Sequence[Any]) -> dict[str, int]:
+    first = features[0]
+    return {
+        "d_text": int(first.text_hidden.shape[-1]),
+        "d_speech": int(first.speech_frames.shape[-1]),
+        "max_tokens": int(first.text_hidden.shape[0]),
+        "max_frames": int(first.speech_frames.shape[0]),
+    }
+
+
+def _improved(metrics: Metrics, best: Metrics | None, monitor: str) -> bool:
+    if best is None:
+        return True
+    if monitor == "val_loss":
+        return metrics.loss < best.loss  # type: ignore[operator]
+    if metrics.f1 != best.f1:
+        return metrics.f1 > best.f1
+    return metrics.loss < best.loss  # type: ignore[operator]
+
+
+def train(
+    config: TrainConfig,
+    features_train: Sequence[FeatureRecord | Any],
+    features_val: Sequence[FeatureRecord | Any],
+    seed: int | None = None,
+) -> tuple[EmotionModel, TrainHistory]:
+    """Train ``config.model`` on ``features_train`` with early stopping on ``features_val``.
+
+    Returns the model of the best validation epoch (in eval mode) and the :class:`TrainHistory`.
+    ``seed`` (default ``config.train.seed``) seeds the initialisation, dropout and the shuffles:
+    the same seed, config and features give the same model.  Each epoch is logged (and shown as a
+    tqdm bar when ``config.train.progress``).
+    """
+    if not features_train or not features_val:
+        raise ValueError(f"need training and validation utterances, got {len(features_train)} and {len(features_val)}")
+    t = config.train
+    seed = t.seed if seed is None else int(seed)
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    seed_everything(seed)
+    fusion = config.fusion_config(**_feature_dims(features_train))
+    model = build_model(config.model.name, fusion)
+    steps = (len(features_train) + t.batch_size - 1) // t.batch_size
+    opt = _optimisation(model, t, steps * t.epochs)
+    shuffle = np.random.default_rng(seed)
+    history = TrainHistory(seed=seed, steps_per_epoch=steps)
+    best: Metrics | None = None
+    best_state: dict[str, torch.Tensor] | None = None
+    stale = 0
+    started = time.perf_counter()
+    log.info("train %s (seed %d): %d train / %d val utterances, %d steps per epoch, up to %d epochs",
+             config.model.name, seed, len(features_train), len(features_val), steps, t.epochs)  # fmt: skip
+    for epoch in range(1, t.epochs + 1):
+        epoch_start = time.perf_counter()
+        model.train()
+        order = shuffle.permutation(len(features_train))
+        total, count = 0.0, 0
+        bar = tqdm(range(steps), desc=f"{config.model.name} s{seed} epoch {epoch}", unit="batch", leave=False,
+                   disable=not t.progress, dynamic_ncols=True)  # fmt: skip
+        for step in bar:
+            idx = order[step * t.batch_size : (step + 1) * t.batch_size]
+            batch = collate(
+                [features_train[i] for i in idx], edge_rule=fusion.edge_rule, class_names=fusion.class_names
+            )
+            out = model(batch)
+            loss = fusion_loss(out, batch.labels, fusion.aux_loss_weight, fusion.branch_loss_weight)
+            opt.zero_grad()
+            loss.backward()
+            if t.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+            opt.step()
+            total += loss.item() * len(idx)
+            count += len(idx)
+            bar.set_postfix(loss=f"{total / count:.4f}")
+        bar.close()
+        val = evaluate(model, features_val, t.eval_batch_size)
+        entry = EpochLog(epoch, total / count, float(val.loss or 0.0), val.accuracy, val.f1, opt.lrs(),
+                         time.perf_counter() - epoch_start)  # fmt: skip
+        history.epochs.append(entry)
+        improved = _improved(val, best, t.monitor)
+        if improved:
+            best, best_state, stale = val, copy.deepcopy(model.state_dict()), 0
+            history.best_epoch = epoch
+        else:
+            stale += 1
+        log.info("%s s%d epoch %d: train loss %.4f, val loss %.4f, val acc %.4f, val F1 %.4f, %.1f s%s",
+                 config.model.name, seed, epoch, entry.train_loss, entry.val_loss, entry.val_accuracy, entry.val_f1,
+                 entry.seconds, " *" if improved else "")  # fmt: skip
+        if stale >= t.patience and epoch >= t.min_epochs:
+            history.stopped_early = epoch < t.epochs
+            break
+    assert best is not None and best_state is not None
+    model.load_state_dict(best_state)
+    model.eval()
+    history.seconds = time.perf_counter() - started
+    history.best_val = best.to_dict()
+    log.info("train %s (seed %d): best epoch %d of %d (val F1 %.4f, acc %.4f) in %.0f s",
+             config.model.name, seed, history.best_epoch, len(history.epochs), best.f1, best.accuracy,
+             history.seconds)  # fmt: skip
+    return model, history
+
+
+# ---- outputs --------------------------------------------------------------------------------------------
+
+
+def training_curves_png(path: str | Path, history: TrainHistory, title: str | None = None) -> Path:
+    """Loss (train and validation) and validation accuracy / weighted F1 per epoch; the best epoch marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [e.epoch for e in history.epochs]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110)
+    try:
+        left.plot(epochs, [e.train_loss for e in history.epochs], label="train objective")
+        left.plot(epochs, [e.val_loss for e in history.epochs], label="val cross-entropy")
+        left.set_xlabel("epoch")
+        left.set_ylabel("loss")
+        right.plot(epochs, [e.val_f1 for e in history.epochs], label="val weighted F1")
+        right.plot(epochs, [e.val_accuracy for e in history.epochs], label="val accuracy", linestyle="--")
+        right.set_xlabel("epoch")
+        right.set_ylim(0, 1)
+        for ax in (left, right):
+            if history.best_epoch:
+                ax.axvline(history.best_epoch, color="grey", linestyle=":", label=f"best epoch {history.best_epoch}")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+        if title:
+            fig.suptitle(title)
+        fig.tight_layout()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path)
+    finally:
+        plt.close(fig)
+    return path
+
+
+def save_trained(
+    directory: str | Path,
+    model: EmotionModel,
+    history: TrainHistory,
+    config: TrainConfig,
+    *,
+    encoders: Mapping[str, str] | None = None,
+    test_metrics: Metrics | None = None,
+    corpus: str | None = None,
+) -> Path:
+    """Write the model folder: ``model.pt`` + ``model.yaml`` (:func:`training.checkpoint.save_model`),
+    ``history.json``, ``training_curves.png`` and, with ``test_metrics``, ``metrics.json`` and
+    ``confusion_matrix.png``."""
+    from training.checkpoint import ModelMeta, save_model
+
+    directory = Path(directory)
+    summary = {
+        "recipe": config.recipe,
+        "corpus": corpus,
+        "text_source": config.data.text_source,
+        "asr_model": config.data.asr_model,
+        "best_epoch": history.best_epoch,
+        "epochs_run": len(history.epochs),
+        "stopped_early": history.stopped_early,
+        "seconds": round(history.seconds, 1),
+        "val": {k: history.best_val.get(k) for k in ("accuracy", "precision", "recall", "f1", "loss")},
+        "config": config.to_dict(),
+    }
+    if test_metrics is not None:
+        summary["test"] = test_metrics.summary()
+    meta = ModelMeta(
+        registry_name=model.registry_name or config.model.name,
+        config=model.config.to_dict(),
+        class_names=list(model.config.class_names),
+        encoders=dict(encoders or {}),
+        seed=history.seed,
+        training=summary,
+    )
+    save_model(directory, model, meta)
+    (directory / "history.json").write_text(json.dumps(history.to_dict(), indent=2) + "\n")
+    training_curves_png(directory / "training_curves.png", history, f"{meta.registry_name} (seed {history.seed})")
+    if test_metrics is not None:
+        (directory / "metrics.json").write_text(json.dumps(test_metrics.to_dict(), indent=2) + "\n")
+        confusion_matrix_png(directory / "confusion_matrix.png", test_metrics.confusion, test_metrics.class_names,
+                             title=f"{meta.registry_name}: test split")  # fmt: skip
+    return directory
+
+
+# ---- data -----------------------------------------------------------------------------------------------
+
+
+def default_corpus(settings: Settings, progress: bool = True) -> Path:
+    """The manifest of the default synthetic corpus, generated once into
+    ``<home>/corpora/synthetic-v1`` (:data:`DEFAULT_CORPUS`, espeak-ng, English + Korean)."""
+    from training.data.synthetic import generate_corpus
+
+    out = settings.home / "corpora" / DEFAULT_CORPUS["name"]
+    manifest = out / "manifest.jsonl"
+    if manifest.is_file() and (out / "corpus.json").is_file():
+        return manifest
+    log.info("generating the default synthetic corpus into %s (once)", out)
+    return generate_corpus(
+        out, DEFAULT_CORPUS["n_per_class"], DEFAULT_CORPUS["languages"], seed=DEFAULT_CORPUS["seed"],
+        workers=min(2, os.cpu_count() or 1), progress=progress, overwrite=True,
+    )  # fmt: skip
+
+
+def load_examples(manifest: str | Path, data: DataSection) -> list[Example]:
+    """The manifest's examples, with train/val/test assigned where the manifest has none."""
+    from training.data import read_manifest, split_examples
+
+    examples = read_manifest(manifest, labels=data.class_names)
+    if any(ex.split is None for ex in examples):
+        by = None if data.split_by == "none" else data.split_by
+        examples = split_examples(examples, data.split_seed, by=by)
+    return examples
+
+
+def prepare_features(
+    settings: Settings, manifest: str | Path, data: DataSection, progress: bool = True
+) -> tuple[dict[str, list[FeatureRecord]], dict[str, str]]:
+    """Features of the manifest split into ``train`` / ``val`` / ``test`` (cached), and the
+    encoder versions they were computed with."""
+    from training.features import extract_features, feature_spec
+
+    examples = load_examples(manifest, data)
+    records = extract_features(
+        settings, examples, data.cache_dir, data.text_source, data.workers, progress,
+        asr_model=data.asr_model, class_names=data.class_names,
+    )  # fmt: skip
+    splits: dict[str, list[FeatureRecord]] = {"train": [], "val": [], "test": []}
+    for r in records:
+        splits.setdefault(r.split or "train", []).append(r)
+    log.info("splits: %s", {k: len(v) for k, v in splits.items()})
+    return splits, feature_spec(settings, data.asr_model).encoders
+
+
+# ---- command line: emotion train ------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Arguments of ``emotion train``."""
+    parser.description = (
+        "Train an emotion model of the paper from a YAML recipe. Features (Whisper transcript with word "
+        "timestamps, text and speech encoder states) are extracted once and cached under <home>/features. "
+        "Without --manifest the default synthetic corpus (English + Korean, 7 x 120 utterances) is generated "
+        "once into <home>/corpora/synthetic-v1. The model folder gets model.pt, model.yaml, history.json, "
+        "training_curves.png and, when the corpus has a test split, metrics.json and confusion_matrix.png."
+    )
+    parser.add_argument(
+        "--manifest",
+        type=Path,
+        default=None,
+        help="JSON-lines manifest (default: data.manifest of the recipe, else the synthetic corpus)",
+    )
+    parser.add_argument(
+        "--recipe",
+        type=Path,
+        default=DEFAULT_RECIPE,
+        help=f"YAML recipe (default: {DEFAULT_RECIPE.relative_to(RECIPES_DIR.parents[1])})",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="model folder to write (default: <home>/trained/default, the model serving uses)",
+    )
+    parser.add_argument("--seed", type=int, default=None, help="training seed (default: train.seed of the recipe)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="recipe overrides, e.g. train.lr=3e-4 model.top_k=1 data.text_source=manifest",
+    )
+    return parser
+
+
+def run_module(
+    add: Callable[[argparse.ArgumentParser], argparse.ArgumentParser],
+    run: Callable[[argparse.Namespace, Settings], int],
+    prog: str,
+    argv: Sequence[str] | None = None,
+) -> int:
+    """``python -m training.train|evaluate|compare``: the ``emotion`` command's arguments and
+    behaviour without the CLI (settings from the environment, logs to stderr)."""
+    from shared.logs import configure_logging
+    from shared.settings import load_settings
+
+    settings = load_settings()
+    configure_logging(settings.runtime.log_level, settings.runtime.log_format)
+    args = add(argparse.ArgumentParser(prog=prog)).parse_args(argv)
+    return run(args, settings)
+
+
+def main(args: argparse.Namespace, settings: Settings) -> int:
+    """``emotion train``: train one model from a recipe and write its folder; 0 on success."""
+    try:
+        config = TrainConfig.from_yaml(args.recipe, args.overrides)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 2
+    if args.no_progress:
+        config.train.progress = False
+    progress = config.train.progress
+    manifest = args.manifest or config.data.manifest or default_corpus(settings, progress)
+    splits, encoders = prepare_features(settings, manifest, config.data, progress)
+    if not splits["val"]:
+        log.error("%s has no validation split (early stopping needs one)", manifest)
+        return 2
+    model, history = train(config, splits["train"], splits["val"], seed=args.seed)
+    test = evaluate(model, splits["test"]) if splits["test"] else None
+    out = Path(args.out or settings.default_model_dir)
+    save_trained(out, model, history, config, encoders=encoders, test_metrics=test, corpus=str(manifest))
+    from training.checkpoint import model_version
+
+    result = f"val F1 {history.best_val['f1']:.4f}"
+    if test is not None:
+        result += f", test accuracy {test.accuracy:.4f}, test weighted F1 {test.f1:.4f}"
+    print(f"trained {model_version(out)} -> {out} (best epoch {history.best_epoch}, {result})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_module(add_arguments, main, "python -m training.train"))
