@@ -16,20 +16,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def stack_settings(tmp_path_factory):
-    """Settings for a test stack: fresh home and ports; the real model bundle (assembled by setup)."""
-    from deploy.local import stack
-    from training.serving.export import export_repository
-
+def isolated_settings(tmp_path_factory, stack_name: str):
+    """Settings for a stack of its own: a fresh home, free ports, and the real model bundle
+    (assembled by the set-up) so that no test downloads or rebuilds models."""
     base = load_settings()
-    home = tmp_path_factory.mktemp("stack-home")
-    s = load_settings(home=home, stack_name="itest")
+    s = load_settings(home=tmp_path_factory.mktemp(f"{stack_name}-home"), stack_name=stack_name)
     s.models.dir = base.models_dir
     s.kafka.port, s.kafka.controller_port = free_port(), free_port()
     s.redis.port = free_port()
     s.triton.http_port, s.triton.grpc_port, s.triton.metrics_port = free_port(), free_port(), free_port()
     s.prometheus.port = free_port()
+    return s
+
+
+@pytest.fixture(scope="session")
+def stack_settings(tmp_path_factory):
+    """The session's shared test stack (all components), serving the text encoder."""
+    from deploy.local import stack
+    from training.serving.export import export_repository
+
+    s = isolated_settings(tmp_path_factory, "itest")
     s.prometheus.scrape_interval_s = 1.0
     s.kafka.num_partitions = 2
     export_repository(s, models=["text_encoder"])  # what the tests on this stack serve

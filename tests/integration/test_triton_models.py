@@ -18,7 +18,6 @@ Run with ``-s`` to see the start time, memory and per-model latency figures.
 from __future__ import annotations
 
 import shutil
-import socket
 import statistics
 import subprocess
 import time
@@ -30,8 +29,9 @@ import numpy as np
 import pytest
 import torch
 
-from shared.settings import Settings, load_settings
+from shared.settings import Settings
 from shared.triton_client import TritonModel
+from tests.integration.conftest import isolated_settings
 
 pytestmark = pytest.mark.integration
 
@@ -63,12 +63,6 @@ class Served:
         return TritonModel(self.settings, name)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _pss_mb(pid: int) -> float:
     from deploy.local.process import descendants
 
@@ -98,11 +92,7 @@ def served(tmp_path_factory):
     from deploy.local import stack
     from training.serving.export import export_repository
 
-    base = load_settings()
-    home = tmp_path_factory.mktemp("triton-models-home")
-    s = load_settings(home=home, stack_name="itest-models")
-    s.models.dir = base.models_dir
-    s.triton.http_port, s.triton.grpc_port, s.triton.metrics_port = free_port(), free_port(), free_port()
+    s = isolated_settings(tmp_path_factory, "itest-models")
     s.triton.request_timeout_s = 300.0  # Whisper on a shared 2-core box: several utterances queue
     s.triton.startup_timeout_s = 480.0
     _save_random_model(s.default_model_dir, SEED)
