@@ -371,8 +371,8 @@ def comparison_png(path: str | Path, table: Sequence[Mapping[str, Any]]) -> Path
             high = np.array([r["test"][metric]["ci_high"] for r in table]) - mean
             ax.bar(x + offset, 100 * mean, 0.4, label=name)
             # plain lists: numpy arrays as error bars trip a NumPy deprecation inside matplotlib 3.11
-            ax.errorbar((x + offset).tolist(), (100 * mean).tolist(), yerr=[(100 * low).tolist(), (100 * high).tolist()],
-                        fmt="none", ecolor="black", capsize=3)  # fmt: skip
+            yerr = [(100 * low).tolist(), (100 * high).tolist()]
+            ax.errorbar((x + offset).tolist(), (100 * mean).tolist(), yerr=yerr, fmt="none", ecolor="black", capsize=3)
         ax.set_xticks(x, labels, rotation=30, ha="right")
         ax.set_ylabel("% on the test split (95% CI over seeds)")
         ax.set_ylim(0, 100)

@@ -18,7 +18,8 @@ Recipe sections:
     early stopping with patience 5 on the validation weighted F1.  Learning-rate schedule: the
     CA-MoE branch's parameters follow a OneCycleLR schedule (peak ``lr``, over all ``epochs``), the
     rest of the model keeps the constant ``lr``: two Adam optimizers stepped together (one per
-    parameter set), because OneCycleLR drives every parameter group of its optimizer.
+    parameter set), because OneCycleLR drives every parameter group of its optimizer.  Models with
+    a CA-MoE branch are not stopped before its warm-up is over (``min_epochs: null``).
 ``data``
     Manifest, text source (ASR transcript or corpus text), ASR model, feature cache, splits.
 
@@ -35,6 +36,7 @@ import dataclasses
 import difflib
 import json
 import logging
+import math
 import os
 import random
 import time
@@ -133,8 +135,10 @@ class TrainSection:
     """Maximum epochs (also the OneCycleLR cycle length)."""
     patience: int = 5
     """Stop after this many epochs without improvement of ``monitor``."""
-    min_epochs: int = 1
-    """Never stop before this many epochs."""
+    min_epochs: int | None = None
+    """Never stop before this many epochs.  None: until the CA-MoE branch's OneCycleLR warm-up is
+    over (``ceil(onecycle_pct_start * epochs)``, 30 by default) for models with that branch, else 1:
+    stopping during the warm-up would judge a branch that has not reached its learning rate yet."""
     monitor: Literal["val_f1", "val_loss"] = "val_f1"
     """Early stopping / best epoch criterion: validation weighted F1 (ties: lower loss) or loss."""
     grad_clip: float | None = None
@@ -255,7 +259,7 @@ class TrainConfig:
         for name in ("batch_size", "epochs", "eval_batch_size"):
             if getattr(t, name) < 1:
                 problems.append(f"train.{name} must be >= 1")
-        if t.patience < 1 or t.min_epochs < 0:
+        if t.patience < 1 or (t.min_epochs is not None and t.min_epochs < 0):
             problems.append("train.patience must be >= 1 and train.min_epochs >= 0")
         if not 0.0 < t.onecycle_pct_start < 1.0:
             problems.append("train.onecycle_pct_start must lie in (0, 1)")
@@ -511,14 +515,17 @@ def train(
     model = build_model(config.model.name, fusion)
     steps = (len(features_train) + t.batch_size - 1) // t.batch_size
     opt = _optimisation(model, t, steps * t.epochs)
+    min_epochs = t.min_epochs
+    if min_epochs is None:
+        min_epochs = math.ceil(t.onecycle_pct_start * t.epochs) if opt.scheduler is not None else 1
     shuffle = np.random.default_rng(seed)
     history = TrainHistory(seed=seed, steps_per_epoch=steps)
     best: Metrics | None = None
     best_state: dict[str, torch.Tensor] | None = None
     stale = 0
     started = time.perf_counter()
-    log.info("train %s (seed %d): %d train / %d val utterances, %d steps per epoch, up to %d epochs",
-             config.model.name, seed, len(features_train), len(features_val), steps, t.epochs)  # fmt: skip
+    log.info("train %s (seed %d): %d train / %d val utterances, %d steps per epoch, %d to %d epochs",
+             config.model.name, seed, len(features_train), len(features_val), steps, min_epochs, t.epochs)  # fmt: skip
     for epoch in range(1, t.epochs + 1):
         epoch_start = time.perf_counter()
         model.train()
@@ -555,7 +562,7 @@ def train(
         log.info("%s s%d epoch %d: train loss %.4f, val loss %.4f, val acc %.4f, val F1 %.4f, %.1f s%s",
                  config.model.name, seed, epoch, entry.train_loss, entry.val_loss, entry.val_accuracy, entry.val_f1,
                  entry.seconds, " *" if improved else "")  # fmt: skip
-        if stale >= t.patience and epoch >= t.min_epochs:
+        if stale >= t.patience and epoch >= min_epochs:
             history.stopped_early = epoch < t.epochs
             break
     assert best is not None and best_state is not None

@@ -156,6 +156,15 @@ def test_early_stopping_after_patience_epochs_without_improvement(toy):
     assert len(history.epochs) == history.best_epoch + 2 < 60
 
 
+def test_no_early_stop_during_the_ca_moe_warm_up(toy):
+    noise_val = toy_features(14, 3, signal=0.0, split="val")
+    config = small_config("model.name=ca_moe", "train.epochs=10", "train.patience=1", "train.lr=3e-3")
+    _, history = train(config, toy["train"][:14], noise_val, seed=0)
+    assert len(history.epochs) >= 3  # ceil(0.3 * 10): the OneCycle warm-up
+    _, history = train(config.with_overrides(["train.min_epochs=1"]), toy["train"][:14], noise_val, seed=0)
+    assert len(history.epochs) == history.best_epoch + 1
+
+
 def test_same_seed_same_model_and_onecycle_only_on_ca_moe(toy):
     config = small_config("train.epochs=2", "train.patience=5")
     a, ha = train(config, toy["train"][:24], toy["val"], seed=7)
