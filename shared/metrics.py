@@ -32,6 +32,22 @@ class ServiceMetrics:
         self.lag = Gauge("emotion_consumer_lag", "Messages behind the end of each input partition", ["service", "topic", "partition"], registry=r)
         self.audio_seconds = Counter("emotion_audio_seconds_total", "Seconds of audio processed", ["service"], registry=r)
         self.up = Gauge("emotion_service_up", "1 while the service loop runs", ["service"], registry=r)
+        # joins (graph_gat, moe_fusion) and emotion events (moe_fusion)
+        self.join_pending = Gauge("emotion_join_pending", "Utterances waiting for a missing input of the join", ["service"], registry=r)
+        self.events = Counter("emotion_events_total", "Emotion events produced, by label and speaker", ["service", "label", "speaker"], registry=r)
+        self.event_latency = Histogram(
+            "emotion_event_latency_seconds", "From the utterance message to its emotion event", ["service"],
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
+
+        # the ASR alignment service
+        self.audio_chunks = Counter(
+            "emotion_audio_chunks_total", "Audio chunks by outcome (ok, duplicate, gap, rejected)", ["service", "outcome"], registry=r
+        )
+        self.utterances = Counter(
+            "emotion_utterances_total", "Utterances segmented, by speaker and transcript (text, empty, hallucination)",
+            ["service", "speaker", "transcript"], registry=r,
+        )
 
     def serve(self, host: str, port: int) -> int:
         """Expose ``/metrics``; returns the bound port (``port=0`` picks a free one)."""

@@ -8,11 +8,14 @@ turn a batch of valid inputs into outputs.  Delivery is at-least-once: offsets a
 after every output of the batch is acknowledged, so a crash replays the uncommitted batch and
 downstream consumers de-duplicate on ``utterance_id``.
 
+A service that joins several inputs (graph, fusion) declares them in :meth:`Service.inputs`; one
+with timers (the ASR service's end-of-call flush) returns outputs from :meth:`Service.tick`.
+
 Two kinds of failure are told apart:
 
 * a bad *message* (contract violation, or :class:`Reject` from the service) goes to the dead-letter
   topic with its reason, and the rest of the batch flows on;
-* a failing *dependency* (Triton or Kafka down, :class:`Retry`) commits nothing: the consumer seeks
+* a failing *dependency* (Triton, Kafka or the Redis state down, :class:`Retry`) commits nothing: the consumer seeks
   back to the batch's first offsets, waits, and tries again, so nothing is lost.
 """
 
@@ -38,6 +41,7 @@ from shared.contracts import Contract, ContractError, DeadLetter, decode
 from shared.kafka_io import make_consumer, make_producer
 from shared.metrics import ServiceMetrics
 from shared.settings import Settings
+from shared.state import StateStore
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +79,9 @@ class Context:
     settings: Settings
     metrics: ServiceMetrics
     cache: FeatureCache
+    """Features and audio: misses and skipped writes when Redis is down."""
+    state: StateStore
+    """State that must not be lost (call buffers, joins): Redis errors are retried."""
     instance_id: str
 
 
@@ -86,6 +93,10 @@ class Service(ABC):
     input_contract: type[Contract]
     output_topic: str
 
+    def inputs(self) -> dict[str, type[Contract]]:
+        """Input topics and the contract each carries; one topic unless the service joins several."""
+        return {self.input_topic: self.input_contract}
+
     def setup(self, ctx: Context) -> None:
         """Open clients (Triton models, ...) once, before the loop starts."""
         self.ctx = ctx
@@ -93,6 +104,14 @@ class Service(ABC):
     @abstractmethod
     def process(self, batch: list[Contract]) -> list[ProcessResult]:
         """Turn a batch of valid inputs into one result per input, in the same order."""
+
+    def delivered(self, outputs: list[Contract]) -> None:
+        """Called once the batch's outputs are acknowledged by the broker, before the commit."""
+
+    def tick(self, now: float) -> list[Output | Contract]:
+        """Timers: called between batches every ``runtime.tick_interval_s``, also when idle.
+        The outputs are produced and acknowledged (then passed to :meth:`delivered`)."""
+        return []
 
     def close(self) -> None:
         """Release what :meth:`setup` opened."""
@@ -135,6 +154,8 @@ class ServiceRuntime:
         self._producer: KafkaProducer | None = None
         self._target_file: Path | None = None
         self._last_lag = 0.0
+        self._last_tick = 0.0
+        self._contracts = service.inputs()
         self.metrics_port: int | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -154,15 +175,16 @@ class ServiceRuntime:
             from deploy.local.prometheus import register_scrape_target
 
             self._target_file = register_scrape_target(s, self.service.name, self.instance_id, self.metrics_port)
-        ctx = Context(settings=s, metrics=self.metrics, cache=FeatureCache(s), instance_id=self.instance_id)
+        ctx = Context(settings=s, metrics=self.metrics, cache=FeatureCache(s), state=StateStore(s),
+                      instance_id=self.instance_id)  # fmt: skip
         self.service.setup(ctx)
         self._producer = make_producer(s)
-        self._consumer = make_consumer(s, self.group_id, [self.service.input_topic])
+        self._consumer = make_consumer(s, self.group_id, list(self._contracts))
         self.metrics.up.labels(self.service.name).set(1)
         self.started.set()
         log.info(
             "%s: consuming %s as group %s, producing %s, metrics on :%d",
-            self.instance_id, self.service.input_topic, self.group_id, self.service.output_topic, self.metrics_port,
+            self.instance_id, ", ".join(self._contracts), self.group_id, self.service.output_topic, self.metrics_port,
         )
 
     def close(self) -> None:
@@ -179,14 +201,18 @@ class ServiceRuntime:
             unregister_scrape_target(self._target_file)
         log.info("%s: stopped", self.instance_id)
 
-    def run(self, max_batches: int | None = None) -> None:
-        """The loop.  ``max_batches`` bounds it (for tests); otherwise runs until stopped."""
+    def run(self, max_batches: int | None = None, ready_file: Path | None = None) -> None:
+        """The loop.  ``max_batches`` bounds it (for tests); otherwise runs until stopped.
+        ``ready_file`` is written (with the instance id) once the service consumes."""
         self.start()
+        if ready_file is not None:
+            Path(ready_file).write_text(self.instance_id + "\n")
         done = 0
         try:
             while not self._stop.is_set() and (max_batches is None or done < max_batches):
                 if self.run_once():
                     done += 1
+                self.run_tick()
         finally:
             self.close()
 
@@ -219,6 +245,25 @@ class ServiceRuntime:
             report.timings[stage] = dt
             self.metrics.stage_seconds.labels(self.service.name, stage).observe(dt)
 
+    def run_tick(self, force: bool = False) -> int:
+        """Run :meth:`Service.tick` when it is due; returns the number of outputs produced."""
+        now = time.monotonic()
+        if not force and now - self._last_tick < self.settings.runtime.tick_interval_s:
+            return 0
+        self._last_tick = now
+        svc = self.service
+        try:
+            outputs = [o if isinstance(o, Output) else Output(o) for o in svc.tick(time.time())]
+            if outputs:
+                pending = [_Pending(record=None, message=o.message, outputs=[o]) for o in outputs]
+                self._produce(pending, BatchReport())
+                svc.delivered([o.message for o in outputs])
+        except (Retry, KafkaError, ConnectionError, TimeoutError) as exc:
+            self.metrics.errors.labels(svc.name, type(exc).__name__).inc()
+            log.warning("%s: tick failed (%s); trying again at the next tick", svc.name, exc)
+            return 0
+        return len(outputs)
+
     def run_once(self) -> BatchReport | None:
         """Poll, process and commit one batch; returns None when there was nothing to do."""
         t_start = time.perf_counter()
@@ -244,6 +289,7 @@ class ServiceRuntime:
                     p.outputs = [o if isinstance(o, Output) else Output(o) for o in result]
             with self._timed(report, "produce"):
                 self._produce(pending, report)
+            svc.delivered([o.message for p in pending if p.message is not None for o in p.outputs])
             with self._timed(report, "commit"):
                 self._commit(records)
         except (Retry, KafkaError, ConnectionError, TimeoutError) as exc:
@@ -254,9 +300,8 @@ class ServiceRuntime:
             return report
         m = self.metrics
         m.batch_size.labels(svc.name).observe(len(records))
-        m.messages.labels(svc.name, svc.input_topic, "ok").inc(len(records) - report.deadlettered)
-        if report.deadlettered:
-            m.messages.labels(svc.name, svc.input_topic, "deadletter").inc(report.deadlettered)
+        for p in pending:
+            m.messages.labels(svc.name, p.record.topic, "ok" if p.message is not None else "deadletter").inc()
         m.stage_seconds.labels(svc.name, "total").observe(time.perf_counter() - t_start)
         return report
 
@@ -265,7 +310,7 @@ class ServiceRuntime:
             return _Pending(record, error=f"message of {len(record.value)} bytes exceeds the limit of "
                             f"{self.settings.runtime.max_message_bytes}", error_type="TooLarge")
         try:
-            return _Pending(record, message=decode(record.value, self.service.input_contract))
+            return _Pending(record, message=decode(record.value, self._contracts.get(record.topic)))
         except ContractError as exc:
             return _Pending(record, error=exc.reason, error_type="ContractError")
 

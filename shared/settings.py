@@ -52,6 +52,9 @@ class RedisSettings(BaseModel):
     db: int = 0
     feature_ttl_s: int = 24 * 3600
     audio_ttl_s: int = 6 * 3600
+    state_ttl_s: int = 7 * 24 * 3600
+    """Service state (call buffers, per-utterance joins): longer than every cache TTL, so that
+    Redis's ``volatile-ttl`` eviction drops cached features and old audio before state."""
     socket_timeout_s: float = 0.5
     retry_after_s: float = 5.0
     """After a failure the cache is bypassed for this long before Redis is tried again."""
@@ -92,6 +95,15 @@ class PrometheusSettings(BaseModel):
     retention: str = "2d"
 
 
+class EventSettings(BaseModel):
+    """The emotion events the fusion service publishes."""
+
+    redact: Literal["none", "digits", "all"] = "none"
+    """Transcripts in events: as recognised, with every digit masked (card, account and phone
+    numbers), or left out."""
+    negative_labels: tuple[str, ...] = ("anger", "disgust", "fear", "sadness")
+
+
 class TopicSettings(BaseModel):
     audio: str = "calls.audio"
     utterances: str = "utterances"
@@ -118,6 +130,8 @@ class RuntimeSettings(BaseModel):
     lag_interval_s: float = 5.0
     retry_backoff_s: float = 1.0
     """Pause after an infrastructure failure (Triton or Kafka down) before the batch is retried."""
+    tick_interval_s: float = 0.5
+    """How often :meth:`shared.runtime.Service.tick` runs (timers such as the end-of-call flush)."""
     shutdown_timeout_s: float = 10.0
     max_message_bytes: int = 8 * 1024 * 1024
     log_format: Literal["json", "text"] = "text"
@@ -143,6 +157,30 @@ class ModelSettings(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
+class SegmentationSettings(BaseModel):
+    """The ASR alignment service's voice-activity segmentation and hallucination guards
+    (see :mod:`services.segmentation` and :mod:`services.asr_alignment`)."""
+
+    vad_threshold: float = 0.5
+    """Silero VAD speech probability above which a 32 ms window is speech."""
+    min_silence_s: float = 0.6
+    """Non-speech after a segment that completes it (the end-of-utterance latency)."""
+    speech_pad_s: float = 0.2
+    """Audio kept on each side of the speech of a segment."""
+    min_utterance_s: float = 0.3
+    """Shorter speech (clicks, breaths) is dropped."""
+    max_utterance_s: float = 15.0
+    """Longer speech is split, at its last pause of at least 0.1 s when it has one."""
+    silence_timeout_s: float = 10.0
+    """A call with no chunk for this long (wall clock) is flushed, as if it had ended."""
+    min_word_probability: float = 0.02
+    """Words Whisper is less sure of than this are dropped."""
+    word_voiced_tolerance_s: float = 0.2
+    """A word whose middle lies further than this from every voiced span is dropped."""
+    max_ngram_repeats: int = 4
+    """A transcript that is one n-gram repeated more often than this is a decoding loop: blanked."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="EMOTION_", env_nested_delimiter="__", env_file=".env", extra="ignore"
@@ -157,7 +195,9 @@ class Settings(BaseSettings):
     prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
     topics: TopicSettings = Field(default_factory=TopicSettings)
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+    events: EventSettings = Field(default_factory=EventSettings)
     models: ModelSettings = Field(default_factory=ModelSettings)
+    segmentation: SegmentationSettings = SegmentationSettings()
 
     # ---- derived paths -------------------------------------------------------------------
     @property

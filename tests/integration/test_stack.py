@@ -164,7 +164,8 @@ def test_redis_requires_password(running: RunningStack) -> None:
     assert client.ping()
     client.set("itest:key", b"value", ex=60)
     assert client.get("itest:key") == b"value"
-    assert client.config_get("maxmemory-policy")["maxmemory-policy"] == "allkeys-lru"
+    assert client.config_get("maxmemory-policy")["maxmemory-policy"] == "volatile-ttl"
+    assert client.config_get("appendonly")["appendonly"] == "yes"  # service state survives a restart
     for c in (anonymous, wrong, client):
         c.close()
 

@@ -149,3 +149,58 @@ def test_process_must_answer_every_input(tmp_path):
     r.service = Broken()
     with pytest.raises(AssertionError, match="returned 0 results for 1 inputs"):
         r.run_once()
+
+
+class JoinLikeService(Service):
+    """Two input topics; answers each speech message, reports deliveries, and a timer output."""
+
+    name = "joinlike"
+    output_topic = "features.graph"
+
+    def __init__(self):
+        self.delivered_ids, self.timer_outputs = [], []
+
+    def inputs(self):
+        return {"utterances": Utterance, "features.text": TextFeatures}
+
+    def process(self, batch):
+        return [[u] if isinstance(u, Utterance) else [] for u in batch]
+
+    def delivered(self, outputs):
+        self.delivered_ids += [o.utterance_id for o in outputs]
+
+    def tick(self, now):
+        out, self.timer_outputs = self.timer_outputs, []
+        return out
+
+
+def test_several_input_topics_each_with_its_contract(tmp_path):
+    z = ArrayPayload.from_array(np.zeros((1, 1), np.float16))
+    feats = TextFeatures(call_id="c", utterance_id="c/9", model_version="v", hidden=z, mask=z, offsets=z).encode()
+    recs = [Record("utterances", 0, 0, b"c", _utt(0)), Record("features.text", 0, 1, b"c", feats),
+            Record("features.text", 0, 2, b"c", _utt(1))]  # an utterance on the text topic: wrong contract
+    s = load_settings(home=tmp_path)
+    s.runtime.max_wait_ms = 1
+    svc = JoinLikeService()
+    r = ServiceRuntime(svc, s)
+    r._consumer, r._producer = FakeConsumer(recs), FakeProducer()
+    rep = r.run_once()
+    assert (rep.consumed, rep.produced, rep.deadlettered) == (3, 1, 1)
+    dead = decode(r._producer.sent[-1][2])
+    assert isinstance(dead, DeadLetter) and "expected a text_features message" in dead.reason
+    assert svc.delivered_ids == ["c/0"]  # after the acks, before the commit
+    assert r._consumer.commits == [{("utterances", 0): 1, ("features.text", 0): 3}]
+
+
+def test_tick_outputs_are_produced_and_delivered_even_when_idle(tmp_path):
+    s = load_settings(home=tmp_path)
+    s.runtime.tick_interval_s = 0.0
+    svc = JoinLikeService()
+    r = ServiceRuntime(svc, s)
+    r._consumer, r._producer = FakeConsumer([]), FakeProducer()
+    svc.timer_outputs = [decode(_utt(5))]
+    assert r.run_once() is None and r.run_tick() == 1
+    assert [t for t, _k, _v in r._producer.sent] == ["features.graph"] and svc.delivered_ids == ["c/5"]
+    r._producer.fail_next = True  # not acknowledged: nothing delivered, the tick reports no output
+    svc.timer_outputs = [decode(_utt(6))]
+    assert r.run_tick() == 0 and svc.delivered_ids == ["c/5"]

@@ -1,0 +1,401 @@
+"""ASR alignment service: ``calls.audio`` -> ``utterances``.
+
+Audio chunks of a call (8 or 16 kHz, mono or stereo with one speaker per channel) are cut into
+utterances by voice activity (:mod:`services.segmentation`), transcribed with word timestamps by
+the ``asr`` Triton model (Whisper), cleaned of text Whisper invents on silence and noise, and
+published in the order they end, numbered per call (``<call_id>:<index:05d>``).
+
+State.  Each call's segmentation state lives in Redis (``ctx.state``), so the service keeps no
+audio in memory between batches and a restarted or rebalanced instance carries on mid-call:
+
+* ``emotion:state:asr:call:<call_id>`` -- hash: the next expected ``seq``, the next utterance
+  index, the audio format fixed by the first chunk, the language, whether the call has ended,
+  and the wall time of its last chunk;
+* ``emotion:state:asr:channel:<call_id>:<n>`` -- hash: channel ``n``'s
+  :meth:`services.segmentation.ChannelSegmenter.state` (the not-yet-segmented 16 kHz int16 tail,
+  the resampler and VAD state);
+* ``emotion:state:asr:active`` -- sorted set of calls by the wall time of their last chunk; from
+  :meth:`AsrAlignmentService.tick`, any instance flushes calls silent for ``silence_timeout_s``.
+
+Delivery.  :meth:`process` and :meth:`tick` only read the state; the new state is written in one
+Redis transaction by :meth:`delivered`, once the broker has acknowledged the utterances.  A batch
+that fails anywhere (Triton, Kafka, Redis) is replayed against the old state and yields the same
+utterances with the same ids, which consumers de-duplicate; a chunk whose ``seq`` was already
+taken into the state (a replay after the commit was lost) is skipped.  A ``seq`` gap is logged and
+counted, not fatal.  A chunk that cannot be decoded, or changes the call's sample rate, channels
+or roles, is rejected (dead-lettered).
+
+Hallucination guards, on top of the transcriber's own no-speech, log-probability and compression
+checks: words whose middle lies outside the voiced spans of the segment (VAD), words Whisper gives
+a very low probability, and transcripts that are known Whisper inventions on non-speech ("thank
+you for watching", "시청해주셔서 감사합니다", ...) or a loop of one n-gram are dropped.  An utterance
+left without text is still published (``text=""``, no words): the fusion sees the missing modality.
+
+Each utterance's 16 kHz int16 audio goes to the feature cache under ``emotion:audio:<utterance_id>``
+(``audio_key``); when the cache is down it travels inline in ``Utterance.audio`` instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import unicodedata
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from services.segmentation import ChannelSegmenter, Segment
+from shared.contracts import ArrayPayload, AudioChunk, ContractError, Utterance, Word
+from shared.runtime import Context, Reject, Retry, Service
+from shared.settings import SegmentationSettings, Settings
+from shared.triton_client import TritonError, TritonModel
+from training.serving.asr import words_from_json
+
+log = logging.getLogger(__name__)
+
+HALLUCINATION_MARKERS: tuple[str, ...] = (
+    "thank you for watching", "thanks for watching", "thank you so much for watching", "please subscribe",
+    "subtitles by", "subtitled by", "captions by", "amara org", "transcribed by",
+    "시청해주셔서 감사합니다", "시청해 주셔서 감사합니다", "시청 감사합니다", "구독과 좋아요", "구독 좋아요", "구독 부탁",
+    "자막 제공", "mbc 뉴스",
+)  # fmt: skip
+"""Normalised phrases Whisper writes over silence, music or noise, never said in a call."""
+HALLUCINATION_TRANSCRIPTS: frozenset[str] = frozenset({"you", "구독", "좋아요", "구독해주세요", "자막"})
+"""Normalised transcripts that are hallucinations when they are the whole transcript."""
+SPACELESS_LANGUAGES = frozenset({"zh", "ja", "th", "lo", "my", "km", "bo", "yue"})
+"""Languages whose words are written without spaces between them."""
+
+
+def normalise(text: str) -> str:
+    """Lower case, punctuation and symbols removed, whitespace collapsed (for phrase matching)."""
+    kept = "".join(ch if unicodedata.category(ch)[0] in "LNZ" else " " for ch in unicodedata.normalize("NFKC", text))
+    return re.sub(r"\s+", " ", kept).strip().lower()
+
+
+def is_ngram_loop(tokens: list[str], max_repeats: int) -> bool:
+    """Whether ``tokens`` are one n-gram repeated more than ``max_repeats`` times (a partial
+    repeat may trail), which is how Whisper's decoding loops look."""
+    for n in range(1, len(tokens) // (max_repeats + 1) + 1):
+        gram = tokens[:n]
+        if all(tokens[i] == gram[i % n] for i in range(len(tokens))):
+            return True
+    return False
+
+
+def hallucination(text: str, max_repeats: int) -> str | None:
+    """Why ``text`` is a known hallucination on non-speech, or None."""
+    norm = normalise(text)
+    if norm in HALLUCINATION_TRANSCRIPTS:
+        return f"hallucinated transcript {norm!r}"
+    for marker in HALLUCINATION_MARKERS:
+        if marker in norm:
+            return f"hallucinated phrase {marker!r}"
+    if is_ngram_loop(norm.split(), max_repeats):
+        return "repeated n-gram loop"
+    return None
+
+
+def guard_words(
+    words: list[dict[str, Any]], voiced: list[tuple[float, float]], settings: SegmentationSettings
+) -> list[dict[str, Any]]:
+    """The words that are likely enough and lie on voiced audio (times relative to the segment)."""
+    tol = settings.word_voiced_tolerance_s
+
+    def on_voice(w: dict[str, Any]) -> bool:
+        middle = (float(w["start"]) + float(w["end"])) / 2
+        return any(a - tol <= middle <= b + tol for a, b in voiced)
+
+    return [w for w in words if float(w.get("probability", 1.0)) >= settings.min_word_probability and on_voice(w)]
+
+
+@dataclass
+class CallState:
+    """One call's state: the hash under ``call`` plus its channels' segmenters (loaded with it)."""
+
+    call_id: str
+    known: bool = False
+    """False until the call's first chunk is taken in."""
+    next_seq: int = 0
+    next_index: int = 0
+    sample_rate: int = 0
+    channels: int = 0
+    roles: list[str] = field(default_factory=list)
+    language: str | None = None
+    ended: bool = False
+    last_chunk: float = 0.0
+    active: bool = True
+    """False once flushed (ended or silent): the call leaves the active set."""
+    segmenters: dict[int, ChannelSegmenter] = field(default_factory=dict)
+
+    def fields(self) -> dict[str, str]:
+        return {
+            "next_seq": str(self.next_seq), "next_index": str(self.next_index), "sample_rate": str(self.sample_rate),
+            "channels": str(self.channels), "roles": json.dumps(self.roles), "language": self.language or "",
+            "ended": str(int(self.ended)), "last_chunk": repr(self.last_chunk),
+        }  # fmt: skip
+
+    @classmethod
+    def from_fields(cls, call_id: str, raw: dict[bytes, bytes]) -> CallState:
+        if not raw:
+            return cls(call_id)
+        f = {k.decode(): v.decode() for k, v in raw.items()}
+        return cls(
+            call_id, known=True, next_seq=int(f["next_seq"]), next_index=int(f["next_index"]),
+            sample_rate=int(f["sample_rate"]), channels=int(f["channels"]), roles=json.loads(f["roles"]),
+            language=f["language"] or None, ended=f["ended"] == "1", last_chunk=float(f["last_chunk"]),
+        )  # fmt: skip
+
+
+@dataclass
+class _Pending:
+    """A segment with its place in the call, waiting for its transcript."""
+
+    call: CallState
+    index: int
+    speaker: str
+    segment: Segment
+
+
+def decode_pcm(chunk: AudioChunk) -> np.ndarray:
+    """The chunk's samples as float32 ``[frames, channels]`` in [-1, 1]; :class:`Reject` when bad."""
+    try:
+        pcm = chunk.pcm.to_array()
+    except ContractError as exc:
+        raise Reject(f"pcm undecodable: {exc.reason}") from exc
+    if pcm.dtype == np.int16:
+        samples = pcm.astype(np.float32) / 32768
+    elif pcm.dtype == np.float32:
+        samples = pcm.astype(np.float32)
+        if not np.all(np.isfinite(samples)):
+            raise Reject("pcm holds NaN or infinite samples")
+    else:
+        raise Reject(f"pcm must be int16 or float32, got {pcm.dtype}")
+    if pcm.ndim != 1 or pcm.size % chunk.channels:
+        raise Reject(f"pcm of shape {list(pcm.shape)} is not interleaved samples of {chunk.channels} channels")
+    return samples.reshape(-1, chunk.channels)
+
+
+class AsrAlignmentService(Service):
+    name = "asr_alignment"
+    input_contract = AudioChunk
+
+    def __init__(self, settings: Settings):
+        self.input_topic = settings.topics.audio
+        self.output_topic = settings.topics.utterances
+        self._unsaved: tuple[dict[str, CallState], set[str]] = ({}, set())
+        """The calls' new state and the ids of the utterances it waits for (see :meth:`delivered`)."""
+
+    def setup(self, ctx: Context) -> None:
+        super().setup(ctx)
+        self.settings = ctx.settings
+        self.seg_settings = ctx.settings.segmentation
+        self.model = TritonModel(ctx.settings, "asr")
+        self.model.wait_ready()
+
+    # ---- keys and state --------------------------------------------------------------------
+    def _call_key(self, call_id: str) -> str:
+        return self.ctx.state.key("asr", "call", call_id)
+
+    def _channel_key(self, call_id: str, channel: int) -> str:
+        return self.ctx.state.key("asr", "channel", call_id, str(channel))
+
+    @property
+    def _active_key(self) -> str:
+        return self.ctx.state.key("asr", "active")
+
+    def _load(self, call_id: str) -> CallState:
+        with self.ctx.state.guard() as r:
+            pipe = r.pipeline(transaction=False)
+            pipe.hgetall(self._call_key(call_id))
+            for ch in range(2):
+                pipe.hgetall(self._channel_key(call_id, ch))
+            raw_call, *raw_channels = pipe.execute()
+        call = CallState.from_fields(call_id, raw_call)
+        for ch, raw in enumerate(raw_channels[: call.channels]):
+            state = {k.decode(): v for k, v in raw.items()}
+            call.segmenters[ch] = (ChannelSegmenter.from_state(self.seg_settings, state) if state
+                                   else ChannelSegmenter(self.seg_settings, call.sample_rate))  # fmt: skip
+        return call
+
+    def _save(self, calls: dict[str, CallState]) -> None:
+        """Write the calls' new state in one transaction."""
+        if not calls:
+            return
+        ttl = self.ctx.state.ttl_s
+        with self.ctx.state.guard() as r:
+            pipe = r.pipeline(transaction=True)
+            for call in calls.values():
+                if not call.known:
+                    pipe.zrem(self._active_key, call.call_id)
+                    continue
+                pipe.hset(self._call_key(call.call_id), mapping=call.fields())
+                pipe.expire(self._call_key(call.call_id), ttl)
+                for ch, seg in call.segmenters.items():
+                    key = self._channel_key(call.call_id, ch)
+                    if call.ended:
+                        pipe.delete(key)
+                    else:
+                        pipe.hset(key, mapping=seg.state())
+                        pipe.expire(key, ttl)
+                if call.active and not call.ended:
+                    pipe.zadd(self._active_key, {call.call_id: call.last_chunk})
+                else:
+                    pipe.zrem(self._active_key, call.call_id)
+            pipe.expire(self._active_key, ttl)
+            pipe.execute()
+
+    def delivered(self, outputs: list) -> None:
+        """The utterances are acknowledged: now the state that produced them may move on.
+
+        Only the state of the batch (or tick) whose utterances these are: one whose outputs failed
+        was never saved, and its replay computes it again."""
+        (calls, expected), self._unsaved = self._unsaved, ({}, set())
+        if {o.message_id for o in outputs} == expected:
+            self._save(calls)
+
+    # ---- chunks ----------------------------------------------------------------------------
+    def process(self, batch: list[AudioChunk]) -> list[list[Utterance] | Reject]:
+        self._unsaved = ({}, set())
+        calls: dict[str, CallState] = {}
+        now = time.time()
+        taken: list[list[_Pending] | Reject] = []
+        for chunk in batch:
+            if chunk.call_id not in calls:
+                calls[chunk.call_id] = self._load(chunk.call_id)
+            call = calls[chunk.call_id]
+            try:
+                taken.append(self._take(call, chunk, now))
+            except Reject as reject:
+                self.ctx.metrics.audio_chunks.labels(self.name, "rejected").inc()
+                taken.append(reject)
+        pending = [p for t in taken if not isinstance(t, Reject) for p in t]
+        utterances = self._transcribe(pending)
+        self._unsaved = (calls, {u.message_id for u in utterances})
+        numbered = iter(utterances)
+        return [t if isinstance(t, Reject) else [next(numbered) for _ in t] for t in taken]
+
+    def _take(self, call: CallState, chunk: AudioChunk, now: float) -> list[_Pending]:
+        """Take one chunk into its call's state; the segments it completes, numbered."""
+        if call.known and chunk.seq < call.next_seq:
+            log.info("call %s: chunk %d already taken in (next is %d); skipped", call.call_id, chunk.seq, call.next_seq)
+            self.ctx.metrics.audio_chunks.labels(self.name, "duplicate").inc()
+            return []
+        if call.ended:
+            raise Reject(f"chunk {chunk.seq} arrived after the end of call {call.call_id}")
+        if len(chunk.channel_roles) != chunk.channels:
+            raise Reject(f"{chunk.channels} channels but channel roles {chunk.channel_roles}")
+        fmt = (chunk.sample_rate, chunk.channels, list(chunk.channel_roles))
+        if call.known and fmt != (call.sample_rate, call.channels, call.roles):
+            raise Reject(f"audio format changed mid-call: {call.sample_rate} Hz x {call.channels} {call.roles} "
+                         f"-> {chunk.sample_rate} Hz x {chunk.channels} {chunk.channel_roles}")  # fmt: skip
+        samples = decode_pcm(chunk)
+        if chunk.seq > call.next_seq:
+            log.warning("call %s: chunks %d..%d missing; carrying on", call.call_id, call.next_seq, chunk.seq - 1)
+            self.ctx.metrics.audio_chunks.labels(self.name, "gap").inc()
+        if not call.known:
+            call.known, (call.sample_rate, call.channels, call.roles) = True, fmt
+            call.segmenters = {
+                ch: ChannelSegmenter(self.seg_settings, chunk.sample_rate) for ch in range(chunk.channels)
+            }
+        completed: list[tuple[int, Segment]] = []
+        for ch, seg in call.segmenters.items():
+            completed += [(ch, s) for s in seg.feed(samples[:, ch])]
+            if chunk.end_of_call:
+                completed += [(ch, s) for s in seg.flush()]
+        call.next_seq, call.last_chunk, call.active = chunk.seq + 1, now, True
+        call.ended = chunk.end_of_call
+        call.language = chunk.language or call.language
+        self.ctx.metrics.audio_chunks.labels(self.name, "ok").inc()
+        self.ctx.metrics.audio_seconds.labels(self.name).inc(samples.shape[0] / chunk.sample_rate)
+        return self._number(call, completed)
+
+    def _number(self, call: CallState, completed: list[tuple[int, Segment]]) -> list[_Pending]:
+        """Give the completed segments their utterance index, in the order they start."""
+        pending = []
+        for ch, segment in sorted(completed, key=lambda c: (c[1].start, c[0])):
+            pending.append(_Pending(call, call.next_index, call.roles[ch], segment))
+            call.next_index += 1
+        return pending
+
+    # ---- timers ----------------------------------------------------------------------------
+    def tick(self, now: float) -> list[Utterance]:
+        """Flush the calls that sent nothing for ``silence_timeout_s``, as if they had ended."""
+        self._unsaved = ({}, set())
+        with self.ctx.state.guard() as r:
+            idle_since = now - self.seg_settings.silence_timeout_s
+            silent = [m.decode() for m in r.zrangebyscore(self._active_key, "-inf", idle_since)]
+        calls = {call_id: self._load(call_id) for call_id in silent}
+        pending = []
+        for call in calls.values():
+            completed = [(ch, s) for ch, seg in call.segmenters.items() for s in seg.flush()]
+            call.active = False
+            pending += self._number(call, completed)
+            log.info("call %s: no audio for %.0f s; flushed %d utterances",
+                     call.call_id, now - call.last_chunk, len(completed))  # fmt: skip
+        utterances = self._transcribe(pending)
+        if utterances:
+            self._unsaved = (calls, {u.message_id for u in utterances})
+        else:
+            self._save(calls)
+        return utterances
+
+    # ---- transcription ---------------------------------------------------------------------
+    def _transcribe(self, pending: list[_Pending]) -> list[Utterance]:
+        """One Triton request for all the segments; their utterances, in the same order."""
+        if not pending:
+            return []
+        rows = [p.segment.audio for p in pending]
+        audio = np.zeros((len(rows), max(a.size for a in rows)), np.float32)
+        for r, a in enumerate(rows):
+            audio[r, : a.size] = a.astype(np.float32) / 32768
+        inputs = {
+            "AUDIO": audio,
+            "LENGTH": np.array([[a.size] for a in rows], np.int32),
+            "LANGUAGE": np.array([[p.call.language or ""] for p in pending], dtype=object),
+        }
+        try:
+            out = self.model.infer(inputs, ["TEXT", "LANGUAGE", "WORDS"])
+        except TritonError as exc:
+            if exc.retryable:
+                raise Retry(str(exc)) from exc
+            raise
+        return [
+            self._utterance(p, _text(out["TEXT"][r, 0]), _text(out["LANGUAGE"][r, 0]) or p.call.language,
+                            words_from_json(out["WORDS"][r, 0]))
+            for r, p in enumerate(pending)
+        ]  # fmt: skip
+
+    def _utterance(self, p: _Pending, text: str, language: str | None, words: list[dict[str, Any]]) -> Utterance:
+        seg = p.segment
+        kept = guard_words(words, seg.voiced_s(), self.seg_settings)
+        if len(kept) < len(words):
+            log.debug("%s:%05d: dropped words %s", p.call.call_id, p.index, [w["text"] for w in words if w not in kept])
+            text = ("" if (language or "").split("-")[0] in SPACELESS_LANGUAGES else " ").join(w["text"] for w in kept)
+        outcome = "text" if text.strip() else "empty"
+        if outcome == "text" and (reason := hallucination(text, self.seg_settings.max_ngram_repeats)):
+            log.info("%s:%05d: blanked %r (%s)", p.call.call_id, p.index, text, reason)
+            text, kept, outcome = "", [], "hallucination"
+        self.ctx.metrics.utterances.labels(self.name, p.speaker, outcome).inc()
+        utterance_id = f"{p.call.call_id}:{p.index:05d}"
+        pcm = seg.audio.astype("<i2")
+        audio_key = f"emotion:audio:{utterance_id}"
+        stored = self.ctx.cache.put(audio_key, pcm.tobytes(), ttl_s=self.settings.redis.audio_ttl_s)
+        return Utterance(
+            call_id=p.call.call_id, utterance_id=utterance_id, index=p.index, speaker=p.speaker,
+            start=seg.start_s, end=seg.end_s, text=text.strip(), language=language,
+            words=[Word(text=w["text"], start=max(0.0, float(w["start"])), end=max(0.0, float(w["end"])),
+                        probability=min(1.0, max(0.0, float(w.get("probability", 1.0))))) for w in kept],
+            audio=None if stored else ArrayPayload.from_array(pcm, "int16"),
+            audio_key=audio_key if stored else None,
+        )  # fmt: skip
+
+    def close(self) -> None:
+        if hasattr(self, "model"):
+            self.model.close()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)

@@ -1,0 +1,114 @@
+"""Speech encoding service: ``utterances`` -> ``features.speech``.
+
+Each utterance's 16 kHz audio (from Redis under its ``audio_key``, else inline in the message)
+goes through the ``speech_encoder`` Triton model: frames pooled or padded to ``max_frames``, their
+mask and each frame's start/end time in seconds from the utterance start (for the time-aligned
+graph).  Features are cached in Redis by (model version, audio bytes), so a replayed utterance
+costs one look-up.  An utterance whose audio expired or is missing cannot be encoded: dead-lettered.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from shared.cache import content_key
+from shared.contracts import ArrayPayload, ContractError, SpeechFeatures, Utterance
+from shared.runtime import Context, Reject, Retry, Service
+from shared.settings import Settings
+from shared.triton_client import TritonError, TritonModel
+
+
+def utterance_audio(utterance: Utterance, stored: bytes | None) -> np.ndarray:
+    """The utterance's samples (int16 or float32) from Redis or inline; :class:`Reject` when gone."""
+    if stored is not None:
+        if len(stored) % 2:
+            raise Reject(f"stored utterance audio has an odd number of bytes ({len(stored)}) for int16")
+        return np.frombuffer(stored, "<i2")
+    if utterance.audio is None:
+        raise Reject("utterance audio missing or expired")
+    try:
+        audio = utterance.audio.to_array()
+    except ContractError as exc:
+        raise Reject(f"utterance audio undecodable: {exc.reason}") from exc
+    if audio.dtype.kind not in ("i", "f") or audio.ndim != 1:
+        raise Reject(f"utterance audio must be 1-D int16 or float32, got {audio.dtype} {list(audio.shape)}")
+    return audio
+
+
+def to_float(audio: np.ndarray) -> np.ndarray:
+    """int16 PCM -> float32 in [-1, 1]; float audio passes through."""
+    return audio.astype(np.float32) / 32768 if audio.dtype.kind == "i" else audio.astype(np.float32)
+
+
+class SpeechEncoderService(Service):
+    name = "speech_encoder"
+    input_contract = Utterance
+
+    def __init__(self, settings: Settings):
+        self.input_topic = settings.topics.utterances
+        self.output_topic = settings.topics.speech_features
+
+    def setup(self, ctx: Context) -> None:
+        super().setup(ctx)
+        self.model = TritonModel(ctx.settings, "speech_encoder")
+        self.model.wait_ready()
+        self.model_version = self.model.parameters().get("model_version", "unknown")
+
+    def process(self, batch: list[Utterance]) -> list[list[SpeechFeatures] | Reject]:
+        stored = self.ctx.cache.get_many([u.audio_key for u in batch if u.audio_key])
+        by_key = dict(zip([u.audio_key for u in batch if u.audio_key], stored))
+        results: list[list[SpeechFeatures] | Reject | None] = [None] * len(batch)
+        audio: dict[int, np.ndarray] = {}
+        for i, u in enumerate(batch):
+            try:
+                a = utterance_audio(u, by_key.get(u.audio_key) if u.audio_key else None)
+            except Reject as reject:
+                results[i] = reject
+                continue
+            if a.size == 0:
+                results[i] = Reject("utterance audio is empty")
+                continue
+            audio[i] = a
+        keys = {i: content_key("speech", self.model_version, str(a.dtype), a.tobytes()) for i, a in audio.items()}
+        cached = dict(zip(keys, self.ctx.cache.get_many(list(keys.values()))))
+        misses = [i for i, v in cached.items() if v is None]
+        self.ctx.metrics.cache.labels(self.name, "hit").inc(len(cached) - len(misses))
+        self.ctx.metrics.cache.labels(self.name, "miss").inc(len(misses))
+        features = {i: json.loads(v) for i, v in cached.items() if v is not None}
+        if misses:
+            features.update(self._encode(misses, audio, keys))
+        for i in audio:
+            u = batch[i]
+            results[i] = [SpeechFeatures(call_id=u.call_id, utterance_id=u.utterance_id,
+                                         model_version=self.model_version, cached=cached[i] is not None,
+                                         **features[i])]  # fmt: skip
+        return results  # type: ignore[return-value]
+
+    def _encode(self, rows: list[int], audio: dict[int, np.ndarray], keys: dict[int, str]) -> dict[int, dict]:
+        """One Triton request for the uncached utterances; caches and returns their features."""
+        waves = [to_float(audio[i]) for i in rows]
+        padded = np.zeros((len(waves), max(w.size for w in waves)), np.float32)
+        for r, w in enumerate(waves):
+            padded[r, : w.size] = w
+        lengths = np.array([[w.size] for w in waves], np.int32)
+        try:
+            out = self.model.infer({"AUDIO": padded, "LENGTH": lengths}, ["FRAMES", "MASK", "FRAME_TIMES"])
+        except TritonError as exc:
+            if exc.retryable:
+                raise Retry(str(exc)) from exc
+            raise
+        fresh = {}
+        for r, i in enumerate(rows):
+            fresh[i] = {
+                "frames": ArrayPayload.from_array(out["FRAMES"][r], "float16").model_dump(),
+                "mask": ArrayPayload.from_array(out["MASK"][r], "bool").model_dump(),
+                "frame_times": ArrayPayload.from_array(out["FRAME_TIMES"][r], "float32").model_dump(),
+            }
+        self.ctx.cache.put_many([(keys[i], json.dumps(f).encode()) for i, f in fresh.items()])
+        return fresh
+
+    def close(self) -> None:
+        if hasattr(self, "model"):
+            self.model.close()

@@ -1,0 +1,352 @@
+"""The ASR alignment service on a real redis-server, with a fake Triton ``asr`` model.
+
+Chunks go through ``process`` and, like the runtime does once the broker acknowledged the outputs,
+``delivered``; a replay without ``delivered`` is a batch whose outputs were not acknowledged.
+"""
+
+import shutil
+import socket
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from services import asr_alignment
+from services.asr_alignment import AsrAlignmentService, guard_words, hallucination, is_ngram_loop
+from shared.cache import FeatureCache
+from shared.contracts import ArrayPayload, AudioChunk, Utterance
+from shared.metrics import ServiceMetrics
+from shared.runtime import Context, Reject, Retry
+from shared.settings import SegmentationSettings, load_settings
+from shared.state import StateStore
+from shared.triton_client import TritonError
+from training.data.audio import resample
+from training.data.espeak import synthesize
+
+RATE = 8000
+CHUNK = RATE // 2
+PASSWORD = "unit-test-password"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def redis_port():
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    port = free_port()
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no",
+                             "--requirepass", PASSWORD], stdout=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    yield port
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+class FakeAsr:
+    """The ``asr`` model's interface: one word per row over its middle, text from ``script``."""
+
+    def __init__(self):
+        self.requests: list[int] = []
+        self.script = lambda seconds, language: ("hello there", [
+            {"text": "hello", "start": 0.3, "end": 0.6, "probability": 0.9},
+            {"text": "there", "start": 0.7, "end": 0.9, "probability": 0.8},
+        ])  # fmt: skip
+        self.fail: TritonError | None = None
+
+    def wait_ready(self):
+        pass
+
+    def infer(self, inputs, outputs):
+        if self.fail is not None:
+            raise self.fail
+        audio, lengths, languages = inputs["AUDIO"], inputs["LENGTH"], inputs["LANGUAGE"]
+        assert audio.dtype == np.float32 and lengths.dtype == np.int32 and audio.shape[0] == lengths.shape[0]
+        self.requests.append(audio.shape[0])
+        import json
+
+        rows = [self.script(int(n) / 16000, lang) for n, lang in zip(lengths[:, 0], languages[:, 0])]
+        return {
+            "TEXT": np.array([[t.encode()] for t, _ in rows], dtype=object),
+            "LANGUAGE": np.array([[(lang or "en").encode()] for lang in languages[:, 0]], dtype=object),
+            "WORDS": np.array([[json.dumps(w).encode()] for _, w in rows], dtype=object),
+        }
+
+    def close(self):
+        pass
+
+
+@pytest.fixture
+def settings(tmp_path, redis_port):
+    s = load_settings(home=tmp_path)
+    s.redis.port, s.redis.password = redis_port, PASSWORD
+    return s
+
+
+@pytest.fixture
+def fake_asr(monkeypatch):
+    fake = FakeAsr()
+    monkeypatch.setattr(asr_alignment, "TritonModel", lambda settings, name: fake)
+    return fake
+
+
+@pytest.fixture
+def make_service(settings, fake_asr):
+    """A new service instance on the same Redis each call (a restart)."""
+    StateStore(settings).redis.flushdb()
+
+    def make(cache: FeatureCache | None = None) -> AsrAlignmentService:
+        svc = AsrAlignmentService(settings)
+        svc.setup(Context(settings=settings, metrics=ServiceMetrics("asr_alignment"),
+                          cache=cache or FeatureCache(settings), state=StateStore(settings), instance_id="test"))
+        return svc
+
+    return make
+
+
+def speech(text: str) -> np.ndarray:
+    audio, sr = synthesize(text, "en-us")
+    audio = resample(audio, sr, RATE)
+    loud = np.flatnonzero(np.abs(audio) > 0.02)
+    return audio[loud[0] : loud[-1] + 1]
+
+
+@pytest.fixture(scope="module")
+def stereo_call():
+    """Agent, customer, agent, with pauses; returns interleaved int16 and (speaker, start, end) turns."""
+    rng = np.random.default_rng(0)
+    turns = [("agent", "Hello, how can I help you today?"), ("customer", "My internet has been down since Monday."),
+             ("agent", "I am sorry to hear that, let me check.")]  # fmt: skip
+    t, spans, channels = 0.8, [], [[], []]
+    for speaker, text in turns:
+        s = speech(text)
+        ch = 0 if speaker == "agent" else 1
+        channels[ch].append((int(t * RATE), s))
+        spans.append((speaker, t, t + s.size / RATE))
+        t += s.size / RATE + 1.2
+    n = int((t + 0.5) * RATE)
+    stereo = (rng.standard_normal((n, 2)) * 0.002).astype(np.float32)
+    for ch, pieces in enumerate(channels):
+        for start, s in pieces:
+            stereo[start : start + s.size, ch] += s
+    return np.round(stereo * 32767).astype(np.int16).reshape(-1), spans
+
+
+def chunks(pcm: np.ndarray, call_id: str = "call-1", **extra) -> list[AudioChunk]:
+    step = CHUNK * 2
+    n = -(-pcm.size // step)
+    return [AudioChunk(call_id=call_id, seq=i, sample_rate=RATE, channels=2, channel_roles=["agent", "customer"],
+                       pcm=ArrayPayload.from_array(pcm[i * step : (i + 1) * step]), end_of_call=i == n - 1,
+                       language="en", **extra) for i in range(n)]  # fmt: skip
+
+
+def run(svc: AsrAlignmentService, batch: list[AudioChunk], deliver: bool = True) -> list:
+    results = svc.process(batch)
+    assert len(results) == len(batch)
+    if deliver:
+        svc.delivered([u for r in results if not isinstance(r, Reject) for u in r])
+    return results
+
+
+def utterances_of(results) -> list[Utterance]:
+    return [u for r in results if not isinstance(r, Reject) for u in r]
+
+
+def feed(svc, all_chunks, batch=4) -> list[Utterance]:
+    out = []
+    for i in range(0, len(all_chunks), batch):
+        out += utterances_of(run(svc, all_chunks[i : i + batch]))
+    return out
+
+
+def test_a_stereo_call_becomes_ordered_utterances_with_speakers_times_and_audio(
+    make_service, stereo_call, fake_asr, settings
+):
+    pcm, spans = stereo_call
+    svc = make_service()
+    utts = feed(svc, chunks(pcm))
+    assert [u.speaker for u in utts] == [s for s, _, _ in spans]
+    assert [u.utterance_id for u in utts] == ["call-1:00000", "call-1:00001", "call-1:00002"]
+    assert [u.index for u in utts] == [0, 1, 2]
+    for u, (_, start, end) in zip(utts, spans):
+        assert start - 0.35 <= u.start <= start + 0.15, (u.start, start)
+        assert end - 0.35 <= u.end <= end + 0.35, (u.end, end)
+        assert u.text == "hello there" and [w.text for w in u.words] == ["hello", "there"]
+        assert u.language == "en" and u.audio is None and u.audio_key == f"emotion:audio:{u.utterance_id}"
+        stored = svc.ctx.cache.get(u.audio_key)
+        assert stored is not None and len(stored) == 2 * round((u.end - u.start) * 16000)
+    assert sum(fake_asr.requests) == 3
+    assert svc.ctx.metrics.audio_seconds.labels("asr_alignment")._value.get() == pytest.approx(pcm.size / 2 / RATE)
+    # the call ended: its channel buffers are gone, its tombstone stays, it is not active any more
+    r = svc.ctx.state.redis
+    assert not r.exists(svc._channel_key("call-1", 0)) and r.exists(svc._call_key("call-1"))
+    assert r.zcard(svc._active_key) == 0
+    assert 0 < r.ttl(svc._call_key("call-1")) <= settings.redis.state_ttl_s
+
+
+def test_utterances_complete_in_one_batch_share_one_triton_request(make_service, stereo_call, fake_asr):
+    pcm, _ = stereo_call
+    utts = utterances_of(run(make_service(), chunks(pcm)))
+    assert len(utts) == 3 and fake_asr.requests == [3]
+
+
+def test_duplicate_chunks_are_skipped_and_unacknowledged_batches_replay_identically(make_service, stereo_call):
+    pcm, _ = stereo_call
+    all_chunks = chunks(pcm)
+    svc = make_service()
+    first = feed(svc, all_chunks[:12])
+    assert len(first) == 1
+    # a replay of chunks already taken in yields nothing
+    assert utterances_of(run(svc, all_chunks[8:12])) == []
+    assert svc.ctx.metrics.audio_chunks.labels("asr_alignment", "duplicate")._value.get() == 4
+    # a batch whose outputs were not acknowledged leaves the state as it was: the replay gives the same
+    batch = all_chunks[12:20]
+    lost = utterances_of(run(svc, batch, deliver=False))
+    svc.delivered([])  # the next batch held only invalid messages: the lost batch's state stays unsaved
+    again = utterances_of(run(svc, batch))
+    assert lost and [(u.utterance_id, u.start, u.end, u.speaker) for u in lost] == \
+        [(u.utterance_id, u.start, u.end, u.speaker) for u in again]  # fmt: skip
+
+
+def test_a_restart_mid_call_loses_no_audio(make_service, stereo_call):
+    pcm, _ = stereo_call
+    reference = feed(make_service(), chunks(pcm, call_id="uninterrupted"))
+    all_chunks = chunks(pcm)
+    first = make_service()
+    half = feed(first, all_chunks[:9])
+    second = AsrAlignmentService(first.ctx.settings)
+    second.setup(Context(settings=first.ctx.settings, metrics=ServiceMetrics("asr_alignment"),
+                         cache=FeatureCache(first.ctx.settings), state=StateStore(first.ctx.settings), instance_id="b"))
+    rest = feed(second, all_chunks[9:], batch=3)
+    assert half and rest
+    key = [(u.index, u.speaker, u.start, u.end) for u in reference]
+    assert [(u.index, u.speaker, u.start, u.end) for u in half + rest] == key
+
+
+def test_bad_chunks_are_rejected_with_a_reason(make_service, stereo_call):
+    pcm, _ = stereo_call
+    good = chunks(pcm)
+    svc = make_service()
+    broken = good[0].model_copy(update={"pcm": ArrayPayload(dtype="int16", shape=[10], data="AAAA")})
+    wrong_rate = good[1].model_copy(update={"sample_rate": 16000})
+    roles = good[1].model_copy(update={"channel_roles": ["agent"]})
+    floats = good[1].model_copy(update={"pcm": ArrayPayload.from_array(np.array([np.nan, 0.0], np.float32))})
+    results = run(svc, [broken, good[0], wrong_rate, roles, floats, good[1]])
+    assert isinstance(results[0], Reject) and "pcm undecodable" in results[0].reason
+    assert results[1] == []
+    assert isinstance(results[2], Reject) and "format changed" in results[2].reason
+    assert isinstance(results[3], Reject) and "channel roles" in results[3].reason
+    assert isinstance(results[4], Reject) and "NaN" in results[4].reason
+    assert results[5] == []
+    feed(svc, good[2:])
+    late = good[-1].model_copy(update={"seq": len(good), "end_of_call": False})
+    [after_end] = run(svc, [late])
+    assert isinstance(after_end, Reject) and "after the end of call" in after_end.reason
+
+
+def test_a_gap_in_the_chunks_is_counted_not_fatal(make_service, stereo_call):
+    pcm, _ = stereo_call
+    all_chunks = chunks(pcm)
+    svc = make_service()
+    utts = feed(svc, all_chunks[:5] + all_chunks[7:])
+    assert svc.ctx.metrics.audio_chunks.labels("asr_alignment", "gap")._value.get() == 1
+    assert [u.index for u in utts] == list(range(len(utts))) and utts
+
+
+def test_a_silent_call_is_flushed_by_tick_even_after_a_restart(make_service, stereo_call, settings):
+    pcm, spans = stereo_call
+    all_chunks = chunks(pcm)
+    svc = make_service()
+    cut = int((spans[1][2] - 0.5) * RATE) // CHUNK  # the stream stops while the customer speaks
+    got = feed(svc, all_chunks[:cut])
+    assert len(got) == 1
+    now = time.time()
+    assert svc.tick(now) == []
+    restarted = AsrAlignmentService(settings)
+    restarted.setup(Context(settings=settings, metrics=ServiceMetrics("asr_alignment"), cache=FeatureCache(settings),
+                            state=StateStore(settings), instance_id="b"))  # fmt: skip
+    flushed = restarted.tick(now + settings.segmentation.silence_timeout_s + 1)
+    assert [(u.utterance_id, u.speaker) for u in flushed] == [("call-1:00001", "customer")]
+    assert flushed[0].end == pytest.approx(cut * CHUNK / RATE, abs=0.01)
+    content = lambda utts: [u.model_dump(exclude={"message_id", "created_at"}) for u in utts]  # noqa: E731
+    again = restarted.tick(now + 60)
+    assert content(again) == content(flushed)  # not acknowledged: flushed again, identically
+    restarted.delivered(flushed)  # acknowledgements of an older attempt do not count
+    assert content(restarted.tick(now + 60)) == content(flushed)
+    restarted.delivered(restarted.tick(now + 60))
+    assert restarted.tick(now + 60) == []
+    assert restarted.ctx.state.redis.zcard(restarted._active_key) == 0
+    # the call may still go on: its numbering and clock carry on
+    later = feed(restarted, all_chunks[cut:])
+    assert later[0].index == 2 and later[0].start >= flushed[0].end
+
+
+def test_hallucinated_text_is_blanked_but_the_utterance_is_published(make_service, stereo_call, fake_asr):
+    pcm, _ = stereo_call
+    fake_asr.script = lambda seconds, lang: ("시청해주셔서 감사합니다.", [
+        {"text": "시청해주셔서", "start": 0.3, "end": 0.8, "probability": 0.9},
+        {"text": "감사합니다.", "start": 0.8, "end": 1.2, "probability": 0.9},
+    ])  # fmt: skip
+    svc = make_service()
+    utts = feed(svc, chunks(pcm))
+    assert len(utts) == 3 and all(u.text == "" and u.words == [] for u in utts)
+    assert svc.ctx.metrics.utterances.labels("asr_alignment", "agent", "hallucination")._value.get() == 2
+
+
+def test_words_off_the_voice_or_improbable_are_dropped(make_service, stereo_call, fake_asr):
+    pcm, _ = stereo_call
+    fake_asr.script = lambda seconds, lang: ("hello there maybe", [
+        {"text": "hello", "start": 0.3, "end": 0.6, "probability": 0.9},
+        {"text": "there", "start": 0.7, "end": 0.9, "probability": 0.001},
+        {"text": "maybe", "start": seconds + 3, "end": seconds + 3.5, "probability": 0.9},
+    ])  # fmt: skip
+    utts = feed(make_service(), chunks(pcm))
+    assert [(u.text, [w.text for w in u.words]) for u in utts] == [("hello", ["hello"])] * 3
+
+
+def test_audio_travels_inline_when_the_cache_is_down(make_service, stereo_call, settings):
+    pcm, _ = stereo_call
+    down = load_settings(home=settings.home)
+    down.redis.port, down.redis.password = free_port(), PASSWORD
+    utts = feed(make_service(cache=FeatureCache(down)), chunks(pcm))
+    assert len(utts) == 3
+    for u in utts:
+        assert u.audio_key is None and u.audio.dtype == "int16"
+        assert u.audio.shape == [round((u.end - u.start) * 16000)]
+
+
+def test_triton_unavailable_retries_the_batch_without_moving_the_state(make_service, stereo_call, fake_asr):
+    pcm, _ = stereo_call
+    all_chunks = chunks(pcm)
+    svc = make_service()
+    fake_asr.fail = TritonError("asr: unavailable", retryable=True)
+    with pytest.raises(Retry):
+        svc.process(all_chunks)
+    fake_asr.fail = None
+    assert len(feed(svc, all_chunks)) == 3
+
+
+def test_hallucination_rules():
+    assert hallucination("Thank you for watching!", 4)
+    assert hallucination("Subtitles by the Amara.org community", 4)
+    assert hallucination("구독", 4) and hallucination("시청해 주셔서 감사합니다!", 4)
+    assert hallucination("구독 서비스를 해지하고 싶어요", 4) is None  # "subscription" in a real request
+    assert hallucination("I'd like to cancel my subscription, thank you.", 4) is None
+    assert hallucination("no no no", 4) is None
+    assert is_ngram_loop("i am i am i am i am i am i".split(), 4)
+    assert not is_ngram_loop("i am i am i am i am".split(), 4)
+    assert not is_ngram_loop("please check my bill".split(), 4)
+    words = [{"text": "a", "start": 0.0, "end": 0.2, "probability": 0.9},
+             {"text": "b", "start": 2.0, "end": 2.2, "probability": 0.9}]
+    assert [w["text"] for w in guard_words(words, [(0.1, 1.0)], SegmentationSettings())] == ["a"]

@@ -1,0 +1,84 @@
+"""Words to character spans to times: the alignment half of the time-aligned graph, without torch.
+
+Whisper gives each recognised word a time span; :func:`timed_word_spans` locates each word in the
+transcript (its ``[start, end)`` characters), so that text tokens, through their own character
+spans, can be joined to the speech frames inside their words' times
+(:func:`training.models.time_aligned_edges`).  Kept free of torch so that light processes (the
+graph service's client side, ``emotion consume``) can import it.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+WordSpan = tuple[int, int, float, float]
+"""``(char_start, char_end, t_start, t_end)``: a word's ``[start, end)`` characters in the
+transcript and its ``[start, end]`` seconds in the utterance."""
+
+
+# ---- words -> character spans ------------------------------------------------------------------------
+
+
+def _fold(text: str) -> str:
+    """Lower-case ``text`` character by character, keeping its length (so indices still match)."""
+    return "".join(low if len(low := c.lower()) == 1 else c for c in text)
+
+
+def _strip_punctuation(word: str) -> str:
+    """Drop leading/trailing punctuation and symbols (Whisper glues them to words)."""
+    keep = lambda c: not unicodedata.category(c).startswith(("P", "S"))  # noqa: E731
+    start, end = 0, len(word)
+    while start < end and not keep(word[start]):
+        start += 1
+    while end > start and not keep(word[end - 1]):
+        end -= 1
+    return word[start:end]
+
+
+def word_char_spans(transcript: str, words: Sequence[str]) -> list[tuple[int, int] | None]:
+    """Character span ``[start, end)`` of each ASR word in ``transcript``, aligned with ``words``.
+
+    Whisper words carry leading spaces and punctuation (``" Hello,"``); each word is stripped of
+    whitespace and searched case-insensitively from the end of the previous match (left to right).
+    When the word with its punctuation is not found, the search is retried without the surrounding
+    punctuation.  A word that cannot be found (or is empty) gets ``None`` and the search position
+    does not move, so one ASR/transcript mismatch does not derail the words after it.
+    """
+    haystack = _fold(transcript)
+    spans: list[tuple[int, int] | None] = []
+    cursor = 0
+    for word in words:
+        span = None
+        stripped = word.strip()
+        for candidate in dict.fromkeys((stripped, _strip_punctuation(stripped))):
+            if not candidate:
+                continue
+            pos = haystack.find(_fold(candidate), cursor)
+            if pos >= 0:
+                span = (pos, pos + len(candidate))
+                break
+        spans.append(span)
+        if span is not None:
+            cursor = span[1]
+    return spans
+
+
+def _word_fields(word: Any) -> tuple[str, float, float]:
+    """``(text, start, end)`` of a Whisper word given as an object (``training.encoders.asr.Word``,
+    ``shared.contracts.Word``), a mapping or a ``(text, start, end)`` tuple."""
+    if isinstance(word, Mapping):
+        return str(word["text"]), float(word["start"]), float(word["end"])
+    if isinstance(word, (tuple, list)):
+        text, start, end = word[:3]
+        return str(text), float(start), float(end)
+    return str(word.text), float(word.start), float(word.end)
+
+
+def timed_word_spans(transcript: str, words: Sequence[Any]) -> list[WordSpan]:
+    """The words found in ``transcript`` as ``(char_start, char_end, t_start, t_end)`` (input of
+    :func:`time_aligned_edges`); words that cannot be located are left out."""
+    fields = [_word_fields(w) for w in words]
+    spans = word_char_spans(transcript, [text for text, _, _ in fields])
+    return [(s[0], s[1], start, end) for s, (_, start, end) in zip(spans, fields, strict=True) if s is not None]
