@@ -62,6 +62,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "DEFAULT_CORPUS",
+    "DEMO_CORPUS",
     "DEFAULT_RECIPE",
     "RECIPES_DIR",
     "ConfigError",
@@ -73,6 +74,8 @@ __all__ = [
     "TrainSection",
     "add_arguments",
     "default_corpus",
+    "ensure_default_model",
+    "train_and_save",
     "load_examples",
     "main",
     "prepare_features",
@@ -90,6 +93,9 @@ DEFAULT_RECIPE = RECIPES_DIR / "proposed.yaml"
 DEFAULT_CORPUS: dict[str, Any] = {"name": "synthetic-v1", "n_per_class": 120, "languages": ("en", "ko"), "seed": 0}
 """The synthetic corpus ``emotion train`` / ``emotion compare`` generate when given no manifest
 (``<home>/corpora/synthetic-v1``: 7 classes x 120 utterances, English and Korean)."""
+DEMO_CORPUS: dict[str, Any] = {"name": "synthetic-demo", "n_per_class": 30, "languages": ("en", "ko"), "seed": 1}
+"""The smaller corpus ``emotion demo`` trains its default model on when there is none yet (a few
+minutes on two cores; ``emotion train`` trains on :data:`DEFAULT_CORPUS`)."""
 
 FEATURE_FIELDS = frozenset({"d_text", "d_speech", "max_tokens", "max_frames", "n_classes", "class_names"})
 """FusionConfig fields set from the features and the data section, never from a recipe."""
@@ -664,20 +670,51 @@ def save_trained(
 # ---- data -----------------------------------------------------------------------------------------------
 
 
-def default_corpus(settings: Settings, progress: bool = True) -> Path:
-    """The manifest of the default synthetic corpus, generated once into
-    ``<home>/corpora/synthetic-v1`` (:data:`DEFAULT_CORPUS`, espeak-ng, English + Korean)."""
+def default_corpus(settings: Settings, progress: bool = True, spec: Mapping[str, Any] = DEFAULT_CORPUS) -> Path:
+    """The manifest of a synthetic corpus, generated once into ``<home>/corpora/<name>``
+    (:data:`DEFAULT_CORPUS` unless ``spec`` says otherwise; espeak-ng, English + Korean)."""
     from training.data.synthetic import generate_corpus
 
-    out = settings.home / "corpora" / DEFAULT_CORPUS["name"]
+    out = settings.home / "corpora" / spec["name"]
     manifest = out / "manifest.jsonl"
     if manifest.is_file() and (out / "corpus.json").is_file():
         return manifest
-    log.info("generating the default synthetic corpus into %s (once)", out)
+    log.info("generating the synthetic corpus %s into %s (once)", spec["name"], out)
     return generate_corpus(
-        out, DEFAULT_CORPUS["n_per_class"], DEFAULT_CORPUS["languages"], seed=DEFAULT_CORPUS["seed"],
+        out, spec["n_per_class"], spec["languages"], seed=spec["seed"],
         workers=min(2, os.cpu_count() or 1), progress=progress, overwrite=True,
     )  # fmt: skip
+
+
+def train_and_save(
+    settings: Settings, config: TrainConfig, manifest: str | Path, out: Path, seed: int | None = None
+) -> Path:
+    """Features (cached), training, test-split evaluation and the model folder ``out``."""
+    from training.checkpoint import model_version
+
+    splits, encoders = prepare_features(settings, manifest, config.data, config.train.progress)
+    if not splits["val"]:
+        raise ConfigError(f"{manifest} has no validation split (early stopping needs one)")
+    model, history = train(config, splits["train"], splits["val"], seed=seed)
+    test = evaluate(model, splits["test"]) if splits["test"] else None
+    save_trained(out, model, history, config, encoders=encoders, test_metrics=test, corpus=str(manifest))
+    result = f"val F1 {history.best_val['f1']:.4f}"
+    if test is not None:
+        result += f", test accuracy {test.accuracy:.4f}, test weighted F1 {test.f1:.4f}"
+    print(f"trained {model_version(out)} -> {out} (best epoch {history.best_epoch}, {result})")
+    return out
+
+
+def ensure_default_model(settings: Settings, progress: bool = True) -> Path:
+    """The model the main job serves (``<home>/trained/default``), trained once with the paper's
+    recipe on :data:`DEMO_CORPUS` when there is none yet."""
+    out = settings.default_model_dir
+    if (out / "model.pt").is_file():
+        return out
+    log.info("no trained model in %s yet: training one on the synthetic demo corpus (once)", out)
+    config = TrainConfig.from_yaml(DEFAULT_RECIPE, [])
+    config.train.progress = progress
+    return train_and_save(settings, config, default_corpus(settings, progress, DEMO_CORPUS), out)
 
 
 def load_examples(manifest: str | Path, data: DataSection) -> list[Example]:
@@ -777,22 +814,12 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     if args.no_progress:
         config.train.progress = False
-    progress = config.train.progress
-    manifest = args.manifest or config.data.manifest or default_corpus(settings, progress)
-    splits, encoders = prepare_features(settings, manifest, config.data, progress)
-    if not splits["val"]:
-        log.error("%s has no validation split (early stopping needs one)", manifest)
+    manifest = args.manifest or config.data.manifest or default_corpus(settings, config.train.progress)
+    try:
+        train_and_save(settings, config, manifest, Path(args.out or settings.default_model_dir), seed=args.seed)
+    except ConfigError as exc:
+        log.error("%s", exc)
         return 2
-    model, history = train(config, splits["train"], splits["val"], seed=args.seed)
-    test = evaluate(model, splits["test"]) if splits["test"] else None
-    out = Path(args.out or settings.default_model_dir)
-    save_trained(out, model, history, config, encoders=encoders, test_metrics=test, corpus=str(manifest))
-    from training.checkpoint import model_version
-
-    result = f"val F1 {history.best_val['f1']:.4f}"
-    if test is not None:
-        result += f", test accuracy {test.accuracy:.4f}, test weighted F1 {test.f1:.4f}"
-    print(f"trained {model_version(out)} -> {out} (best epoch {history.best_epoch}, {result})")
     return 0
 
 

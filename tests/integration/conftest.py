@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -27,6 +28,20 @@ def isolated_settings(tmp_path_factory, stack_name: str):
     s.triton.http_port, s.triton.grpc_port, s.triton.metrics_port = free_port(), free_port(), free_port()
     s.prometheus.port = free_port()
     return s
+
+
+def save_random_model(directory: Path, seed: int):
+    """A proposed model with random weights (fixed seed) saved as a trained model folder: what
+    serving tests need without minutes of training."""
+    import torch
+
+    from training.checkpoint import ModelMeta, save_model
+    from training.models import FusionConfig, build_model
+
+    torch.manual_seed(seed)
+    model = build_model("proposed", FusionConfig(d_text=384, d_speech=512)).eval()
+    save_model(directory, model, ModelMeta("proposed", model.config.to_dict(), list(model.config.class_names), seed=seed))
+    return model
 
 
 @pytest.fixture(scope="session")

@@ -31,7 +31,7 @@ import torch
 
 from shared.settings import Settings
 from shared.triton_client import TritonModel
-from tests.integration.conftest import isolated_settings
+from tests.integration.conftest import isolated_settings, save_random_model
 
 pytestmark = pytest.mark.integration
 
@@ -77,16 +77,6 @@ def _pss_mb(pid: int) -> float:
     return total / 1024
 
 
-def _save_random_model(directory: Path, seed: int):
-    from training.checkpoint import ModelMeta, save_model
-    from training.models import FusionConfig, build_model
-
-    torch.manual_seed(seed)
-    model = build_model("proposed", FusionConfig(d_text=384, d_speech=512)).eval()
-    save_model(directory, model, ModelMeta("proposed", model.config.to_dict(), list(model.config.class_names), seed=seed))
-    return model
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     from deploy.local import stack
@@ -95,7 +85,7 @@ def served(tmp_path_factory):
     s = isolated_settings(tmp_path_factory, "itest-models")
     s.triton.request_timeout_s = 300.0  # Whisper on a shared 2-core box: several utterances queue
     s.triton.startup_timeout_s = 480.0
-    _save_random_model(s.default_model_dir, SEED)
+    save_random_model(s.default_model_dir, SEED)
     report = export_repository(s)
     assert [m.status for m in report.models] == ["written"] * 5, report.table()
     try:
@@ -387,7 +377,7 @@ def test_new_weights_become_version_2_and_rollback_serves_version_1(served, via_
 
     s = served.settings
     old_version = model_version(s.default_model_dir)
-    _save_random_model(s.default_model_dir, SEED + 1)
+    save_random_model(s.default_model_dir, SEED + 1)
     new_version = model_version(s.default_model_dir)
     report = export_repository(s)
     assert {m.name: m.status for m in report.models} == {
