@@ -65,9 +65,11 @@ from training.data.templates import LANGUAGES, TOPICS, compose
 
 __all__ = [
     "AGENT_SHARE",
+    "SpeakerFactory",
     "UtteranceSpec",
     "generate_corpus",
     "plan_corpus",
+    "render_audio",
     "render_utterance",
 ]
 
@@ -179,7 +181,7 @@ def _voice_pool(language: str, rng: np.random.Generator) -> dict[str, list[tuple
     return pools
 
 
-class _SpeakerFactory:
+class SpeakerFactory:
     """Creates speakers with unique voice/pitch combinations within a language."""
 
     def __init__(self, language: str, rng: np.random.Generator) -> None:
@@ -264,7 +266,7 @@ def _cast_speakers(
 ) -> dict[str, tuple[Speaker, Speaker]]:
     """``call_id -> (agent, customer)``; every split has its own agents and customers (about one
     agent per 6 calls, one customer per 1.33 calls, so some customers call twice)."""
-    factory = _SpeakerFactory(language, rng)
+    factory = SpeakerFactory(language, rng)
     cast: dict[str, tuple[Speaker, Speaker]] = {}
     for split in sorted(set(split_of.values())):
         ids = [c for c in call_ids if split_of[c] == split]
@@ -346,26 +348,32 @@ def plan_corpus(
 # ---- render -------------------------------------------------------------------------------------
 
 
+def render_audio(spec: UtteranceSpec) -> np.ndarray:
+    """Synthesise, shape and pass one utterance through its channel, in memory: float32 mono
+    samples in [-1, 1] at ``spec.sample_rate`` (``spec.path`` is not used)."""
+    rng = _rng(spec.seed, 2, spec.index)
+    speech, sr = synthesize(
+        spec.ssml,
+        spec.speaker.voice,
+        pitch=spec.prosody.pitch,
+        rate=spec.prosody.rate,
+        ssml=True,
+    )
+    speech = apply_tremor(
+        speech, sr, spec.prosody.tremor, spec.prosody.tremor_hz, rng.uniform(0, 6.3)
+    )
+    level = active_rms_db(speech, sr)
+    if not math.isfinite(level):
+        raise EspeakError("espeak-ng produced silence")
+    speech = speech * np.float32(10 ** ((spec.prosody.level_db - level) / 20))
+    out = apply_channel(speech, sr, spec.channel, rng, spec.sample_rate)
+    return np.clip(out, -1.0, 1.0)
+
+
 def render_utterance(spec: UtteranceSpec) -> RenderResult:
-    """Synthesise, shape, pass through the channel and write one utterance (worker entry point)."""
+    """Render one utterance (:func:`render_audio`), write it and measure it (worker entry point)."""
     try:
-        rng = _rng(spec.seed, 2, spec.index)
-        speech, sr = synthesize(
-            spec.ssml,
-            spec.speaker.voice,
-            pitch=spec.prosody.pitch,
-            rate=spec.prosody.rate,
-            ssml=True,
-        )
-        speech = apply_tremor(
-            speech, sr, spec.prosody.tremor, spec.prosody.tremor_hz, rng.uniform(0, 6.3)
-        )
-        level = active_rms_db(speech, sr)
-        if not math.isfinite(level):
-            raise EspeakError("espeak-ng produced silence")
-        speech = speech * np.float32(10 ** ((spec.prosody.level_db - level) / 20))
-        out = apply_channel(speech, sr, spec.channel, rng, spec.sample_rate)
-        out = np.clip(out, -1.0, 1.0)
+        out = render_audio(spec)
         write_wav(spec.path, out, spec.sample_rate)
         # F0 is measured at 8 kHz with a 25 ms hop: plenty for a median, and cheap
         narrow = resample(out, spec.sample_rate, _F0_SR, backend="numpy")
