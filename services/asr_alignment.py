@@ -362,11 +362,15 @@ class AsrAlignmentService(Service):
             if exc.retryable:
                 raise Retry(str(exc)) from exc
             raise
-        return [
-            self._utterance(p, _text(out["TEXT"][r, 0]), _text(out["LANGUAGE"][r, 0]) or p.call.language,
-                            words_from_json(out["WORDS"][r, 0]))
-            for r, p in enumerate(pending)
-        ]  # fmt: skip
+        utterances = []
+        for r, p in enumerate(pending):
+            text, language = _text(out["TEXT"][r, 0]), _text(out["LANGUAGE"][r, 0]) or p.call.language
+            if not p.call.language and language and text.strip():
+                # the call's first words fix its language: Whisper's per-utterance detection on a
+                # few seconds of telephone audio wanders between languages
+                p.call.language = language
+            utterances.append(self._utterance(p, text, language, words_from_json(out["WORDS"][r, 0])))
+        return utterances
 
     def _utterance(self, p: _Pending, text: str, language: str | None, words: list[dict[str, Any]]) -> Utterance:
         seg = p.segment

@@ -9,7 +9,9 @@ int16 audio, each one stretch of speech:
    so chunked resampling gives exactly the samples of one resampling of the whole stream;
 2. the Silero VAD that ships inside faster-whisper (ONNX, fully offline) scores every 32 ms window
    (512 samples); its recurrent state and the previous window's last 64 samples are carried from
-   chunk to chunk, so the scores do not depend on how the stream was chunked;
+   chunk to chunk, so the scores do not depend on how the stream was chunked; a window louder
+   than ``loud_dbfs`` that Silero scores at least ``loud_vad_floor`` counts as speech (Silero is
+   unsure of telephone-band, codec-distorted and synthetic voices; line noise is far quieter);
 3. a small state machine over the scores: speech starts at a window scoring at least
    ``vad_threshold``; a segment is complete once ``min_silence_s`` of non-speech follows it (a
    window below ``vad_threshold - 0.15`` starts the silence, one above ``vad_threshold`` ends it);
@@ -227,7 +229,11 @@ class ChannelSegmenter:
         inputs = {"input": np.concatenate([context, windows], 1), "h": h, "c": c}
         probs, h, c = get_vad_model().session.run(None, inputs)
         self.vad_state = np.concatenate([h.reshape(-1), c.reshape(-1), windows[-1, -CONTEXT:]]).astype(np.float32)
-        return np.asarray(probs, np.float32).reshape(-1)
+        probs = np.asarray(probs, np.float32).reshape(-1)
+        # loud windows Silero is unsure of (telephone band, codecs, synthetic voices) are speech
+        level = 10 * np.log10(np.mean(np.square(windows, dtype=np.float64), axis=1) + 1e-12)
+        loud = (level >= self.settings.loud_dbfs) & (probs >= self.settings.loud_vad_floor)
+        return np.where(loud, np.maximum(probs, self.settings.vad_threshold), probs)
 
     def _score(self, stop: int) -> list[Segment]:
         segments: list[Segment] = []

@@ -9,7 +9,8 @@ after every output of the batch is acknowledged, so a crash replays the uncommit
 downstream consumers de-duplicate on ``utterance_id``.
 
 A service that joins several inputs (graph, fusion) declares them in :meth:`Service.inputs`; one
-with timers (the ASR service's end-of-call flush) returns outputs from :meth:`Service.tick`.
+with timers (the ASR service's silence-timeout flush) returns outputs from :meth:`Service.tick`,
+which runs when the service has caught up with its input.
 
 Two kinds of failure are told apart:
 
@@ -109,8 +110,9 @@ class Service(ABC):
         """Called once the batch's outputs are acknowledged by the broker, before the commit."""
 
     def tick(self, now: float) -> list[Output | Contract]:
-        """Timers: called between batches every ``runtime.tick_interval_s``, also when idle.
-        The outputs are produced and acknowledged (then passed to :meth:`delivered`)."""
+        """Timers: called at most every ``runtime.tick_interval_s``, when a poll found no new
+        input (the service has caught up, so "no audio for a while" is not a backlog).  The
+        outputs are produced and acknowledged (then passed to :meth:`delivered`)."""
         return []
 
     def close(self) -> None:
@@ -212,7 +214,8 @@ class ServiceRuntime:
             while not self._stop.is_set() and (max_batches is None or done < max_batches):
                 if self.run_once():
                     done += 1
-                self.run_tick()
+                else:  # caught up with the input: only now can a quiet call be told from a backlog
+                    self.run_tick()
         finally:
             self.close()
 

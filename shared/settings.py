@@ -151,6 +151,10 @@ class ModelSettings(BaseModel):
     max_frames: int = 128
     language: str | None = None
     """Whisper language code; None lets Whisper detect it."""
+    languages: list[str] = Field(default_factory=list)
+    """Languages Whisper may detect when a call's language is not given (e.g. ``["en", "ko"]``:
+    a call centre knows its languages, and detection on a few seconds of telephone audio wanders);
+    empty: any language Whisper knows.  A call keeps the language of its first words."""
     trained_dir: Path | None = None
     """Trained emotion models (one folder each, see :mod:`training.checkpoint`); defaults to
     ``<home>/trained``.  ``<trained_dir>/default`` is the model the main job serves."""
@@ -163,6 +167,11 @@ class SegmentationSettings(BaseModel):
 
     vad_threshold: float = 0.5
     """Silero VAD speech probability above which a 32 ms window is speech."""
+    loud_dbfs: float = -40.0
+    """A window at least this loud counts as speech once Silero gives it ``loud_vad_floor``:
+    Silero scores band-limited, codec-distorted or synthetic voices low (0.2-0.45 where clean
+    speech scores 0.9), while a quiet telephone line sits far below this level."""
+    loud_vad_floor: float = 0.15
     min_silence_s: float = 0.6
     """Non-speech after a segment that completes it (the end-of-utterance latency)."""
     speech_pad_s: float = 0.2

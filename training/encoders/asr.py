@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +77,7 @@ class Transcriber:
         cpu_threads: int = DEFAULT_THREADS,
         beam_size: int = 1,
         language: str | None = None,
+        languages: Sequence[str] = (),
         english_only: bool = False,
         min_seconds: float = 0.1,
         silence_dbfs: float = -60.0,
@@ -92,6 +95,8 @@ class Transcriber:
         self.beam_size = int(beam_size)
         self.english_only = english_only
         self.language = "en" if english_only else language
+        self.languages = tuple(languages)
+        """Candidates for language detection (empty: any language Whisper knows)."""
         self.min_seconds = min_seconds
         self.silence_dbfs = silence_dbfs
         self.no_speech_threshold = no_speech_threshold
@@ -130,6 +135,7 @@ class Transcriber:
             cpu_threads=cpu_threads,
             beam_size=beam_size,
             language=settings.models.language,
+            languages=settings.models.languages,
         )
 
     @staticmethod
@@ -155,6 +161,8 @@ class Transcriber:
         lang = "en" if self.english_only else (language or self.language)
         if duration < self.min_seconds or self.rms_dbfs(audio) < self.silence_dbfs:
             return Transcript.empty(duration, lang)
+        if lang is None and self.languages:
+            lang = self.detect_language(audio)
         segments_iter, info = self.model.transcribe(
             audio,
             language=lang,
@@ -200,6 +208,12 @@ class Transcriber:
             segments=segments,
             duration=duration,
         )
+
+    def detect_language(self, audio: np.ndarray) -> str:
+        """The most likely of the candidate ``languages`` for 16 kHz ``audio``."""
+        _, _, probabilities = self.model.detect_language(audio)
+        scores = dict(probabilities)
+        return max(self.languages, key=lambda code: scores.get(code, 0.0))
 
     def __repr__(self) -> str:
         return f"Transcriber({self.version}, {self.device}/{self.compute_type}, beam={self.beam_size})"
