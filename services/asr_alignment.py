@@ -194,6 +194,7 @@ class AsrAlignmentService(Service):
         self.seg_settings = ctx.settings.segmentation
         self.model = TritonModel(ctx.settings, "asr")
         self.model.wait_ready()
+        ctx.metrics.audio_seconds.labels(self.name)  # the series exists before the first chunk
 
     # ---- keys and state --------------------------------------------------------------------
     def _call_key(self, call_id: str) -> str:

@@ -82,6 +82,7 @@ class MoeFusionService(JoinService):
         self.branches = [b for b in params.get("branches", "").split(",") if b in BRANCH_OUTPUTS]
         if not self.class_names:
             raise RuntimeError("the moe_fusion model does not name its classes (class_names parameter)")
+        ctx.metrics.event_latency.labels(self.name)  # the series exists before the first event
 
     def complete(self, joined: Sequence[Parts]) -> list[EmotionEvent]:
         graphs: list[GraphFeatures] = [j["graph"] for j in joined]  # type: ignore[misc]

@@ -182,12 +182,23 @@ class ServiceRuntime:
         self.service.setup(ctx)
         self._producer = make_producer(s)
         self._consumer = make_consumer(s, self.group_id, list(self._contracts))
+        self._declare_series()
         self.metrics.up.labels(self.service.name).set(1)
         self.started.set()
         log.info(
             "%s: consuming %s as group %s, producing %s, metrics on :%d",
             self.instance_id, ", ".join(self._contracts), self.group_id, self.service.output_topic, self.metrics_port,
         )
+
+    def _declare_series(self) -> None:
+        """Create the loop's series at zero, so that Prometheus has them before the first batch
+        (a rate needs a scrape before the first increment, or the first batch never shows)."""
+        m, name = self.metrics, self.service.name
+        for topic in self._contracts:
+            m.messages.labels(name, topic, "ok")
+        m.batch_size.labels(name)
+        for stage in ("decode", "process", "produce", "commit", "total"):
+            m.stage_seconds.labels(name, stage)
 
     def close(self) -> None:
         self.metrics.up.labels(self.service.name).set(0)

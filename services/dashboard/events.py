@@ -7,8 +7,9 @@
   flag, and the emotion mix over the last minutes.
 * :class:`EventFeed` is the background thread that fills it: a standalone Kafka consumer (no
   group, nothing committed) assigned every partition of the ``emotions`` topic, starting
-  ``backlog`` records before the end of each partition so a restarted dashboard shows the calls
-  in progress.  It reconnects by itself while Kafka is down.
+  ``backlog`` records before the end of each partition (and, with ``since``, at no record older
+  than that time) so a restarted dashboard shows the calls in progress.  It reconnects by itself
+  while Kafka is down.
 """
 
 from __future__ import annotations
@@ -228,10 +229,13 @@ class EventStore:
 class EventFeed:
     """Background thread: Kafka ``emotions`` -> :class:`EventStore` (see the module docstring)."""
 
-    def __init__(self, settings: Settings, store: EventStore, backlog: int = 500, retry_s: float = 3.0):
+    def __init__(self, settings: Settings, store: EventStore, backlog: int = 500, since: float | None = None,
+                 retry_s: float = 3.0):
         self.settings = settings
         self.store = store
         self.backlog = backlog
+        self.since = since
+        """Unix time: when set, records older than this (by their Kafka timestamp) are not re-read."""
         self.retry_s = retry_s
         self.topic = settings.topics.emotions
         self._stop = threading.Event()
@@ -298,8 +302,12 @@ class EventFeed:
             tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
             consumer.assign(tps)
             begin, end = consumer.beginning_offsets(tps), consumer.end_offsets(tps)
+            start = {tp: max(begin[tp], end[tp] - self.backlog) for tp in tps}
+            if self.since is not None:
+                found = consumer.offsets_for_times({tp: int(self.since * 1000) for tp in tps})
+                start = {tp: max(start[tp], found[tp].offset if found[tp] else end[tp]) for tp in tps}
             for tp in tps:
-                consumer.seek(tp, max(begin[tp], end[tp] - self.backlog))
+                consumer.seek(tp, start[tp])
                 consumer.position(tp)
             self.partitions = len(tps)
             self.assigned.set()

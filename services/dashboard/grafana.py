@@ -3,8 +3,9 @@
 ``python -m services.dashboard.grafana`` rewrites ``deploy/grafana/emotion-dashboard.json``
 (``--check`` only compares, exit 1 when it is stale; the unit tests do the same).  The panels
 mirror the dashboard page over the Prometheus datasource: throughput, audio, lag, stage latency,
-batch sizes, errors and dead letters, cache hit ratio, and the emotion panels over the metrics
-the fusion service will export (:data:`services.dashboard.promql.NEW_METRICS`).
+batch sizes, errors and dead letters, cache hit ratio, the ASR's audio chunks and utterances,
+utterances pending in the joins, and the emotion panels over the fusion service's
+``emotion_events_total`` and ``emotion_event_latency_seconds``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from shared.settings import EMOTIONS, PROJECT_ROOT
 
 from .events import NEGATIVE_EMOTIONS
+from .promql import exact_increase
 from .server import EMOTION_COLOURS
 
 DASHBOARD_PATH = PROJECT_ROOT / "deploy" / "grafana" / "emotion-dashboard.json"
@@ -114,8 +116,8 @@ def build_dashboard() -> dict:
     g.add(stat("Dead letters (range)", f"sum(increase(emotion_deadletters_total{{{SVC}}}[$__range]))", decimals=0,
                thresholds=[{"color": "green", "value": None}, {"color": "red", "value": 1}]), 4, 4)
     g.add(stat("Event latency p95", "histogram_quantile(0.95, sum by (le) (rate(emotion_event_latency_seconds_bucket[5m])))",
-               unit="s", description="End-to-end latency of emotion events (emotion_event_latency_seconds, exported by "
-               "moe_fusion once it exists)",
+               unit="s", description="From the utterance message to its emotion event (emotion_event_latency_seconds, "
+               "exported by moe_fusion)",
                thresholds=[{"color": "green", "value": None}, {"color": "orange", "value": 2}, {"color": "red", "value": 5}]), 4, 4)
 
     g.row("Throughput")
@@ -130,10 +132,21 @@ def build_dashboard() -> dict:
         _target(f"sum by (topic) (rate(emotion_produced_total{{{SVC}}}[{RI}]))", "{{topic}}"),
     ], unit="reqps"), 6, 8)
 
+    g.row("ASR alignment")
+    g.add(timeseries("Audio chunks / s by outcome", [
+        _target(f"sum by (outcome) (rate(emotion_audio_chunks_total{{{SVC}}}[{RI}]))", "{{outcome}}"),
+    ], unit="reqps", description="Audio chunks taken in (ok) or skipped: duplicate, gap, rejected"), 12, 7)
+    g.add(timeseries("Utterances / min by speaker and transcript", [
+        _target(f"sum by (speaker, transcript) (rate(emotion_utterances_total{{{SVC}}}[{RI}])) * 60",
+                "{{speaker}} {{transcript}}"),
+    ], unit="short", description="Utterances segmented: with text, empty, or dropped as an ASR hallucination"), 12, 7)
+
     g.row("Backlog and latency")
     g.add(timeseries("Consumer lag by topic", [
         _target(f"sum by (service, topic) (emotion_consumer_lag{{{SVC}}})", "{{topic}} → {{service}}"),
-    ], unit="short"), 8, 8)
+        _target(f"sum by (service) (emotion_join_pending{{{SVC}}})", "{{service}} join pending", "B"),
+    ], unit="short", description="Messages behind the end of each input topic; and utterances waiting in the joins "
+       "of graph_gat and moe_fusion for their other inputs (emotion_join_pending)"), 8, 8)
     g.add(timeseries("Stage latency p95", [
         _target(f"histogram_quantile(0.95, sum by (service, stage, le) (rate(emotion_stage_seconds_bucket{{{SVC}}}[{RI}])))",
                 "{{service}} {{stage}}"),
@@ -164,7 +177,8 @@ def build_dashboard() -> dict:
     g.add({
         "type": "bargauge", "title": "Emotion mix (time range)", "datasource": DS,
         "description": "Emotion events per label over the dashboard's time range (emotion_events_total, exported by moe_fusion)",
-        "targets": [_target("sum by (label) (increase(emotion_events_total[$__range]))", "{{label}}", instant=True)],
+        "targets": [_target(f"sum by (label) ({exact_increase('emotion_events_total', '$__range')})", "{{label}}",
+                            instant=True)],
         "fieldConfig": {"defaults": {"unit": "short", "decimals": 0, "min": 0, "color": {"mode": "fixed", "fixedColor": "#8b95a5"},
                                      "noValue": "no data yet"},
                         "overrides": _emotion_overrides()},
@@ -175,7 +189,8 @@ def build_dashboard() -> dict:
         _target("sum by (label) (rate(emotion_events_total[$__rate_interval])) * 60", "{{label}}"),
     ], unit="short", stack=True, overrides=_emotion_overrides()), 10, 9)
     g.add(stat("Customer negative share (5 min)",
-               f'sum(rate(emotion_events_total{{speaker="customer", label=~"{NEG}"}}[5m])) '
+               f'sum(rate(emotion_events_total{{speaker="customer", label=~"{NEG}"}}[5m]) '
+               'or 0 * rate(emotion_events_total{speaker="customer"}[5m])) '
                '/ sum(rate(emotion_events_total{speaker="customer"}[5m]))',
                unit="percentunit", description="Share of customer utterances labelled " + ", ".join(sorted(NEGATIVE_EMOTIONS)),
                thresholds=[{"color": "green", "value": None}, {"color": "orange", "value": 0.3}, {"color": "red", "value": 0.5}]),

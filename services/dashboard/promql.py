@@ -7,23 +7,13 @@ Two ways in, both read-only (Prometheus's ``/api/v1/query`` and ``/api/v1/query_
   platform's (``emotion_*``, plus Prometheus's ``up``) and every function is a PromQL function.
 
 :func:`metric_names` is also what the unit tests use to check that the Grafana dashboard only
-reads metrics that exist in :mod:`shared.metrics` or are listed in :data:`NEW_METRICS`.
+reads metrics that exist in :mod:`shared.metrics`.
 """
 
 from __future__ import annotations
 
 import re
 from functools import lru_cache
-
-# Metrics the dashboard reads that no service exports yet (the fusion service will).  Panels
-# over them show "no data yet" until they exist.
-NEW_METRICS: dict[str, str] = {
-    "emotion_events_total": "counter {service,label,speaker}: emotion events produced per label "
-    "and speaker (moe_fusion, one increment per EmotionEvent)",
-    "emotion_event_latency_seconds": "histogram {service}: end-to-end latency of an emotion event, "
-    "from the utterance's audio arriving (or the utterance message's created_at) to the EmotionEvent "
-    "being produced; buckets like emotion_stage_seconds",
-}
 
 BUILTIN_METRICS = frozenset({"up"})
 MAX_QUERY_CHARS = 2000
@@ -49,7 +39,7 @@ _STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
 _MATCHERS = re.compile(r"\{[^{}]*\}")
 _RANGES = re.compile(r"\[[^\[\]]*\]")
 _GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^()]*\)")
-_OFFSET = re.compile(r"\boffset\s+-?[0-9A-Za-z]+")
+_OFFSET = re.compile(r"\boffset\s+-?[$0-9A-Za-z_]+")
 _AT = re.compile(r"@\s*(?:[0-9.eE+-]+|start\s*\(\s*\)|end\s*\(\s*\))")
 _TOKENS = re.compile(r"(?P<num>(?:0x[0-9a-fA-F]+|\d[\w.]*|\.\d[\w.]*))|(?P<id>[A-Za-z_:][A-Za-z0-9_:]*)(?P<call>\s*\()?")
 
@@ -105,17 +95,13 @@ def check_query(expr: str) -> str:
 
 @lru_cache(maxsize=1)
 def known_metric_names() -> frozenset[str]:
-    """Every sample name :class:`shared.metrics.ServiceMetrics` exports (``_total``, ``_bucket`` ...),
-    the :data:`NEW_METRICS` expanded the same way, and ``up``."""
+    """Every sample name :class:`shared.metrics.ServiceMetrics` exports (``_total``, ``_bucket`` ...)
+    and ``up``."""
     from shared.metrics import ServiceMetrics
 
     names: set[str] = set(BUILTIN_METRICS)
     for family in ServiceMetrics("probe").registry.collect():
         names |= _sample_names(family.name, family.type)
-    for name, doc in NEW_METRICS.items():
-        kind = doc.split(" ", 1)[0]
-        base = name[: -len("_total")] if kind == "counter" and name.endswith("_total") else name
-        names |= _sample_names(base, kind)
     return frozenset(names)
 
 
@@ -129,7 +115,34 @@ def _sample_names(base: str, kind: str) -> set[str]:
 
 # ---- the page's panels -------------------------------------------------------------------------
 RATE = "30s"
-"""Window of the page's rates: 15 scrapes at the stack's 2 s interval, reacting within seconds."""
+"""Window of the page's rates: 30 scrapes at the test stacks' 1 s interval (15 at the default 2 s),
+so the throughput reacts within seconds and falls to 0 about 30 s after the traffic stops."""
+WINDOW = "5m"
+"""Window of the page's latency and batch-size quantiles: they describe the last five minutes of
+work, so an idle pipeline still shows how its last batches went (a 30 s window would be empty)."""
+
+
+
+def exact_increase(counter: str, window: str) -> str:
+    """PromQL for how much each series of ``counter`` grew over ``window``, in whole events.
+
+    The growth since ``window`` ago where that is not negative, else (the series is younger than the
+    window, or its service restarted) the series' whole value.  Unlike ``increase()``, this neither
+    extrapolates to the window's edges nor misses what was counted before the series' first scrape,
+    so a test can compare it with the events it produced.
+    """
+    return f"(({counter} - {counter} offset {window}) >= 0) or {counter}"
+
+
+def emotion_mix_query(window_s: float) -> str:
+    """Emotion events per label over the last ``window_s`` seconds, from moe_fusion's
+    ``emotion_events_total``: the page sends it with its own mix window, so that it counts the same
+    events as the mix it reads from the emotions topic."""
+    return f"sum by (label) ({exact_increase('emotion_events_total', f'{round(window_s)}s')})"
+
+
+STAGE_BUCKETS = f"sum by (service, stage, le) (rate(emotion_stage_seconds_bucket[{WINDOW}]))"
+EVENT_BUCKETS = f"sum by (le) (rate(emotion_event_latency_seconds_bucket[{WINDOW}]))"
 
 PANEL_QUERIES: dict[str, str] = {
     # throughput
@@ -137,16 +150,20 @@ PANEL_QUERIES: dict[str, str] = {
     "deadletter_rate": f'sum by (service) (rate(emotion_messages_total{{outcome="deadletter"}}[{RATE}]))',
     "produced": f"sum by (topic) (rate(emotion_produced_total[{RATE}]))",
     "audio": f"sum by (service) (rate(emotion_audio_seconds_total[{RATE}]))",
-    # backlog
+    # backlog: consumer lag, and utterances waiting in the joins for their other inputs
     "lag": "sum by (topic) (max by (topic, partition) (emotion_consumer_lag))",
     "lag_by_service": "sum by (service, topic) (emotion_consumer_lag)",
-    # latency per stage
-    "stage_p50": "histogram_quantile(0.5, sum by (service, stage, le) (rate(emotion_stage_seconds_bucket[1m])))",
-    "stage_p95": "histogram_quantile(0.95, sum by (service, stage, le) (rate(emotion_stage_seconds_bucket[1m])))",
+    "join_pending": "sum by (service) (emotion_join_pending)",
+    # latency per stage, and end to end (utterance message -> emotion event, from moe_fusion)
+    "stage_p50": f"histogram_quantile(0.5, {STAGE_BUCKETS})",
+    "stage_p95": f"histogram_quantile(0.95, {STAGE_BUCKETS})",
     "total_p95": f'histogram_quantile(0.95, sum by (service, le) (rate(emotion_stage_seconds_bucket{{stage="total"}}[{RATE}])))',
+    "event_latency_p50": f"histogram_quantile(0.5, {EVENT_BUCKETS})",
+    "event_latency_p95": f"histogram_quantile(0.95, {EVENT_BUCKETS})",
     # batches
-    "batch_mean": "sum by (service) (rate(emotion_batch_size_sum[1m])) / sum by (service) (rate(emotion_batch_size_count[1m]))",
-    "batch_p95": "histogram_quantile(0.95, sum by (service, le) (rate(emotion_batch_size_bucket[1m])))",
+    "batch_mean": f"sum by (service) (rate(emotion_batch_size_sum[{WINDOW}])) "
+    f"/ sum by (service) (rate(emotion_batch_size_count[{WINDOW}]))",
+    "batch_p95": f"histogram_quantile(0.95, sum by (service, le) (rate(emotion_batch_size_bucket[{WINDOW}])))",
     # failures (totals since each service started: counters, so a restart resets them)
     "errors": "sum by (service, kind) (emotion_errors_total)",
     "errors_rate": "sum by (service) (rate(emotion_errors_total[1m]))",
@@ -156,9 +173,8 @@ PANEL_QUERIES: dict[str, str] = {
     "/ sum by (service) (rate(emotion_cache_requests_total[1m]))",
     "service_up": "max by (service) (emotion_service_up)",
     "targets_up": 'sum by (service) (up{job="services"})',
-    # emotions (new metrics: "no data yet" until the fusion service exports them)
-    "emotion_mix_metric": "sum by (label) (increase(emotion_events_total[5m]))",
-    "event_latency_p95": "histogram_quantile(0.95, sum by (le) (rate(emotion_event_latency_seconds_bucket[1m])))",
+    # emotions (moe_fusion): events per label in the last 5 minutes, counted exactly
+    "emotion_mix_metric": emotion_mix_query(300),
 }
 
 for _name, _expr in PANEL_QUERIES.items():  # the named queries obey the same rules

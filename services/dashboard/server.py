@@ -38,7 +38,7 @@ from pathlib import Path
 from shared.settings import EMOTIONS, Settings
 
 from .events import ESCALATION_SPEAKER, ESCALATION_STREAK, NEGATIVE_EMOTIONS, EventFeed, EventStore
-from .promql import NEW_METRICS, PANEL_QUERIES, QueryRejected, check_query
+from .promql import PANEL_QUERIES, QueryRejected, check_query, emotion_mix_query
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,10 @@ DEFAULT_PORT = 8088
 REFRESH_MS = 2000
 PROXY_TIMEOUT_S = 5.0
 MAX_RANGE_S = 7 * 24 * 3600
+CALLS_SHOWN = 12
+"""Timelines ``/api/calls`` returns by default (the page's): escalated calls first, then the newest."""
+TIMELINE_SPAN_S = 300
+"""Seconds of each call drawn by default: utterances ending earlier than that before its last end are left out."""
 _PARAM_VALUE = re.compile(r"^[0-9A-Za-z.:+\-]{1,40}$")
 _STATIC_NAME = re.compile(r"^[A-Za-z0-9_-]+\.(?:js|css|html|svg|ico|png)$")
 _CONTENT_TYPES = {
@@ -123,13 +127,14 @@ def prometheus_request(base_url: str, path: str, params: dict[str, list[str]], n
 class Dashboard:
     """The application behind the HTTP handler: Prometheus proxy, event store and feed."""
 
-    def __init__(self, settings: Settings, events: bool = True, backlog: int = 500, per_call: int = 100,
-                 mix_window_s: float = 300.0, active_window_s: float = 600.0, prometheus_url: str | None = None):
+    def __init__(self, settings: Settings, events: bool = True, backlog: int = 500, since: float | None = None,
+                 per_call: int = 100, mix_window_s: float = 300.0, active_window_s: float = 600.0,
+                 prometheus_url: str | None = None):
         self.settings = settings
         p = settings.prometheus
         self.prometheus_url = prometheus_url or f"http://{p.host}:{p.port}"
         self.store = EventStore(per_call=per_call, mix_window_s=mix_window_s, active_window_s=active_window_s)
-        self.feed = EventFeed(settings, self.store, backlog=backlog) if events else None
+        self.feed = EventFeed(settings, self.store, backlog=backlog, since=since) if events else None
         self.stopping = threading.Event()
         self.started_at = time.time()
 
@@ -176,7 +181,8 @@ class Dashboard:
             "refresh_ms": REFRESH_MS, "stack": self.settings.stack_name, "emotions": list(EMOTIONS),
             "colours": EMOTION_COLOURS, "negative": sorted(NEGATIVE_EMOTIONS),
             "escalation": {"speaker": ESCALATION_SPEAKER, "streak": ESCALATION_STREAK},
-            "mix_window_s": self.store.mix_window_s, "panels": PANEL_QUERIES, "new_metrics": NEW_METRICS,
+            "mix_window_s": self.store.mix_window_s, "mix_query": emotion_mix_query(self.store.mix_window_s),
+            "panels": PANEL_QUERIES,
             "topics": self.settings.topics.model_dump(),
         }
 
@@ -247,8 +253,8 @@ class Handler(BaseHTTPRequestHandler):
                 status, body = app.proxy(path, params)
                 self._send(status, body)
             elif path == "/api/calls":
-                snap = app.store.snapshot(max_calls=_int(params, "max_calls", 12, 0, 200),
-                                          span_s=_int(params, "span", 300, 10, 24 * 3600))
+                snap = app.store.snapshot(max_calls=_int(params, "max_calls", CALLS_SHOWN, 0, 200),
+                                          span_s=_int(params, "span", TIMELINE_SPAN_S, 10, 24 * 3600))
                 snap["events"] = app.feed.status() if app.feed else {"enabled": False}
                 self._send(200, _json(snap))
             elif path == "/api/events":

@@ -7,10 +7,14 @@ For tests, demos and screenshots without the full pipeline running::
 * :class:`SyntheticServices` serves one :class:`shared.metrics.ServiceMetrics` per named service on
   a free port, registers each as a Prometheus scrape target (exactly as the shared runtime does)
   and moves the metrics every ``interval_s``: messages, audio seconds, batch sizes, stage
-  latencies, lag, cache look-ups, and a fixed number of errors and dead letters.
+  latencies, lag, cache look-ups, utterances pending in the joins (``graph_gat``, ``moe_fusion``),
+  and a fixed number of errors and dead letters.  :meth:`SyntheticServices.emit` produces emotion
+  events and counts them on ``moe_fusion``'s metrics (``emotion_events_total`` and
+  ``emotion_event_latency_seconds``), as the real fusion service does.
 * :func:`scripted_call` builds the :class:`shared.contracts.EmotionEvent` of a call from a script
-  of ``(speaker, label, transcript)`` turns; :data:`ESCALATING` and :data:`CALM` are two such
-  scripts (the first ends with the customer negative three times in a row).
+  of ``(speaker, label, transcript)`` turns, with the pipeline's utterance ids
+  (``<call_id>:<index:05d>``); :data:`ESCALATING` and :data:`CALM` are two such scripts (the first
+  ends with the customer negative three times in a row).
 """
 
 from __future__ import annotations
@@ -65,7 +69,8 @@ def scripted_call(call_id: str, script: Sequence[Turn], model_version: str = "sy
         weights = [rng.random() for _ in rest]
         probs = {label: round(top, 4)} | {e: round((1 - top) * w / sum(weights), 4) for e, w in zip(rest, weights)}
         events.append(EmotionEvent(
-            call_id=call_id, utterance_id=f"{call_id}/{i}", speaker=speaker, start=round(t, 2), end=round(t + dur, 2),
+            call_id=call_id, utterance_id=f"{call_id}:{i:05d}", speaker=speaker,
+            start=round(t, 2), end=round(t + dur, 2),
             transcript=text, label=label, probabilities=probs, model_version=model_version,
             latency_ms={"asr": round(rng.uniform(80, 300), 1), "fusion": round(rng.uniform(5, 30), 1)},
             created_at=created - 0.5 * (len(script) - i),
@@ -90,16 +95,20 @@ def produce_events(settings: Settings, events: Sequence[EmotionEvent]) -> None:
 
 # input topic, rough per-batch seconds of the "process" stage, audio seconds per message
 _PROFILE = {
-    "asr": ("calls.audio", 0.35, 0.5), "text_encoder": ("utterances", 0.04, 0.0),
+    "asr_alignment": ("calls.audio", 0.35, 0.5), "text_encoder": ("utterances", 0.04, 0.0),
     "speech_encoder": ("utterances", 0.12, 3.0), "graph_gat": ("features.text", 0.02, 0.0),
     "moe_fusion": ("features.graph", 0.01, 0.0),
 }
+
+_JOINS = ("graph_gat", "moe_fusion")
+"""The services that join several inputs per utterance (and export ``emotion_join_pending``)."""
 
 
 class SyntheticServices:
     """Fake streaming services whose metrics Prometheus scrapes (see the module docstring)."""
 
-    def __init__(self, settings: Settings, services: Sequence[str] = ("asr", "text_encoder"), interval_s: float = 0.25,
+    def __init__(self, settings: Settings, services: Sequence[str] = ("asr_alignment", "text_encoder"),
+                 interval_s: float = 0.25,
                  errors: int = 2, deadletters: int = 1, seed: int = 0):
         self.settings = settings
         self.services = list(services)
@@ -126,6 +135,8 @@ class SyntheticServices:
             port = server.server_address[1]
             self._targets.append(register_scrape_target(self.settings, name, f"synthetic-{uuid.uuid4().hex[:6]}", port))
             m.up.labels(name).set(1)
+            if name == "moe_fusion":  # exported at 0 from the start, so that a rate sees the first events
+                m.event_latency.labels(name)
             topic = _PROFILE.get(name, ("utterances", 0.05, 0.0))[0]
             for kind in range(self.errors):
                 m.errors.labels(name, "KafkaTimeoutError" if kind % 2 else "InferenceServerException").inc()
@@ -153,9 +164,22 @@ class SyntheticServices:
             if audio_per_msg:
                 m.audio_seconds.labels(name).inc(batch * audio_per_msg * rng.uniform(0.8, 1.2))
             for p in range(2):
-                m.lag.labels(name, topic, str(p)).set(rng.randint(0, 40) + (150 if name == "asr" else 0))
+                m.lag.labels(name, topic, str(p)).set(rng.randint(0, 40) + (150 if name == "asr_alignment" else 0))
             m.cache.labels(name, "hit" if rng.random() < 0.3 else "miss").inc()
             m.produced.labels(name, "features." + name).inc(batch)
+            if name in _JOINS:
+                m.join_pending.labels(name).set(rng.randint(0, 6))
+
+    def emit(self, events: Sequence[EmotionEvent]) -> None:
+        """Produce ``events`` to the emotions topic and, when ``moe_fusion`` is one of the services,
+        count each on its ``emotion_events_total`` and ``emotion_event_latency_seconds``."""
+        produce_events(self.settings, events)
+        fusion = self.metrics.get("moe_fusion")
+        if fusion is None:
+            return
+        for e in events:
+            fusion.events.labels("moe_fusion", e.label, e.speaker).inc()
+            fusion.event_latency.labels("moe_fusion").observe(sum(e.latency_ms.values()) / 1000)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -188,12 +212,12 @@ def main() -> int:
 
     settings = load_settings()
     scripts = [ESCALATING, CALM, WORRIED]
-    with SyntheticServices(settings, services=list(_PROFILE)):
+    with SyntheticServices(settings, services=list(_PROFILE)) as services:
         n = 0
         print(f"synthetic traffic for stack {settings.stack_name}: Ctrl-C to stop", flush=True)
         try:
             while True:
-                produce_events(settings, scripted_call(f"call-{uuid.uuid4().hex[:6]}", scripts[n % len(scripts)]))
+                services.emit(scripted_call(f"call-{uuid.uuid4().hex[:6]}", scripts[n % len(scripts)]))
                 n += 1
                 time.sleep(5)
         except KeyboardInterrupt:

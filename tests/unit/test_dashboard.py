@@ -17,7 +17,7 @@ import yaml
 from services.dashboard import grafana
 from services.dashboard.events import EventStore, escalation
 from services.dashboard.promql import (
-    NEW_METRICS, PANEL_QUERIES, QueryRejected, check_query, known_metric_names, metric_names,
+    PANEL_QUERIES, QueryRejected, check_query, exact_increase, known_metric_names, metric_names,
 )
 from services.dashboard.server import STATIC_DIR, DashboardServer, ProxyError, prometheus_request
 from shared.contracts import EmotionEvent
@@ -33,7 +33,7 @@ def qs(**params) -> dict[str, list[str]]:
 
 def ev(call: str, i: int, speaker: str, label: str, start: float | None = None, created_at: float = NOW, **kw) -> EmotionEvent:
     start = float(2 * i) if start is None else start
-    return EmotionEvent(call_id=call, utterance_id=f"{call}/{i}", speaker=speaker, start=start, end=start + 1.5,
+    return EmotionEvent(call_id=call, utterance_id=f"{call}:{i:05d}", speaker=speaker, start=start, end=start + 1.5,
                         transcript=f"utterance {i}", label=label, probabilities={label: 0.8, "neutral": 0.2},
                         model_version="test", created_at=created_at, **kw)
 
@@ -100,6 +100,11 @@ class TestProxyRules:
         with pytest.raises(QueryRejected):
             check_query("rate(foo_total[1m])")
 
+    def test_exact_increase_passes_with_a_grafana_variable_as_offset(self):
+        expr = f"sum by (label) ({exact_increase('emotion_events_total', '$__range')})"
+        assert metric_names(expr) == {"emotion_events_total"}
+        assert "offset $__range" in expr and "increase(" not in expr
+
 
 class FakePrometheus:
     """Records every request and answers like Prometheus."""
@@ -115,7 +120,7 @@ class FakePrometheus:
             def _answer(self):
                 outer.requests.append((self.command, self.path))
                 body = json.dumps({"status": "success", "data": {"resultType": "vector", "result": [
-                    {"metric": {"service": "asr"}, "value": [NOW, "4.5"]}]}}).encode()
+                    {"metric": {"service": "asr_alignment"}, "value": [NOW, "4.5"]}]}}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -225,6 +230,8 @@ class TestPage:
         cfg = json.loads(body)
         assert status == 200 and cfg["refresh_ms"] == 2000 and set(cfg["negative"]) == {"anger", "sadness", "fear", "disgust"}
         assert set(cfg["colours"]) == set(cfg["emotions"])
+        # the page counts emotion_events_total over its own mix window, through the proxy's free PromQL
+        assert check_query(cfg["mix_query"]) and f"offset {round(cfg['mix_window_s'])}s" in cfg["mix_query"]
         status, _, body = request(dashboard, "GET", "/healthz")
         assert status == 200 and json.loads(body)["status"] == "ok"
 
@@ -263,13 +270,12 @@ class TestGrafana:
             assert names <= known, f"{panel['title']}: unknown metric(s) {names - known}"
             assert target["datasource"]["type"] == "prometheus"
             used |= names
-        # every metric of shared/metrics.py is on the dashboard, and the new ones are declared
+        # every metric of shared/metrics.py is on the dashboard
         families = {n for n in known if not n.endswith("_created")} - {"up"}
         base = {re.sub(r"_(bucket|sum|count)$", "", n) for n in used}
         missing = {n for n in families if re.sub(r"_(bucket|sum|count)$", "", n) not in base}
         assert not missing, f"metrics not on the Grafana dashboard: {missing}"
-        assert {"emotion_events_total", "emotion_event_latency_seconds_bucket"} <= used
-        assert set(NEW_METRICS) == {"emotion_events_total", "emotion_event_latency_seconds"}
+        assert {"emotion_events_total", "emotion_event_latency_seconds_bucket", "emotion_join_pending"} <= used
 
     def test_page_queries_use_only_known_metrics(self):
         for name, expr in PANEL_QUERIES.items():
@@ -308,7 +314,7 @@ class TestEscalation:
         events = [ev("c", 0, "customer", "neutral"), ev("c", 1, "customer", "anger"), ev("c", 2, "agent", "neutral"),
                   ev("c", 3, "customer", "sadness"), ev("c", 4, "agent", "happiness"), ev("c", 5, "customer", "fear")]
         esc = escalation(events)
-        assert esc == {"streak": 3, "since": "c/1", "at": 2.0, "labels": ["anger", "sadness", "fear"]}
+        assert esc == {"streak": 3, "since": "c:00001", "at": 2.0, "labels": ["anger", "sadness", "fear"]}
 
     @pytest.mark.parametrize("labels", [
         ["anger", "anger"],                              # only two
@@ -330,13 +336,13 @@ class TestEscalation:
         events = [ev("c", 1, "customer", "anger", start=5), ev("c", 2, "customer", "disgust", start=8),
                   ev("c", 3, "customer", "fear", start=11), late_calm]
         esc = escalation(events)
-        assert esc["streak"] == 3 and esc["since"] == "c/1"
+        assert esc["streak"] == 3 and esc["since"] == "c:00001"
         events.append(ev("c", 4, "customer", "neutral", start=14))
         assert escalation(events) is None
 
     def test_longer_run_counts_every_negative(self):
         esc = escalation([ev("c", i, "customer", lab) for i, lab in enumerate(["anger", "fear", "anger", "disgust"])])
-        assert esc["streak"] == 4 and esc["since"] == "c/0"
+        assert esc["streak"] == 4 and esc["since"] == "c:00000"
 
 
 class TestEventStore:
@@ -351,7 +357,7 @@ class TestEventStore:
         a = calls["a"]
         assert [u["label"] for u in a["utterances"]] == ["neutral", "anger", "sadness", "disgust"]
         assert a["speakers"] == ["agent", "customer"] and a["latest"] == {"agent": "neutral", "customer": "disgust"}
-        assert a["escalated"] and a["escalation"]["since"] == "a/1"
+        assert a["escalated"] and a["escalation"]["since"] == "a:00001"
         assert calls["b"]["speakers"] == ["agent"] and not calls["b"]["escalated"]
         assert snap["calls"][0]["call_id"] == "a"  # escalated calls first
         assert a["t0"] == 0 and a["t1"] == 7.5
@@ -383,7 +389,7 @@ class TestEventStore:
         store.add(ev("stale", 0, "agent", "neutral", created_at=NOW - 500))
         snap = store.snapshot(now=NOW)
         assert [c["call_id"] for c in snap["calls"]] == ["long"]
-        assert [u["utterance_id"] for u in snap["calls"][0]["utterances"]] == ["long/2", "long/3", "long/4"]
+        assert [u["utterance_id"] for u in snap["calls"][0]["utterances"]] == ["long:00002", "long:00003", "long:00004"]
         store.add(ev("x", 0, "agent", "neutral"))
         store.add(ev("y", 0, "agent", "neutral"))
         assert {c["call_id"] for c in store.snapshot(now=NOW)["calls"]} == {"x", "y"}
@@ -393,7 +399,7 @@ class TestEventStore:
         for i in range(5):
             store.add(ev("a", i, "agent", "neutral"))
         last, events = store.since(3)
-        assert last == 5 and [e["seq"] for e in events] == [4, 5] and events[0]["utterance_id"] == "a/3"
+        assert last == 5 and [e["seq"] for e in events] == [4, 5] and events[0]["utterance_id"] == "a:00003"
         assert store.since(0, limit=2)[1][-1]["seq"] == 5
         assert store.add_raw(b"not json") is None and store.add_raw(None) is None and store.invalid == 2
         assert store.add_raw(ev("b", 0, "customer", "fear").encode()) == 6

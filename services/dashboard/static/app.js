@@ -8,7 +8,8 @@
   const RANGE_S = 300;
   const STAGES = ["decode", "process", "produce", "commit", "total"];
   const SERVICE_COLOURS = {
-    asr: "#4cc9f0", text_encoder: "#b197fc", speech_encoder: "#ffd43b", graph_gat: "#63e6be", moe_fusion: "#ff8787",
+    asr_alignment: "#4cc9f0", text_encoder: "#b197fc", speech_encoder: "#ffd43b", graph_gat: "#63e6be",
+    moe_fusion: "#ff8787",
   };
   const EXTRA = ["#74c0fc", "#f783ac", "#a9e34b", "#ffa94d", "#e599f7", "#66d9e8"];
   const state = { config: null, lastSeq: -1, feed: [], refreshMs: 2000, tick: 0 };
@@ -71,6 +72,22 @@
     $(kpiId).dataset.value = String(total);
   }
 
+  function joinPending(res) {
+    /* utterances waiting in the joins (graph_gat, moe_fusion) for their other inputs */
+    const node = $("join-pending");
+    C.clear(node);
+    const rows = res.status === "fulfilled" ? res.value.map((r) => [r.metric.service, num(r.value[1])]) : [];
+    rows.sort((a, b) => a[0].localeCompare(b[0]));
+    node.dataset.state = res.status !== "fulfilled" ? "error" : rows.length ? "ok" : "empty";
+    node.dataset.total = String(rows.reduce((a, [, v]) => a + (C.finite(v) ? v : 0), 0));
+    node.appendChild(document.createTextNode(rows.length ? "waiting in joins: " : "waiting in joins: no data yet"));
+    rows.forEach(([svc, v], i) => {
+      if (i) node.appendChild(document.createTextNode(" · "));
+      node.appendChild(C.el("span", { class: "join", "data-service": svc, "data-value": String(v) }, svc + " "));
+      node.lastChild.appendChild(C.el("b", {}, C.fmt(v)));
+    });
+  }
+
   function lagPanel(res) {
     const node = $("chart-lag");
     if (failed(node, res)) return;
@@ -94,6 +111,19 @@
     const f = Math.max(0, Math.min(1, (Math.log10(s) + 2) / 2.4));
     const hue = 140 - 140 * f;
     return `hsla(${hue.toFixed(0)}, 70%, 45%, ${0.18 + 0.25 * f})`;
+  }
+
+  function eventLatency(p50, p95) {
+    /* end to end, from the utterance message to its emotion event (moe_fusion) */
+    const kpi = $("kpi-e2e");
+    const value = (res) => (res.status === "fulfilled" && res.value.length ? num(res.value[0].value[1]) : NaN);
+    const v50 = value(p50), v95 = value(p95);
+    kpi.dataset.p50 = C.finite(v50) ? String(v50) : "";
+    kpi.dataset.value = C.finite(v95) ? String(v95) : "";
+    kpi.textContent = C.finite(v95) ? C.fmtSeconds(v95) : "–";
+    kpi.title = C.finite(v95) ? `emotion events, end to end: p50 ${C.fmtSeconds(v50)}, p95 ${C.fmtSeconds(v95)}`
+      : "emotion events, end to end: no data yet";
+    kpi.appendChild(C.el("small", {}, " p95 end to end"));
   }
 
   function latencyPanel(p50, p95) {
@@ -210,15 +240,20 @@
     const node = $("chart-emotion-mix");
     const labels = (state.config && state.config.emotions) || [];
     let counts = null, source = "events", bySpeaker = {};
+    let metricCounts = null;
+    if (metric.status === "fulfilled" && metric.value.length) {
+      metricCounts = {};
+      for (const r of metric.value) metricCounts[r.metric.label] = Math.round(num(r.value[1]));
+    }
     if (calls.status === "fulfilled" && calls.value.mix.total > 0) {
       counts = calls.value.mix.counts; bySpeaker = calls.value.mix.by_speaker || {};
-    } else if (metric.status === "fulfilled" && metric.value.length) {
-      counts = {}; source = "metric";
-      for (const r of metric.value) counts[r.metric.label] = Math.round(num(r.value[1]));
+    } else if (metricCounts) {
+      counts = metricCounts; source = "metric";
     }
     const total = counts ? Object.values(counts).reduce((a, b) => a + (b || 0), 0) : 0;
     $("kpi-events").textContent = total ? String(total) : "–";
     $("kpi-events").dataset.value = String(total);
+    mixCheck(source, counts, metricCounts);
     if (!total) {
       if (calls.status !== "fulfilled") C.empty(node, "events unavailable", "error");
       else C.empty(node, "no data yet");
@@ -230,10 +265,30 @@
       const parts = Object.keys(bySpeaker).sort().filter((s) => bySpeaker[s][l]).map((s) => s + " " + bySpeaker[s][l]);
       return { key: l, name: l, value: n, colour: emotionColour(l), text: String(n),
                valueSub: total ? Math.round(100 * n / total) + "%" : "", title: parts.join(" · ") || l,
-               attrs: { "data-label": l, "data-count": String(n) } };
+               attrs: { "data-label": l, "data-count": String(n),
+                        "data-metric-count": metricCounts ? String(metricCounts[l] || 0) : "" } };
     });
     C.bars(node, items, { max: Math.max(...items.map((i) => i.value)) });
     node.dataset.source = source;
+  }
+
+  function mixCheck(source, counts, metricCounts) {
+    /* the mix from the topic next to moe_fusion's emotion_events_total over the same window */
+    const node = $("mix-check");
+    const sum = (c) => Object.values(c || {}).reduce((a, b) => a + (b || 0), 0);
+    node.dataset.source = counts ? source : "";
+    node.dataset.metricTotal = metricCounts ? String(sum(metricCounts)) : "";
+    if (!metricCounts) { node.dataset.state = "empty"; node.textContent = "emotion_events_total: no data yet"; return; }
+    if (source === "metric") {
+      node.dataset.state = "ok";
+      node.textContent = "from emotion_events_total (no events read)";
+      return;
+    }
+    const labels = new Set([...Object.keys(counts), ...Object.keys(metricCounts)]);
+    const same = Array.from(labels).every((l) => (counts[l] || 0) === (metricCounts[l] || 0));
+    node.dataset.state = same ? "ok" : "warn";
+    node.textContent = `emotion_events_total: ${sum(metricCounts)} ` +
+      (same ? "✓ same mix" : `(topic: ${sum(counts)})`);
   }
 
   function timelinesPanel(calls) {
@@ -371,10 +426,12 @@
     const tasks = {
       thrRange: range("throughput"), thrNow: instant("throughput"),
       audioRange: range("audio"), audioNow: instant("audio"),
-      lag: instant("lag_by_service"), p50: instant("stage_p50"), p95: instant("stage_p95"),
+      lag: instant("lag_by_service"), join: instant("join_pending"),
+      p50: instant("stage_p50"), p95: instant("stage_p95"),
+      e2e50: instant("event_latency_p50"), e2e95: instant("event_latency_p95"),
       bmean: instant("batch_mean"), bp95: instant("batch_p95"),
       errors: instant("errors"), dls: instant("deadletters"), up: instant("service_up"),
-      mixMetric: instant("emotion_mix_metric"),
+      mixMetric: getJSON("/api/query?query=" + encodeURIComponent(state.config.mix_query)).then((b) => b.data.result),
       calls: getJSON("/api/calls"),
       events: getJSON("/api/events?limit=6&since=" + Math.max(0, state.lastSeq)),
     };
@@ -385,7 +442,8 @@
     const steps = [
       () => timeSeries("chart-throughput", "kpi-throughput", r.thrRange, r.thrNow, { by: "service", unit: "msg/s" }),
       () => timeSeries("chart-audio", "kpi-audio", r.audioRange, r.audioNow, { by: "service", unit: "s/s" }),
-      () => lagPanel(r.lag), () => latencyPanel(r.p50, r.p95), () => batchPanel(r.bmean, r.bp95),
+      () => lagPanel(r.lag), () => joinPending(r.join),
+      () => latencyPanel(r.p50, r.p95), () => eventLatency(r.e2e50, r.e2e95), () => batchPanel(r.bmean, r.bp95),
       () => failuresPanel(r.errors, r.dls, r.up), () => mixPanel(r.calls, r.mixMetric),
       () => timelinesPanel(r.calls), () => feedPanel(r.events), () => header(r),
     ];

@@ -1,6 +1,7 @@
 /* Small chart helpers for the dashboard: SVG line charts, horizontal bars, placeholders.
  * No dependencies.  Every chart writes its state and latest values into data-* attributes
- * (data-state="ok|empty|zero|error", data-total, per item data-value) so tests can read them. */
+ * (data-state="ok|empty|zero|error", data-total, per item data-value; line chart legends also data-max,
+ * the peak over the drawn range) so tests can read them. */
 (function () {
   "use strict";
   const SVG = "http://www.w3.org/2000/svg";
@@ -113,7 +114,11 @@
     for (const s of series) {
       const cur = opts.current && s.name in opts.current ? opts.current[s.name] : lastValue(s.points);
       if (finite(cur)) total += cur;
-      const item = el("span", { class: "legend-item", "data-series": s.name, "data-value": finite(cur) ? String(cur) : "" });
+      const peak = Math.max(-Infinity, ...s.points.map((p) => p[1]).filter(finite));
+      const item = el("span", {
+        class: "legend-item", "data-series": s.name, "data-value": finite(cur) ? String(cur) : "",
+        "data-max": finite(peak) ? String(peak) : "", title: s.name + ": peak " + format(peak),
+      });
       const sw = el("i", { class: "sw" }); sw.style.background = s.colour;
       item.append(sw, el("span", {}, s.name + " "), el("b", {}, format(cur)));
       legend.appendChild(item);
