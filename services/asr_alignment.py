@@ -47,11 +47,11 @@ from typing import Any
 
 import numpy as np
 
+from services.inference import TritonService
 from services.segmentation import ChannelSegmenter, Segment
 from shared.contracts import ArrayPayload, AudioChunk, ContractError, Utterance, Word
-from shared.runtime import Context, Reject, Retry, Service
+from shared.runtime import Context, Reject
 from shared.settings import SegmentationSettings, Settings
-from shared.triton_client import TritonError, TritonModel
 from training.serving.asr import words_from_json
 
 log = logging.getLogger(__name__)
@@ -178,9 +178,11 @@ def decode_pcm(chunk: AudioChunk) -> np.ndarray:
     return samples.reshape(-1, chunk.channels)
 
 
-class AsrAlignmentService(Service):
+class AsrAlignmentService(TritonService):
     name = "asr_alignment"
+    triton_model = "asr"
     input_contract = AudioChunk
+    retry_alone = False  # a chunk's state depends on the chunks before it in the batch
 
     def __init__(self, settings: Settings):
         self.input_topic = settings.topics.audio
@@ -192,8 +194,6 @@ class AsrAlignmentService(Service):
         super().setup(ctx)
         self.settings = ctx.settings
         self.seg_settings = ctx.settings.segmentation
-        self.model = TritonModel(ctx.settings, "asr")
-        self.model.wait_ready()
         ctx.metrics.audio_seconds.labels(self.name)  # the series exists before the first chunk
 
     # ---- keys and state --------------------------------------------------------------------
@@ -357,12 +357,7 @@ class AsrAlignmentService(Service):
             "LENGTH": np.array([[a.size] for a in rows], np.int32),
             "LANGUAGE": np.array([[p.call.language or ""] for p in pending], dtype=object),
         }
-        try:
-            out = self.model.infer(inputs, ["TEXT", "LANGUAGE", "WORDS"])
-        except TritonError as exc:
-            if exc.retryable:
-                raise Retry(str(exc)) from exc
-            raise
+        out = self.model.infer(inputs, ["TEXT", "LANGUAGE", "WORDS"])
         utterances = []
         for r, p in enumerate(pending):
             text, language = _text(out["TEXT"][r, 0]), _text(out["LANGUAGE"][r, 0]) or p.call.language
@@ -396,10 +391,6 @@ class AsrAlignmentService(Service):
             audio=None if stored else ArrayPayload.from_array(pcm, "int16"),
             audio_key=audio_key if stored else None,
         )  # fmt: skip
-
-    def close(self) -> None:
-        if hasattr(self, "model"):
-            self.model.close()
 
 
 def _text(value: bytes | str) -> str:

@@ -64,16 +64,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     configure_logging(settings.runtime.log_level, settings.runtime.log_format, service=args.name)
     runtime = ServiceRuntime(SERVICES[args.name](settings), settings, group_id=args.group)
     runtime.install_signal_handlers()
-    runtime.run()
+    runtime.run(ready_file=args.ready_file)
     return 0
-
-
-# ---- demo -----------------------------------------------------------------------------------
-def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    """Bring the stack up, run a message through a service on the shared runtime, print it."""
-    from services.demo import run_demo
-
-    return run_demo(settings, keep_running=args.keep)
 
 
 def _configure_stack(s: argparse.ArgumentParser) -> None:
@@ -109,12 +101,9 @@ def _configure_serve(v: argparse.ArgumentParser) -> None:
 
     v.add_argument("name", choices=sorted(SERVICES))
     v.add_argument("--group", help="Kafka consumer group (default: emotion-<name>); instances in one group split the partitions")
+    v.add_argument("--ready-file", type=Path, help="write the instance id to this file once the service consumes "
+                   "(for supervisors and readiness probes)")
     v.set_defaults(func=cmd_serve)
-
-
-def _configure_demo(d: argparse.ArgumentParser) -> None:
-    d.add_argument("--keep", action="store_true", help="leave the stack running afterwards")
-    d.set_defaults(func=cmd_demo)
 
 
 @dataclass(frozen=True)
@@ -156,13 +145,26 @@ COMMANDS: tuple[Command, ...] = (
     Command("serve", "run one streaming service",
             "Run a streaming service on the shared runtime until SIGTERM/Ctrl-C: consume, batch, infer through "
             "Triton, produce, commit, expose Prometheus metrics.", _configure_serve),
+    Command("publish", "stream call audio (files, folders, manifests, raw PCM, synthetic calls) into calls.audio",
+            "Publish calls to the calls.audio topic as audio_chunk messages (default 200 ms each, keyed by call id, "
+            "seq from 0, end_of_call on the last). Stereo is agent/customer unless --channel-roles says otherwise; "
+            "8 kHz stays 8 kHz, rates above 16 kHz become 16 kHz. --pace realtime sends each chunk when its audio "
+            "would have been spoken, many calls at once; fast (default) sends in the same order without waiting. "
+            "Every send is acknowledged by the broker before the command succeeds; an unreadable file is reported "
+            "and the other calls go on (exit 1).", _configure_module("services.publish")),
+    Command("consume", "read emotion events (table or JSON lines, per-call summary with escalations)",
+            "Read the emotions topic with a standalone reader (no consumer group, nothing committed): new events, "
+            "or all with --from-beginning; de-duplicated by utterance id; filtered by --call. --summary prints each "
+            "call's emotion timeline per speaker and flags an escalation when the customer stays negative (anger, "
+            "disgust, fear, sadness) for --escalation-turns utterances in a row or grows more negative over them.",
+            _configure_module("services.consume")),
     Command("dashboard", "the operators' live dashboard (throughput, lag, latency, emotions)",
             "Serve the dashboard page: per-service throughput, consumer lag, stage latency, batch sizes, errors and "
             "dead letters from Prometheus, and live per-call emotion timelines from the emotions topic.",
             _configure_module("services.dashboard")),
-    Command("demo", "the main job: stack up, models, a message through the pipeline",
-            "Assemble the models if needed, bring the stack up, serve the models in Triton, run a service and "
-            "stream utterances through it, then print the result.", _configure_demo),
+    Command("demo", "the main job: calls in, emotion events out, on the local stack",
+            "Bring the stack up, train the default model once if there is none, start the five services and the "
+            "dashboard, stream calls and print each emotion event as it arrives.", _configure_module("services.demo")),
 )
 
 

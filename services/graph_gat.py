@@ -14,11 +14,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from services.join import JoinService, Parts
-from training.alignment import timed_word_spans
 from shared.contracts import ArrayPayload, Contract, GraphFeatures, SpeechFeatures, TextFeatures, Utterance
-from shared.runtime import Context
 from shared.settings import Settings
-from shared.triton_client import TritonModel
+from training.alignment import timed_word_spans
 
 
 def stack_features(joined: Sequence[Parts]) -> dict[str, np.ndarray]:
@@ -48,6 +46,7 @@ def word_span_inputs(utterances: Sequence[Utterance]) -> dict[str, np.ndarray]:
 
 class GraphGatService(JoinService):
     name = "graph_gat"
+    triton_model = "graph_gat"
 
     def __init__(self, settings: Settings):
         t = settings.topics
@@ -58,12 +57,6 @@ class GraphGatService(JoinService):
         })  # fmt: skip
         self.output_topic = t.graph_features
 
-    def setup(self, ctx: Context) -> None:
-        super().setup(ctx)
-        self.model = TritonModel(ctx.settings, "graph_gat")
-        self.model.wait_ready()
-        self.model_version = self.model.parameters().get("model_version", "unknown")
-
     def complete(self, joined: Sequence[Parts]) -> list[Contract]:
         utterances: list[Utterance] = [j["utterance"] for j in joined]  # type: ignore[misc]
         out = self.model.infer({**stack_features(joined), **word_span_inputs(utterances)}, ["GRAPH", "EDGES"])
@@ -72,7 +65,3 @@ class GraphGatService(JoinService):
                           embedding=ArrayPayload.from_array(out["GRAPH"][i], "float32"), edges=int(out["EDGES"][i, 0]))
             for i, u in enumerate(utterances)
         ]  # fmt: skip
-
-    def close(self) -> None:
-        if hasattr(self, "model"):
-            self.model.close()

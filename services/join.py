@@ -20,8 +20,9 @@ import time
 from abc import abstractmethod
 from collections.abc import Sequence
 
+from services.inference import TritonService
 from shared.contracts import Contract, Utterance, decode
-from shared.runtime import Context, Reject, Service
+from shared.runtime import Context, Reject
 from shared.settings import Settings
 from shared.state import UtteranceJoin
 
@@ -31,7 +32,7 @@ Parts = dict[str, Contract]
 """One completed utterance: part name -> its message."""
 
 
-class JoinService(Service):
+class JoinService(TritonService):
     """A service whose input is a per-utterance join of ``parts`` (name -> (topic, contract))."""
 
     parts: dict[str, tuple[str, type[Contract]]]

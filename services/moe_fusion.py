@@ -20,7 +20,6 @@ from services.join import JoinService, Parts
 from shared.contracts import EmotionEvent, GraphFeatures, SpeechFeatures, TextFeatures, Utterance
 from shared.runtime import Context
 from shared.settings import Settings
-from shared.triton_client import TritonModel
 
 BRANCH_OUTPUTS = {"ca_moe": "CA_PROBS", "sp_moe": "SP_PROBS"}
 
@@ -60,6 +59,7 @@ def stage_latencies(parts: Parts, now: float) -> dict[str, float]:
 
 class MoeFusionService(JoinService):
     name = "moe_fusion"
+    triton_model = "moe_fusion"
 
     def __init__(self, settings: Settings):
         t = settings.topics
@@ -74,10 +74,7 @@ class MoeFusionService(JoinService):
 
     def setup(self, ctx: Context) -> None:
         super().setup(ctx)
-        self.model = TritonModel(ctx.settings, "moe_fusion")
-        self.model.wait_ready()
-        params = self.model.parameters()
-        self.model_version = params.get("model_version", "unknown")
+        params = self.model_parameters
         self.class_names = [c for c in params.get("class_names", "").split(",") if c]
         self.branches = [b for b in params.get("branches", "").split(",") if b in BRANCH_OUTPUTS]
         if not self.class_names:
@@ -110,7 +107,3 @@ class MoeFusionService(JoinService):
             self.ctx.metrics.events.labels(self.name, label, u.speaker).inc()
             self.ctx.metrics.event_latency.labels(self.name).observe(latency["total"] / 1000)
         return events
-
-    def close(self) -> None:
-        if hasattr(self, "model"):
-            self.model.close()

@@ -13,11 +13,11 @@ import json
 
 import numpy as np
 
+from services.inference import TritonService
 from shared.cache import content_key
 from shared.contracts import ArrayPayload, ContractError, SpeechFeatures, Utterance
-from shared.runtime import Context, Reject, Retry, Service
+from shared.runtime import Reject
 from shared.settings import Settings
-from shared.triton_client import TritonError, TritonModel
 
 
 def utterance_audio(utterance: Utterance, stored: bytes | None) -> np.ndarray:
@@ -42,19 +42,14 @@ def to_float(audio: np.ndarray) -> np.ndarray:
     return audio.astype(np.float32) / 32768 if audio.dtype.kind == "i" else audio.astype(np.float32)
 
 
-class SpeechEncoderService(Service):
+class SpeechEncoderService(TritonService):
     name = "speech_encoder"
+    triton_model = "speech_encoder"
     input_contract = Utterance
 
     def __init__(self, settings: Settings):
         self.input_topic = settings.topics.utterances
         self.output_topic = settings.topics.speech_features
-
-    def setup(self, ctx: Context) -> None:
-        super().setup(ctx)
-        self.model = TritonModel(ctx.settings, "speech_encoder")
-        self.model.wait_ready()
-        self.model_version = self.model.parameters().get("model_version", "unknown")
 
     def process(self, batch: list[Utterance]) -> list[list[SpeechFeatures] | Reject]:
         stored = self.ctx.cache.get_many([u.audio_key for u in batch if u.audio_key])
@@ -93,12 +88,7 @@ class SpeechEncoderService(Service):
         for r, w in enumerate(waves):
             padded[r, : w.size] = w
         lengths = np.array([[w.size] for w in waves], np.int32)
-        try:
-            out = self.model.infer({"AUDIO": padded, "LENGTH": lengths}, ["FRAMES", "MASK", "FRAME_TIMES"])
-        except TritonError as exc:
-            if exc.retryable:
-                raise Retry(str(exc)) from exc
-            raise
+        out = self.model.infer({"AUDIO": padded, "LENGTH": lengths}, ["FRAMES", "MASK", "FRAME_TIMES"])
         fresh = {}
         for r, i in enumerate(rows):
             fresh[i] = {
@@ -108,7 +98,3 @@ class SpeechEncoderService(Service):
             }
         self.ctx.cache.put_many([(keys[i], json.dumps(f).encode()) for i, f in fresh.items()])
         return fresh
-
-    def close(self) -> None:
-        if hasattr(self, "model"):
-            self.model.close()

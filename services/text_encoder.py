@@ -11,26 +11,20 @@ import json
 
 import numpy as np
 
+from services.inference import TritonService
 from shared.cache import content_key
 from shared.contracts import ArrayPayload, TextFeatures, Utterance
-from shared.runtime import Context, Service
 from shared.settings import Settings
-from shared.triton_client import TritonModel
 
 
-class TextEncoderService(Service):
+class TextEncoderService(TritonService):
     name = "text_encoder"
+    triton_model = "text_encoder"
     input_contract = Utterance
 
     def __init__(self, settings: Settings):
         self.input_topic = settings.topics.utterances
         self.output_topic = settings.topics.text_features
-
-    def setup(self, ctx: Context) -> None:
-        super().setup(ctx)
-        self.model = TritonModel(ctx.settings, "text_encoder")
-        self.model.wait_ready()
-        self.model_version = self.model.parameters().get("model_version", "unknown")
 
     def process(self, batch: list[Utterance]) -> list[list[TextFeatures]]:
         keys = [content_key("text", self.model_version, u.text) for u in batch]
@@ -58,7 +52,3 @@ class TextEncoderService(Service):
                           cached=cached[i] is not None, **features[i])]
             for i, u in enumerate(batch)
         ]
-
-    def close(self) -> None:
-        if hasattr(self, "model"):
-            self.model.close()

@@ -61,6 +61,13 @@ class Retry(Exception):
     """Raised by a service when a dependency failed: the whole batch is retried later."""
 
 
+def is_dependency_failure(exc: BaseException) -> bool:
+    """A failure of what the service depends on (retried), not of the message (dead-lettered):
+    :class:`Retry`, Kafka, connection and timeout errors, and errors marked ``retryable``
+    (:class:`shared.triton_client.TritonError` when Triton is unavailable or overloaded)."""
+    return isinstance(exc, (Retry, KafkaError, ConnectionError, TimeoutError)) or getattr(exc, "retryable", False)
+
+
 @dataclass
 class Output:
     """A message to produce: to ``topic`` or, when None, the service's output topic."""
@@ -93,6 +100,9 @@ class Service(ABC):
     input_topic: str
     input_contract: type[Contract]
     output_topic: str
+    retry_alone: bool = True
+    """When ``process`` fails on a batch (not a dependency failure), try each message alone and
+    dead-letter the ones that still fail.  False for a service whose state spans the batch."""
 
     def inputs(self) -> dict[str, type[Contract]]:
         """Input topics and the contract each carries; one topic unless the service joins several."""
@@ -272,7 +282,9 @@ class ServiceRuntime:
                 pending = [_Pending(record=None, message=o.message, outputs=[o]) for o in outputs]
                 self._produce(pending, BatchReport())
                 svc.delivered([o.message for o in outputs])
-        except (Retry, KafkaError, ConnectionError, TimeoutError) as exc:
+        except Exception as exc:
+            if not is_dependency_failure(exc):
+                raise
             self.metrics.errors.labels(svc.name, type(exc).__name__).inc()
             log.warning("%s: tick failed (%s); trying again at the next tick", svc.name, exc)
             return 0
@@ -292,7 +304,7 @@ class ServiceRuntime:
         valid = [p for p in pending if p.message is not None]
         try:
             with self._timed(report, "process"):
-                results = svc.process([p.message for p in valid]) if valid else []
+                results = self._process([p.message for p in valid]) if valid else []
             if len(results) != len(valid):
                 raise AssertionError(f"{svc.name}.process returned {len(results)} results for {len(valid)} inputs")
             for p, result in zip(valid, results):
@@ -306,7 +318,9 @@ class ServiceRuntime:
             svc.delivered([o.message for p in pending if p.message is not None for o in p.outputs])
             with self._timed(report, "commit"):
                 self._commit(records)
-        except (Retry, KafkaError, ConnectionError, TimeoutError) as exc:
+        except Exception as exc:
+            if not is_dependency_failure(exc):
+                raise
             self.metrics.errors.labels(svc.name, type(exc).__name__).inc()
             log.warning("%s: batch of %d not processed (%s); retrying in %.1f s", svc.name, len(records), exc, self.settings.runtime.retry_backoff_s)
             self._rewind(records)
@@ -318,6 +332,22 @@ class ServiceRuntime:
             m.messages.labels(svc.name, p.record.topic, "ok" if p.message is not None else "deadletter").inc()
         m.stage_seconds.labels(svc.name, "total").observe(time.perf_counter() - t_start)
         return report
+
+    def _process(self, messages: list[Contract]) -> list[ProcessResult]:
+        """``service.process``; when it fails on the batch for a reason other than a dependency,
+        each message is tried alone and the ones that still fail are rejected with the error, so
+        one poisonous message never blocks or loses the others."""
+        try:
+            return self.service.process(messages)
+        except Exception as exc:
+            if is_dependency_failure(exc) or not self.service.retry_alone:
+                raise
+            if len(messages) == 1:
+                log.exception("%s: a message failed", self.service.name)
+                return [Reject(f"{self.service.name} failed on this message: {type(exc).__name__}: {exc}")]
+            log.warning("%s: batch of %d failed (%s: %s); trying each message alone",
+                        self.service.name, len(messages), type(exc).__name__, exc)  # fmt: skip
+            return [result for m in messages for result in self._process([m])]
 
     def _decode(self, record) -> _Pending:
         if record.value is not None and len(record.value) > self.settings.runtime.max_message_bytes:

@@ -12,12 +12,12 @@ import time
 import numpy as np
 import pytest
 
-from services import asr_alignment
+from services import inference
 from services.asr_alignment import AsrAlignmentService, guard_words, hallucination, is_ngram_loop
 from shared.cache import FeatureCache
 from shared.contracts import ArrayPayload, AudioChunk, Utterance
 from shared.metrics import ServiceMetrics
-from shared.runtime import Context, Reject, Retry
+from shared.runtime import Context, Reject, is_dependency_failure
 from shared.settings import SegmentationSettings, load_settings
 from shared.state import StateStore
 from shared.triton_client import TritonError
@@ -56,6 +56,9 @@ def redis_port():
 
 class FakeAsr:
     """The ``asr`` model's interface: one word per row over its middle, text from ``script``."""
+
+    def parameters(self):
+        return {"model_version": "whisper-base@test"}
 
     def __init__(self):
         self.requests: list[int] = []
@@ -97,7 +100,7 @@ def settings(tmp_path, redis_port):
 @pytest.fixture
 def fake_asr(monkeypatch):
     fake = FakeAsr()
-    monkeypatch.setattr(asr_alignment, "TritonModel", lambda settings, name: fake)
+    monkeypatch.setattr(inference, "TritonModel", lambda settings, name: fake)
     return fake
 
 
@@ -331,8 +334,9 @@ def test_triton_unavailable_retries_the_batch_without_moving_the_state(make_serv
     all_chunks = chunks(pcm)
     svc = make_service()
     fake_asr.fail = TritonError("asr: unavailable", retryable=True)
-    with pytest.raises(Retry):
+    with pytest.raises(TritonError) as failure:
         svc.process(all_chunks)
+    assert is_dependency_failure(failure.value)  # the runtime retries the batch
     fake_asr.fail = None
     assert len(feed(svc, all_chunks)) == 3
 

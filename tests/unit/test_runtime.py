@@ -204,3 +204,24 @@ def test_tick_outputs_are_produced_and_delivered_even_when_idle(tmp_path):
     r._producer.fail_next = True  # not acknowledged: nothing delivered, the tick reports no output
     svc.timer_outputs = [decode(_utt(6))]
     assert r.run_tick() == 0 and svc.delivered_ids == ["c/5"]
+
+
+def test_a_message_that_breaks_the_service_is_dead_lettered_alone(tmp_path):
+    class Fragile(UpperService):
+        def process(self, batch):
+            if any(u.text == "poison" for u in batch):
+                raise ValueError("cannot tokenise")
+            return super().process(batch)
+
+    recs = [Record("utterances", 0, i, b"c", _utt(i, t)) for i, t in enumerate(["a", "poison", "b"])]
+    r = _runtime(recs, tmp_path)
+    r.service = Fragile()
+    rep = r.run_once()
+    assert (rep.produced, rep.deadlettered) == (2, 1)
+    (dead,) = [decode(v) for t, _k, v in r._producer.sent if t == "deadletter"]
+    assert dead.offset == 1 and "ValueError: cannot tokenise" in dead.reason
+    assert r._consumer.commits[-1] == {("utterances", 0): 3}
+    r.service.retry_alone = False  # a service whose state spans the batch crashes instead
+    r._consumer = FakeConsumer([Record("utterances", 0, 3, b"c", _utt(3, "poison"))])
+    with pytest.raises(ValueError):
+        r.run_once()

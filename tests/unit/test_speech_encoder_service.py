@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from services import speech_encoder
+from services import inference
 from services.speech_encoder import SpeechEncoderService
 from shared.contracts import ArrayPayload, SpeechFeatures, Utterance
 from shared.metrics import ServiceMetrics
-from shared.runtime import Context, Reject, Retry
+from shared.runtime import Context, Reject, is_dependency_failure
 from shared.settings import load_settings
 from shared.triton_client import TritonError
 
@@ -74,7 +74,7 @@ class FakeSpeechEncoder:
 @pytest.fixture
 def fake(monkeypatch):
     model = FakeSpeechEncoder()
-    monkeypatch.setattr(speech_encoder, "TritonModel", lambda settings, name: model)
+    monkeypatch.setattr(inference, "TritonModel", lambda settings, name: model)
     return model
 
 
@@ -133,5 +133,6 @@ def test_missing_or_empty_audio_is_rejected_and_the_rest_flows(service, fake):
 
 def test_triton_down_retries_the_batch(service, fake):
     fake.fail = TritonError("speech_encoder: unavailable", retryable=True)
-    with pytest.raises(Retry):
+    with pytest.raises(TritonError) as failure:
         service.process([utterance(0, audio=pcm(0.1, 1))])
+    assert is_dependency_failure(failure.value)  # the runtime retries the batch

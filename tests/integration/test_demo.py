@@ -1,0 +1,46 @@
+"""The README's run command, ``emotion demo``, as a fresh machine runs it (only the model bundle is
+shared): it trains the default model on the synthetic demo corpus (there is none in its new home),
+brings the stack up, starts the five services and the dashboard, streams two generated calls,
+prints one JSON event per utterance, exits 0 and leaves nothing running."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from shared.settings import settings_env
+from tests.integration.conftest import isolated_settings
+
+pytestmark = pytest.mark.integration
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_demo_with_calls_runs_end_to_end_and_shuts_down(tmp_path_factory):
+    s = isolated_settings(tmp_path_factory, "itest-demo")
+    s.triton.startup_timeout_s = 480.0
+    env = {**os.environ, **settings_env(s)}
+    done = subprocess.run(
+        [sys.executable, "-m", "services.cli", "demo", "--calls", "2", "--json", "--no-progress", "--dashboard-port", "0"],
+        env=env, capture_output=True, text=True, timeout=2400,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert events, done.stdout[-3000:]
+    assert len({e["call_id"] for e in events}) == 2
+    assert len({e["utterance_id"] for e in events}) == len(events), "an utterance was printed twice"
+    for e in events:
+        assert e["contract"] == "emotion_event" and e["label"] in e["probabilities"]
+        assert abs(sum(e["probabilities"].values()) - 1) < 1e-3
+    assert (s.default_model_dir / "model.pt").is_file() and (s.default_model_dir / "metrics.json").is_file()
+    assert "dashboard: http://127.0.0.1:" in done.stdout + done.stderr
+    for port in (s.kafka.port, s.redis.port, s.triton.grpc_port, s.prometheus.port):
+        assert not _listening(port), f"port {port} still open after the demo"

@@ -1,0 +1,229 @@
+"""The whole pipeline on the real stack: synthetic calls in, one emotion event per utterance out.
+
+Kafka, Redis, Triton (all five models) and Prometheus run on free ports; the five services run as
+``emotion serve NAME`` processes, graph_gat and moe_fusion as two instances each in one consumer
+group.  Five stereo 8 kHz synthetic calls are published concurrently with ``emotion publish``'s
+function; the test then reads ``utterances`` and ``emotions`` and checks:
+
+* exactly one event per utterance, with its call id, in order within each call;
+* as many utterances per call as the call has turns (voice-activity segmentation of real speech);
+* each event's probabilities and label equal what the in-process model (same encoders, same trained
+  weights, :mod:`training.models`) gives for the same utterance audio (read back from Redis) and
+  transcript;
+* the two instances of each joining service split the partitions and the count stays exact;
+* the dashboard shows the live data (headless Chromium).
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+
+from shared.contracts import EmotionEvent, Utterance, decode
+from shared.settings import Settings
+from tests.integration.conftest import isolated_settings, save_random_model
+
+pytestmark = pytest.mark.integration
+
+N_CALLS = 5
+SEED = 4321
+DOUBLED = {"graph_gat": 2, "moe_fusion": 2}
+"""Two instances in one consumer group each."""
+PROBS_ATOL = 5e-3
+"""In-process float32 features vs float16 on the wire and Triton's batching: probabilities agree
+to a few 1e-3 (see test_triton_models for the 1e-4 check on identical features)."""
+
+
+@dataclass
+class Streamed:
+    settings: Settings
+    calls: list = field(default_factory=list)
+    utterances: dict[str, Utterance] = field(default_factory=dict)
+    events: list[EmotionEvent] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _read_all(settings: Settings, topic: str, contract, seen: dict[tuple[int, int], object], consumer) -> None:
+    for records in consumer.poll(timeout_ms=500).values():
+        for r in records:
+            if r.topic == topic:
+                seen[(r.partition, r.offset)] = decode(r.value, contract)
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    from deploy.local import stack
+    from deploy.local.services import ServiceProcesses
+    from training.serving.export import export_repository
+
+    s = isolated_settings(tmp_path_factory, "itest-stream")
+    s.kafka.num_partitions = 4
+    s.prometheus.scrape_interval_s = 1.0
+    s.triton.request_timeout_s = 300.0  # Whisper on a shared 2-core box: utterances queue
+    s.triton.startup_timeout_s = 480.0
+    save_random_model(s.default_model_dir, SEED)
+    export_repository(s)
+    services = ServiceProcesses(s, instances=DOUBLED)
+    try:
+        stack.up(s, timeout_s=600)
+        services.start(timeout_s=600)
+        yield s, services
+    finally:
+        services.stop()
+        stack.down(s)
+
+
+@pytest.fixture(scope="module")
+def streamed(pipeline, tmp_path_factory) -> Streamed:
+    from kafka import TopicPartition
+
+    from services.publish import load_call, publish_calls
+    from shared.kafka_io import make_consumer
+    from training.data.calls import generate_calls
+
+    s, services = pipeline
+    calls = generate_calls(tmp_path_factory.mktemp("calls"), N_CALLS, seed=SEED, progress=False)
+    out = Streamed(s, calls)
+    consumer = make_consumer(s, None, None)
+    parts = [TopicPartition(t, p) for t in (s.topics.utterances, s.topics.emotions) for p in range(s.kafka.num_partitions)]
+    consumer.assign(parts)
+    consumer.seek_to_beginning()
+    t0 = time.monotonic()
+    report = publish_calls(s, [load_call(c.path, language=c.language) for c in calls], pace="fast", progress=False)
+    assert report.calls == N_CALLS
+    utterances: dict = {}
+    events: dict = {}
+    expected_turns = sum(len(c.turns) for c in calls)
+    deadline = time.monotonic() + 900
+    settled_at = None
+    while time.monotonic() < deadline:
+        services.check()
+        for records in consumer.poll(timeout_ms=1000).values():
+            for r in records:
+                contract = Utterance if r.topic == s.topics.utterances else EmotionEvent
+                (utterances if contract is Utterance else events)[(r.partition, r.offset)] = decode(r.value, contract)
+        ids = {u.utterance_id for u in utterances.values()}
+        done = len(ids) >= expected_turns and ids <= {e.utterance_id for e in events.values()}
+        if done and settled_at is None:
+            settled_at = time.monotonic()
+            out.seconds = settled_at - t0
+        if settled_at is not None and time.monotonic() - settled_at > 8:  # late duplicates would show by now
+            break
+    consumer.close()
+    out.utterances = {u.utterance_id: u for u in utterances.values()}
+    out.events = [events[k] for k in sorted(events, key=lambda k: events[k].created_at)]
+    print(f"\n{N_CALLS} calls, {len(out.utterances)} utterances, {len(out.events)} events in {out.seconds:.1f} s")
+    return out
+
+
+def test_one_event_per_utterance_in_order(streamed):
+    assert streamed.utterances, "no utterance came out of the ASR alignment service"
+    counts = collections.Counter(e.utterance_id for e in streamed.events)
+    duplicated = {u: n for u, n in counts.items() if n > 1}
+    assert not duplicated, f"utterances with several events: {duplicated}"
+    assert set(counts) == set(streamed.utterances), (
+        f"missing events: {sorted(set(streamed.utterances) - set(counts))}; "
+        f"events without an utterance: {sorted(set(counts) - set(streamed.utterances))}"
+    )
+    by_call = collections.defaultdict(list)
+    for e in streamed.events:
+        u = streamed.utterances[e.utterance_id]
+        assert e.call_id == u.call_id and e.speaker == u.speaker and (e.start, e.end) == (u.start, u.end)
+        by_call[e.call_id].append(u.index)
+    for call_id, indices in by_call.items():
+        assert indices == sorted(indices), f"{call_id}: events out of order: {indices}"
+    assert set(by_call) == {c.call_id for c in streamed.calls}
+
+
+def test_dashboard_shows_the_live_pipeline(streamed, tmp_path):
+    """Right after the calls (rates are drawn over minutes): the page in headless Chromium."""
+    from deploy.local.services import PIPELINE
+    from tests.integration.dashboard_checks import check_live_dashboard
+
+    figures = check_live_dashboard(streamed.settings, streamed.events, PIPELINE, tmp_path)
+    print(f"dashboard: events after {figures['events_s']:.1f} s, page {figures['page_s']:.1f} s, "
+          f"calls {figures['calls']}, event latency p95 {figures['event_latency_p95_s']}")
+
+
+def test_utterances_follow_the_turns_of_each_call(streamed):
+    """Voice-activity segmentation finds every turn of the calls on its speaker's channel, and
+    nothing between turns (a turn with a long pause may become two utterances)."""
+    for call in streamed.calls:
+        mine = [(u.speaker, u.start, u.end) for u in streamed.utterances.values() if u.call_id == call.call_id]
+        for turn in call.turns:
+            covered = [u for u in mine if u[0] == turn.speaker and u[1] < turn.end and u[2] > turn.start]
+            assert covered, f"{call.call_id}: no utterance for {turn}; got {sorted(mine, key=lambda u: u[1])}"
+            assert min(u[1] for u in covered) == pytest.approx(turn.start, abs=0.5)
+            assert max(u[2] for u in covered) == pytest.approx(turn.end, abs=0.6)
+        for speaker, start, end in mine:
+            assert any(t.speaker == speaker and t.start - 0.5 <= start and end <= t.end + 0.6 for t in call.turns), (
+                f"{call.call_id}: utterance {speaker} {start:.2f}-{end:.2f} outside every turn")
+
+
+def test_labels_equal_the_in_process_model(streamed):
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    from shared.cache import FeatureCache
+    from training.checkpoint import load_model
+    from training.encoders import SpeechEncoder, TextEncoder
+    from training.models import UtteranceFeatures, collate
+
+    s = streamed.settings
+    cache = FeatureCache(s)
+    model, _ = load_model(s.default_model_dir)
+    text_encoder, speech_encoder = TextEncoder.from_bundle(s, threads=1), SpeechEncoder.from_bundle(s, threads=1)
+    checked, flagged = 0, collections.Counter()
+    for e in streamed.events:
+        u = streamed.utterances[e.utterance_id]
+        raw = cache.get(u.audio_key) if u.audio_key else None
+        audio = np.frombuffer(raw, "<i2") if raw is not None else u.audio.to_array()
+        with threadpool_limits(limits=1):
+            text = text_encoder.encode([u.text])
+            speech = speech_encoder.encode([audio.astype(np.float32) / 32768.0])
+        example = UtteranceFeatures(
+            text_hidden=text.hidden[0].astype(np.float16), text_mask=text.mask[0], token_offsets=text.offsets[0],
+            speech_frames=speech.frames[0].astype(np.float16), speech_mask=speech.mask[0],
+            frame_times=speech.frame_times[0], transcript=u.text, words=u.words,
+        )
+        with torch.inference_mode():
+            probs = model(collate([example], edge_rule=model.config.edge_rule)).probs[0].numpy()
+        names = list(model.config.class_names)
+        served = np.array([e.probabilities[c] for c in names])
+        np.testing.assert_allclose(served, probs, atol=PROBS_ATOL, err_msg=e.utterance_id)
+        top2 = np.sort(probs)[-2:]
+        if top2[1] - top2[0] > 2 * PROBS_ATOL:  # a clear winner: the labels must agree
+            assert e.label == names[int(np.argmax(probs))], (e.utterance_id, e.probabilities, probs)
+            checked += 1
+        assert e.model_version.startswith("proposed@")
+        assert set(e.branches) == {"ca_moe", "sp_moe"}
+        assert {"text", "speech", "graph", "fusion", "total"} <= set(e.latency_ms)
+        flagged.update(e.missing_modalities)
+    assert checked >= len(streamed.events) // 2, f"only {checked} events had a clear label"
+    print(f"labels checked on {checked} of {len(streamed.events)} events; missing modalities: {dict(flagged)}")
+
+
+def test_two_instances_split_the_partitions(streamed):
+    """Each joining service ran as two instances in one group: each held its own partitions of
+    every input topic, and the event count above stayed exact."""
+    from shared.kafka_io import make_admin
+
+    s = streamed.settings
+    admin = make_admin(s)
+    try:
+        for name in DOUBLED:
+            group = admin.describe_groups([f"emotion-{name}"])[f"emotion-{name}"]
+            held = [
+                {(a["topic"], p) for a in m["member_assignment"]["assigned_partitions"] for p in a["partitions"]}
+                for m in group["members"]
+            ]
+            assert len(held) == 2 and all(held), (name, held)
+            assert not held[0] & held[1], f"{name}: both instances hold {held[0] & held[1]}"
+            topics = {t for t, _ in held[0] | held[1]}
+            assert len(held[0] | held[1]) == len(topics) * s.kafka.num_partitions, (name, held)
+    finally:
+        admin.close()
