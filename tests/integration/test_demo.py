@@ -24,6 +24,7 @@ def _listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+@pytest.mark.timeout(2400)  # the first run trains the default model (minutes on two cores)
 def test_demo_with_calls_runs_end_to_end_and_shuts_down(tmp_path_factory):
     s = isolated_settings(tmp_path_factory, "itest-demo")
     s.triton.startup_timeout_s = 480.0
