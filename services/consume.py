@@ -8,8 +8,8 @@ are de-duplicated on ``(call_id, utterance_id)``: the first copy wins.
 
 Output: a table (time, call, speaker, start-end, label, confidence, transcript, flags such as the
 modalities the fusion had to do without) or JSON lines (the event as it travelled), and with
-``--summary`` an end-of-run view per call: each speaker's emotion timeline and an escalation flag
-(:func:`escalation`).
+``--summary`` an end-of-run view per call: each speaker's emotion timeline and its escalation, if any
+(:func:`services.escalation.detect_escalation`).
 
 Library API (the demo and the tests): :func:`consume_events`, :class:`EventTable`, :func:`summarize_calls` ->
 :class:`CallSummary`, :func:`render_summaries`.
@@ -24,10 +24,11 @@ import textwrap
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from services.escalation import ESCALATION_TURNS, NEGATIVE_LABELS, Escalation, detect_escalation
 from shared.contracts import ContractError, EmotionEvent, decode
 from shared.settings import Settings
 
@@ -35,7 +36,6 @@ __all__ = [
     "CallSummary",
     "EventTable",
     "consume_events",
-    "escalation",
     "format_event",
     "render_summaries",
     "summarize_calls",
@@ -44,17 +44,8 @@ __all__ = [
 
 log = logging.getLogger("emotion.consume")
 
-ESCALATION_TURNS = 3
-RISING_MIN_FINAL = 0.5
-"""A rising negative probability flags an escalation only when it ends at least this high."""
 POLL_MS = 500
 TRANSCRIPT_WIDTH = 48
-
-
-def _negative_emotions() -> frozenset[str]:
-    from services.dashboard.events import NEGATIVE_EMOTIONS
-
-    return NEGATIVE_EMOTIONS
 
 
 # ---- reading ------------------------------------------------------------------------------------
@@ -228,7 +219,7 @@ class CallSummary:
 
     call_id: str
     timelines: dict[str, list[EmotionEvent]] = field(default_factory=dict)
-    escalation: str | None = None
+    escalation: Escalation | None = None
 
     @property
     def escalated(self) -> bool:
@@ -239,55 +230,20 @@ class CallSummary:
         return sum(len(v) for v in self.timelines.values())
 
 
-def negative_probability(event: EmotionEvent) -> float:
-    """The probability mass of the negative emotions (anger, disgust, fear, sadness)."""
-    negative = _negative_emotions()
-    if event.probabilities:
-        return sum(p for label, p in event.probabilities.items() if label in negative)
-    return 1.0 if event.label in negative else 0.0
-
-
-def escalation(utterances: Sequence[EmotionEvent], turns: int = ESCALATION_TURNS) -> str | None:
-    """Why the customer's ``utterances`` (in time order) escalate, or None.
-
-    A call escalates when a negative emotion (anger, disgust, fear, sadness) is the label of at
-    least ``turns`` consecutive utterances, or when the negative probability rises at every step
-    over ``turns`` consecutive utterances and ends at :data:`RISING_MIN_FINAL` or more.
-    """
-    negative = _negative_emotions()
-    run: list[EmotionEvent] = []
-    for e in utterances:
-        run = run + [e] if e.label in negative else []
-        if len(run) >= turns:
-            labels = ", ".join(x.label for x in run[:turns])
-            return f"{turns} consecutive negative customer utterances ({labels}) from {run[0].start:.1f} s"
-    p = [negative_probability(e) for e in utterances]
-    for end in range(turns - 1, len(p)):
-        window = p[end - turns + 1 : end + 1]
-        if all(b > a for a, b in zip(window, window[1:])) and window[-1] >= RISING_MIN_FINAL:
-            start = utterances[end - turns + 1].start
-            return (f"negative probability rising {window[0]:.2f} -> {window[-1]:.2f} over {turns} customer "
-                    f"utterances from {start:.1f} s")
-    return None
-
-
-def summarize_calls(events: Iterable[EmotionEvent], escalation_turns: int = ESCALATION_TURNS) -> list[CallSummary]:
-    """Per call (in order of first appearance): de-duplicated timelines per speaker and the escalation.
-
-    The escalation is judged on the customer's utterances; a call without a customer channel
-    (mono) is judged on all its utterances.
-    """
+def summarize_calls(events: Iterable[EmotionEvent], escalation_turns: int = ESCALATION_TURNS,
+                    negative: Collection[str] = NEGATIVE_LABELS) -> list[CallSummary]:
+    """Per call (in order of first appearance): de-duplicated timelines per speaker (the first copy of
+    an utterance wins) and the escalation (:func:`services.escalation.detect_escalation` over
+    ``escalation_turns`` utterances, with ``negative`` labels)."""
     by_call: dict[str, dict[str, EmotionEvent]] = {}
     for e in events:
         by_call.setdefault(e.call_id, {}).setdefault(e.utterance_id, e)
     summaries = []
     for call_id, utterances in by_call.items():
-        ordered = sorted(utterances.values(), key=lambda e: (e.start, e.end, e.utterance_id))
         summary = CallSummary(call_id)
-        for e in ordered:
+        for e in sorted(utterances.values(), key=lambda e: (e.start, e.end, e.utterance_id)):
             summary.timelines.setdefault(e.speaker, []).append(e)
-        judged = summary.timelines.get("customer") or ordered
-        summary.escalation = escalation(judged, escalation_turns)
+        summary.escalation = detect_escalation(utterances.values(), escalation_turns, negative=negative)
         summaries.append(summary)
     return summaries
 
@@ -296,7 +252,7 @@ def render_summaries(summaries: Sequence[CallSummary]) -> str:
     """A readable block per call: the escalation verdict and each speaker's timeline."""
     blocks = []
     for s in summaries:
-        verdict = f"ESCALATION: {s.escalation}" if s.escalation else "no escalation"
+        verdict = f"ESCALATION: {s.escalation.reason}" if s.escalation else "no escalation"
         lines = [f"{s.call_id}  {s.utterances} utterance(s)  {verdict}"]
         for speaker in sorted(s.timelines, key=lambda k: ("agent", "customer", "mono").index(k)):
             steps = []
@@ -361,6 +317,6 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         print(f"cannot read from Kafka at {settings.kafka.bootstrap}: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     if args.summary:
-        summary = render_summaries(summarize_calls(received, args.escalation_turns))
+        summary = render_summaries(summarize_calls(received, args.escalation_turns, settings.events.negative_labels))
         print("\n" + summary, file=sys.stderr if args.json else sys.stdout)
     return 0

@@ -185,7 +185,8 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         stop.set()
         reader.join(5)
         if not args.json:
-            print(render_summaries(summarize_calls(list(printer.events.values()))))
+            summaries = summarize_calls(list(printer.events.values()), negative=settings.events.negative_labels)
+            print(render_summaries(summaries))
         print(f"{len(all_calls)} calls, {len(printer.events)} emotion events in {time.monotonic() - t0:.0f} s", file=info)
         return 0
     except KeyboardInterrupt:

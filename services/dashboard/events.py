@@ -4,7 +4,7 @@
   calls (de-duplicated on ``utterance_id``: delivery is at-least-once) and a ring of the latest
   events with a sequence number, for ``/api/events?since=`` and the Server-Sent Events stream.
   It answers the page's questions: the per-call timelines (one lane per speaker), the escalation
-  flag, and the emotion mix over the last minutes.
+  (:func:`services.escalation.detect_escalation`: ongoing or past), and the emotion mix over the last minutes.
 * :class:`EventFeed` is the background thread that fills it: a standalone Kafka consumer (no
   group, nothing committed) assigned every partition of the ``emotions`` topic, starting
   ``backlog`` records before the end of each partition (and, with ``since``, at no record older
@@ -18,42 +18,14 @@ import logging
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Collection
+from dataclasses import asdict, dataclass, field
 
 from shared.contracts import ContractError, EmotionEvent, decode
+from services.escalation import NEGATIVE_LABELS, detect_escalation
 from shared.settings import EMOTIONS, Settings
 
 log = logging.getLogger(__name__)
-
-NEGATIVE_EMOTIONS: frozenset[str] = frozenset({"anger", "sadness", "fear", "disgust"})
-"""Labels that count towards an escalation."""
-ESCALATION_SPEAKER = "customer"
-ESCALATION_STREAK = 3
-"""A call escalates when the customer's last ``ESCALATION_STREAK`` utterances are all negative."""
-
-
-def escalation(events: Iterable[EmotionEvent], streak: int = ESCALATION_STREAK,
-               speaker: str = ESCALATION_SPEAKER, negative: frozenset[str] = NEGATIVE_EMOTIONS) -> dict | None:
-    """The escalation of one call, or None.
-
-    Looks at ``speaker``'s utterances in time order (``start``, then ``end``): when the last
-    ``streak`` are all negative, returns ``{"streak": n, "since": utterance_id, "at": start,
-    "labels": [...]}`` where ``n`` counts every negative utterance of the run (>= ``streak``) and
-    ``since``/``at`` are where the run began.
-    """
-    own = sorted((e for e in events if e.speaker == speaker), key=lambda e: (e.start, e.end, e.utterance_id))
-    run: list[EmotionEvent] = []
-    for e in reversed(own):
-        if e.label not in negative:
-            break
-        run.append(e)
-    if len(run) < streak:
-        return None
-    run.reverse()
-    return {"streak": len(run), "since": run[0].utterance_id, "at": run[0].start,
-            "labels": [e.label for e in run]}
-
 
 def event_dict(e: EmotionEvent) -> dict:
     """What the page needs of an event (no branches: they are large and not drawn)."""
@@ -80,11 +52,14 @@ class EventStore:
     """Thread-safe in-memory store of the latest emotion events (see the module docstring)."""
 
     def __init__(self, per_call: int = 100, max_calls: int = 200, recent: int = 1000,
-                 mix_window_s: float = 300.0, active_window_s: float = 600.0):
+                 mix_window_s: float = 300.0, active_window_s: float = 600.0,
+                 negative: Collection[str] = NEGATIVE_LABELS):
         self.per_call = per_call
         self.max_calls = max_calls
         self.mix_window_s = mix_window_s
         self.active_window_s = active_window_s
+        self.negative = tuple(negative)
+        """The labels that count towards an escalation."""
         self._calls: OrderedDict[str, _Call] = OrderedDict()  # least recently seen first
         self._recent: deque[tuple[int, EmotionEvent]] = deque(maxlen=recent)
         self._seq = 0
@@ -156,8 +131,9 @@ class EventStore:
             return self._seq
 
     def snapshot(self, now: float | None = None, max_calls: int = 12, span_s: float = 300.0) -> dict:
-        """What the page draws: active calls (escalated first, then newest activity first; at most
-        ``max_calls``), counts of active and escalated calls, and the emotion mix."""
+        """What the page draws: active calls (ongoing escalations first, then past ones, then the rest;
+        newest activity first within each group; at most ``max_calls``), counts of active calls, of
+        escalated calls and of those still escalating, and the emotion mix."""
         now = time.time() if now is None else now
         with self._lock:
             calls = [(c.call_id, c.last_seen, list(c.events.values())) for c in self._calls.values()]
@@ -166,14 +142,15 @@ class EventStore:
         active = [c for c in calls if now - c[1] <= self.active_window_s]
         active.sort(key=lambda c: c[1], reverse=True)
         timelines = [self._timeline(call_id, last_seen, events, now, span_s) for call_id, last_seen, events in active]
-        # escalated calls first (newest activity first within each group), then the rest
-        timelines.sort(key=lambda t: not t["escalated"])
+        # ongoing escalations, past ones, then the rest (stable: newest activity first within each group)
+        timelines.sort(key=lambda t: (not t["escalated"], not (t["escalation"] or {}).get("ongoing")))
         out_calls = timelines[:max_calls]
         return {
             "now": now,
             "calls": out_calls,
             "active_calls": len(active),
             "escalated_calls": sum(1 for c in timelines if c["escalated"]),
+            "escalating_calls": sum(1 for c in timelines if c["escalated"] and c["escalation"]["ongoing"]),
             "mix": self.mix(calls, now),
             "stats": stats,
         }
@@ -197,13 +174,12 @@ class EventStore:
                 total += 1
         return {"window_s": self.mix_window_s, "total": total, "counts": counts, "by_speaker": by_speaker}
 
-    @staticmethod
-    def _timeline(call_id: str, last_seen: float, events: list[EmotionEvent], now: float, span_s: float) -> dict:
+    def _timeline(self, call_id: str, last_seen: float, events: list[EmotionEvent], now: float, span_s: float) -> dict:
         events = sorted(events, key=lambda e: (e.start, e.end, e.utterance_id))
         end = max((e.end for e in events), default=0.0)
         t0 = max(0.0, end - span_s)
         speakers = sorted({e.speaker for e in events}, key=lambda s: {"agent": 0, "customer": 1}.get(s, 2))
-        esc = escalation(events)
+        esc = detect_escalation(events, negative=self.negative)
         latest = {}
         for e in events:
             latest[e.speaker] = e.label
@@ -216,7 +192,7 @@ class EventStore:
             "speakers": speakers,
             "latest": latest,
             "escalated": esc is not None,
-            "escalation": esc,
+            "escalation": None if esc is None else asdict(esc),
             "utterances": [
                 {"utterance_id": e.utterance_id, "speaker": e.speaker, "start": e.start, "end": e.end,
                  "label": e.label, "confidence": e.probabilities.get(e.label), "transcript": e.transcript,

@@ -15,9 +15,9 @@ import json
 import sys
 from pathlib import Path
 
+from services.escalation import NEGATIVE_LABELS
 from shared.settings import EMOTIONS, PROJECT_ROOT
 
-from .events import NEGATIVE_EMOTIONS
 from .promql import exact_increase
 from .server import EMOTION_COLOURS
 
@@ -26,7 +26,7 @@ DATASOURCE_UID = "emotion-prometheus"
 DS = {"type": "prometheus", "uid": "${datasource}"}
 SVC = 'service=~"$service"'
 RI = "$__rate_interval"
-NEG = "|".join(sorted(NEGATIVE_EMOTIONS))
+NEG = "|".join(sorted(NEGATIVE_LABELS))
 
 
 class _Layout:
@@ -192,7 +192,7 @@ def build_dashboard() -> dict:
                f'sum(rate(emotion_events_total{{speaker="customer", label=~"{NEG}"}}[5m]) '
                'or 0 * rate(emotion_events_total{speaker="customer"}[5m])) '
                '/ sum(rate(emotion_events_total{speaker="customer"}[5m]))',
-               unit="percentunit", description="Share of customer utterances labelled " + ", ".join(sorted(NEGATIVE_EMOTIONS)),
+               unit="percentunit", description="Share of customer utterances labelled " + ", ".join(sorted(NEGATIVE_LABELS)),
                thresholds=[{"color": "green", "value": None}, {"color": "orange", "value": 0.3}, {"color": "red", "value": 0.5}]),
           6, 9)
     g.add(timeseries("Emotion event latency", [

@@ -35,9 +35,10 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from services.escalation import ESCALATION_SPEAKER, ESCALATION_TURNS, RISING_MIN_FINAL
 from shared.settings import EMOTIONS, Settings
 
-from .events import ESCALATION_SPEAKER, ESCALATION_STREAK, NEGATIVE_EMOTIONS, EventFeed, EventStore
+from .events import EventFeed, EventStore
 from .promql import PANEL_QUERIES, QueryRejected, check_query, emotion_mix_query
 
 log = logging.getLogger(__name__)
@@ -133,7 +134,8 @@ class Dashboard:
         self.settings = settings
         p = settings.prometheus
         self.prometheus_url = prometheus_url or f"http://{p.host}:{p.port}"
-        self.store = EventStore(per_call=per_call, mix_window_s=mix_window_s, active_window_s=active_window_s)
+        self.store = EventStore(per_call=per_call, mix_window_s=mix_window_s, active_window_s=active_window_s,
+                                negative=settings.events.negative_labels)
         self.feed = EventFeed(settings, self.store, backlog=backlog, since=since) if events else None
         self.stopping = threading.Event()
         self.started_at = time.time()
@@ -179,8 +181,9 @@ class Dashboard:
     def config(self) -> dict:
         return {
             "refresh_ms": REFRESH_MS, "stack": self.settings.stack_name, "emotions": list(EMOTIONS),
-            "colours": EMOTION_COLOURS, "negative": sorted(NEGATIVE_EMOTIONS),
-            "escalation": {"speaker": ESCALATION_SPEAKER, "streak": ESCALATION_STREAK},
+            "colours": EMOTION_COLOURS, "negative": sorted(self.store.negative),
+            "escalation": {"speaker": ESCALATION_SPEAKER, "turns": ESCALATION_TURNS,
+                           "rising_min_final": RISING_MIN_FINAL},
             "mix_window_s": self.store.mix_window_s, "mix_query": emotion_mix_query(self.store.mix_window_s),
             "panels": PANEL_QUERIES,
             "topics": self.settings.topics.model_dump(),

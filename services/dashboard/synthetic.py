@@ -13,8 +13,11 @@ For tests, demos and screenshots without the full pipeline running::
   ``emotion_event_latency_seconds``), as the real fusion service does.
 * :func:`scripted_call` builds the :class:`shared.contracts.EmotionEvent` of a call from a script
   of ``(speaker, label, transcript)`` turns, with the pipeline's utterance ids
-  (``<call_id>:<index:05d>``); :data:`ESCALATING` and :data:`CALM` are two such scripts (the first
-  ends with the customer negative three times in a row).
+  (``<call_id>:<index:05d>``); :data:`ESCALATING`, :data:`CALM` and :data:`WORRIED` are such scripts.
+  Under :func:`services.escalation.detect_escalation`, ESCALATING ends with an ongoing escalation (the
+  customer negative three times in a row) and neither CALM nor WORRIED escalates: a label has 0.55 to
+  0.92 of the probability, so a customer who is never negative keeps the negative probability under
+  :data:`services.escalation.RISING_MIN_FINAL` and cannot trip the rising-trend rule.
 """
 
 from __future__ import annotations
@@ -58,7 +61,8 @@ WORRIED: list[Turn] = [
 
 def scripted_call(call_id: str, script: Sequence[Turn], model_version: str = "synthetic-1",
                   created_at: float | None = None, seed: int = 0) -> list[EmotionEvent]:
-    """The emotion events of one call: turns back to back, about 0.06 s per character."""
+    """The emotion events of one call: turns back to back, about 0.06 s per character; the label has
+    0.55 to 0.92 of the probability, the other emotions share the rest at random."""
     rng = random.Random(f"{call_id}-{seed}")
     created = time.time() if created_at is None else created_at
     t, events = 0.0, []

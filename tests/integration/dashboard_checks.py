@@ -19,13 +19,13 @@ import collections
 import math
 import time
 import urllib.parse
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 
 from services.dashboard import grafana
-from services.dashboard.events import escalation
 from services.dashboard.promql import emotion_mix_query, metric_names
 from services.dashboard.server import CALLS_SHOWN, EMOTION_COLOURS, TIMELINE_SPAN_S, DashboardServer
+from services.escalation import detect_escalation
 from shared.contracts import ContractError, EmotionEvent, decode
 from shared.settings import Settings
 from tests.integration.browser import Dom, check_screenshot, free_port, get_json, hex_rgb, run_browser, wait_for
@@ -63,8 +63,8 @@ def check_live_dashboard(settings: Settings, events: Sequence[EmotionEvent], ser
       joins' pending utterances; the end-to-end event latency; the emotion mix from the events,
       equal to the events' label counts and to ``emotion_events_total``; exactly the events' calls in
       the timelines (the first :data:`CALLS_SHOWN` when there are more), each with its labels and
-      speakers in time order, its utterance blocks, and the escalation flag of
-      :func:`services.dashboard.events.escalation`;
+      speakers in time order, its utterance blocks, and the escalation of
+      :func:`services.escalation.detect_escalation` (flagged, ongoing or past; the header's counts);
     * its screenshot is a drawn page showing the colours of the commonest labels;
     * every Grafana panel expression runs on this Prometheus (through the dashboard's proxy), and
       those over throughput and emotion metrics return series.
@@ -116,7 +116,7 @@ def check_live_dashboard(settings: Settings, events: Sequence[EmotionEvent], ser
         dom = Dom(html)
         assert dom.by_id.get("chart-throughput", {}).get("data-state") == "ok", f"page did not render: {html[:3000]}"
         figures |= _check_metric_panels(dom, services)
-        figures |= _check_emotion_panels(dom, services, labels, by_call)
+        figures |= _check_emotion_panels(dom, services, labels, by_call, settings.events.negative_labels)
 
         shot = tmp_path / "dashboard-live.png"
         t = time.monotonic()
@@ -250,7 +250,7 @@ def _check_metric_panels(dom: Dom, services: Sequence[str]) -> dict:
 
 
 def _check_emotion_panels(dom: Dom, services: Sequence[str], labels: collections.Counter,
-                          by_call: dict[str, list[EmotionEvent]]) -> dict:
+                          by_call: dict[str, list[EmotionEvent]], negative: Collection[str]) -> dict:
     ids = dom.by_id
     out: dict = {}
     # the emotion mix: read from the topic, equal to the events' labels and to emotion_events_total
@@ -287,10 +287,16 @@ def _check_emotion_panels(dom: Dom, services: Sequence[str], labels: collections
         blocks = sorted((b["data-utterance-id"], b["data-label"]) for b in dom.within("utt", "chart-timelines")
                         if b["_call"] == call_id)
         assert blocks == sorted((e.utterance_id, e.label) for e in events), call_id
-        flagged = escalation(by_call[call_id]) is not None
-        assert row["data-escalated"] == str(flagged).lower(), (call_id, row["data-escalated"])
-        if flagged:
+        esc = detect_escalation(by_call[call_id], negative=negative)
+        assert row["data-escalated"] == str(esc is not None).lower(), (call_id, row["data-escalated"])
+        state = "" if esc is None else "ongoing" if esc.ongoing else "past"
+        assert row["data-escalation"] == state, (call_id, row["data-escalation"], esc)
+        if esc is not None:
             escalated.append(call_id)
+    if len(by_call) <= CALLS_SHOWN:  # the header counts every active call: here, the shown ones
+        ongoing = sum(rows_by_call[c]["data-escalation"] == "ongoing" for c in escalated)
+        assert ids["status-escalations"]["data-value"] == str(len(escalated)), ids["status-escalations"]
+        assert ids["status-escalations"]["data-ongoing"] == str(ongoing), ids["status-escalations"]
     out["calls"] = shown
     out["escalated"] = escalated
     return out

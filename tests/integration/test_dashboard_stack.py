@@ -78,8 +78,12 @@ def test_api_serves_metrics_and_events(traffic):
     for call_id, events in calls.items():
         assert [u["label"] for u in by_id[call_id]["utterances"]] == [e.label for e in events]
     esc, calm = list(calls)
-    assert by_id[esc]["escalated"] and by_id[esc]["escalation"]["labels"] == ["anger", "disgust", "sadness"]
-    assert not by_id[calm]["escalated"]
+    escalation = by_id[esc]["escalation"]
+    assert by_id[esc]["escalated"] and escalation["labels"] == ["anger", "disgust", "sadness"]
+    assert escalation["kind"] == "negative_run" and escalation["ongoing"] and escalation["length"] == 3
+    assert escalation["since"] == f"{esc}:00003" and escalation["reason"].startswith("3 consecutive negative customer")
+    assert not by_id[calm]["escalated"] and by_id[calm]["escalation"] is None
+    assert snap["escalated_calls"] == snap["escalating_calls"] == 1
 
     # Server-Sent Events replay what the reader consumed, in order per call
     with urllib.request.urlopen(url + "/api/events/stream?since=0", timeout=10) as stream:
@@ -154,8 +158,11 @@ def test_page_in_headless_chromium(traffic, tmp_path):
         assert sorted((b["data-utterance-id"], b["data-label"]) for b in blocks) == sorted((e.utterance_id, e.label) for e in events)
     esc, calm = list(calls)
     assert rows[esc]["data-escalated"] == "true" and rows[calm]["data-escalated"] == "false"
+    assert rows[esc]["data-escalation"] == "ongoing" and rows[calm]["data-escalation"] == ""
     assert timeline["data-escalated"] == esc
-    assert ids["status-escalations"]["data-value"] == "1"
+    assert ids["status-escalations"]["data-value"] == "1" and ids["status-escalations"]["data-ongoing"] == "1"
+    badges = dom.within("esc-badge", "chart-timelines")
+    assert [(b["_call"], b["data-kind"]) for b in badges] == [(esc, "negative_run")]
 
     # emotion mix: the counts of what was produced
     produced = collections.Counter(e.label for events in calls.values() for e in events)

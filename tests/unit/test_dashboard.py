@@ -15,13 +15,14 @@ import pytest
 import yaml
 
 from services.dashboard import grafana
-from services.dashboard.events import EventStore, escalation
+from services.dashboard.events import EventStore
 from services.dashboard.promql import (
     PANEL_QUERIES, QueryRejected, check_query, exact_increase, known_metric_names, metric_names,
 )
-from services.dashboard.server import STATIC_DIR, DashboardServer, ProxyError, prometheus_request
+from services.dashboard.server import STATIC_DIR, Dashboard, DashboardServer, ProxyError, prometheus_request
+from services.dashboard.synthetic import CALM, ESCALATING, WORRIED, scripted_call
 from shared.contracts import EmotionEvent
-from shared.settings import PROJECT_ROOT, load_settings
+from shared.settings import PROJECT_ROOT, EventSettings, load_settings
 
 PROM = "http://prometheus.test:9090"
 NOW = 1_800_000_000.0
@@ -310,39 +311,84 @@ class TestGrafana:
 
 # ---- events: timelines, escalation, mix ------------------------------------------------------
 class TestEscalation:
-    def test_three_negative_customer_utterances_in_a_row(self):
-        events = [ev("c", 0, "customer", "neutral"), ev("c", 1, "customer", "anger"), ev("c", 2, "agent", "neutral"),
-                  ev("c", 3, "customer", "sadness"), ev("c", 4, "agent", "happiness"), ev("c", 5, "customer", "fear")]
-        esc = escalation(events)
-        assert esc == {"streak": 3, "since": "c:00001", "at": 2.0, "labels": ["anger", "sadness", "fear"]}
+    """The page's escalation: :func:`services.escalation.detect_escalation` per call (its own tests are
+    in ``test_escalation.py``), ongoing or past."""
 
-    @pytest.mark.parametrize("labels", [
-        ["anger", "anger"],                              # only two
-        ["anger", "anger", "anger", "neutral"],          # the last one is calm again
-        ["anger", "surprise", "anger", "disgust"],       # surprise breaks the run
-        ["happiness", "neutral", "happiness"],
+    def test_ongoing_escalation_on_the_timeline(self):
+        store = EventStore()
+        for e in [ev("c", 0, "customer", "neutral"), ev("c", 1, "customer", "anger"), ev("c", 2, "agent", "neutral"),
+                  ev("c", 3, "customer", "sadness"), ev("c", 4, "agent", "happiness"), ev("c", 5, "customer", "fear")]:
+            store.add(e)
+        snap = store.snapshot(now=NOW)
+        (call,) = snap["calls"]
+        assert call["escalated"] and snap["escalated_calls"] == 1 and snap["escalating_calls"] == 1
+        assert call["escalation"] == {
+            "kind": "negative_run", "since": "c:00001", "at": 2.0, "labels": ("anger", "sadness", "fear"),
+            "length": 3, "ongoing": True,
+            "reason": "3 consecutive negative customer utterances (anger, sadness, fear) from 2.0 s"}
+        json.dumps(snap)  # what /api/calls sends
+
+    def test_past_escalation_stays_flagged(self):
+        store = EventStore()
+        for i, label in enumerate(["anger", "anger", "anger", "neutral"]):
+            store.add(ev("c", i, "customer", label))
+        snap = store.snapshot(now=NOW)
+        (call,) = snap["calls"]
+        assert call["escalated"] and not call["escalation"]["ongoing"]
+        assert snap["escalated_calls"] == 1 and snap["escalating_calls"] == 0
+
+    @pytest.mark.parametrize("events", [
+        [ev("c", i, "customer", lab) for i, lab in enumerate(["anger", "surprise", "anger", "disgust"])],
+        [ev("c", i, "agent", "anger") for i in range(5)] + [ev("c", 9, "customer", "sadness")],
         [],
     ])
-    def test_no_escalation(self, labels):
-        assert escalation([ev("c", i, "customer", lab) for i, lab in enumerate(labels)]) is None
+    def test_calm_calls(self, events):
+        store = EventStore()
+        for e in events + [ev("c", 20, "agent", "neutral")]:
+            store.add(e)
+        (call,) = store.snapshot(now=NOW)["calls"]
+        assert not call["escalated"] and call["escalation"] is None
 
-    def test_agent_negative_does_not_count(self):
-        events = [ev("c", i, "agent", "anger") for i in range(5)] + [ev("c", 9, "customer", "sadness")]
-        assert escalation(events) is None
-        assert escalation([ev("c", i, "mono", "anger") for i in range(4)]) is None
+    def test_mono_calls_escalate(self):
+        store = EventStore()
+        for i in range(3):
+            store.add(ev("m", i, "mono", "fear"))
+        (call,) = store.snapshot(now=NOW)["calls"]
+        assert call["escalated"] and call["escalation"]["length"] == 3 and call["speakers"] == ["mono"]
 
-    def test_time_order_not_arrival_order(self):
-        late_calm = ev("c", 9, "customer", "neutral", start=1.0)  # arrives last, happened first
-        events = [ev("c", 1, "customer", "anger", start=5), ev("c", 2, "customer", "disgust", start=8),
-                  ev("c", 3, "customer", "fear", start=11), late_calm]
-        esc = escalation(events)
-        assert esc["streak"] == 3 and esc["since"] == "c:00001"
-        events.append(ev("c", 4, "customer", "neutral", start=14))
-        assert escalation(events) is None
+    def test_ongoing_first_then_past_then_calm(self):
+        store = EventStore()
+        for i, label in enumerate(["anger", "anger", "anger"]):
+            store.add(ev("ongoing", i, "customer", label, created_at=NOW - 30))
+        for i, label in enumerate(["anger", "anger", "anger", "happiness"]):
+            store.add(ev("past", i, "customer", label, created_at=NOW - 20))
+        store.add(ev("calm", 0, "customer", "neutral", created_at=NOW - 10))
+        assert [c["call_id"] for c in store.snapshot(now=NOW)["calls"]] == ["ongoing", "past", "calm"]
 
-    def test_longer_run_counts_every_negative(self):
-        esc = escalation([ev("c", i, "customer", lab) for i, lab in enumerate(["anger", "fear", "anger", "disgust"])])
-        assert esc["streak"] == 4 and esc["since"] == "c:00000"
+    def test_negative_labels_from_the_settings(self, fake_prometheus):
+        settings = load_settings(events=EventSettings(negative_labels=("surprise",)))
+        app = Dashboard(settings, events=False, prometheus_url=fake_prometheus.url)
+        for i in range(3):
+            app.store.add(ev("s", i, "customer", "surprise"))
+            app.store.add(ev("a", i, "customer", "anger"))
+        calls = {c["call_id"]: c for c in app.store.snapshot(now=NOW)["calls"]}
+        assert calls["s"]["escalated"] and not calls["a"]["escalated"]
+        cfg = app.config()
+        assert cfg["negative"] == ["surprise"] and cfg["escalation"] == {
+            "speaker": "customer", "turns": 3, "rising_min_final": 0.5}
+
+    @pytest.mark.parametrize("seed", range(20))
+    def test_scripted_calls(self, seed):
+        """ESCALATING ends escalating; CALM and WORRIED never escalate, whatever their random probabilities."""
+        def escalation(script):
+            store = EventStore()
+            for e in scripted_call(f"call-{seed}", script, created_at=NOW, seed=seed):
+                store.add(e)
+            return store.snapshot(now=NOW)["calls"][0]["escalation"]
+
+        esc = escalation(ESCALATING)
+        assert esc["kind"] == "negative_run" and esc["ongoing"] and esc["labels"] == ("anger", "disgust", "sadness")
+        assert escalation(CALM) is None and escalation(WORRIED) is None
 
 
 class TestEventStore:

@@ -19,7 +19,6 @@ from services import cli
 from services.consume import (
     EventTable,
     consume_events,
-    escalation,
     format_event,
     render_summaries,
     summarize_calls,
@@ -389,10 +388,15 @@ def test_consume_command_json_and_summary(settings, tmp_path, monkeypatch, capsy
     lines = out.out.splitlines()
     assert [decode(line.encode(), EmotionEvent) for line in lines] == events[:4]
     assert lines[1].encode() == events[1].encode()  # as it travelled
-    assert "ESCALATION" in out.err and "1 call(s), 1 escalated" in out.err
+    assert "ESCALATION: 3 consecutive negative customer utterances (anger, disgust, anger)" in out.err
+    assert "1 call(s), 1 escalated" in out.err
     rc = cli.main([*home, "consume", "--timeout", "0.2"])
     table = capsys.readouterr().out.splitlines()
     assert table[0].startswith("time") and len(table) == 1 + len(events)
+    # the negative labels come from the settings: anger and disgust no longer count
+    monkeypatch.setenv("EMOTION_EVENTS__NEGATIVE_LABELS", '["fear"]')
+    rc = cli.main([*home, "consume", "--from-beginning", "--timeout", "0.2", "--call", "A", "--summary"])
+    assert rc == 0 and "A  4 utterance(s)  no escalation" in capsys.readouterr().out
 
 
 # ---- summaries ----------------------------------------------------------------------------------
@@ -402,10 +406,13 @@ def test_escalation_when_negative_persists():
     calls = [event("E", 0, "agent"), event("E", 1, label="neutral"), event("E", 2, label="anger"),
              event("E", 4, label="disgust"), event("E", 5, "agent", label="anger"), event("E", 6, label="anger")]
     [summary] = summarize_calls(calls)
-    assert summary.escalated
-    assert "3 consecutive negative customer utterances (anger, disgust, anger)" in summary.escalation
+    assert summary.escalated and summary.escalation.kind == "negative_run" and summary.escalation.ongoing
+    assert summary.escalation.reason == "3 consecutive negative customer utterances (anger, disgust, anger) from 4.0 s"
     assert [e.label for e in summary.timelines["customer"]] == ["neutral", "anger", "disgust", "anger"]
     assert [e.label for e in summary.timelines["agent"]] == ["neutral", "anger"]
+    # a past run counts too
+    [calmed] = summarize_calls(calls + [event("E", 7)])
+    assert calmed.escalated and not calmed.escalation.ongoing
     # a break in the run, or a longer required run, is no escalation
     broken = [event("F", 0, label="anger"), event("F", 1, label="anger"), event("F", 2), event("F", 3, label="anger")]
     assert not summarize_calls(broken)[0].escalated
@@ -413,19 +420,23 @@ def test_escalation_when_negative_persists():
     # the agent's emotions never escalate a call
     agent_only = [event("G", n, "agent", label="anger") for n in range(4)] + [event("G", 9)]
     assert not summarize_calls(agent_only)[0].escalated
+    # other negative labels
+    assert not summarize_calls(calls, negative=("fear",))[0].escalated
 
 
 def test_escalation_when_negative_probability_grows():
-    def mixed(n: int, negative: float, label: str = "neutral") -> EmotionEvent:
+    def mixed(call_id: str, n: int, negative: float, label: str = "neutral") -> EmotionEvent:
         probs = {e: 0.0 for e in EMOTIONS}
         probs["anger"], probs["neutral"] = negative, 1 - negative
-        return event("R", n, label=label).model_copy(update={"probabilities": probs})
+        return event(call_id, n, label=label).model_copy(update={"probabilities": probs})
 
-    rising = [mixed(0, 0.1), mixed(1, 0.3), mixed(2, 0.55, "anger")]
-    reason = escalation(rising)
-    assert reason is not None and "rising 0.10 -> 0.55" in reason
-    assert escalation([mixed(0, 0.1), mixed(1, 0.3), mixed(2, 0.45)]) is None  # ends too low
-    assert escalation([mixed(0, 0.3), mixed(1, 0.2), mixed(2, 0.6, "anger")]) is None  # not rising
+    [rising] = summarize_calls([mixed("R", 0, 0.1), mixed("R", 1, 0.3), mixed("R", 2, 0.55, "anger")])
+    assert rising.escalation.kind == "rising"
+    assert rising.escalation.reason == "negative probability rising 0.10 -> 0.55 over 3 customer utterances from 0.0 s"
+    assert "R  3 utterance(s)  ESCALATION: negative probability rising 0.10 -> 0.55" in render_summaries([rising])
+    low = [mixed("L", 0, 0.1), mixed("L", 1, 0.3), mixed("L", 2, 0.45)]  # ends too low
+    flat = [mixed("N", 0, 0.3), mixed("N", 1, 0.2), mixed("N", 2, 0.6, "anger")]  # not rising
+    assert [s.escalated for s in summarize_calls(low + flat)] == [False, False]
 
 
 def test_mono_calls_are_judged_on_every_utterance_and_duplicates_count_once():

@@ -308,14 +308,18 @@
   function callRow(call, negative) {
     const row = C.el("div", {
       class: "call-row", "data-call-id": call.call_id, "data-escalated": String(call.escalated),
+      "data-escalation": call.escalated ? (call.escalation.ongoing ? "ongoing" : "past") : "",
       "data-labels": call.utterances.map((u) => u.label).join(","),
       "data-speakers": call.utterances.map((u) => u.speaker).join(","),
     });
     const meta = C.el("div", { class: "call-meta" });
     const id = C.el("div", { class: "call-id", title: call.call_id }, call.call_id);
     if (call.escalated) {
-      id.appendChild(C.el("span", { class: "esc-badge", title: "customer negative for the last " + call.escalation.streak +
-        " utterances: " + call.escalation.labels.join(", ") }, "ESCALATE ×" + call.escalation.streak));
+      const e = call.escalation;
+      id.appendChild(C.el("span", {
+        class: "esc-badge" + (e.ongoing ? "" : " past"), "data-kind": e.kind,
+        title: e.reason + (e.ongoing ? "" : " (over)") + ": " + e.labels.join(", "),
+      }, (e.ongoing ? "ESCALATING" : "ESCALATED") + (e.kind === "rising" ? " ↗" : " ×") + e.length));
     }
     const idle = call.idle_s < 5 ? "live" : Math.round(call.idle_s) + " s ago";
     meta.append(id, C.el("div", { class: "call-sub" }, `${C.mmss(call.t1)} · ${call.utterances.length} utt · ${idle}`));
@@ -349,9 +353,9 @@
     }
     if (call.escalated) {
       const i = Math.max(0, lanes.indexOf("customer"));
-      const xe = x(Math.max(call.escalation.at, call.t0));
-      s.appendChild(C.svg("line", { class: "esc-line", x1: xe, x2: xe, y1: 0, y2: lanes.length * (LANE + GAP) - GAP }));
-      s.appendChild(C.svg("path", { class: "esc-mark", d: `M${xe - 5} ${i * (LANE + GAP) + LANE + 7} l5 -6 l5 6 z`,
+      const xe = x(Math.max(call.escalation.at, call.t0)), past = call.escalation.ongoing ? "" : " past";
+      s.appendChild(C.svg("line", { class: "esc-line" + past, x1: xe, x2: xe, y1: 0, y2: lanes.length * (LANE + GAP) - GAP }));
+      s.appendChild(C.svg("path", { class: "esc-mark" + past, d: `M${xe - 5} ${i * (LANE + GAP) + LANE + 7} l5 -6 l5 6 z`,
         "data-escalation-since": call.escalation.since }));
     }
     const yT = lanes.length * (LANE + GAP) + 8;
@@ -399,11 +403,13 @@
       if (ev.enabled === false) pill("status-events", "unknown", ["Kafka events off"]);
       else if (ev.assigned) pill("status-events", "ok", ["Kafka ", C.el("b", {}, String(ev.partitions)), " partitions"]);
       else pill("status-events", "bad", [ev.error ? "Kafka: " + ev.error.slice(0, 60) : "Kafka connecting…"]);
-      const n = r.calls.value.active_calls, esc = r.calls.value.escalated_calls;
+      const n = r.calls.value.active_calls, esc = r.calls.value.escalated_calls, now = r.calls.value.escalating_calls;
       pill("status-calls", n ? "ok" : "unknown", [C.el("b", {}, String(n)), " active calls"]);
-      pill("status-escalations", esc ? "bad" : "ok", [C.el("b", {}, String(esc)), " escalations"]);
+      pill("status-escalations", now ? "bad" : esc ? "warn" : "ok",
+        [C.el("b", {}, String(esc)), " escalations" + (esc ? ` (${now} ongoing)` : "")]);
       $("status-calls").dataset.value = String(n);
       $("status-escalations").dataset.value = String(esc);
+      $("status-escalations").dataset.ongoing = String(now);
     } else {
       pill("status-events", "bad", ["dashboard events unavailable"]);
     }
@@ -473,11 +479,12 @@
       return;
     }
     state.refreshMs = state.config.refresh_ms || 2000;
+    const esc = state.config.escalation;
     $("stack-name").textContent = state.config.stack;
     $("mix-window").textContent = "last " + Math.round(state.config.mix_window_s / 60) + " min · from the emotions topic";
     $("footer").textContent = `Refreshes every ${state.refreshMs / 1000} s · metrics from Prometheus, events from the ` +
-      `${state.config.topics.emotions} Kafka topic · escalation: ${state.config.escalation.speaker} ` +
-      `${state.config.negative.join("/")} for ${state.config.escalation.streak} utterances in a row`;
+      `${state.config.topics.emotions} Kafka topic · escalation: ${esc.speaker} ${state.config.negative.join("/")} ` +
+      `for ${esc.turns} utterances in a row, or negative probability rising over ${esc.turns} to ≥ ${esc.rising_min_final}`;
     legend();
     refresh();
   }
