@@ -70,7 +70,7 @@ def _calls(args: argparse.Namespace, settings: Settings, batch: int) -> list:
     stamp = time.strftime("%H%M%S")
     if args.audio or args.manifest:
         given = [load_call(p) for p in args.audio] if args.audio else calls_from_manifest(args.manifest)
-        return [dataclasses.replace(c, call_id=f"{c.call_id}-{stamp}") for c in given]
+        return [dataclasses.replace(c, call_id=f"{c.call_id}-{stamp}") for c in given[: args.calls or None]]
     out = settings.home / "demo" / "calls"
     prefix = f"demo-{stamp}"
     specs = generate_calls(out, batch, seed=args.seed, utterances_per_call=(5, 8), call_prefix=prefix,
