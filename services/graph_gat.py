@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from services.join import JoinService, Parts
+from services.join import JoinService, Parts, utterance_parts
 from shared.contracts import ArrayPayload, Contract, GraphFeatures, SpeechFeatures, TextFeatures, Utterance
 from shared.settings import Settings
 from training.alignment import timed_word_spans
@@ -49,13 +49,8 @@ class GraphGatService(JoinService):
     triton_model = "graph_gat"
 
     def __init__(self, settings: Settings):
-        t = settings.topics
-        super().__init__(settings, {
-            "utterance": (t.utterances, Utterance),
-            "text": (t.text_features, TextFeatures),
-            "speech": (t.speech_features, SpeechFeatures),
-        })  # fmt: skip
-        self.output_topic = t.graph_features
+        super().__init__(settings, utterance_parts(settings.topics))
+        self.output_topic = settings.topics.graph_features
 
     def complete(self, joined: Sequence[Parts]) -> list[Contract]:
         utterances: list[Utterance] = [j["utterance"] for j in joined]  # type: ignore[misc]

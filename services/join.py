@@ -21,15 +21,24 @@ from abc import abstractmethod
 from collections.abc import Sequence
 
 from services.inference import TritonService
-from shared.contracts import Contract, Utterance, decode
+from shared.contracts import Contract, SpeechFeatures, TextFeatures, Utterance, decode
 from shared.runtime import Context, Reject
-from shared.settings import Settings
+from shared.settings import Settings, TopicSettings
 from shared.state import UtteranceJoin
 
 log = logging.getLogger(__name__)
 
 Parts = dict[str, Contract]
 """One completed utterance: part name -> its message."""
+
+
+def utterance_parts(topics: TopicSettings) -> dict[str, tuple[str, type[Contract]]]:
+    """The parts both joins start from: the utterance and its text and speech features."""
+    return {
+        "utterance": (topics.utterances, Utterance),
+        "text": (topics.text_features, TextFeatures),
+        "speech": (topics.speech_features, SpeechFeatures),
+    }
 
 
 class JoinService(TritonService):

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from services.graph_gat import stack_features
-from services.join import JoinService, Parts
-from shared.contracts import EmotionEvent, GraphFeatures, SpeechFeatures, TextFeatures, Utterance
+from services.join import JoinService, Parts, utterance_parts
+from shared.contracts import EmotionEvent, GraphFeatures, SpeechFeatures, Utterance
 from shared.runtime import Context
 from shared.settings import Settings
 
@@ -63,12 +63,7 @@ class MoeFusionService(JoinService):
 
     def __init__(self, settings: Settings):
         t = settings.topics
-        super().__init__(settings, {
-            "utterance": (t.utterances, Utterance),
-            "text": (t.text_features, TextFeatures),
-            "speech": (t.speech_features, SpeechFeatures),
-            "graph": (t.graph_features, GraphFeatures),
-        })  # fmt: skip
+        super().__init__(settings, {**utterance_parts(t), "graph": (t.graph_features, GraphFeatures)})
         self.output_topic = t.emotions
         self.redact_mode = settings.events.redact
 
