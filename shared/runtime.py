@@ -168,6 +168,7 @@ class ServiceRuntime:
         self._last_lag = 0.0
         self._last_tick = 0.0
         self._contracts = service.inputs()
+        self._ctx: Context | None = None
         self.metrics_port: int | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -187,9 +188,9 @@ class ServiceRuntime:
             from deploy.local.prometheus import register_scrape_target
 
             self._target_file = register_scrape_target(s, self.service.name, self.instance_id, self.metrics_port)
-        ctx = Context(settings=s, metrics=self.metrics, cache=FeatureCache(s), state=StateStore(s),
-                      instance_id=self.instance_id)  # fmt: skip
-        self.service.setup(ctx)
+        self._ctx = Context(settings=s, metrics=self.metrics, cache=FeatureCache(s), state=StateStore(s),
+                            instance_id=self.instance_id)  # fmt: skip
+        self.service.setup(self._ctx)
         self._producer = make_producer(s)
         self._consumer = make_consumer(s, self.group_id, list(self._contracts))
         self._declare_series()
@@ -218,6 +219,8 @@ class ServiceRuntime:
             self._producer.flush(timeout=self.settings.runtime.shutdown_timeout_s)
             self._producer.close(timeout=self.settings.runtime.shutdown_timeout_s)
         self.service.close()
+        if self._ctx is not None:
+            self._ctx.state.close()
         if self._target_file is not None:
             from deploy.local.prometheus import unregister_scrape_target
 
