@@ -162,7 +162,7 @@ def test_emotion_serve_processes_and_stops_gracefully_on_sigterm(stack_settings,
         def answers(records):
             return [f for f in (decode(r.value, TextFeatures) for r in records) if f.utterance_id == "call-sig/0"]
 
-        got = answers(_read_new(s, s.topics.text_features, 0, timeout_s=60, start_offsets=out_start,
+        got = answers(_read_new(s, s.topics.text_features, 0, timeout_s=180, start_offsets=out_start,
                                 until=lambda recs: len(answers(recs)) >= 2))
         assert len(got) == 2
         proc.send_signal(signal.SIGTERM)
