@@ -2,7 +2,7 @@
 
 Detached start (own session / process group, output appended to a log file), pid files that
 survive the controller, liveness that is not fooled by a recycled pid, graceful stop (SIGTERM to
-the whole group, SIGKILL after a timeout), RSS accounting from ``/proc``, port checks, waiting
+the whole group, SIGKILL after a timeout), RSS and CPU accounting from ``/proc``, port checks, waiting
 for readiness, and small helpers for writing generated files.  Linux only (reads ``/proc``).
 """
 
@@ -242,6 +242,24 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system) ``pid`` has used so far, in seconds; None when it is gone."""
+    fields = _stat_fields(pid)
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS if fields else None
+
+
+def command_line(pid: int) -> list[str]:
+    """``/proc/<pid>/cmdline`` as a list ([] when the process is gone)."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode("utf-8", "replace") for part in raw.split(b"\0") if part]
+
+
 def rss_mb(pid: int, include_children: bool = True) -> float | None:
     """Resident memory (``VmRSS``) of ``pid`` and, optionally, all its descendants, in MB."""
     total_kb = 0
@@ -272,6 +290,13 @@ def port_is_free(host: str, port: int) -> bool:
                 return False
             raise
     return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now (the kernel's pick; a race with other starters is possible)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
 
 
 def accepts_connections(host: str, port: int, timeout_s: float = 0.5) -> bool:

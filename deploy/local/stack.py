@@ -95,6 +95,23 @@ class StackStatus:
         return f"stack {self.stack_name}\n" + "\n".join(lines)
 
 
+def isolated(settings: Settings, stack_name: str, home: Path | None = None) -> Settings:
+    """Settings for another stack beside ``settings``' own: ``stack_name``, free ports for every
+    component, and ``home`` when given (the model bundle stays the one ``settings`` uses, so no
+    second stack rebuilds models).  The benchmark and the integration tests run on such stacks."""
+    s = Settings(**settings.model_dump())
+    s.stack_name = stack_name
+    if home is not None:
+        s.home = Path(home)
+        s.models.dir = settings.models_dir
+    free = process.free_port
+    s.kafka.port, s.kafka.controller_port = free(s.kafka.host), free(s.kafka.host)
+    s.redis.port = free(s.redis.host)
+    s.triton.http_port, s.triton.grpc_port, s.triton.metrics_port = free(s.triton.host), free(s.triton.host), free(s.triton.host)
+    s.prometheus.port = free(s.prometheus.host)
+    return s
+
+
 def _select(settings: Settings, components: Iterable[str] | None) -> list[Component]:
     names = list(COMPONENTS) if components is None else list(components)
     unknown = [n for n in names if n not in COMPONENTS]

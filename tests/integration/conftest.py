@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -11,23 +10,12 @@ import pytest
 from shared.settings import load_settings
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def isolated_settings(tmp_path_factory, stack_name: str):
     """Settings for a stack of its own: a fresh home, free ports, and the real model bundle
     (assembled by the set-up) so that no test downloads or rebuilds models."""
-    base = load_settings()
-    s = load_settings(home=tmp_path_factory.mktemp(f"{stack_name}-home"), stack_name=stack_name)
-    s.models.dir = base.models_dir
-    s.kafka.port, s.kafka.controller_port = free_port(), free_port()
-    s.redis.port = free_port()
-    s.triton.http_port, s.triton.grpc_port, s.triton.metrics_port = free_port(), free_port(), free_port()
-    s.prometheus.port = free_port()
-    return s
+    from deploy.local.stack import isolated
+
+    return isolated(load_settings(), stack_name, home=tmp_path_factory.mktemp(f"{stack_name}-home"))
 
 
 def save_random_model(directory: Path, seed: int):

@@ -28,7 +28,8 @@ from services.dashboard.server import CALLS_SHOWN, EMOTION_COLOURS, TIMELINE_SPA
 from services.escalation import detect_escalation
 from shared.contracts import ContractError, EmotionEvent, decode
 from shared.settings import Settings
-from tests.integration.browser import Dom, check_screenshot, free_port, get_json, hex_rgb, run_browser, wait_for
+from deploy.local.process import free_port
+from tests.integration.browser import Dom, check_screenshot, get_json, hex_rgb, run_browser, wait_for
 
 AUDIO_SERVICE = "asr_alignment"
 """The service that reports seconds of audio processed."""

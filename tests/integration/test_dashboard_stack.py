@@ -18,7 +18,8 @@ import pytest
 
 from services.dashboard.server import EMOTION_COLOURS, DashboardServer
 from services.dashboard.synthetic import CALM, ESCALATING, SyntheticServices, scripted_call
-from tests.integration.browser import Dom, check_screenshot, free_port, get_json, hex_rgb, run_browser, wait_for
+from deploy.local.process import free_port
+from tests.integration.browser import Dom, check_screenshot, get_json, hex_rgb, run_browser, wait_for
 
 pytestmark = pytest.mark.integration
 
