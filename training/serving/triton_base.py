@@ -82,7 +82,7 @@ class TritonModelBase:
 
         self.model_config = json.loads(args["model_config"])
         self.name = self.model_config.get("name", type(self).__name__)
-        params = {k: v["string_value"] for k, v in self.model_config.get("parameters", {}).items()}
+        params = {k: v.get("string_value", "") for k, v in self.model_config.get("parameters", {}).items()}
         self.params = params
         self.threads = int(params.get("intra_op_threads", os.environ.get("OMP_NUM_THREADS", "1")))
         torch.set_num_threads(self.threads)
