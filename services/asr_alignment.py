@@ -17,11 +17,15 @@ audio in memory between batches and a restarted or rebalanced instance carries o
 * ``emotion:state:asr:active`` -- sorted set of calls by the wall time of their last chunk; from
   :meth:`AsrAlignmentService.tick`, any instance flushes calls silent for ``silence_timeout_s``.
 
-Delivery.  :meth:`process` and :meth:`tick` only read the state; the new state is written in one
-Redis transaction by :meth:`delivered`, once the broker has acknowledged the utterances.  A batch
-that fails anywhere (Triton, Kafka, Redis) is replayed against the old state and yields the same
-utterances with the same ids, which consumers de-duplicate; a chunk whose ``seq`` was already
-taken into the state (a replay after the commit was lost) is skipped.  A ``seq`` gap is logged and
+Delivery.  :meth:`process` and :meth:`tick` only read the state; the new state of the calls a
+batch touched is written in one Redis transaction by :meth:`delivered`, once the broker has
+acknowledged that batch's utterances.  Batches are pipelined (:class:`shared.runtime.Deferred`):
+while one batch's segments are at Whisper, the next batches are segmented from the state the
+earlier ones left in memory (``_live``), and each batch's state is written when its own
+utterances are delivered, in order.  A batch that fails anywhere (Triton, Kafka, Redis) drops
+every batch in flight (:meth:`abandon`), which are replayed against the state in Redis and yield
+the same utterances with the same ids, which consumers de-duplicate; a chunk whose ``seq`` was
+already taken into the state (a replay after the commit was lost) is skipped.  A ``seq`` gap is logged and
 counted, not fatal.  A chunk that cannot be decoded, or changes the call's sample rate, channels
 or roles, is rejected (dead-lettered).
 
@@ -33,6 +37,12 @@ left without text is still published (``text=""``, no words): the fusion sees th
 
 Each utterance's 16 kHz int16 audio goes to the feature cache under ``emotion:audio:<utterance_id>``
 (``audio_key``); when the cache is down it travels inline in ``Utterance.audio`` instead.
+
+Transcription.  The segments a batch completes go to Triton as one request each, all in flight at
+once: the ``asr`` model has one instance per core and no dynamic batching, so parallel utterances
+are decoded in parallel.  Transcripts are cached in Redis by (model version, serving configuration,
+language asked for, segment audio), so audio streamed again (a re-run, a replayed backlog) costs
+a look-up instead of Whisper.
 """
 
 from __future__ import annotations
@@ -42,6 +52,7 @@ import logging
 import re
 import time
 import unicodedata
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,9 +60,11 @@ import numpy as np
 
 from services.inference import TritonService
 from services.segmentation import ChannelSegmenter, Segment
+from shared.cache import content_key
 from shared.contracts import ArrayPayload, AudioChunk, ContractError, Utterance, Word
-from shared.runtime import Context, Reject
+from shared.runtime import Context, Deferred, ProcessResult, Reject
 from shared.settings import SegmentationSettings, Settings
+from shared.triton_client import InFlight
 from training.serving.asr import words_from_json
 
 log = logging.getLogger(__name__)
@@ -158,6 +171,90 @@ class _Pending:
     speaker: str
     segment: Segment
 
+    @property
+    def utterance_id(self) -> str:
+        return f"{self.call.call_id}:{self.index:05d}"
+
+
+@dataclass
+class _CallSnapshot:
+    """One call's state as a batch left it: what :meth:`AsrAlignmentService.delivered` writes."""
+
+    call: CallState
+    """The live state (its language may still be fixed by the batch's transcripts)."""
+    known: bool
+    ended: bool
+    active: bool
+    fields: dict[str, str]
+    channels: dict[int, dict[str, bytes]]
+
+
+@dataclass
+class _Snapshot:
+    """A batch's (or tick's) new state of the calls it touched, and the utterances it waits for."""
+
+    calls: dict[str, _CallSnapshot]
+    expected: set[str]
+
+
+class _Transcription:
+    """Transcripts of segments: cached ones at once, the others in flight at Triton."""
+
+    def __init__(self, service: AsrAlignmentService, pending: list[_Pending]):
+        self.service, self.pending = service, pending
+        self.keys = [service._transcript_key(p) for p in pending]
+        cached = service.ctx.cache.get_many(self.keys) if pending else []
+        self.transcripts: list[dict[str, Any] | None] = [json.loads(v) if v is not None else None for v in cached]
+        self.misses = [i for i, t in enumerate(self.transcripts) if t is None]
+        metrics = service.ctx.metrics.cache
+        metrics.labels(service.name, "hit").inc(len(pending) - len(self.misses))
+        metrics.labels(service.name, "miss").inc(len(self.misses))
+        requests = [{
+            "AUDIO": (pending[i].segment.audio.astype(np.float32) / 32768)[None],
+            "LENGTH": np.array([[pending[i].segment.audio.size]], np.int32),
+            "LANGUAGE": np.array([[pending[i].call.language or ""]], dtype=object),
+        } for i in self.misses]  # fmt: skip
+        self.requests: InFlight | None = service.model.submit_many(requests, ["TEXT", "LANGUAGE", "WORDS"]) if requests else None
+
+    def wait(self, timeout_s: float) -> bool:
+        return self.requests is None or self.requests.wait(timeout_s)
+
+    def result(self) -> list[Utterance]:
+        """The utterances, in the order of the segments."""
+        svc = self.service
+        if self.requests is not None:
+            fresh = []
+            for i, out in zip(self.misses, self.requests.result(), strict=True):
+                self.transcripts[i] = {"text": _text(out["TEXT"][0, 0]), "language": _text(out["LANGUAGE"][0, 0]),
+                                       "words": words_from_json(out["WORDS"][0, 0])}  # fmt: skip
+                fresh.append((self.keys[i], json.dumps(self.transcripts[i]).encode()))
+            svc.ctx.cache.put_many(fresh)
+            self.requests = None
+        utterances = []
+        for p, t in zip(self.pending, self.transcripts, strict=True):
+            assert t is not None
+            text, language = t["text"], t["language"] or p.call.language
+            if not p.call.language and language and text.strip():
+                # the call's first words fix its language: Whisper's per-utterance detection on a
+                # few seconds of telephone audio wanders between languages
+                p.call.language = language
+            utterances.append(svc._utterance(p, text, language, t["words"]))
+        return utterances
+
+
+class _Transcribing(Deferred):
+    """A batch's results once its transcription is done: per chunk, its utterances or its Reject."""
+
+    def __init__(self, taken: list[list[_Pending] | Reject], transcription: _Transcription):
+        self.taken, self.transcription = taken, transcription
+
+    def wait(self, timeout_s: float) -> bool:
+        return self.transcription.wait(timeout_s)
+
+    def result(self) -> list[ProcessResult]:
+        numbered = iter(self.transcription.result())
+        return [t if isinstance(t, Reject) else [next(numbered) for _ in t] for t in self.taken]
+
 
 def decode_pcm(chunk: AudioChunk) -> np.ndarray:
     """The chunk's samples as float32 ``[frames, channels]`` in [-1, 1]; :class:`Reject` when bad."""
@@ -187,13 +284,17 @@ class AsrAlignmentService(TritonService):
     def __init__(self, settings: Settings):
         self.input_topic = settings.topics.audio
         self.output_topic = settings.topics.utterances
-        self._unsaved: tuple[dict[str, CallState], set[str]] = ({}, set())
-        """The calls' new state and the ids of the utterances it waits for (see :meth:`delivered`)."""
+        self._live: dict[str, CallState] = {}
+        """Calls touched by batches not delivered yet: their newest state (later batches go on from it)."""
+        self._undelivered: deque[_Snapshot] = deque()
+        """The state each processed batch left, oldest first, waiting for its utterances' delivery."""
 
     def setup(self, ctx: Context) -> None:
         super().setup(ctx)
         self.settings = ctx.settings
         self.seg_settings = ctx.settings.segmentation
+        self._asr_config = json.dumps({**self.model_parameters, "languages": list(ctx.settings.models.languages)},
+                                      sort_keys=True)  # fmt: skip
         ctx.metrics.audio_seconds.labels(self.name)  # the series exists before the first chunk
 
     # ---- keys and state --------------------------------------------------------------------
@@ -208,6 +309,9 @@ class AsrAlignmentService(TritonService):
         return self.ctx.state.key("asr", "active")
 
     def _load(self, call_id: str) -> CallState:
+        """The call's newest state: in memory while a batch that touched it is in flight, else Redis."""
+        if call_id in self._live:
+            return self._live[call_id]
         with self.ctx.state.guard() as r:
             pipe = r.pipeline(transaction=False)
             pipe.hgetall(self._call_key(call_id))
@@ -221,45 +325,67 @@ class AsrAlignmentService(TritonService):
                                    else ChannelSegmenter(self.seg_settings, call.sample_rate))  # fmt: skip
         return call
 
-    def _save(self, calls: dict[str, CallState]) -> None:
-        """Write the calls' new state in one transaction."""
-        if not calls:
+    @staticmethod
+    def _snapshot(calls: dict[str, CallState], pending: list[_Pending]) -> _Snapshot:
+        """The calls' state now (serialised, so later batches can move on) and the utterances to wait for."""
+        return _Snapshot(
+            {c.call_id: _CallSnapshot(c, c.known, c.ended, c.active, c.fields(),
+                                      {} if c.ended else {ch: seg.state() for ch, seg in c.segmenters.items()})
+             for c in calls.values()},
+            {p.utterance_id for p in pending},
+        )  # fmt: skip
+
+    def _save(self, snapshot: _Snapshot) -> None:
+        """Write a batch's state of its calls in one transaction."""
+        if not snapshot.calls:
             return
         ttl = self.ctx.state.ttl_s
         with self.ctx.state.guard() as r:
             pipe = r.pipeline(transaction=True)
-            for call in calls.values():
-                if not call.known:
-                    pipe.zrem(self._active_key, call.call_id)
+            for call_id, snap in snapshot.calls.items():
+                if not snap.known:
+                    pipe.zrem(self._active_key, call_id)
                     continue
-                pipe.hset(self._call_key(call.call_id), mapping=call.fields())
-                pipe.expire(self._call_key(call.call_id), ttl)
-                for ch, seg in call.segmenters.items():
-                    key = self._channel_key(call.call_id, ch)
-                    if call.ended:
-                        pipe.delete(key)
-                    else:
-                        pipe.hset(key, mapping=seg.state())
-                        pipe.expire(key, ttl)
-                if call.active and not call.ended:
-                    pipe.zadd(self._active_key, {call.call_id: call.last_chunk})
+                fields = {**snap.fields, "language": snap.fields["language"] or snap.call.language or ""}
+                pipe.hset(self._call_key(call_id), mapping=fields)
+                pipe.expire(self._call_key(call_id), ttl)
+                if snap.ended:
+                    pipe.delete(*(self._channel_key(call_id, ch) for ch in range(snap.call.channels or 1)))
+                for ch, state in snap.channels.items():
+                    pipe.hset(self._channel_key(call_id, ch), mapping=state)
+                    pipe.expire(self._channel_key(call_id, ch), ttl)
+                if snap.active and not snap.ended:
+                    pipe.zadd(self._active_key, {call_id: float(snap.fields["last_chunk"])})
                 else:
-                    pipe.zrem(self._active_key, call.call_id)
+                    pipe.zrem(self._active_key, call_id)
             pipe.expire(self._active_key, ttl)
             pipe.execute()
 
     def delivered(self, outputs: list) -> None:
-        """The utterances are acknowledged: now the state that produced them may move on.
+        """The oldest undelivered batch's utterances are acknowledged: write the state it left."""
+        if not self._undelivered:
+            return
+        snapshot = self._undelivered.popleft()
+        if {o.utterance_id for o in outputs} != snapshot.expected:
+            log.error("delivered utterances %s are not the batch's %s; its state is not written (it will be replayed)",
+                      sorted(o.utterance_id for o in outputs), sorted(snapshot.expected))  # fmt: skip
+            self.abandon()
+            return
+        self._save(snapshot)
+        still = {call_id for later in self._undelivered for call_id in later.calls}
+        for call_id in snapshot.calls:
+            if call_id not in still:
+                self._live.pop(call_id, None)
 
-        Only the state of the batch (or tick) whose utterances these are: one whose outputs failed
-        was never saved, and its replay computes it again."""
-        (calls, expected), self._unsaved = self._unsaved, ({}, set())
-        if {o.message_id for o in outputs} == expected:
-            self._save(calls)
+    def abandon(self) -> None:
+        """Batches in flight were dropped: their state is forgotten; the replay starts from Redis."""
+        self._live.clear()
+        self._undelivered.clear()
 
     # ---- chunks ----------------------------------------------------------------------------
-    def process(self, batch: list[AudioChunk]) -> list[list[Utterance] | Reject]:
-        self._unsaved = ({}, set())
+    def process(self, batch: list[AudioChunk]) -> Deferred:
+        """Take the chunks into their calls, then send the segments they complete to Whisper
+        and return without waiting (the runtime completes the batch once they are transcribed)."""
         calls: dict[str, CallState] = {}
         now = time.time()
         taken: list[list[_Pending] | Reject] = []
@@ -273,10 +399,9 @@ class AsrAlignmentService(TritonService):
                 self.ctx.metrics.audio_chunks.labels(self.name, "rejected").inc()
                 taken.append(reject)
         pending = [p for t in taken if not isinstance(t, Reject) for p in t]
-        utterances = self._transcribe(pending)
-        self._unsaved = (calls, {u.message_id for u in utterances})
-        numbered = iter(utterances)
-        return [t if isinstance(t, Reject) else [next(numbered) for _ in t] for t in taken]
+        self._undelivered.append(self._snapshot(calls, pending))
+        self._live.update(calls)
+        return _Transcribing(taken, _Transcription(self, pending))
 
     def _take(self, call: CallState, chunk: AudioChunk, now: float) -> list[_Pending]:
         """Take one chunk into its call's state; the segments it completes, numbered."""
@@ -323,8 +448,8 @@ class AsrAlignmentService(TritonService):
 
     # ---- timers ----------------------------------------------------------------------------
     def tick(self, now: float) -> list[Utterance]:
-        """Flush the calls that sent nothing for ``silence_timeout_s``, as if they had ended."""
-        self._unsaved = ({}, set())
+        """Flush the calls that sent nothing for ``silence_timeout_s``, as if they had ended (the
+        runtime only ticks with no batch in flight, so the state in Redis is the newest)."""
         with self.ctx.state.guard() as r:
             idle_since = now - self.seg_settings.silence_timeout_s
             silent = [m.decode() for m in r.zrangebyscore(self._active_key, "-inf", idle_since)]
@@ -336,37 +461,19 @@ class AsrAlignmentService(TritonService):
             pending += self._number(call, completed)
             log.info("call %s: no audio for %.0f s; flushed %d utterances",
                      call.call_id, now - call.last_chunk, len(completed))  # fmt: skip
-        utterances = self._transcribe(pending)
+        snapshot = self._snapshot(calls, pending)
+        utterances = _Transcription(self, pending).result()
         if utterances:
-            self._unsaved = (calls, {u.message_id for u in utterances})
+            self._undelivered.append(snapshot)
         else:
-            self._save(calls)
+            self._save(snapshot)
         return utterances
 
     # ---- transcription ---------------------------------------------------------------------
-    def _transcribe(self, pending: list[_Pending]) -> list[Utterance]:
-        """One Triton request for all the segments; their utterances, in the same order."""
-        if not pending:
-            return []
-        rows = [p.segment.audio for p in pending]
-        audio = np.zeros((len(rows), max(a.size for a in rows)), np.float32)
-        for r, a in enumerate(rows):
-            audio[r, : a.size] = a.astype(np.float32) / 32768
-        inputs = {
-            "AUDIO": audio,
-            "LENGTH": np.array([[a.size] for a in rows], np.int32),
-            "LANGUAGE": np.array([[p.call.language or ""] for p in pending], dtype=object),
-        }
-        out = self.model.infer(inputs, ["TEXT", "LANGUAGE", "WORDS"])
-        utterances = []
-        for r, p in enumerate(pending):
-            text, language = _text(out["TEXT"][r, 0]), _text(out["LANGUAGE"][r, 0]) or p.call.language
-            if not p.call.language and language and text.strip():
-                # the call's first words fix its language: Whisper's per-utterance detection on a
-                # few seconds of telephone audio wanders between languages
-                p.call.language = language
-            utterances.append(self._utterance(p, text, language, words_from_json(out["WORDS"][r, 0])))
-        return utterances
+    def _transcript_key(self, p: _Pending) -> str:
+        """Cache key of a segment's transcript: the ASR model, its serving configuration, the
+        language asked for and the segment's audio."""
+        return content_key("asr", self.model_version, self._asr_config, p.call.language or "", p.segment.audio.tobytes())
 
     def _utterance(self, p: _Pending, text: str, language: str | None, words: list[dict[str, Any]]) -> Utterance:
         seg = p.segment
@@ -379,7 +486,7 @@ class AsrAlignmentService(TritonService):
             log.info("%s:%05d: blanked %r (%s)", p.call.call_id, p.index, text, reason)
             text, kept, outcome = "", [], "hallucination"
         self.ctx.metrics.utterances.labels(self.name, p.speaker, outcome).inc()
-        utterance_id = f"{p.call.call_id}:{p.index:05d}"
+        utterance_id = p.utterance_id
         pcm = seg.audio.astype("<i2")
         audio_key = f"emotion:audio:{utterance_id}"
         stored = self.ctx.cache.put(audio_key, pcm.tobytes(), ttl_s=self.settings.redis.audio_ttl_s)

@@ -10,6 +10,7 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -57,7 +58,14 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
 
 
 # ---- serve ----------------------------------------------------------------------------------
+SERVICE_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+"""A service does I/O and light numpy between Triton calls: one BLAS/OpenMP thread each, so that
+idle worker threads of five service processes never compete with the models for the cores."""
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    for variable in SERVICE_THREAD_VARIABLES:  # before numpy is imported
+        os.environ.setdefault(variable, "1")
     from services.registry import SERVICES
     from shared.runtime import ServiceRuntime
 

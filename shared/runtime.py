@@ -12,12 +12,20 @@ A service that joins several inputs (graph, fusion) declares them in :meth:`Serv
 with timers (the ASR service's silence-timeout flush) returns outputs from :meth:`Service.tick`,
 which runs when the service has caught up with its input.
 
+Pipelining.  ``process`` may return a :class:`Deferred` instead of its results: the batch's
+inference is still running (requests in flight at Triton).  The loop then polls and submits the
+next batches, up to ``runtime.max_in_flight``, while the earlier ones complete; batches are
+completed (produced, acknowledged, delivered, committed) strictly in the order they were polled,
+so the commit order and the at-least-once guarantee are those of the plain loop.  The ASR service
+defers: Whisper keeps every instance busy while chunks keep being segmented.
+
 Two kinds of failure are told apart:
 
 * a bad *message* (contract violation, or :class:`Reject` from the service) goes to the dead-letter
   topic with its reason, and the rest of the batch flows on;
-* a failing *dependency* (Triton, Kafka or the Redis state down, :class:`Retry`) commits nothing: the consumer seeks
-  back to the batch's first offsets, waits, and tries again, so nothing is lost.
+* a failing *dependency* (Triton, Kafka or the Redis state down, :class:`Retry`) commits nothing: every batch in
+  flight is dropped (:meth:`Service.abandon`), the consumer seeks back to their first offsets, waits, and tries
+  again, so nothing is lost.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -80,6 +89,37 @@ ProcessResult = Sequence[Output | Contract] | Reject
 """Per input: its outputs (possibly none) or a :class:`Reject`."""
 
 
+class Deferred(ABC):
+    """The results of a batch still being computed (see *Pipelining* above)."""
+
+    @abstractmethod
+    def wait(self, timeout_s: float) -> bool:
+        """Whether the results are ready, waiting at most ``timeout_s`` for them."""
+
+    @abstractmethod
+    def result(self) -> list[ProcessResult]:
+        """One result per input (as :meth:`Service.process`); may raise (a dependency failure
+        drops this and every later batch in flight, which are then replayed)."""
+
+
+class Completed(Deferred):
+    """Results that are already there (what a plain ``process`` returned)."""
+
+    def __init__(self, results: list[ProcessResult]):
+        self.results = results
+
+    def wait(self, timeout_s: float) -> bool:
+        return True
+
+    def result(self) -> list[ProcessResult]:
+        return self.results
+
+
+def resolve(results: list[ProcessResult] | Deferred) -> list[ProcessResult]:
+    """``process``'s return value as results (waiting for a :class:`Deferred`)."""
+    return results.result() if isinstance(results, Deferred) else results
+
+
 @dataclass
 class Context:
     """What a service gets from the runtime in :meth:`Service.setup`."""
@@ -113,16 +153,23 @@ class Service(ABC):
         self.ctx = ctx
 
     @abstractmethod
-    def process(self, batch: list[Contract]) -> list[ProcessResult]:
-        """Turn a batch of valid inputs into one result per input, in the same order."""
+    def process(self, batch: list[Contract]) -> list[ProcessResult] | Deferred:
+        """Turn a batch of valid inputs into one result per input, in the same order (or a
+        :class:`Deferred` of them)."""
 
     def delivered(self, outputs: list[Contract]) -> None:
-        """Called once the batch's outputs are acknowledged by the broker, before the commit."""
+        """Called once the outputs of a processed batch (or of a tick) are acknowledged by the
+        broker, before the commit; one call per ``process`` call, in the same order."""
+
+    def abandon(self) -> None:
+        """The batches processed since the last :meth:`delivered` were dropped (a dependency
+        failed) and will be replayed: forget whatever state they computed."""
 
     def tick(self, now: float) -> list[Output | Contract]:
         """Timers: called at most every ``runtime.tick_interval_s``, when a poll found no new
         input (the service has caught up, so "no audio for a while" is not a backlog).  The
-        outputs are produced and acknowledged (then passed to :meth:`delivered`)."""
+        outputs are produced and acknowledged (then passed to :meth:`delivered`).  Never runs while
+        batches are in flight."""
         return []
 
     def close(self) -> None:
@@ -140,6 +187,18 @@ class _Pending:
     error: str | None = None
     error_type: str = ""
     outputs: list[Output] = field(default_factory=list)
+
+
+@dataclass
+class _Batch:
+    """A polled batch between its submission and its completion."""
+
+    records: list
+    pending: list[_Pending]
+    valid: list[_Pending]
+    results: Deferred
+    report: BatchReport
+    started: float
 
 
 @dataclass
@@ -170,6 +229,7 @@ class ServiceRuntime:
         self._contracts = service.inputs()
         self._ctx: Context | None = None
         self.metrics_port: int | None = None
+        self._in_flight: deque[_Batch] = deque()
 
     # ---- lifecycle -------------------------------------------------------------------------
     def stop(self, *_args) -> None:
@@ -238,20 +298,23 @@ class ServiceRuntime:
             while not self._stop.is_set() and (max_batches is None or done < max_batches):
                 if self.run_once():
                     done += 1
-                else:  # caught up with the input: only now can a quiet call be told from a backlog
+                elif not self._in_flight:  # caught up: only now can a quiet call be told from a backlog
                     self.run_tick()
+            self._drain()
         finally:
             self.close()
 
     # ---- one batch -------------------------------------------------------------------------
-    def _poll_batch(self) -> list:
+    def _poll_batch(self, quick: bool = False) -> list:
+        """Up to ``max_batch`` records, waiting ``poll_timeout_ms`` for the first (only a moment
+        when ``quick``: batches in flight are waiting to be completed) and ``max_wait_ms`` more."""
         rt = self.settings.runtime
         assert self._consumer is not None
         records: list = []
         deadline = time.monotonic() + rt.max_wait_ms / 1000
         first = True
         while len(records) < rt.max_batch and not self._stop.is_set():
-            timeout = rt.poll_timeout_ms if first else max(0, int((deadline - time.monotonic()) * 1000))
+            timeout = (1 if quick else rt.poll_timeout_ms) if first else max(0, int((deadline - time.monotonic()) * 1000))
             polled = self._consumer.poll(timeout_ms=timeout, max_records=rt.max_batch - len(records))
             for recs in polled.values():
                 records.extend(recs)
@@ -288,26 +351,60 @@ class ServiceRuntime:
         except Exception as exc:
             if not is_dependency_failure(exc):
                 raise
+            svc.abandon()
             self.metrics.errors.labels(svc.name, type(exc).__name__).inc()
             log.warning("%s: tick failed (%s); trying again at the next tick", svc.name, exc)
             return 0
         return len(outputs)
 
     def run_once(self) -> BatchReport | None:
-        """Poll, process and commit one batch; returns None when there was nothing to do."""
-        t_start = time.perf_counter()
-        records = self._poll_batch()
+        """One step: poll and submit a batch (unless ``max_in_flight`` batches are in flight),
+        then complete the oldest batch in flight if its results are ready (waiting up to a poll
+        timeout for them when nothing new came in or the pipeline is full).  Returns the report
+        of the batch completed (or dropped after a failure) now; None when none was."""
+        full = len(self._in_flight) >= self.settings.runtime.max_in_flight
+        records = [] if full else self._poll_batch(quick=bool(self._in_flight))
         self._update_lag()
-        if not records:
+        if records:
+            failed = self._submit(records)
+            if failed is not None:
+                return failed
+        if not self._in_flight:
             return None
+        wait_s = self.settings.runtime.poll_timeout_ms / 1000 if full or not records else 0.0
+        if self._in_flight[0].results.wait(wait_s):
+            return self._complete()
+        return None
+
+    def _submit(self, records: list) -> BatchReport | None:
+        """Decode a polled batch and hand it to the service; None, or the report of a failure
+        (every batch in flight dropped and rewound)."""
+        t_start = time.perf_counter()
         report = BatchReport(consumed=len(records))
-        svc = self.service
         with self._timed(report, "decode"):
             pending = [self._decode(r) for r in records]
         valid = [p for p in pending if p.message is not None]
         try:
-            with self._timed(report, "process"):
-                results = self._process([p.message for p in valid]) if valid else []
+            t0 = time.perf_counter()
+            results = self._process([p.message for p in valid]) if valid else []
+            report.timings["process"] = time.perf_counter() - t0
+        except Exception as exc:
+            if not is_dependency_failure(exc):
+                raise
+            return self._fail(exc, report, records)
+        deferred = results if isinstance(results, Deferred) else Completed(results)
+        self._in_flight.append(_Batch(records, pending, valid, deferred, report, t_start))
+        return None
+
+    def _complete(self) -> BatchReport:
+        """Produce the oldest batch's outputs and dead letters, wait for the acks, deliver, commit."""
+        batch = self._in_flight[0]
+        svc, report, pending, valid = self.service, batch.report, batch.pending, batch.valid
+        try:
+            t0 = time.perf_counter()
+            results = batch.results.result()
+            report.timings["process"] = report.timings.get("process", 0.0) + time.perf_counter() - t0
+            self.metrics.stage_seconds.labels(svc.name, "process").observe(report.timings["process"])
             if len(results) != len(valid):
                 raise AssertionError(f"{svc.name}.process returned {len(results)} results for {len(valid)} inputs")
             for p, result in zip(valid, results):
@@ -318,25 +415,45 @@ class ServiceRuntime:
                     p.outputs = [o if isinstance(o, Output) else Output(o) for o in result]
             with self._timed(report, "produce"):
                 self._produce(pending, report)
-            svc.delivered([o.message for p in pending if p.message is not None for o in p.outputs])
+            if valid:
+                svc.delivered([o.message for p in pending if p.message is not None for o in p.outputs])
             with self._timed(report, "commit"):
-                self._commit(records)
+                self._commit(batch.records)
         except Exception as exc:
             if not is_dependency_failure(exc):
                 raise
-            self.metrics.errors.labels(svc.name, type(exc).__name__).inc()
-            log.warning("%s: batch of %d not processed (%s); retrying in %.1f s", svc.name, len(records), exc, self.settings.runtime.retry_backoff_s)
-            self._rewind(records)
-            self._stop.wait(self.settings.runtime.retry_backoff_s)
-            return report
+            return self._fail(exc, report)
+        self._in_flight.popleft()
         m = self.metrics
-        m.batch_size.labels(svc.name).observe(len(records))
+        m.batch_size.labels(svc.name).observe(len(batch.records))
         for p in pending:
             m.messages.labels(svc.name, p.record.topic, "ok" if p.message is not None else "deadletter").inc()
-        m.stage_seconds.labels(svc.name, "total").observe(time.perf_counter() - t_start)
+        m.stage_seconds.labels(svc.name, "total").observe(time.perf_counter() - batch.started)
         return report
 
-    def _process(self, messages: list[Contract]) -> list[ProcessResult]:
+    def _fail(self, exc: BaseException, report: BatchReport, records: list | None = None) -> BatchReport:
+        """A dependency failed: drop every batch in flight (and ``records``), rewind, back off."""
+        svc = self.service
+        dropped = [r for b in self._in_flight for r in b.records] + list(records or [])
+        self._in_flight.clear()
+        svc.abandon()
+        self.metrics.errors.labels(svc.name, type(exc).__name__).inc()
+        log.warning("%s: %d message(s) not processed (%s); retrying in %.1f s", svc.name, len(dropped), exc,
+                    self.settings.runtime.retry_backoff_s)  # fmt: skip
+        self._rewind(dropped)
+        self._stop.wait(self.settings.runtime.retry_backoff_s)
+        return report
+
+    def _drain(self) -> None:
+        """On stop: complete the batches still in flight (what cannot complete is replayed later)."""
+        while self._in_flight:
+            if not self._in_flight[0].results.wait(self.settings.runtime.shutdown_timeout_s):
+                log.warning("%s: %d batch(es) still in flight at shutdown; they will be replayed",
+                            self.service.name, len(self._in_flight))  # fmt: skip
+                return
+            self._complete()  # completed, or failed and every batch dropped
+
+    def _process(self, messages: list[Contract]) -> list[ProcessResult] | Deferred:
         """``service.process``; when it fails on the batch for a reason other than a dependency,
         each message is tried alone and the ones that still fail are rejected with the error, so
         one poisonous message never blocks or loses the others."""
@@ -350,7 +467,7 @@ class ServiceRuntime:
                 return [Reject(f"{self.service.name} failed on this message: {type(exc).__name__}: {exc}")]
             log.warning("%s: batch of %d failed (%s: %s); trying each message alone",
                         self.service.name, len(messages), type(exc).__name__, exc)  # fmt: skip
-            return [result for m in messages for result in self._process([m])]
+            return [result for m in messages for result in resolve(self._process([m]))]
 
     def _decode(self, record) -> _Pending:
         if record.value is not None and len(record.value) > self.settings.runtime.max_message_bytes:

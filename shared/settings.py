@@ -70,6 +70,9 @@ class TritonSettings(BaseModel):
     """Defaults to ``<home>/triton/model_repository`` (written by ``emotion export`` / ``stack up``)."""
     instance_kind: Literal["auto", "cpu", "gpu"] = "auto"
     instances_per_model: int = 1
+    asr_instances: int = 0
+    """Instances of the ``asr`` model (Whisper decodes one utterance at a time, so parallel
+    utterances need parallel instances); 0: one per CPU core, at most 4."""
     intra_op_threads: int = 1
     """torch threads inside each Python-backend instance (2 cores here: keep it small)."""
     max_batch_size: int = 32
@@ -122,6 +125,8 @@ class RuntimeSettings(BaseModel):
 
     max_batch: int = 32
     max_wait_ms: int = 20
+    max_in_flight: int = 8
+    """Batches a service that defers its results (the ASR service) keeps in flight at once."""
     poll_timeout_ms: int = 200
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 0

@@ -12,12 +12,13 @@ import time
 import numpy as np
 import pytest
 
+from deploy.local.process import free_port
 from services import inference
 from services.asr_alignment import AsrAlignmentService, guard_words, hallucination, is_ngram_loop
 from shared.cache import FeatureCache
 from shared.contracts import ArrayPayload, AudioChunk, Utterance
 from shared.metrics import ServiceMetrics
-from shared.runtime import Context, Reject, is_dependency_failure
+from shared.runtime import Context, Reject, is_dependency_failure, resolve
 from shared.settings import SegmentationSettings, load_settings
 from shared.state import StateStore
 from shared.triton_client import TritonError
@@ -27,12 +28,6 @@ from training.data.espeak import synthesize
 RATE = 8000
 CHUNK = RATE // 2
 PASSWORD = "unit-test-password"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +57,9 @@ class FakeAsr:
 
     def __init__(self):
         self.requests: list[int] = []
+        """Rows of each request."""
+        self.in_flight: list[int] = []
+        """Requests sent together by each ``infer_many``."""
         self.script = lambda seconds, language: ("hello there", [
             {"text": "hello", "start": 0.3, "end": 0.6, "probability": 0.9},
             {"text": "there", "start": 0.7, "end": 0.9, "probability": 0.8},
@@ -85,6 +83,22 @@ class FakeAsr:
             "LANGUAGE": np.array([[(lang or "en").encode()] for lang in languages[:, 0]], dtype=object),
             "WORDS": np.array([[json.dumps(w).encode()] for _, w in rows], dtype=object),
         }
+
+    def submit_many(self, requests, outputs):
+        """As Triton: the answers (or the failure) come when the batch waits for them."""
+        self.in_flight.append(len(requests))
+        fail, answers = self.fail, ([] if self.fail else [self.infer(r, outputs) for r in requests])
+
+        class Answers:
+            def wait(self, timeout_s):
+                return True
+
+            def result(self):
+                if fail is not None:
+                    raise fail
+                return answers
+
+        return Answers()
 
     def close(self):
         pass
@@ -155,7 +169,7 @@ def chunks(pcm: np.ndarray, call_id: str = "call-1", **extra) -> list[AudioChunk
 
 
 def run(svc: AsrAlignmentService, batch: list[AudioChunk], deliver: bool = True) -> list:
-    results = svc.process(batch)
+    results = resolve(svc.process(batch))
     assert len(results) == len(batch)
     if deliver:
         svc.delivered([u for r in results if not isinstance(r, Reject) for u in r])
@@ -198,10 +212,28 @@ def test_a_stereo_call_becomes_ordered_utterances_with_speakers_times_and_audio(
     assert 0 < r.ttl(svc._call_key("call-1")) <= settings.redis.state_ttl_s
 
 
-def test_utterances_complete_in_one_batch_share_one_triton_request(make_service, stereo_call, fake_asr):
+def test_utterances_complete_in_one_batch_go_to_triton_together_one_request_each(make_service, stereo_call, fake_asr):
+    """One request per utterance, all in flight at once: the asr model's instances decode them in parallel."""
     pcm, _ = stereo_call
     utts = utterances_of(run(make_service(), chunks(pcm)))
-    assert len(utts) == 3 and fake_asr.requests == [3]
+    assert len(utts) == 3 and fake_asr.in_flight == [3] and fake_asr.requests == [1, 1, 1]
+
+
+def test_audio_streamed_again_is_transcribed_from_the_cache(make_service, stereo_call, fake_asr):
+    pcm, _ = stereo_call
+    svc = make_service()
+    first = feed(svc, chunks(pcm, call_id="first"))
+    assert len(fake_asr.requests) == 3
+    again = feed(svc, chunks(pcm, call_id="again"))
+    assert len(fake_asr.requests) == 3, "the same audio went to Whisper again"
+    assert [(u.text, u.words, u.start, u.end) for u in again] == [(u.text, u.words, u.start, u.end) for u in first]
+    assert [u.utterance_id for u in again] == ["again:00000", "again:00001", "again:00002"]
+    hits = svc.ctx.metrics.cache.labels("asr_alignment", "hit")._value.get()
+    misses = svc.ctx.metrics.cache.labels("asr_alignment", "miss")._value.get()
+    assert (hits, misses) == (3, 3)
+    # another language asked for is another transcript
+    feed(svc, [c.model_copy(update={"language": "ko"}) for c in chunks(pcm, call_id="korean")])
+    assert len(fake_asr.requests) == 6
 
 
 def test_duplicate_chunks_are_skipped_and_unacknowledged_batches_replay_identically(make_service, stereo_call):
@@ -216,10 +248,46 @@ def test_duplicate_chunks_are_skipped_and_unacknowledged_batches_replay_identica
     # a batch whose outputs were not acknowledged leaves the state as it was: the replay gives the same
     batch = all_chunks[12:20]
     lost = utterances_of(run(svc, batch, deliver=False))
-    svc.delivered([])  # the next batch held only invalid messages: the lost batch's state stays unsaved
+    svc.abandon()  # what the runtime does when a batch's outputs are not acknowledged
     again = utterances_of(run(svc, batch))
     assert lost and [(u.utterance_id, u.start, u.end, u.speaker) for u in lost] == \
         [(u.utterance_id, u.start, u.end, u.speaker) for u in again]  # fmt: skip
+
+
+def test_batches_in_flight_go_on_from_the_state_the_earlier_ones_left(make_service, stereo_call):
+    """Pipelined: every batch is processed before any is delivered; the same utterances as one
+    batch at a time, and each batch's own state reaches Redis when it is delivered."""
+    pcm, _ = stereo_call
+    key = lambda utts: [(u.index, u.speaker, u.start, u.end, u.text) for u in utts]  # noqa: E731
+    reference = feed(make_service(), chunks(pcm, call_id="reference"))
+    svc = make_service()
+    all_chunks = chunks(pcm)
+    in_flight = [svc.process(all_chunks[i : i + 4]) for i in range(0, len(all_chunks), 4)]
+    r = svc.ctx.state.redis
+    assert not r.exists(svc._call_key("call-1")), "state written before any delivery"
+    results = [d.result() for d in in_flight]
+    svc.delivered(utterances_of(results[0]))
+    assert int(r.hget(svc._call_key("call-1"), "next_seq")) == 4  # the first batch's state, not the newest
+    for res in results[1:]:
+        svc.delivered(utterances_of(res))
+    assert key(utterances_of([x for res in results for x in res])) == key(reference)
+    assert not r.exists(svc._channel_key("call-1", 0)) and r.zcard(svc._active_key) == 0 and not svc._live
+
+
+def test_batches_in_flight_dropped_after_a_failure_are_replayed_from_the_delivered_state(make_service, stereo_call):
+    pcm, _ = stereo_call
+    key = lambda utts: [(u.index, u.speaker, u.start, u.end) for u in utts]  # noqa: E731
+    reference = feed(make_service(), chunks(pcm, call_id="reference"))
+    svc = make_service()
+    all_chunks = chunks(pcm)
+    batches = [all_chunks[i : i + 4] for i in range(0, len(all_chunks), 4)]
+    first = resolve(svc.process(batches[0]))
+    svc.delivered(utterances_of(first))
+    for b in batches[1:4]:
+        svc.process(b)  # in flight when a dependency fails
+    svc.abandon()
+    replayed = [u for b in batches[1:] for u in utterances_of(run(svc, b))]
+    assert key(utterances_of(first) + replayed) == key(reference)
 
 
 def test_a_restart_mid_call_loses_no_audio(make_service, stereo_call):
@@ -283,11 +351,10 @@ def test_a_silent_call_is_flushed_by_tick_even_after_a_restart(make_service, ste
     assert [(u.utterance_id, u.speaker) for u in flushed] == [("call-1:00001", "customer")]
     assert flushed[0].end == pytest.approx(cut * CHUNK / RATE, abs=0.01)
     content = lambda utts: [u.model_dump(exclude={"message_id", "created_at"}) for u in utts]  # noqa: E731
+    restarted.abandon()  # not acknowledged: the runtime drops what the tick computed
     again = restarted.tick(now + 60)
-    assert content(again) == content(flushed)  # not acknowledged: flushed again, identically
-    restarted.delivered(flushed)  # acknowledgements of an older attempt do not count
-    assert content(restarted.tick(now + 60)) == content(flushed)
-    restarted.delivered(restarted.tick(now + 60))
+    assert content(again) == content(flushed)  # flushed again, identically
+    restarted.delivered(again)
     assert restarted.tick(now + 60) == []
     assert restarted.ctx.state.redis.zcard(restarted._active_key) == 0
     # the call may still go on: its numbering and clock carry on
@@ -335,8 +402,9 @@ def test_triton_unavailable_retries_the_batch_without_moving_the_state(make_serv
     svc = make_service()
     fake_asr.fail = TritonError("asr: unavailable", retryable=True)
     with pytest.raises(TritonError) as failure:
-        svc.process(all_chunks)
-    assert is_dependency_failure(failure.value)  # the runtime retries the batch
+        resolve(svc.process(all_chunks))
+    assert is_dependency_failure(failure.value)  # the runtime drops the batch and replays it
+    svc.abandon()
     fake_asr.fail = None
     assert len(feed(svc, all_chunks)) == 3
 

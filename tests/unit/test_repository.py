@@ -20,6 +20,7 @@ from training.models.profile import synthetic_utterances
 from training.serving import export as export_mod
 from training.serving.export import ExportError, export_repository, rollback
 from training.serving.repository import (
+    asr_default_instances,
     asr_spec,
     graph_gat_spec,
     moe_fusion_spec,
@@ -78,9 +79,13 @@ def test_every_model_renders_a_valid_config_with_its_contract(settings):
     configs = {name: parse(render_config(spec, s)) for name, spec in specs.items()}
     for name, c in configs.items():
         assert c.name == name and c.backend == "python"
-        assert c.max_batch_size > 0 and c.dynamic_batching.max_queue_delay_microseconds == s.triton.max_queue_delay_us
-        assert c.version_policy.latest.num_versions == 1
-        assert len(c.instance_group) == 1 and c.instance_group[0].count == 1
+        assert c.max_batch_size > 0 and c.version_policy.latest.num_versions == 1
+        if name == "asr":  # one utterance per request, spread over one instance per core
+            assert not c.HasField("dynamic_batching")
+            assert len(c.instance_group) == 1 and c.instance_group[0].count == asr_default_instances()
+        else:
+            assert c.dynamic_batching.max_queue_delay_microseconds == s.triton.max_queue_delay_us
+            assert len(c.instance_group) == 1 and c.instance_group[0].count == 1
         assert c.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_AUTO  # no forced kind
         params = {k: v.string_value for k, v in c.parameters.items()}
         assert params["models_dir"] == str(s.models_dir) and params["intra_op_threads"] == "1"
@@ -119,6 +124,8 @@ def test_instance_kind_and_batching_follow_the_settings(settings):
     assert c.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU and c.instance_group[0].count == 2
     assert c.max_batch_size == 16 and c.dynamic_batching.max_queue_delay_microseconds == 500
     assert parse(render_config(asr_spec(settings, "v"), settings)).max_batch_size == 8  # Whisper: small batches
+    settings.triton.asr_instances = 3
+    assert parse(render_config(asr_spec(settings, "v"), settings)).instance_group[0].count == 3
     settings.triton.instance_kind = "gpu"
     assert "KIND_GPU" in render_config(text_encoder_spec(settings, "v", 8), settings)
 

@@ -6,7 +6,7 @@ import pytest
 
 from shared.contracts import DeadLetter, TextFeatures, Utterance, decode
 from shared.contracts import ArrayPayload
-from shared.runtime import Reject, Retry, Service, ServiceRuntime
+from shared.runtime import Deferred, Reject, Retry, Service, ServiceRuntime
 from shared.settings import load_settings
 
 import numpy as np
@@ -225,3 +225,92 @@ def test_a_message_that_breaks_the_service_is_dead_lettered_alone(tmp_path):
     r._consumer = FakeConsumer([Record("utterances", 0, 3, b"c", _utt(3, "poison"))])
     with pytest.raises(ValueError):
         r.run_once()
+
+
+class Later(Deferred):
+    """Results the test releases by hand; fails at result() when told to."""
+
+    def __init__(self, results, fail=None):
+        self.results, self.fail, self.released = results, fail, False
+
+    def wait(self, timeout_s):
+        return self.released
+
+    def result(self):
+        if self.fail is not None:
+            raise self.fail
+        return self.results
+
+
+class DeferringService(UpperService):
+    """Returns its results later; records what the runtime tells it."""
+
+    def __init__(self):
+        self.submitted, self.delivered_ids, self.abandoned = [], [], 0
+
+    def process(self, batch):
+        later = Later(super().process(batch))
+        self.submitted.append(later)
+        return later
+
+    def delivered(self, outputs):
+        self.delivered_ids += [o.utterance_id for o in outputs]
+
+    def abandon(self):
+        self.abandoned += 1
+
+
+def _deferring(records, tmp_path, **rt):
+    r = _runtime(records, tmp_path, max_batch=1, **rt)
+    r.service = DeferringService()
+    return r
+
+
+def test_deferred_batches_stay_in_flight_and_complete_in_poll_order(tmp_path):
+    recs = [Record("utterances", 0, i, b"c", _utt(i)) for i in range(4)]
+    r = _deferring(recs, tmp_path, max_in_flight=3, poll_timeout_ms=1)
+    svc = r.service
+    assert [r.run_once() for _ in range(3)] == [None, None, None]  # three submitted, none ready
+    assert len(svc.submitted) == 3 and r._consumer.commits == [] and r._producer.sent == []
+    assert r.run_once() is None and len(svc.submitted) == 3  # full: nothing more is polled
+    svc.submitted[1].released = True  # a later batch ready first still waits for the oldest
+    assert r.run_once() is None and r._consumer.commits == []
+    svc.submitted[0].released = True
+    assert r.run_once().produced == 1 and r._consumer.commits == [{("utterances", 0): 1}]
+    assert r.run_once().produced == 1 and r._consumer.commits[-1] == {("utterances", 0): 2}
+    assert len(svc.submitted) == 4  # room again: the fourth was polled
+    svc.submitted[2].released = svc.submitted[3].released = True
+    while r._in_flight:
+        r.run_once()
+    assert svc.delivered_ids == ["c/0", "c/1", "c/2", "c/3"]
+    assert [c[("utterances", 0)] for c in r._consumer.commits] == [1, 2, 3, 4]
+
+
+def test_a_failed_deferred_batch_drops_every_batch_in_flight_and_replays_them(tmp_path):
+    recs = [Record("utterances", 0, i, b"c", _utt(i)) for i in range(3)]
+    r = _deferring(recs, tmp_path, max_in_flight=3, poll_timeout_ms=1)
+    svc = r.service
+    for _ in range(3):
+        r.run_once()
+    head = svc.submitted[0]
+    head.fail, head.released = Retry("triton went away"), True
+    r.run_once()
+    assert svc.abandoned == 1 and not r._in_flight and r._consumer.commits == []
+    assert r._consumer.seeks == [("utterances", 0, 0)]  # back to the oldest batch dropped
+    for _ in range(3):
+        r.run_once()
+    for later in svc.submitted[3:]:
+        later.released = True
+    while r._in_flight:
+        r.run_once()
+    assert svc.delivered_ids == ["c/0", "c/1", "c/2"] and r._consumer.commits[-1] == {("utterances", 0): 3}
+
+
+def test_batches_in_flight_are_completed_when_the_service_stops(tmp_path):
+    recs = [Record("utterances", 0, i, b"c", _utt(i)) for i in range(2)]
+    r = _deferring(recs, tmp_path, max_in_flight=4, poll_timeout_ms=1)
+    r.run_once(), r.run_once()
+    for later in r.service.submitted:
+        later.released = True
+    r._drain()
+    assert r.service.delivered_ids == ["c/0", "c/1"] and r._consumer.commits[-1] == {("utterances", 0): 2}

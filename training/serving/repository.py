@@ -15,7 +15,7 @@ a new export is picked up by a reload and a rollback is removing the newest fold
 :mod:`training.serving.export`).
 
 Tensor contracts (``B`` = batch dimension, present on every tensor because every model has
-``max_batch_size > 0`` and dynamic batching; ``T`` = ``models.max_tokens``, ``F`` =
+``max_batch_size > 0``; all but ``asr`` have dynamic batching; ``T`` = ``models.max_tokens``, ``F`` =
 ``models.max_frames``, both 128)::
 
     asr             AUDIO FP32 [B, N] (ragged)    -> TEXT BYTES [B, 1]
@@ -83,6 +83,10 @@ class ModelSpec:
     """None: ``settings.triton.max_batch_size``."""
     num_versions: int = 1
     """``version_policy: { latest { num_versions } }``: how many of the newest versions Triton serves."""
+    dynamic_batching: bool = True
+    """Whether Triton's dynamic batcher merges concurrent requests into one execution."""
+    instances: int | None = None
+    """Instances of the model; None: ``settings.triton.instances_per_model``."""
 
     @property
     def model_version(self) -> str:
@@ -114,9 +118,18 @@ def asr_spec(settings: Settings, model_version: str, model_name: str | None = No
             "beam_size": str(beam_size),
             "language": settings.models.language or "",
         },
-        # Whisper decodes utterance by utterance on CPU: a small batch keeps queueing latency low.
         max_batch_size=min(8, settings.triton.max_batch_size),
+        # Whisper decodes the rows of a request one after another, so merging concurrent requests
+        # would queue them on one instance while another idles: no dynamic batching, and one
+        # instance per core, each taking the next request (the ASR service sends one per utterance).
+        dynamic_batching=False,
+        instances=settings.triton.asr_instances or asr_default_instances(),
     )
+
+
+def asr_default_instances() -> int:
+    """One ``asr`` instance per CPU core this process may use, at most 4."""
+    return max(1, min(4, len(os.sched_getaffinity(0))))
 
 
 def text_encoder_spec(settings: Settings, model_version: str, dim: int, model_name: str | None = None) -> ModelSpec:
@@ -242,8 +255,8 @@ def render_config(spec: ModelSpec, settings: Settings) -> str:
         f"version_policy: {{ latest: {{ num_versions: {spec.num_versions} }} }}",
         _tensor_block("input", spec.inputs),
         _tensor_block("output", spec.outputs),
-        f"dynamic_batching {{ max_queue_delay_microseconds: {tr.max_queue_delay_us} }}",
-        f"instance_group [ {{ count: {tr.instances_per_model}{kind} }} ]",
+        *([f"dynamic_batching {{ max_queue_delay_microseconds: {tr.max_queue_delay_us} }}"] if spec.dynamic_batching else []),
+        f"instance_group [ {{ count: {spec.instances or tr.instances_per_model}{kind} }} ]",
         *(f'parameters {{ key: "{k}" value: {{ string_value: "{_quote(str(v))}" }} }}' for k, v in params.items()),
     ]
     return "\n".join(lines) + "\n"
