@@ -170,6 +170,11 @@ COMMANDS: tuple[Command, ...] = (
             "Serve the dashboard page: per-service throughput, consumer lag, stage latency, batch sizes, errors and "
             "dead letters from Prometheus, and live per-call emotion timelines from the emotions topic.",
             _configure_module("services.dashboard")),
+    Command("bench", "benchmarks: throughput, latency and cost against their ceilings",
+            "Measure the pipeline end to end on a benchmark stack of its own (N concurrent calls, real time and as fast "
+            "as possible), bare faster-whisper and the in-process model chain on the same audio, every Triton model "
+            "against the same code in-process, dynamic batching, the fusion heads beside the paper and the cache; "
+            "writes JSON, Markdown and plots to benchmarks/results/.", _configure_module("benchmarks.run")),
     Command("demo", "the main job: calls in, emotion events out, on the local stack",
             "Bring the stack up, train the default model once if there is none, start the five services and the "
             "dashboard, stream calls and print each emotion event as it arrives.", _configure_module("services.demo")),

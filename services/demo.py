@@ -95,17 +95,10 @@ class EventPrinter:
         """Set once the reader is positioned at the end of the topics."""
 
     def run(self, stop: threading.Event, calls: set[str]) -> None:
-        from kafka import TopicPartition
-
-        from shared.kafka_io import make_consumer
+        from shared.kafka_io import tail_reader
 
         s = self.settings
-        consumer = make_consumer(s, None, None)
-        topics = (s.topics.utterances, s.topics.emotions)
-        consumer.assign([TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or [0])])
-        consumer.seek_to_end()
-        for tp in consumer.assignment():
-            consumer.position(tp)  # resolve "end" now, before the first call is published
+        consumer = tail_reader(s, [s.topics.utterances, s.topics.emotions])  # before the first call is published
         self.ready.set()
         try:
             while not stop.is_set():

@@ -317,12 +317,14 @@ def publish_calls(
     concurrency: int = 16,
     producer=None,
     clock: Clock | None = None,
+    on_sent: Callable[[AudioChunk], None] | None = None,
 ) -> PublishReport:
     """Publish ``calls`` to ``settings.topics.audio`` (see the module docstring for the schedule).
 
     ``producer`` defaults to :func:`shared.kafka_io.make_producer` (created and closed here);
-    ``clock`` to the system clock (tests pass a fake one).  Never raises for a bad call: it is
-    listed in :attr:`PublishReport.failures` and the others go on.
+    ``clock`` to the system clock (tests pass a fake one); ``on_sent`` is called with each chunk
+    right after it is handed to the producer (the benchmark times utterances from it).  Never
+    raises for a bad call: it is listed in :attr:`PublishReport.failures` and the others go on.
     """
     if pace not in get_args(Pace):
         raise ValueError(f"pace must be one of {get_args(Pace)}, got {pace!r}")
@@ -382,6 +384,8 @@ def publish_calls(
                 log.error("%s: %s", stream.name, stream.failed)
                 start_next(due)
                 continue
+            if on_sent is not None:
+                on_sent(chunk)
             seconds = chunk.pcm.shape[0] / chunk.channels / chunk.sample_rate
             report.chunks += 1
             report.audio_s += seconds

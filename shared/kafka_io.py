@@ -64,6 +64,19 @@ def make_consumer(settings: Settings, group_id: str | None, topics: list[str] | 
     return consumer
 
 
+def tail_reader(settings: Settings, topics: list[str]) -> KafkaConsumer:
+    """A standalone reader (no group, nothing committed) of every partition of ``topics``,
+    positioned at their current end (resolved now, so that whatever is produced next is read)."""
+    from kafka import TopicPartition
+
+    consumer = make_consumer(settings, None, None)
+    consumer.assign([TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or [0])])
+    consumer.seek_to_end()
+    for tp in consumer.assignment():
+        consumer.position(tp)
+    return consumer
+
+
 def make_admin(settings: Settings, **overrides) -> KafkaAdminClient:
     return KafkaAdminClient(**{**client_options(settings), **overrides})
 

@@ -1,0 +1,307 @@
+"""The benchmark's conclusions: named ratios, the issue's targets, a Markdown report and plots.
+
+Everything here is computed from the results dictionary alone, so a results JSON can be
+re-rendered (``python -m benchmarks.report results.json``) without running anything again.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+TARGET_CALLS = 16
+"""Concurrent calls at which the throughput targets are set."""
+LATENCY_CALLS = 4
+"""Concurrent calls (real-time pace) at which the latency target is set."""
+
+
+def _run(results: dict, calls: int, pace: str, tag: str = "e2e") -> dict | None:
+    return next((r for r in results.get(tag, []) if r["calls"] == calls and r["pace"] == pace), None)
+
+
+def asr_ceiling_x(results: dict) -> float | None:
+    """The best split of the cores for bare faster-whisper."""
+    runs = results.get("ceilings", {}).get("asr", [])
+    return max((r["throughput_x"] for r in runs), default=None)
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a is not None and b else None
+
+
+def fusion_ms(results: dict, model: str = "proposed", batch: int = 32, threads: int = 1) -> float | None:
+    row = next((r for r in results.get("fusion", []) if (r["model"], r["batch"], r["threads"]) == (model, batch, threads)), None)
+    return row["ms_per_utterance"] if row else None
+
+
+def ratios(results: dict) -> dict[str, float | None]:
+    """The named ratios and figures of the targets (None when that part did not run)."""
+    asr = asr_ceiling_x(results)
+    chain = results.get("ceilings", {}).get("chain", {}).get("throughput_x")
+    out: dict[str, float | None] = {}
+    for r in results.get("e2e", []):
+        if r["pace"] == "fast":
+            out[f"e2e_n{r['calls']}_vs_asr_ceiling"] = _ratio(r["throughput_x"], asr)
+            out[f"e2e_n{r['calls']}_vs_chain"] = _ratio(r["throughput_x"], chain)
+        out[f"latency_p95_n{r['calls']}_{r['pace']}_s"] = r["latency_s"]["overall"].get("p95")
+    for key in (f"e2e_n{TARGET_CALLS}_vs_asr_ceiling", f"e2e_n{TARGET_CALLS}_vs_chain", f"latency_p95_n{LATENCY_CALLS}_realtime_s"):
+        out.setdefault(key, None)
+    out["fusion_ms_per_utterance_batch32"] = fusion_ms(results)
+    cold = _run(results, TARGET_CALLS, "fast") or next(iter(sorted((r for r in results.get("e2e", []) if r["pace"] == "fast"),
+                                                             key=lambda r: -r["calls"])), None)  # fmt: skip
+    warm = results.get("cache", {}).get("warm")
+    out["cache_warm_vs_cold_throughput"] = _ratio(warm["throughput_x"], cold["throughput_x"]) if warm and cold else None
+    return out
+
+
+TARGETS: tuple[tuple[str, str, str, float], ...] = (
+    (f"e2e_n{TARGET_CALLS}_vs_asr_ceiling", f"end-to-end throughput at N={TARGET_CALLS} / ASR-only ceiling", ">=", 0.8),
+    (f"e2e_n{TARGET_CALLS}_vs_chain", f"end-to-end throughput at N={TARGET_CALLS} / in-process chain", ">=", 1.5),
+    (f"latency_p95_n{LATENCY_CALLS}_realtime_s", f"p95 utterance-end-to-event latency at N={LATENCY_CALLS}, real time (s)", "<=", 2.0),
+    ("fusion_ms_per_utterance_batch32", "fusion (proposed, after the GAT) ms per utterance at batch 32, CPU, 1 thread", "<=", 2.0),
+)
+
+
+def targets(results: dict) -> list[dict[str, Any]]:
+    r = results.get("ratios") or ratios(results)
+    out = []
+    for key, what, op, bound in TARGETS:
+        value = r.get(key)
+        met = None if value is None else (value >= bound if op == ">=" else value <= bound)
+        out.append({"field": key, "target": f"{op} {bound}", "what": what, "measured": value, "met": met})
+    return out
+
+
+# ---- Markdown ----------------------------------------------------------------------------------
+
+
+def _fmt(v: Any, digits: int = 2) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" if i == 0 else "---:" for i in range(len(header))) + " |"]
+    lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def markdown(results: dict, plots: dict[str, str] | None = None) -> str:
+    m, w = results["machine"], results["workload"]
+    lines = [f"# Benchmark: {results['device']['name']}", "",
+             f"{results['started']} · {m['cpu']} · {m['cores']} cores · {m['memory_gb']} GB · {results['device']['kind'].upper()}"
+             f" · `{results['command']}` · {results['duration_s'] / 60:.0f} min", "",
+             f"Workload: {w['calls']} generated stereo 8 kHz agent/customer calls (English and Korean, "
+             f"{w['turns'][0]}-{w['turns'][1]} turns), {w['audio_s']:.0f} s of audio, seed {w['seed']}; "
+             f"model: {results['model']['version']} ({results['model']['weights']}).", ""]  # fmt: skip
+    lines += ["## Targets", ""]
+    lines += _table(["target", "field", "bound", "measured", "met"],
+                    [[t["what"], f"`{t['field']}`", t["target"], t["measured"],
+                      {True: "yes", False: "**no**", None: "not measured"}[t["met"]]] for t in results["targets"]])  # fmt: skip
+    c = results.get("ceilings", {})
+    if c:
+        lines += ["", "## Ceilings (same audio, one process)", ""]
+        rows = [[f"bare faster-whisper, {r['workers']} worker(s) x {r['threads']} thread(s)", r["utterances"], r["wall_s"],
+                 r["throughput_x"]] for r in c.get("asr", [])]  # fmt: skip
+        if c.get("chain"):
+            ch = c["chain"]
+            rows.append([f"whole model chain, one utterance at a time, {ch['threads']} threads", ch["utterances"], ch["wall_s"],
+                         ch["throughput_x"]])  # fmt: skip
+        lines += _table(["ceiling", "utterances", "wall s", "x real time"], rows)
+    if results.get("e2e"):
+        lines += ["", "## End to end (the five services on Kafka, Redis and Triton)", ""]
+        rows = []
+        for r in results["e2e"]:
+            o = r["latency_s"]["overall"]
+            rows.append([r["pace"], r["calls"], r["audio_s"], r["wall_s"], r["throughput_x"], r["rtf"], o.get("p50"),
+                         o.get("p95"), o.get("p99"), f"{r['events']}/{r['utterances']}", r["duplicate_events"],
+                         max((v["max"] for v in r["lag"].values()), default=0), r["cores_used"]])  # fmt: skip
+        lines += _table(["pace", "calls", "audio s", "wall s", "x real time", "RTF", "latency p50 s", "p95 s", "p99 s",
+                         "events/utterances", "duplicates", "max lag (msgs)", "cores used"], rows)  # fmt: skip
+        lines += ["", "Latency by stage, p50 / p95 (s):", ""]
+        stages = list(results["e2e"][0]["latency_s"]["stages"])
+        lines += _table(["pace", "calls", *stages],
+                        [[r["pace"], r["calls"], *(f"{_fmt(r['latency_s']['stages'][s].get('p50'))} / "
+                                                   f"{_fmt(r['latency_s']['stages'][s].get('p95'))}" for s in stages)]
+                         for r in results["e2e"]])  # fmt: skip
+        big = _run(results, max(r["calls"] for r in results["e2e"]), "fast")
+        if big:
+            lines += ["", f"CPU and memory per process, {big['calls']} calls as fast as possible ({big['wall_s']:.0f} s):", ""]
+            procs = sorted(((k, v) for k, v in big["processes"].items() if k != "total"), key=lambda kv: -kv[1]["cpu_s"])
+            lines += _table(["process", "CPU s", "cores", "RSS peak MB"],
+                            [[k, v["cpu_s"], v["cores"], v["rss_mb_peak"]] for k, v in procs] +
+                            [["total", big["processes"]["total"]["cpu_s"], big["processes"]["total"]["cores"],
+                              big["processes"]["total"]["rss_mb_peak"]]])  # fmt: skip
+            if big.get("triton"):
+                lines += ["", "Triton during that run (per model):", ""]
+                lines += _table(["model", "requests", "rows per execution", "queue ms", "compute ms per execution"],
+                                [[k, v["requests"], v["rows_per_execution"], v["queue_ms"], v["compute_ms_per_execution"]]
+                                 for k, v in big["triton"].items()])  # fmt: skip
+    cache = results.get("cache")
+    if cache:
+        cold, warm = cache["cold"], cache["warm"]
+        lines += ["", "## Cache: the same audio streamed again", ""]
+        lines += _table(["run", "x real time", "latency p50 s", "p95 s", "hit ratio (asr / text / speech)"],
+                        [[name, r["throughput_x"], r["latency_s"]["overall"].get("p50"), r["latency_s"]["overall"].get("p95"),
+                          " / ".join(_fmt(r["cache_hit_ratio"].get(s)) for s in ("asr_alignment", "text_encoder", "speech_encoder"))]
+                         for name, r in (("cold", cold), ("warm", warm))])  # fmt: skip
+    if results.get("models"):
+        lines += ["", "## Per model: Triton against the same code in-process (ms per request)", ""]
+        lines += _table(["model", "batch", "Triton ms", "in-process ms", "Triton ms/utt", "in-process ms/utt", "overhead ms"],
+                        [[r["model"], r["batch"], r["triton_ms"], r["in_process_ms"], r["triton_ms_per_utterance"],
+                          r["in_process_ms_per_utterance"], r["overhead_ms"]] for r in results["models"]])  # fmt: skip
+    if results.get("batching"):
+        lines += ["", "Dynamic batching under concurrency (single-utterance requests):", ""]
+        lines += _table(["model", "in flight", "utt/s one at a time", "utt/s in flight", "gain", "rows per execution"],
+                        [[r["model"], r["concurrent"]["concurrency"], r["sequential"]["utterances_per_s"],
+                          r["concurrent"]["utterances_per_s"], r["gain"], r["concurrent"]["rows_per_execution"]]
+                         for r in results["batching"]])  # fmt: skip
+    if results.get("fusion"):
+        lines += ["", "## Fusion heads (after the GAT), beside the paper", ""]
+        lines += _table(["head", "parameters", "threads", "batch", "ms/utterance", "paper ms/utterance"],
+                        [[r["model"], f"{r['parameters']:,}", r["threads"], r["batch"], r["ms_per_utterance"],
+                          r["paper_ms_per_utterance"]] for r in results["fusion"]])  # fmt: skip
+    gpu = results.get("gpu")
+    lines += ["", "## GPU", "", gpu if isinstance(gpu, str) else f"See {gpu}."]
+    if plots:
+        lines += ["", "## Plots", ""] + [f"![{k}]({v})" for k, v in plots.items()]
+    return "\n".join(lines) + "\n"
+
+
+# ---- plots -------------------------------------------------------------------------------------
+
+
+def plot(results: dict, out_dir: Path, prefix: str) -> dict[str, str]:
+    """PNG plots beside the report; returns name -> file name."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made: dict[str, str] = {}
+
+    def save(fig, name: str) -> None:
+        path = out_dir / f"{prefix}-{name}.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        made[name] = path.name
+
+    runs = results.get("e2e", [])
+    if runs:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        ns = sorted({r["calls"] for r in runs})
+        width = 0.38
+        for i, pace in enumerate(("fast", "realtime")):
+            ys = [(_run(results, n, pace) or {}).get("throughput_x") or 0 for n in ns]
+            ax.bar([k + (i - 0.5) * width for k in range(len(ns))], ys, width, label=f"pipeline, {pace}")
+        asr, chain = asr_ceiling_x(results), results.get("ceilings", {}).get("chain", {}).get("throughput_x")
+        if asr:
+            ax.axhline(asr, color="tab:red", ls="--", label=f"ASR-only ceiling ({asr:.1f}x)")
+            ax.axhline(0.8 * asr, color="tab:red", ls=":", label="0.8 x ASR ceiling (target)")
+        if chain:
+            ax.axhline(chain, color="tab:gray", ls="--", label=f"in-process chain ({chain:.1f}x)")
+        ax.set_xticks(range(len(ns)), [f"N={n}" for n in ns])
+        ax.set_ylabel("seconds of call audio per second")
+        ax.set_title("Throughput (concurrent calls)")
+        ax.legend(fontsize=8)
+        save(fig, "throughput")
+
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for r in runs:
+            if r["pace"] == "realtime" and r["latencies_s"]:
+                ax.hist(r["latencies_s"], bins=30, histtype="step", linewidth=1.5, label=f"N={r['calls']} real time")
+        ax.axvline(2.0, color="tab:red", ls="--", label="2 s target (N=4)")
+        ax.set_xlabel("utterance end -> emotion event (s)")
+        ax.set_ylabel("utterances")
+        ax.set_title("Latency at real-time pace")
+        ax.legend(fontsize=8)
+        save(fig, "latency")
+
+        fig, ax = plt.subplots(figsize=(8, 4))
+        stages = list(runs[0]["latency_s"]["stages"])
+        bottoms = [0.0] * len(runs)
+        for stage in stages:
+            vals = [r["latency_s"]["stages"][stage].get("p50") or 0 for r in runs]
+            ax.bar(range(len(runs)), vals, bottom=bottoms, label=stage)
+            bottoms = [b + v for b, v in zip(bottoms, vals, strict=True)]
+        ax.set_xticks(range(len(runs)), [f"{r['pace']}\nN={r['calls']}" for r in runs], fontsize=8)
+        ax.set_ylabel("median seconds")
+        ax.set_title("Where an utterance's latency goes (p50 per stage)")
+        ax.legend(fontsize=8, ncol=2)
+        save(fig, "stages")
+
+        big = _run(results, max(r["calls"] for r in runs), "fast")
+        if big:
+            procs = sorted(((k, v["cores"]) for k, v in big["processes"].items() if k != "total"), key=lambda kv: kv[1])
+            fig, ax = plt.subplots(figsize=(7, 0.3 * len(procs) + 1.2))
+            ax.barh([k for k, _ in procs], [v for _, v in procs])
+            ax.set_xlabel("cores (CPU seconds / wall second)")
+            ax.set_title(f"CPU per process, N={big['calls']} as fast as possible")
+            save(fig, "cpu")
+
+            fig, ax = plt.subplots(figsize=(7, 4))
+            for service in big["lag"]:
+                xs = [t for t, _ in big["lag_series"]]
+                ys = [lags.get(service, 0) for _, lags in big["lag_series"]]
+                ax.plot(xs, ys, label=service)
+            ax.set_xlabel("seconds into the run")
+            ax.set_ylabel("messages behind")
+            ax.set_title(f"Consumer lag, N={big['calls']} as fast as possible")
+            ax.legend(fontsize=8)
+            save(fig, "lag")
+
+    rows = results.get("models", [])
+    if rows:
+        names = list(dict.fromkeys(r["model"] for r in rows))
+        fig, axes = plt.subplots(1, len(names), figsize=(3 * len(names), 3.4))
+        for ax, name in zip(axes, names, strict=True):
+            mine = [r for r in rows if r["model"] == name]
+            xs = range(len(mine))
+            ax.bar([x - 0.2 for x in xs], [r["triton_ms_per_utterance"] for r in mine], 0.4, label="Triton")
+            ax.bar([x + 0.2 for x in xs], [r["in_process_ms_per_utterance"] for r in mine], 0.4, label="in-process")
+            ax.set_xticks(list(xs), [f"b{r['batch']}" for r in mine])
+            ax.set_title(name, fontsize=9)
+            ax.set_yscale("log")
+        axes[0].set_ylabel("ms per utterance")
+        axes[0].legend(fontsize=8)
+        save(fig, "models")
+    return made
+
+
+def write(results: dict, out_dir: Path, prefix: str) -> list[Path]:
+    """``<prefix>.json``, ``<prefix>.md`` and the plots, plus ``latest.json`` / ``latest.md``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results["ratios"] = ratios(results)
+    results["targets"] = targets(results)
+    plots = plot(results, out_dir, prefix)
+    text = json.dumps(results, indent=1)
+    md = markdown(results, plots)
+    paths = []
+    for name in (prefix, "latest"):
+        (out_dir / f"{name}.json").write_text(text)
+        (out_dir / f"{name}.md").write_text(md)
+        paths += [out_dir / f"{name}.json", out_dir / f"{name}.md"]
+    return paths + [out_dir / p for p in plots.values()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Re-render a results JSON: ``python -m benchmarks.report RESULTS.json [OUT_DIR]``."""
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(main.__doc__)
+        return 0 if argv else 2
+    path = Path(argv[0])
+    results = json.loads(path.read_text())
+    for p in write(results, Path(argv[1]) if len(argv) > 1 else path.parent, results["device"]["tag"]):
+        print(p)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""The benchmark's own arithmetic: chunk timing, percentiles, process accounting, ratios, targets, report."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from benchmarks import report
+from benchmarks.monitor import ProcessSampler, _STUB_MODEL, role
+from benchmarks.pipeline import Timeline, percentiles, triton_delta
+
+
+def test_an_instant_of_a_call_maps_to_the_send_time_of_the_chunk_holding_it():
+    # 8 kHz, 200 ms chunks of 1600 frames; chunk k sent at 100 + k
+    t = Timeline({"c": 8000}, {"c": [100.0 + k for k in range(5)]})
+    assert t.wall_time("c", 0.0) == 100.0  # the first sample is in chunk 0
+    assert t.wall_time("c", 0.1999) == 100.0
+    assert t.wall_time("c", 0.2) == 100.0  # the 1600th frame ends chunk 0
+    assert t.wall_time("c", 0.2001) == 101.0
+    assert t.wall_time("c", 0.95) == 104.0
+    assert t.wall_time("c", 30.0) == 104.0  # past the end: the last chunk
+
+
+def test_percentiles():
+    p = percentiles(list(range(1, 101)))
+    assert p["n"] == 100 and p["p50"] == pytest.approx(50.5) and p["p95"] == pytest.approx(95.05)
+    assert p["max"] == 100 and p["mean"] == pytest.approx(50.5)
+    assert percentiles([]) == {"n": 0}
+
+
+def test_triton_statistics_deltas_per_request_and_execution():
+    before = {"asr": {"requests": 10, "executions": 10, "inferences": 10, "queue_ns": 0, "compute_ns": 10_000_000_000}}
+    after = {"asr": {"requests": 14, "executions": 12, "inferences": 16, "queue_ns": 8_000_000, "compute_ns": 14_000_000_000},
+             "idle": {"requests": 3, "executions": 3, "inferences": 3, "queue_ns": 0, "compute_ns": 0}}
+    d = triton_delta(before, after)
+    assert d["asr"] == {"requests": 4, "rows_per_execution": 3.0, "queue_ms": 2.0, "compute_ms_per_execution": 2000.0}
+    assert d["idle"]["requests"] == 3  # a model the "before" did not know counts from zero
+
+
+def test_the_process_sampler_measures_a_busy_child_and_not_an_idle_one():
+    code = "import time\nt = time.time()\nwhile time.time() - t < 1.2: pass\ntime.sleep(30)"
+    busy = subprocess.Popen([sys.executable, "-c", code])
+    idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        sampler = ProcessSampler({"busy#0": busy.pid, "idle#0": idle.pid}, interval_s=0.1).start()
+        time.sleep(1.5)
+        out = sampler.stop()
+    finally:
+        busy.kill(), idle.kill()
+    assert 0.8 <= out["busy#0"]["cpu_s"] <= 1.6, out
+    assert out["idle#0"]["cpu_s"] < 0.2, out
+    assert out["busy#0"]["rss_mb_peak"] > 1
+    assert out["total"]["cpu_s"] == pytest.approx(out["busy#0"]["cpu_s"] + out["idle#0"]["cpu_s"], abs=0.02)
+
+
+def test_triton_stub_processes_are_named_after_their_model():
+    arg = "/srv/var/stacks/bench/model_repository/speech_encoder/3/model.py"
+    assert _STUB_MODEL.search(arg).group(1) == "speech_encoder"
+    assert _STUB_MODEL.search("/usr/bin/tritonserver") is None
+    assert role("triton:asr#1") == "triton:asr" and role("graph_gat#0") == "graph_gat" and role("kafka") == "kafka"
+
+
+def _run_result(calls, pace, throughput, p95, **extra):
+    stages = {s: {"n": 1, "p50": 0.1, "p95": 0.2} for s in ("endpointing", "asr", "text")}
+    return {"calls": calls, "pace": pace, "throughput_x": throughput, "rtf": 1 / throughput, "audio_s": 100.0,
+            "wall_s": 100.0 / throughput, "latency_s": {"overall": {"n": 3, "p50": p95 / 2, "p95": p95, "p99": p95},
+                                                          "stages": stages},
+            "latencies_s": [0.5, 1.0, p95], "events": 3, "utterances": 3, "duplicate_events": 0,
+            "lag": {"asr_alignment": {"max": 4, "mean": 1, "final": 0}}, "lag_series": [(0.0, {"asr_alignment": 4})],
+            "processes": {"triton:asr#0": {"cpu_s": 9.0, "cores": 0.9, "rss_mb_peak": 800, "rss_mb_mean": 700},
+                          "total": {"cpu_s": 9.0, "cores": 0.9, "rss_mb_peak": 800, "rss_mb_mean": 700}},
+            "cores_used": 0.9, "triton": {}, "cache": {}, "cache_hit_ratio": {"asr_alignment": 0.0}, **extra}  # fmt: skip
+
+
+def results_fixture() -> dict:
+    return {
+        "started": "2026-12-01 10:00", "command": "emotion bench", "duration_s": 600.0,
+        "machine": {"cpu": "test cpu", "cores": 2, "memory_gb": 24.0}, "device": {"kind": "cpu", "name": "CPU, 2 cores", "tag": "cpu"},
+        "workload": {"calls": 16, "turns": [5, 8], "seed": 0, "audio_s": 500.0},
+        "model": {"version": "proposed@abc", "weights": "random"}, "gpu": "not run",
+        "ceilings": {"asr": [{"workers": 1, "threads": 2, "utterances": 9, "wall_s": 10.0, "throughput_x": 3.0},
+                             {"workers": 2, "threads": 1, "utterances": 9, "wall_s": 8.0, "throughput_x": 4.0}],
+                     "chain": {"threads": 2, "utterances": 9, "wall_s": 20.0, "throughput_x": 2.0}},
+        "e2e": [_run_result(16, "fast", 3.6, 50.0), _run_result(4, "realtime", 1.0, 1.5), _run_result(4, "fast", 3.0, 9.0)],
+        "cache": {"cold": _run_result(16, "fast", 3.6, 50.0), "warm": _run_result(16, "fast", 18.0, 1.0)},
+        "fusion": [{"model": "proposed", "threads": 1, "batch": 32, "ms_per_utterance": 1.5, "parameters": 2_000_000,
+                    "paper_ms_per_utterance": None}],
+    }  # fmt: skip
+
+
+def test_ratios_are_against_the_best_asr_split_and_the_chain():
+    r = report.ratios(results_fixture())
+    assert r["e2e_n16_vs_asr_ceiling"] == pytest.approx(0.9)  # 3.6 / max(3.0, 4.0)
+    assert r["e2e_n16_vs_chain"] == pytest.approx(1.8)
+    assert r["e2e_n4_vs_asr_ceiling"] == pytest.approx(0.75)
+    assert r["latency_p95_n4_realtime_s"] == 1.5
+    assert r["fusion_ms_per_utterance_batch32"] == 1.5
+    assert r["cache_warm_vs_cold_throughput"] == pytest.approx(5.0)
+
+
+def test_targets_say_met_missed_or_not_measured():
+    res = results_fixture()
+    met = {t["field"]: t["met"] for t in report.targets(res)}
+    assert met == {"e2e_n16_vs_asr_ceiling": True, "e2e_n16_vs_chain": True, "latency_p95_n4_realtime_s": True,
+                   "fusion_ms_per_utterance_batch32": True}  # fmt: skip
+    res["e2e"][1]["latency_s"]["overall"]["p95"] = 2.5
+    res["ceilings"]["asr"][1]["throughput_x"] = 5.0
+    res["fusion"] = []
+    met = {t["field"]: t["met"] for t in report.targets(res)}
+    assert met["latency_p95_n4_realtime_s"] is False and met["e2e_n16_vs_asr_ceiling"] is False
+    assert met["fusion_ms_per_utterance_batch32"] is None
+
+
+def test_the_report_is_written_with_its_plots_and_can_be_rendered_again(tmp_path):
+    res = results_fixture()
+    paths = report.write(res, tmp_path, "cpu")
+    names = {p.name for p in paths}
+    assert {"cpu.json", "cpu.md", "latest.json", "latest.md", "cpu-throughput.png", "cpu-latency.png", "cpu-stages.png",
+            "cpu-cpu.png", "cpu-lag.png"} <= names  # fmt: skip
+    for p in paths:
+        assert p.stat().st_size > 0
+    saved = json.loads((tmp_path / "latest.json").read_text())
+    assert saved["ratios"]["e2e_n16_vs_asr_ceiling"] == pytest.approx(0.9)
+    assert [t["met"] for t in saved["targets"]] == [True, True, True, True]
+    md = (tmp_path / "cpu.md").read_text()
+    assert "| end-to-end throughput at N=16 / ASR-only ceiling | `e2e_n16_vs_asr_ceiling` | >= 0.8 | 0.90 | yes |" in md
+    assert "![throughput](cpu-throughput.png)" in md
+    os.remove(tmp_path / "cpu.md")
+    assert report.main([str(tmp_path / "cpu.json")]) == 0
+    assert (tmp_path / "cpu.md").read_text() == md
