@@ -51,6 +51,7 @@ def make_consumer(settings: Settings, group_id: str | None, topics: list[str] | 
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
         "max_poll_records": settings.runtime.max_batch,
+        "fetch_max_wait_ms": 2000,  # the broker answers as soon as there is data; this only spaces idle fetches
         "fetch_max_bytes": max(52_428_800, settings.kafka.max_message_bytes),
         "max_partition_fetch_bytes": settings.kafka.max_message_bytes,
         "session_timeout_ms": 10_000,

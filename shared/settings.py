@@ -127,7 +127,9 @@ class RuntimeSettings(BaseModel):
     max_wait_ms: int = 20
     max_in_flight: int = 8
     """Batches a service that defers its results (the ASR service) keeps in flight at once."""
-    poll_timeout_ms: int = 200
+    poll_timeout_ms: int = 1000
+    """Longest wait for a first record (a poll returns as soon as one arrives; shorter only wakes
+    an idle service more often)."""
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 0
     """0 picks a free port; the local stack's Prometheus finds it through its file-based discovery."""
