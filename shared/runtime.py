@@ -306,15 +306,16 @@ class ServiceRuntime:
 
     # ---- one batch -------------------------------------------------------------------------
     def _poll_batch(self, quick: bool = False) -> list:
-        """Up to ``max_batch`` records, waiting ``poll_timeout_ms`` for the first (only a moment
-        when ``quick``: batches in flight are waiting to be completed) and ``max_wait_ms`` more."""
+        """Up to ``max_batch`` records, waiting ``poll_timeout_ms`` for the first (only
+        ``max_wait_ms`` when ``quick``: batches in flight are waiting to be completed) and
+        ``max_wait_ms`` more."""
         rt = self.settings.runtime
         assert self._consumer is not None
         records: list = []
         deadline = time.monotonic() + rt.max_wait_ms / 1000
         first = True
         while len(records) < rt.max_batch and not self._stop.is_set():
-            timeout = (1 if quick else rt.poll_timeout_ms) if first else max(0, int((deadline - time.monotonic()) * 1000))
+            timeout = (rt.max_wait_ms if quick else rt.poll_timeout_ms) if first else max(0, int((deadline - time.monotonic()) * 1000))
             polled = self._consumer.poll(timeout_ms=timeout, max_records=rt.max_batch - len(records))
             for recs in polled.values():
                 records.extend(recs)
@@ -358,10 +359,11 @@ class ServiceRuntime:
         return len(outputs)
 
     def run_once(self) -> BatchReport | None:
-        """One step: poll and submit a batch (unless ``max_in_flight`` batches are in flight),
-        then complete the oldest batch in flight if its results are ready (waiting up to a poll
-        timeout for them when nothing new came in or the pipeline is full).  Returns the report
-        of the batch completed (or dropped after a failure) now; None when none was."""
+        """One step: poll and submit a batch (unless ``max_in_flight`` batches are in flight:
+        then wait up to a poll timeout for the oldest), then complete the oldest batch in flight
+        if its results are ready.  While batches are in flight a poll waits only ``max_wait_ms``,
+        so that new input keeps being taken in and a finished batch is completed soon after.
+        Returns the report of the batch completed (or dropped after a failure) now; None when none was."""
         full = len(self._in_flight) >= self.settings.runtime.max_in_flight
         records = [] if full else self._poll_batch(quick=bool(self._in_flight))
         self._update_lag()
@@ -371,8 +373,7 @@ class ServiceRuntime:
                 return failed
         if not self._in_flight:
             return None
-        wait_s = self.settings.runtime.poll_timeout_ms / 1000 if full or not records else 0.0
-        if self._in_flight[0].results.wait(wait_s):
+        if self._in_flight[0].results.wait(self.settings.runtime.poll_timeout_ms / 1000 if full else 0.0):
             return self._complete()
         return None
 
