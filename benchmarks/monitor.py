@@ -71,7 +71,7 @@ class _Track:
 class ProcessSampler:
     """CPU and RSS of ``processes`` (label -> pid) between :meth:`start` and :meth:`stop`."""
 
-    def __init__(self, processes: Mapping[str, int], interval_s: float = 0.5):
+    def __init__(self, processes: Mapping[str, int], interval_s: float = 1.0):
         self.processes = dict(processes)
         self.interval_s = interval_s
         self._tracks: dict[str, _Track] = {}
@@ -125,7 +125,7 @@ class ProcessSampler:
 class LagSampler:
     """Consumer lag of each service's group over every partition of its input topics."""
 
-    def __init__(self, settings: Settings, inputs: Mapping[str, tuple[str, list[str]]], interval_s: float = 1.0):
+    def __init__(self, settings: Settings, inputs: Mapping[str, tuple[str, list[str]]], interval_s: float = 2.0):
         """``inputs``: service -> (consumer group, input topics)."""
         from kafka import TopicPartition
 
@@ -159,10 +159,17 @@ class LagSampler:
         self._thread.start()
         return self
 
+    def latest(self, since: float) -> dict[str, int] | None:
+        """The newest sample, if it was taken after ``since`` (``time.monotonic()``), else None."""
+        if self.series and self._t0 + self.series[-1][0] >= since:
+            return self.series[-1][1]
+        return None
+
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                self.series.append((round(time.monotonic() - self._t0, 2), self.lag()))
+                t = time.monotonic()
+                self.series.append((round(t - self._t0, 2), self.lag()))
             except Exception as exc:  # noqa: BLE001 - a lost sample is not worth failing the run
                 log.debug("lag sample failed: %s", exc)
             self._stop.wait(self.interval_s)

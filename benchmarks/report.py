@@ -113,6 +113,10 @@ def markdown(results: dict, plots: dict[str, str] | None = None) -> str:
             rows.append([f"whole model chain, one utterance at a time, {ch['threads']} threads", ch["utterances"], ch["wall_s"],
                          ch["throughput_x"]])  # fmt: skip
         lines += _table(["ceiling", "utterances", "wall s", "x real time"], rows)
+        if c.get("asr_after"):
+            lines += ["", f"The faster split measured again after the stack was stopped: {c['asr_after']['throughput_x']:.2f}x "
+                      f"({100 * c['drift']:+.1f} %): how much the machine's speed drifted over the run (a shared host); "
+                      "the ratios use the measurement taken right before the largest end-to-end run."]  # fmt: skip
     if results.get("e2e"):
         lines += ["", "## End to end (the five services on Kafka, Redis and Triton)", ""]
         rows = []

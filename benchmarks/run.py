@@ -164,6 +164,7 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     from training.serving.export import export_repository
 
     quick = args.quick
+    needs_stack = bool(set(args.sections) & {"e2e", "cache", "models"})
     calls = sorted(set(args.calls or ([1, 2] if quick else [1, 4, 16])))
     turns = tuple(args.turns or ((2, 3) if quick else (5, 8)))
     sections = set(args.sections)
@@ -183,7 +184,7 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         "gpu": ("not run: no GPU on this machine; `emotion bench --device cuda` on a GPU host writes its own report "
                 "(gpu-<card>.md) beside this one") if device["kind"] == "cpu" else "this report is the GPU run",
     }  # fmt: skip
-    steps = (2 if "ceilings" in sections else 0) + ("e2e" in sections) * len(calls) * len(args.paces) + \
+    steps = (2 + bool(needs_stack) if "ceilings" in sections else 0) + ("e2e" in sections) * len(calls) * len(args.paces) + \
         ("cache" in sections) + 2 * ("models" in sections) + ("fusion" in sections)  # fmt: skip
     bar = tqdm(total=steps + 1, desc="bench", unit="step", dynamic_ncols=True, disable=not sys.stderr.isatty())
 
@@ -191,17 +192,21 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         bar.set_postfix_str(what)
         log.info("bench: %s (%.0f s so far)", what, time.monotonic() - t0)
 
+    workers = _asr_default()  # as many Whispers as the asr model has instances
+    best_split = (workers, max(1, n_cores // workers))
     if "ceilings" in sections:
-        step("ceiling: bare faster-whisper")
-        workers = _asr_default()  # as many as the asr model has instances
-        splits = sorted({(1, n_cores), (workers, max(1, n_cores // workers))})
-        results["ceilings"] = {"asr": [ceilings.asr_ceiling(bench, workload, max(calls), w, t) for w, t in splits]}
-        bar.update()
+        # one Whisper with every thread, the chain, then the parallel split (usually the ceiling)
+        # last, right before the stack and the largest end-to-end run: the machine's speed drifts
+        step("ceiling: bare faster-whisper, one Whisper")
+        results["ceilings"] = {"asr": [ceilings.asr_ceiling(bench, workload, max(calls), 1, n_cores)]}
         step("ceiling: the in-process chain")
         results["ceilings"]["chain"] = ceilings.chain_ceiling(bench, workload, max(calls), model_dir, n_cores)
         bar.update()
+        if best_split != (1, n_cores):
+            step("ceiling: bare faster-whisper, one Whisper per instance")
+            results["ceilings"]["asr"].append(ceilings.asr_ceiling(bench, workload, max(calls), *best_split))
+        bar.update()
 
-    needs_stack = sections & {"e2e", "cache", "models"}
     services = ServiceProcesses(bench)
     try:
         if needs_stack:
@@ -214,15 +219,19 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         largest = None
         if "e2e" in sections or "cache" in sections:
             results["e2e"] = []
-            for pace in args.paces if "e2e" in sections else ["fast"]:
-                for n in calls if "e2e" in sections else [max(calls)]:
-                    step(f"end to end: {n} call(s), {pace}")
-                    pipeline.clear_caches(bench)
-                    outcome = pipeline.run_calls(bench, services, workload, n, pace, f"{pace}{n}")
-                    results["e2e"].append(outcome.result)
-                    if pace == "fast" and n == max(calls):
-                        largest = outcome
-                    bar.update()
+            runs = [(pace, n) for pace in args.paces for n in calls] if "e2e" in sections else [("fast", max(calls))]
+            if ("fast", max(calls)) in runs:  # first: the run the ceilings are compared with, closest to them
+                runs.remove(("fast", max(calls)))
+                runs.insert(0, ("fast", max(calls)))
+            for pace, n in runs:
+                step(f"end to end: {n} call(s), {pace}")
+                pipeline.clear_caches(bench)
+                outcome = pipeline.run_calls(bench, services, workload, n, pace, f"{pace}{n}")
+                results["e2e"].append(outcome.result)
+                if (pace, n) == ("fast", max(calls)):
+                    largest = outcome
+                bar.update()
+            results["e2e"].sort(key=lambda r: (r["pace"], r["calls"]))
             if "cache" in sections and largest is not None:
                 step(f"cache: {max(calls)} calls again, warm")
                 warm = pipeline.run_calls(bench, services, workload, max(calls), "fast", f"warm{max(calls)}")
@@ -249,6 +258,13 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         services.stop()
         if needs_stack and not args.keep:
             stack.down(bench)
+    if "ceilings" in sections and needs_stack:
+        step("ceiling again: how much the machine's speed drifted over the run")
+        before = results["ceilings"]["asr"][-1]
+        after = ceilings.asr_ceiling(bench, workload, max(calls), before["workers"], before["threads"])
+        results["ceilings"]["asr_after"] = after
+        results["ceilings"]["drift"] = round(after["throughput_x"] / before["throughput_x"] - 1, 3)
+        bar.update()
     if "fusion" in sections:
         step("fusion heads")
         meta = read_meta(model_dir)

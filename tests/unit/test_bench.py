@@ -85,7 +85,9 @@ def results_fixture() -> dict:
         "model": {"version": "proposed@abc", "weights": "random"}, "gpu": "not run",
         "ceilings": {"asr": [{"workers": 1, "threads": 2, "utterances": 9, "wall_s": 10.0, "throughput_x": 3.0},
                              {"workers": 2, "threads": 1, "utterances": 9, "wall_s": 8.0, "throughput_x": 4.0}],
-                     "chain": {"threads": 2, "utterances": 9, "wall_s": 20.0, "throughput_x": 2.0}},
+                     "chain": {"threads": 2, "utterances": 9, "wall_s": 20.0, "throughput_x": 2.0},
+                     "asr_after": {"workers": 2, "threads": 1, "utterances": 9, "wall_s": 8.4, "throughput_x": 3.8},
+                     "drift": -0.05},
         "e2e": [_run_result(16, "fast", 3.6, 50.0), _run_result(4, "realtime", 1.0, 1.5), _run_result(4, "fast", 3.0, 9.0)],
         "cache": {"cold": _run_result(16, "fast", 3.6, 50.0), "warm": _run_result(16, "fast", 18.0, 1.0)},
         "fusion": [{"model": "proposed", "threads": 1, "batch": 32, "ms_per_utterance": 1.5, "parameters": 2_000_000,
@@ -130,6 +132,7 @@ def test_the_report_is_written_with_its_plots_and_can_be_rendered_again(tmp_path
     md = (tmp_path / "cpu.md").read_text()
     assert "| end-to-end throughput at N=16 / ASR-only ceiling | `e2e_n16_vs_asr_ceiling` | >= 0.8 | 0.90 | yes |" in md
     assert "![throughput](cpu-throughput.png)" in md
+    assert "measured again after the stack was stopped: 3.80x (-5.0 %)" in md
     os.remove(tmp_path / "cpu.md")
     assert report.main([str(tmp_path / "cpu.json")]) == 0
     assert (tmp_path / "cpu.md").read_text() == md
