@@ -213,17 +213,21 @@ def plot(results: dict, out_dir: Path, prefix: str) -> dict[str, str]:
         ax.set_xticks(range(len(ns)), [f"N={n}" for n in ns])
         ax.set_ylabel("seconds of call audio per second")
         ax.set_title("Throughput (concurrent calls)")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3)
         save(fig, "throughput")
 
         fig, ax = plt.subplots(figsize=(7, 4))
         for r in runs:
-            if r["pace"] == "realtime" and r["latencies_s"]:
-                ax.hist(r["latencies_s"], bins=30, histtype="step", linewidth=1.5, label=f"N={r['calls']} real time")
-        ax.axvline(2.0, color="tab:red", ls="--", label="2 s target (N=4)")
-        ax.set_xlabel("utterance end -> emotion event (s)")
-        ax.set_ylabel("utterances")
-        ax.set_title("Latency at real-time pace")
+            if r["latencies_s"]:
+                xs = sorted(r["latencies_s"])
+                ax.step(xs, [(i + 1) / len(xs) for i in range(len(xs))], where="post",
+                        ls="-" if r["pace"] == "realtime" else ":", label=f"N={r['calls']} {r['pace']}")  # fmt: skip
+        ax.axvline(2.0, color="tab:red", ls="--", label="2 s target (N=4, real time)")
+        ax.axhline(0.95, color="tab:gray", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_xlabel("utterance end -> emotion event (s, log scale)")
+        ax.set_ylabel("fraction of utterances")
+        ax.set_title("Latency (cumulative; grey line: p95)")
         ax.legend(fontsize=8)
         save(fig, "latency")
 
