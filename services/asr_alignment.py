@@ -15,7 +15,8 @@ audio in memory between batches and a restarted or rebalanced instance carries o
   :meth:`services.segmentation.ChannelSegmenter.state` (the not-yet-segmented 16 kHz int16 tail,
   the resampler and VAD state);
 * ``emotion:state:asr:active`` -- sorted set of calls by the wall time of their last chunk; from
-  :meth:`AsrAlignmentService.tick`, any instance flushes calls silent for ``silence_timeout_s``.
+  :meth:`AsrAlignmentService.tick`, the instance that holds a call's partition flushes it once it
+  has been silent for ``silence_timeout_s``.
 
 Delivery.  :meth:`process` and :meth:`tick` only read the state; the new state of the calls a
 batch touched is written in one Redis transaction by :meth:`delivered`, once the broker has
@@ -448,11 +449,14 @@ class AsrAlignmentService(TritonService):
 
     # ---- timers ----------------------------------------------------------------------------
     def tick(self, now: float) -> list[Utterance]:
-        """Flush the calls that sent nothing for ``silence_timeout_s``, as if they had ended (the
-        runtime only ticks with no batch in flight, so the state in Redis is the newest)."""
+        """Flush the calls of this instance's partitions that sent nothing for ``silence_timeout_s``,
+        as if they had ended.  The runtime ticks only once the service has caught up, so their
+        audio is not waiting in a backlog; a call on another instance's partitions may be (that
+        instance flushes it), and a call a batch in flight has touched has just sent audio."""
         with self.ctx.state.guard() as r:
             idle_since = now - self.seg_settings.silence_timeout_s
             silent = [m.decode() for m in r.zrangebyscore(self._active_key, "-inf", idle_since)]
+        silent = [c for c in silent if c not in self._live and self.ctx.owns(self.input_topic, c.encode("utf-8"))]
         calls = {call_id: self._load(call_id) for call_id in silent}
         pending = []
         for call in calls.values():
@@ -463,8 +467,9 @@ class AsrAlignmentService(TritonService):
                      call.call_id, now - call.last_chunk, len(completed))  # fmt: skip
         snapshot = self._snapshot(calls, pending)
         utterances = _Transcription(self, pending).result()
-        if utterances:
+        if utterances:  # written when they are delivered; until then later batches go on from memory
             self._undelivered.append(snapshot)
+            self._live.update(calls)
         else:
             self._save(snapshot)
         return utterances

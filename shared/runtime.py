@@ -10,7 +10,9 @@ downstream consumers de-duplicate on ``utterance_id``.
 
 A service that joins several inputs (graph, fusion) declares them in :meth:`Service.inputs`; one
 with timers (the ASR service's silence-timeout flush) returns outputs from :meth:`Service.tick`,
-which runs when the service has caught up with its input.
+which runs when the service has caught up with its input: its last poll drained what the broker
+had for it (fewer records than ``max_batch``), so "no audio for a while" is never a backlog.  A
+tick's outputs queue behind the batches in flight and are completed in their turn.
 
 Pipelining.  ``process`` may return a :class:`Deferred` instead of its results: the batch's
 inference is still running (requests in flight at Triton).  The loop then polls and submits the
@@ -38,13 +40,14 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 from kafka.errors import KafkaError
+from kafka.partitioner.default import murmur2
 
 from shared.cache import FeatureCache
 from shared.contracts import Contract, ContractError, DeadLetter, decode
@@ -131,6 +134,9 @@ class Context:
     state: StateStore
     """State that must not be lost (call buffers, joins): Redis errors are retried."""
     instance_id: str
+    owns: Callable[[str, bytes], bool] = lambda topic, key: True
+    """Whether messages of ``topic`` with ``key`` (a call id) come to this instance: the partition
+    Kafka's default partitioner gives the key is assigned to it.  Timers act only on what they own."""
 
 
 class Service(ABC):
@@ -166,10 +172,10 @@ class Service(ABC):
         failed) and will be replayed: forget whatever state they computed."""
 
     def tick(self, now: float) -> list[Output | Contract]:
-        """Timers: called at most every ``runtime.tick_interval_s``, when a poll found no new
-        input (the service has caught up, so "no audio for a while" is not a backlog).  The
-        outputs are produced and acknowledged (then passed to :meth:`delivered`).  Never runs while
-        batches are in flight."""
+        """Timers: called at most every ``runtime.tick_interval_s``, when the service has caught
+        up with its input (so "no audio for a while" is not a backlog), possibly while batches are
+        in flight.  The outputs are produced after those batches' and acknowledged, then passed to
+        :meth:`delivered` in that order, as a batch's would be."""
         return []
 
     def close(self) -> None:
@@ -207,6 +213,8 @@ class BatchReport:
     produced: int = 0
     deadlettered: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+    failed: bool = False
+    """A dependency failed: nothing of the batch was committed; it will be replayed."""
 
 
 class ServiceRuntime:
@@ -230,6 +238,8 @@ class ServiceRuntime:
         self._ctx: Context | None = None
         self.metrics_port: int | None = None
         self._in_flight: deque[_Batch] = deque()
+        self._caught_up = False
+        """The last poll drained what the broker had for this instance (timers may run)."""
 
     # ---- lifecycle -------------------------------------------------------------------------
     def stop(self, *_args) -> None:
@@ -249,7 +259,7 @@ class ServiceRuntime:
 
             self._target_file = register_scrape_target(s, self.service.name, self.instance_id, self.metrics_port)
         self._ctx = Context(settings=s, metrics=self.metrics, cache=FeatureCache(s), state=StateStore(s),
-                            instance_id=self.instance_id)  # fmt: skip
+                            instance_id=self.instance_id, owns=self.owns)  # fmt: skip
         self.service.setup(self._ctx)
         self._producer = make_producer(s)
         self._consumer = make_consumer(s, self.group_id, list(self._contracts))
@@ -298,7 +308,7 @@ class ServiceRuntime:
             while not self._stop.is_set() and (max_batches is None or done < max_batches):
                 if self.run_once():
                     done += 1
-                elif not self._in_flight:  # caught up: only now can a quiet call be told from a backlog
+                if self._caught_up:  # only now can a quiet call be told from a backlog
                     self.run_tick()
             self._drain()
         finally:
@@ -320,11 +330,23 @@ class ServiceRuntime:
             for recs in polled.values():
                 records.extend(recs)
             if first and not records:
+                self._caught_up = True
                 return []
             first = False
             if time.monotonic() >= deadline or not polled:
                 break
+        self._caught_up = len(records) < rt.max_batch
         return records
+
+    def owns(self, topic: str, key: bytes) -> bool:
+        """See :attr:`Context.owns`."""
+        if self._consumer is None:
+            return False
+        partitions = sorted(self._consumer.partitions_for_topic(topic) or ())
+        if not partitions:
+            return False
+        partition = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
+        return TopicPartition(topic, partition) in self._consumer.assignment()
 
     @contextmanager
     def _timed(self, report: BatchReport, stage: str) -> Iterator[None]:
@@ -337,7 +359,8 @@ class ServiceRuntime:
             self.metrics.stage_seconds.labels(self.service.name, stage).observe(dt)
 
     def run_tick(self, force: bool = False) -> int:
-        """Run :meth:`Service.tick` when it is due; returns the number of outputs produced."""
+        """Run :meth:`Service.tick` when it is due; returns the number of outputs produced (or
+        queued behind the batches in flight)."""
         now = time.monotonic()
         if not force and now - self._last_tick < self.settings.runtime.tick_interval_s:
             return 0
@@ -346,15 +369,16 @@ class ServiceRuntime:
         try:
             outputs = [o if isinstance(o, Output) else Output(o) for o in svc.tick(time.time())]
             if outputs:
-                pending = [_Pending(record=None, message=o.message, outputs=[o]) for o in outputs]
-                self._produce(pending, BatchReport())
-                svc.delivered([o.message for o in outputs])
+                pending = [_Pending(record=None, message=o.message) for o in outputs]
+                tick = _Batch([], pending, pending, Completed([[o] for o in outputs]), BatchReport(), time.perf_counter())
+                self._in_flight.append(tick)  # behind the batches in flight, completed in its turn
+                if len(self._in_flight) == 1 and self._complete().failed:
+                    return 0
         except Exception as exc:
             if not is_dependency_failure(exc):
                 raise
-            svc.abandon()
-            self.metrics.errors.labels(svc.name, type(exc).__name__).inc()
             log.warning("%s: tick failed (%s); trying again at the next tick", svc.name, exc)
+            self._fail(exc, BatchReport())  # the batches in flight too: the service forgot their state
             return 0
         return len(outputs)
 
@@ -365,6 +389,8 @@ class ServiceRuntime:
         so that new input keeps being taken in and a finished batch is completed soon after.
         Returns the report of the batch completed (or dropped after a failure) now; None when none was."""
         full = len(self._in_flight) >= self.settings.runtime.max_in_flight
+        if full:
+            self._caught_up = False  # not polling: input may be piling up at the broker
         records = [] if full else self._poll_batch(quick=bool(self._in_flight))
         self._update_lag()
         if records:
@@ -418,17 +444,20 @@ class ServiceRuntime:
                 self._produce(pending, report)
             if valid:
                 svc.delivered([o.message for p in pending if p.message is not None for o in p.outputs])
-            with self._timed(report, "commit"):
-                self._commit(batch.records)
+            if batch.records:  # a tick's outputs have no input to commit
+                with self._timed(report, "commit"):
+                    self._commit(batch.records)
         except Exception as exc:
             if not is_dependency_failure(exc):
                 raise
             return self._fail(exc, report)
         self._in_flight.popleft()
         m = self.metrics
-        m.batch_size.labels(svc.name).observe(len(batch.records))
+        if batch.records:
+            m.batch_size.labels(svc.name).observe(len(batch.records))
         for p in pending:
-            m.messages.labels(svc.name, p.record.topic, "ok" if p.message is not None else "deadletter").inc()
+            if p.record is not None:
+                m.messages.labels(svc.name, p.record.topic, "ok" if p.message is not None else "deadletter").inc()
         m.stage_seconds.labels(svc.name, "total").observe(time.perf_counter() - batch.started)
         return report
 
@@ -443,6 +472,7 @@ class ServiceRuntime:
                     self.settings.runtime.retry_backoff_s)  # fmt: skip
         self._rewind(dropped)
         self._stop.wait(self.settings.runtime.retry_backoff_s)
+        report.failed = True
         return report
 
     def _drain(self) -> None:

@@ -362,6 +362,50 @@ def test_a_silent_call_is_flushed_by_tick_even_after_a_restart(make_service, ste
     assert later[0].index == 2 and later[0].start >= flushed[0].end
 
 
+def test_only_the_instance_that_holds_a_calls_partition_flushes_it(make_service, stereo_call, settings):
+    """Another instance may still be working through a backlog of the call's audio."""
+    pcm, spans = stereo_call
+    all_chunks = chunks(pcm)
+    cut = int((spans[1][2] - 0.5) * RATE) // CHUNK
+    feed(make_service(), all_chunks[:cut])
+    later = time.time() + settings.segmentation.silence_timeout_s + 1
+
+    def instance(owns):
+        svc = AsrAlignmentService(settings)
+        svc.setup(Context(settings=settings, metrics=ServiceMetrics("asr_alignment"), cache=FeatureCache(settings),
+                          state=StateStore(settings), instance_id="x", owns=owns))  # fmt: skip
+        return svc
+
+    asked = []
+    other = instance(lambda topic, key: asked.append((topic, key)) or False)
+    assert other.tick(later) == []
+    assert asked == [("calls.audio", b"call-1")]
+    [flushed] = instance(lambda topic, key: True).tick(later)
+    assert flushed.utterance_id == "call-1:00001"
+
+
+def test_a_call_in_flight_is_not_silent_and_a_call_goes_on_from_a_flush_not_yet_delivered(
+    make_service, stereo_call, settings
+):
+    pcm, spans = stereo_call
+    all_chunks = chunks(pcm)
+    cut = int((spans[1][2] - 0.5) * RATE) // CHUNK
+    svc = make_service()
+    feed(svc, all_chunks[: cut - 4])
+    in_flight = svc.process(all_chunks[cut - 4 : cut])  # processed, not delivered yet
+    later = time.time() + settings.segmentation.silence_timeout_s + 1
+    assert svc.tick(later) == []  # its newest audio is in memory, not in Redis
+    svc.delivered(utterances_of(in_flight.result()))
+    [flushed] = svc.tick(later)  # not delivered yet
+    assert flushed.utterance_id == "call-1:00001"
+    rest = utterances_of(run(svc, all_chunks[cut:], deliver=False))  # the call goes on from the flushed state
+    assert [u.index for u in rest] == [2, 3] and rest[0].start >= flushed.end
+    svc.delivered([flushed])  # in the order the runtime completes them
+    svc.delivered(rest)
+    r = svc.ctx.state.redis
+    assert not svc._live and not r.exists(svc._channel_key("call-1", 0)) and int(r.hget(svc._call_key("call-1"), "next_index")) == 4
+
+
 def test_hallucinated_text_is_blanked_but_the_utterance_is_published(make_service, stereo_call, fake_asr):
     pcm, _ = stereo_call
     fake_asr.script = lambda seconds, lang: ("시청해주셔서 감사합니다.", [

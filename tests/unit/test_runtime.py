@@ -314,3 +314,58 @@ def test_batches_in_flight_are_completed_when_the_service_stops(tmp_path):
         later.released = True
     r._drain()
     assert r.service.delivered_ids == ["c/0", "c/1"] and r._consumer.commits[-1] == {("utterances", 0): 2}
+
+
+class TimedDeferringService(DeferringService):
+    """A deferring service with a timer that fires once."""
+
+    def __init__(self):
+        super().__init__()
+        self.timer_outputs = []
+
+    def tick(self, now):
+        out, self.timer_outputs = self.timer_outputs, []
+        return out
+
+
+def test_timers_run_once_caught_up_even_with_batches_in_flight_and_queue_behind_them(tmp_path):
+    recs = [Record("utterances", 0, i, b"c", _utt(i)) for i in range(2)]
+    r = _runtime(recs, tmp_path, max_batch=1, max_in_flight=4, poll_timeout_ms=1)
+    r.service = svc = TimedDeferringService()
+    r.run_once(), r.run_once()
+    assert not r._caught_up  # each poll filled a whole batch: maybe a backlog
+    r.run_once()
+    assert r._caught_up and len(r._in_flight) == 2  # the broker had nothing more
+    svc.timer_outputs = [decode(_utt(9))]
+    assert r.run_tick(force=True) == 1
+    assert len(r._in_flight) == 3 and r._producer.sent == []  # queued behind the two batches
+    for later in svc.submitted:
+        later.released = True
+    while r._in_flight:
+        r.run_once()
+    assert svc.delivered_ids == ["c/0", "c/1", "c/9"]
+    assert [c[("utterances", 0)] for c in r._consumer.commits] == [1, 2]  # the tick commits nothing
+
+
+def test_a_full_pipeline_is_not_caught_up(tmp_path):
+    """Not polling, it cannot know whether input piles up at the broker: no timers then."""
+    recs = [Record("utterances", 0, i, b"c", _utt(i)) for i in range(2)]
+    r = _runtime(recs, tmp_path, max_batch=4, max_in_flight=1, poll_timeout_ms=1)
+    r.service = TimedDeferringService()
+    r.run_once()
+    assert r._caught_up  # two records, a batch of four: drained
+    r.run_once()
+    assert not r._caught_up and len(r._in_flight) == 1
+
+
+def test_a_failed_timer_drops_the_batches_in_flight_with_it(tmp_path):
+    class FailingTimer(TimedDeferringService):
+        def tick(self, now):
+            raise Retry("redis went away")
+
+    recs = [Record("utterances", 0, 0, b"c", _utt(0))]
+    r = _runtime(recs, tmp_path, max_batch=1, max_in_flight=4, poll_timeout_ms=1)
+    r.service = svc = FailingTimer()
+    r.run_once()
+    assert r.run_tick(force=True) == 0
+    assert svc.abandoned == 1 and not r._in_flight and r._consumer.seeks == [("utterances", 0, 0)]
