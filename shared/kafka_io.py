@@ -2,6 +2,8 @@
 
 * The producer is idempotent (kafka-python 3.0's default) with ``acks=all``, so a retried send
   never duplicates a record within a producer session.
+* Every client authenticates with SASL/SCRAM (``settings.kafka.security_protocol``) as
+  ``settings.kafka.username`` with :attr:`shared.settings.Settings.kafka_password`.
 * Consumers never auto-commit: :class:`shared.runtime.ServiceRuntime` commits a batch's offsets
   only after every output of that batch has been acknowledged by the broker (at-least-once).
 """
@@ -20,13 +22,19 @@ log = logging.getLogger(__name__)
 
 
 def client_options(settings: Settings) -> dict:
-    """Connection options shared by every kafka-python client (security options go here)."""
-    return {
-        "bootstrap_servers": settings.kafka.bootstrap,
-        "client_id": settings.kafka.client_id,
-        "request_timeout_ms": settings.kafka.request_timeout_ms,
+    """Connection and security options shared by every kafka-python client."""
+    k = settings.kafka
+    options = {
+        "bootstrap_servers": k.bootstrap,
+        "client_id": k.client_id,
+        "request_timeout_ms": k.request_timeout_ms,
         "bootstrap_timeout_ms": 30_000,
+        "security_protocol": k.security_protocol,
     }
+    if k.security_protocol.startswith("SASL"):
+        options.update(sasl_mechanism=k.sasl_mechanism, sasl_plain_username=k.username,
+                       sasl_plain_password=settings.kafka_password)  # fmt: skip
+    return options
 
 
 def make_producer(settings: Settings, **overrides) -> KafkaProducer:

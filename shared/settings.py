@@ -11,6 +11,7 @@ directory's ``secrets/`` folder by ``emotion stack up``.
 from __future__ import annotations
 
 import json
+import os
 import secrets as _secrets
 from functools import cached_property
 from pathlib import Path
@@ -38,6 +39,15 @@ class KafkaSettings(BaseModel):
     max_message_bytes: int = 8 * 1024 * 1024
     client_id: str = "emotion"
     request_timeout_ms: int = 30_000
+    security_protocol: Literal["SASL_PLAINTEXT", "PLAINTEXT"] = "SASL_PLAINTEXT"
+    """The client listener's protocol: SASL/SCRAM authentication (the default), or none at all
+    (only for a broker that another layer guards, e.g. a private network with mTLS at its edge)."""
+    sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256"] = "SCRAM-SHA-512"
+    username: str = "emotion"
+    password: str | None = None
+    password_file: Path | None = None
+    """Where the client password is read from; defaults to ``<home>/secrets/kafka_password``
+    (generated once by the first process that needs it)."""
 
     @property
     def bootstrap(self) -> str:
@@ -248,17 +258,44 @@ class Settings(BaseSettings):
 
     @cached_property
     def redis_password(self) -> str:
-        """Password from the environment, a file, or one generated once under ``secrets/``."""
-        if self.redis.password:
-            return self.redis.password
-        path = self.redis.password_file or (self.secrets_dir / "redis_password")
+        """Redis's password: from the environment, a file, or generated once under ``secrets/``."""
+        return self.secret(self.redis.password, self.redis.password_file, "redis_password")
+
+    @cached_property
+    def kafka_password(self) -> str:
+        """The Kafka client user's SCRAM password: from the environment, a file, or generated once."""
+        return self.secret(self.kafka.password, self.kafka.password_file, "kafka_password")
+
+    @cached_property
+    def kafka_controller_password(self) -> str:
+        """The local broker's password on its own controller listener (SASL/PLAIN)."""
+        return self.secret(None, None, "kafka_controller_password")
+
+    def secret(self, value: str | None, file: Path | None, name: str) -> str:
+        """A secret: ``value`` (an environment variable) when set; else the first line of ``file``
+        (e.g. a mounted Kubernetes or Docker secret), which must exist when given; else
+        ``<home>/secrets/<name>``, generated once (mode 0600) by the first process that asks."""
+        if value:
+            return value
+        if file is not None:
+            if not file.is_file():
+                raise FileNotFoundError(f"secret file {file} (for {name}) does not exist")
+            return file.read_text().strip()
+        path = self.secrets_dir / name
         if path.exists():
             return path.read_text().strip()
         path.parent.mkdir(parents=True, exist_ok=True)
         path.parent.chmod(0o700)
         value = _secrets.token_urlsafe(24)
-        path.write_text(value + "\n")
-        path.chmod(0o600)
+        tmp = path.with_name(f".{name}.{_secrets.token_hex(4)}")
+        tmp.write_text(value + "\n")
+        tmp.chmod(0o600)
+        try:
+            os.link(tmp, path)  # atomic and exclusive: two processes racing get the same secret
+        except FileExistsError:
+            value = path.read_text().strip()
+        finally:
+            tmp.unlink()
         return value
 
 
@@ -275,7 +312,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         if isinstance(value, dict):
             for k, v in value.items():
                 walk(f"{prefix}__{k.upper()}" if prefix else k.upper(), v, (default or {}).get(k) if isinstance(default, dict) else None)
-        elif value != default and value is not None and "PASSWORD" not in prefix:
+        elif value != default and value is not None and not prefix.endswith("PASSWORD"):  # files, not secrets, travel
             env[f"EMOTION_{prefix}"] = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
 
     walk("", settings.model_dump(mode="json"), defaults)

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 import shutil
 import uuid
@@ -105,17 +106,25 @@ def cluster_id(settings: Settings) -> str:
 class Listeners:
     """The listener block of ``server.properties``.
 
-    Only PLAINTEXT today.  SASL/SCRAM later: change ``client_protocol`` to ``SASL_PLAINTEXT`` and
-    put ``sasl.enabled.mechanisms`` / ``listener.name.*.scram-sha-512.sasl.jaas.config`` lines
-    into ``security_extra`` (and pass the matching ``security_protocol``/``sasl_*`` options to
-    :func:`shared.kafka_io.client_options`).
+    ``CLIENT`` (services, tools, and the broker's own inter-broker traffic) speaks
+    ``client_protocol``: SASL/SCRAM by default, its users' credentials created in the metadata log
+    when the storage is formatted (KRaft keeps SCRAM credentials there).  ``CONTROLLER`` (the KRaft
+    quorum, which Kafka 4 also lets admin tools bootstrap from) takes SASL/PLAIN with one user, the
+    broker itself: SCRAM cannot guard a controller, whose credentials would live in the log it serves.
     """
 
     host: str
     port: int
     controller_port: int
-    client_protocol: str = "PLAINTEXT"
-    security_extra: str = ""
+    client_protocol: str = "SASL_PLAINTEXT"
+    mechanism: str = "SCRAM-SHA-512"
+    username: str = ""
+    password: str = ""
+    controller_password: str = ""
+
+    @property
+    def secured(self) -> bool:
+        return self.client_protocol.startswith("SASL")
 
     def values(self) -> dict[str, str]:
         client = f"CLIENT://{self.host}:{self.port}"
@@ -123,10 +132,39 @@ class Listeners:
         return {
             "listeners": f"{client},{controller}",
             "advertised_listeners": f"{client},{controller}",
-            "protocol_map": f"CLIENT:{self.client_protocol},CONTROLLER:PLAINTEXT",
+            "protocol_map": f"CLIENT:{self.client_protocol},CONTROLLER:{'SASL_PLAINTEXT' if self.secured else 'PLAINTEXT'}",
             "inter_broker_listener": "CLIENT",
-            "security_extra": self.security_extra,
+            "security_extra": self.security_lines(),
         }
+
+    def security_lines(self) -> str:
+        if not self.secured:
+            return "# no authentication: settings.kafka.security_protocol is PLAINTEXT"
+        scram = self.mechanism.lower()
+        return "\n".join([
+            f"sasl.enabled.mechanisms={self.mechanism}",
+            f"sasl.mechanism.inter.broker.protocol={self.mechanism}",
+            f"listener.name.client.{scram}.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule "
+            f"required username={_jaas(self.username)} password={_jaas(self.password)};",
+            "listener.name.controller.sasl.enabled.mechanisms=PLAIN",
+            "sasl.mechanism.controller.protocol=PLAIN",
+            "listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule "
+            f"required username=\"controller\" password={_jaas(self.controller_password)} "
+            f"user_controller={_jaas(self.controller_password)};",
+        ])  # fmt: skip
+
+    def scram_user(self) -> str:
+        """The ``StorageTool format --add-scram`` argument that creates the client user."""
+        return f"{self.mechanism}=[name={self.username},password={self.password}]"
+
+    def fingerprint(self) -> str:
+        """What the formatted storage's credentials were made from (hashed: no secret on disk twice)."""
+        return hashlib.sha256(f"{self.client_protocol}|{self.mechanism}|{self.username}|{self.password}".encode()).hexdigest()
+
+
+def _jaas(value: str) -> str:
+    """A JAAS option value (double-quoted)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 class Kafka(Component):
@@ -151,8 +189,15 @@ class Kafka(Component):
         return self.workdir / "data"
 
     def listeners(self) -> Listeners:
-        k = self.settings.kafka
-        return Listeners(k.host, k.port, k.controller_port)
+        k, s = self.settings.kafka, self.settings
+        if not k.security_protocol.startswith("SASL"):
+            return Listeners(k.host, k.port, k.controller_port, client_protocol=k.security_protocol)
+        return Listeners(k.host, k.port, k.controller_port, k.security_protocol, k.sasl_mechanism, k.username,
+                         s.kafka_password, s.kafka_controller_password)  # fmt: skip
+
+    @property
+    def credentials_file(self) -> Path:
+        return self.workdir / "credentials.sha256"
 
     def _java(self, *args: str, heap: str | None = None) -> list[str]:
         java = shutil.which("java")
@@ -177,14 +222,24 @@ class Kafka(Component):
             "retention_hours": RETENTION_HOURS,
             **self.listeners().values(),
         }
-        process.write_text_atomic(self.config_file, process.render_template("kafka-server.properties.tmpl", values))
+        listeners = self.listeners()
+        process.write_text_atomic(self.config_file, process.render_template("kafka-server.properties.tmpl", values), mode=0o600)
         if not (self.data_dir / "meta.properties").exists():
             cid = cluster_id(self.settings)
             log.info("formatting Kafka storage %s (cluster id %s)", self.data_dir, cid)
+            scram = ["--add-scram", listeners.scram_user()] if listeners.secured else []
             process.run_checked(
-                self._java("kafka.tools.StorageTool", "format", "-t", cid, "-c", str(self.config_file), "--standalone", heap="128m"),
+                self._java("kafka.tools.StorageTool", "format", "-t", cid, "-c", str(self.config_file), "--standalone",
+                           *scram, heap="128m"),  # fmt: skip
                 what="kafka storage format",
                 timeout_s=120,
+            )
+            process.write_text_atomic(self.credentials_file, listeners.fingerprint() + "\n", mode=0o600)
+        elif (self.credentials_file.read_text().strip() if self.credentials_file.exists() else "") != listeners.fingerprint():
+            raise process.StackError(
+                f"Kafka's storage {self.data_dir} was formatted with other credentials than the settings give "
+                f"(user {self.settings.kafka.username!r}, {self.settings.kafka.security_protocol}): give the password "
+                f"it was made with, or stop the stack and delete {self.workdir} to format it anew (its messages are lost)"
             )
 
     def command(self) -> list[str]:

@@ -24,6 +24,7 @@ import pytest
 from deploy.local import stack
 from deploy.local.process import PidRecord, group_members, is_alive, port_is_free
 from deploy.local.prometheus import register_scrape_target, unregister_scrape_target
+from shared.kafka_io import client_options
 from shared.settings import Settings, load_settings
 
 pytestmark = [
@@ -95,7 +96,7 @@ def test_kafka_metadata_and_topics(running: RunningStack) -> None:
     from kafka import KafkaAdminClient
 
     s = running.settings
-    admin = KafkaAdminClient(bootstrap_servers=s.kafka.bootstrap, request_timeout_ms=10_000)
+    admin = KafkaAdminClient(**{**client_options(s), "request_timeout_ms": 10_000})
     try:
         cluster = admin.describe_cluster()
         assert len(cluster["brokers"]) == 1
@@ -114,14 +115,14 @@ def test_kafka_produce_consume(running: RunningStack) -> None:
     s = running.settings
     topic = s.topics.utterances
     value = f"hello-{uuid.uuid4()}".encode()
-    producer = KafkaProducer(bootstrap_servers=s.kafka.bootstrap, max_request_size=s.kafka.max_message_bytes)
+    producer = KafkaProducer(**client_options(s), max_request_size=s.kafka.max_message_bytes)
     try:
         meta = producer.send(topic, key=b"call-1", value=value).get(timeout=30)
         assert meta.topic == topic
     finally:
         producer.close()
     consumer = KafkaConsumer(
-        topic, bootstrap_servers=s.kafka.bootstrap, group_id=f"itest-{uuid.uuid4()}",
+        topic, **client_options(s), group_id=f"itest-{uuid.uuid4()}",
         auto_offset_reset="earliest", enable_auto_commit=False,
     )
     try:
@@ -140,11 +141,58 @@ def test_kafka_large_message(running: RunningStack) -> None:
     from kafka import KafkaProducer
 
     s = running.settings
-    producer = KafkaProducer(bootstrap_servers=s.kafka.bootstrap, max_request_size=s.kafka.max_message_bytes)
+    producer = KafkaProducer(**client_options(s), max_request_size=s.kafka.max_message_bytes)
     try:
         producer.send(s.topics.audio, value=b"\0" * (2 * 1024 * 1024)).get(timeout=30)
     finally:
         producer.close()
+
+
+@pytest.mark.parametrize("credentials", [
+    pytest.param({}, id="anonymous"),
+    pytest.param({"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "SCRAM-SHA-512",
+                  "sasl_plain_username": "emotion", "sasl_plain_password": "not-the-password"}, id="wrong-password"),
+    pytest.param({"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "SCRAM-SHA-512",
+                  "sasl_plain_username": "intruder", "sasl_plain_password": "x"}, id="unknown-user"),
+])  # fmt: skip
+def test_kafka_requires_scram_credentials(running: RunningStack, credentials: dict) -> None:
+    """The client listener speaks SASL/SCRAM only: no metadata, no produce without the user's password."""
+    from kafka import KafkaProducer
+    from kafka.errors import KafkaError
+
+    s = running.settings
+    with pytest.raises(KafkaError):
+        producer = KafkaProducer(bootstrap_servers=s.kafka.bootstrap, max_block_ms=4000, request_timeout_ms=4000,
+                                 bootstrap_timeout_ms=4000, **credentials)  # fmt: skip
+        try:
+            producer.send(s.topics.audio, value=b"intruder").get(timeout=4)
+        finally:
+            producer.close(timeout=1)
+
+
+def test_kafka_controller_listener_requires_credentials(running: RunningStack) -> None:
+    """The KRaft controller listener takes SASL/PLAIN for the broker alone: a plain connection is refused."""
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    s = running.settings
+    with pytest.raises(KafkaError):
+        admin = KafkaAdminClient(bootstrap_servers=f"{s.kafka.host}:{s.kafka.controller_port}", request_timeout_ms=4000,
+                                 bootstrap_timeout_ms=4000)  # fmt: skip
+        try:
+            admin.describe_cluster()
+        finally:
+            admin.close()
+
+
+def test_kafka_secrets_are_files_of_their_own_never_in_the_config_repository(running: RunningStack) -> None:
+    s = running.settings
+    for name in ("kafka_password", "kafka_controller_password"):
+        path = s.secrets_dir / name
+        assert path.stat().st_mode & 0o077 == 0, f"{path} is readable by others"
+    config = running.settings.run_dir / "kafka" / "server.properties"
+    assert config.stat().st_mode & 0o077 == 0, "server.properties holds the JAAS passwords: owner only"
+    assert "listener.security.protocol.map=CLIENT:SASL_PLAINTEXT" in config.read_text()
 
 
 # ---- Redis ---------------------------------------------------------------------------------

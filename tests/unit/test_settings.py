@@ -1,5 +1,7 @@
 from pathlib import Path
 
+import pytest
+
 from shared.settings import EMOTIONS, load_settings
 
 
@@ -57,3 +59,37 @@ def test_settings_env_rebuilds_the_same_settings_in_a_child(monkeypatch, tmp_pat
     child = load_settings()
     assert child.kafka.port == 29092 and child.triton.grpc_port == 29001 and child.runtime.max_batch == 4
     assert child.run_dir == s.run_dir and child.models_dir == tmp_path / "bundle"
+
+
+def test_kafka_password_from_env_or_file_or_generated_once_and_a_missing_file_is_an_error(monkeypatch, tmp_path):
+    monkeypatch.delenv("EMOTION_KAFKA__PASSWORD", raising=False)
+    generated = load_settings(home=tmp_path).kafka_password
+    assert len(generated) >= 24 and load_settings(home=tmp_path).kafka_password == generated
+    assert (tmp_path / "secrets" / "kafka_password").stat().st_mode & 0o077 == 0
+    monkeypatch.setenv("EMOTION_KAFKA__PASSWORD_FILE", str(tmp_path / "mounted" / "kafka"))
+    with pytest.raises(FileNotFoundError, match="mounted/kafka"):
+        load_settings(home=tmp_path).kafka_password
+    (tmp_path / "mounted").mkdir()
+    (tmp_path / "mounted" / "kafka").write_text("from-a-mounted-secret\n")
+    assert load_settings(home=tmp_path).kafka_password == "from-a-mounted-secret"
+    monkeypatch.setenv("EMOTION_KAFKA__PASSWORD", "from-env")
+    assert load_settings(home=tmp_path).kafka_password == "from-env"
+
+
+def test_every_kafka_client_authenticates_with_scram(tmp_path):
+    from shared.kafka_io import client_options
+
+    s = load_settings(home=tmp_path, kafka={"password": "pw"})
+    options = client_options(s)
+    assert options["security_protocol"] == "SASL_PLAINTEXT" and options["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert (options["sasl_plain_username"], options["sasl_plain_password"]) == ("emotion", "pw")
+    plain = client_options(load_settings(home=tmp_path, kafka={"security_protocol": "PLAINTEXT"}))
+    assert plain["security_protocol"] == "PLAINTEXT" and "sasl_plain_password" not in plain
+
+
+def test_secrets_never_travel_in_the_child_environment(tmp_path):
+    from shared.settings import settings_env
+
+    env = settings_env(load_settings(home=tmp_path, kafka={"password": "kpw", "port": 1234}, redis={"password": "rpw"}))
+    assert env["EMOTION_KAFKA__PORT"] == "1234"
+    assert not any(v in ("kpw", "rpw") for v in env.values())
