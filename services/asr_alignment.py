@@ -26,9 +26,11 @@ earlier ones left in memory (``_live``), and each batch's state is written when 
 utterances are delivered, in order.  A batch that fails anywhere (Triton, Kafka, Redis) drops
 every batch in flight (:meth:`abandon`), which are replayed against the state in Redis and yield
 the same utterances with the same ids, which consumers de-duplicate; a chunk whose ``seq`` was
-already taken into the state (a replay after the commit was lost) is skipped.  A ``seq`` gap is logged and
-counted, not fatal.  A chunk that cannot be decoded, or changes the call's sample rate, channels
-or roles, is rejected (dead-lettered).
+already taken into the state (a replay after the commit was lost, or a duplicate send) is skipped.
+A ``seq`` gap is logged and counted, not fatal; a chunk of the gap that arrives after all is
+dead-lettered (its audio cannot be put back in place).  A chunk that cannot be decoded, changes
+the call's sample rate, channels or roles, holds more than ``max_chunk_s`` of audio or takes the
+call past ``max_call_s`` is rejected (dead-lettered) with the reason.
 
 Hallucination guards, on top of the transcriber's own no-speech, log-probability and compression
 checks: words whose middle lies outside the voiced spans of the segment (VAD), words Whisper gives
@@ -79,6 +81,11 @@ HALLUCINATION_MARKERS: tuple[str, ...] = (
 """Normalised phrases Whisper writes over silence, music or noise, never said in a call."""
 HALLUCINATION_TRANSCRIPTS: frozenset[str] = frozenset({"you", "구독", "좋아요", "구독해주세요", "자막"})
 """Normalised transcripts that are hallucinations when they are the whole transcript."""
+MISSING_KEPT = 256
+"""How many skipped ``seq`` numbers a call remembers."""
+PCM_SCALE: dict[str, float] = {"int8": 128.0, "int16": 32768.0, "int32": 2147483648.0}
+"""Full scale of the signed integer sample types an audio chunk may carry (24-bit audio travels
+left-aligned in int32); ``uint8`` is 8-bit WAV's offset binary, floats are already in [-1, 1]."""
 SPACELESS_LANGUAGES = frozenset({"zh", "ja", "th", "lo", "my", "km", "bo", "yue"})
 """Languages whose words are written without spaces between them."""
 
@@ -140,6 +147,11 @@ class CallState:
     language: str | None = None
     ended: bool = False
     last_chunk: float = 0.0
+    audio_s: float = 0.0
+    """Seconds of audio taken in (checked against ``segmentation.max_call_s``)."""
+    missing: list[int] = field(default_factory=list)
+    """``seq`` numbers skipped by a gap (the newest :data:`MISSING_KEPT`): one arriving late is
+    told from a duplicate and dead-lettered, not silently dropped."""
     active: bool = True
     """False once flushed (ended or silent): the call leaves the active set."""
     segmenters: dict[int, ChannelSegmenter] = field(default_factory=dict)
@@ -148,7 +160,8 @@ class CallState:
         return {
             "next_seq": str(self.next_seq), "next_index": str(self.next_index), "sample_rate": str(self.sample_rate),
             "channels": str(self.channels), "roles": json.dumps(self.roles), "language": self.language or "",
-            "ended": str(int(self.ended)), "last_chunk": repr(self.last_chunk),
+            "ended": str(int(self.ended)), "last_chunk": repr(self.last_chunk), "audio_s": repr(self.audio_s),
+            "missing": json.dumps(self.missing),
         }  # fmt: skip
 
     @classmethod
@@ -160,6 +173,7 @@ class CallState:
             call_id, known=True, next_seq=int(f["next_seq"]), next_index=int(f["next_index"]),
             sample_rate=int(f["sample_rate"]), channels=int(f["channels"]), roles=json.loads(f["roles"]),
             language=f["language"] or None, ended=f["ended"] == "1", last_chunk=float(f["last_chunk"]),
+            audio_s=float(f.get("audio_s", 0.0)), missing=json.loads(f.get("missing", "[]")),
         )  # fmt: skip
 
 
@@ -258,19 +272,26 @@ class _Transcribing(Deferred):
 
 
 def decode_pcm(chunk: AudioChunk) -> np.ndarray:
-    """The chunk's samples as float32 ``[frames, channels]`` in [-1, 1]; :class:`Reject` when bad."""
+    """The chunk's samples as float32 ``[frames, channels]`` in [-1, 1]; :class:`Reject` when bad.
+
+    Signed 8, 16 and 32-bit integers, unsigned 8-bit and 16/32-bit floats are converted; float
+    samples beyond full scale are clipped (as a DAC would), NaN and infinities are rejected."""
     try:
         pcm = chunk.pcm.to_array()
     except ContractError as exc:
         raise Reject(f"pcm undecodable: {exc.reason}") from exc
-    if pcm.dtype == np.int16:
-        samples = pcm.astype(np.float32) / 32768
-    elif pcm.dtype == np.float32:
+    kind = str(pcm.dtype)
+    if kind in PCM_SCALE:
+        samples = pcm.astype(np.float32) / PCM_SCALE[kind]
+    elif kind == "uint8":
+        samples = (pcm.astype(np.float32) - 128.0) / 128.0
+    elif kind in ("float16", "float32"):
         samples = pcm.astype(np.float32)
         if not np.all(np.isfinite(samples)):
             raise Reject("pcm holds NaN or infinite samples")
+        np.clip(samples, -1.0, 1.0, out=samples)
     else:
-        raise Reject(f"pcm must be int16 or float32, got {pcm.dtype}")
+        raise Reject(f"pcm must be 8, 16 or 32-bit integer or float samples, got {kind}")
     if pcm.ndim != 1 or pcm.size % chunk.channels:
         raise Reject(f"pcm of shape {list(pcm.shape)} is not interleaved samples of {chunk.channels} channels")
     return samples.reshape(-1, chunk.channels)
@@ -407,6 +428,10 @@ class AsrAlignmentService(TritonService):
     def _take(self, call: CallState, chunk: AudioChunk, now: float) -> list[_Pending]:
         """Take one chunk into its call's state; the segments it completes, numbered."""
         if call.known and chunk.seq < call.next_seq:
+            if chunk.seq in call.missing:
+                call.missing.remove(chunk.seq)
+                raise Reject(f"chunk {chunk.seq} of call {call.call_id} arrived after chunk {call.next_seq - 1}: "
+                             "a late chunk's audio cannot be put back in place; it is left out of the call")  # fmt: skip
             log.info("call %s: chunk %d already taken in (next is %d); skipped", call.call_id, chunk.seq, call.next_seq)
             self.ctx.metrics.audio_chunks.labels(self.name, "duplicate").inc()
             return []
@@ -419,9 +444,18 @@ class AsrAlignmentService(TritonService):
             raise Reject(f"audio format changed mid-call: {call.sample_rate} Hz x {call.channels} {call.roles} "
                          f"-> {chunk.sample_rate} Hz x {chunk.channels} {chunk.channel_roles}")  # fmt: skip
         samples = decode_pcm(chunk)
+        seconds = samples.shape[0] / chunk.sample_rate
+        limits = self.seg_settings
+        if seconds > limits.max_chunk_s:
+            raise Reject(f"chunk {chunk.seq} holds {seconds:.1f} s of audio; the limit is {limits.max_chunk_s:g} s "
+                         "(stream a call in chunks of a few hundred milliseconds)")  # fmt: skip
+        if call.audio_s + seconds > limits.max_call_s:
+            raise Reject(f"call {call.call_id} exceeds the limit of {limits.max_call_s:g} s of audio "
+                         f"(segmentation.max_call_s) at chunk {chunk.seq}; its audio from here on is left out")  # fmt: skip
         if chunk.seq > call.next_seq:
             log.warning("call %s: chunks %d..%d missing; carrying on", call.call_id, call.next_seq, chunk.seq - 1)
             self.ctx.metrics.audio_chunks.labels(self.name, "gap").inc()
+            call.missing = (call.missing + list(range(max(call.next_seq, chunk.seq - MISSING_KEPT), chunk.seq)))[-MISSING_KEPT:]
         if not call.known:
             call.known, (call.sample_rate, call.channels, call.roles) = True, fmt
             call.segmenters = {
@@ -433,6 +467,7 @@ class AsrAlignmentService(TritonService):
             if chunk.end_of_call:
                 completed += [(ch, s) for s in seg.flush()]
         call.next_seq, call.last_chunk, call.active = chunk.seq + 1, now, True
+        call.audio_s += seconds
         call.ended = chunk.end_of_call
         call.language = chunk.language or call.language
         self.ctx.metrics.audio_chunks.labels(self.name, "ok").inc()

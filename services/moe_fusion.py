@@ -9,7 +9,6 @@ voiced frames: ``speech``; no token/frame overlap: ``graph``) -- an utterance al
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Sequence
 
@@ -18,19 +17,11 @@ import numpy as np
 from services.graph_gat import stack_features
 from services.join import JoinService, Parts, utterance_parts
 from shared.contracts import EmotionEvent, GraphFeatures, SpeechFeatures, Utterance
+from shared.redaction import redact
 from shared.runtime import Context
 from shared.settings import Settings
 
 BRANCH_OUTPUTS = {"ca_moe": "CA_PROBS", "sp_moe": "SP_PROBS"}
-
-
-def redact(transcript: str, mode: str) -> str:
-    """``none``: as is; ``digits``: every digit masked; ``all``: no transcript."""
-    if mode == "all":
-        return ""
-    if mode == "digits":
-        return re.sub(r"\d", "#", transcript)
-    return transcript
 
 
 def missing_modalities(utterance: Utterance, speech: SpeechFeatures, graph: GraphFeatures) -> list[str]:
@@ -90,7 +81,7 @@ class MoeFusionService(JoinService):
             label = self.class_names[int(np.argmax(probs))]
             latency = stage_latencies(parts, now)
             events.append(EmotionEvent(
-                call_id=u.call_id, utterance_id=u.utterance_id, speaker=u.speaker, start=u.start, end=u.end,
+                message_id=EmotionEvent.event_id(u.utterance_id, self.model_version), call_id=u.call_id, utterance_id=u.utterance_id, speaker=u.speaker, start=u.start, end=u.end,
                 transcript=redact(u.text, self.redact_mode), label=label,
                 probabilities={c: float(p) for c, p in zip(self.class_names, probs, strict=True)},
                 branches={b: {c: float(p) for c, p in zip(self.class_names, out[BRANCH_OUTPUTS[b]][i], strict=True)}

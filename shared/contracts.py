@@ -184,7 +184,11 @@ class GraphFeatures(Contract):
 
 
 class EmotionEvent(Contract):
-    """``emotions``: the fused emotion of one utterance."""
+    """``emotions``: the fused emotion of one utterance.
+
+    Delivery is at-least-once: after a crash or a failover an utterance's event may be published
+    again.  Its ``message_id`` is :meth:`event_id` (the utterance and the model version), so a
+    repeat carries the same id and consumers keep the first event of each id."""
 
     contract: ClassVar[str] = "emotion_event"
     version: ClassVar[int] = 1
@@ -201,6 +205,14 @@ class EmotionEvent(Contract):
     model_version: str
     missing_modalities: list[Literal["text", "speech", "graph"]] = Field(default_factory=list)
     latency_ms: dict[str, float] = Field(default_factory=dict)
+
+    @staticmethod
+    def event_id(utterance_id: str, model_version: str) -> str:
+        """The idempotent id of the event of ``utterance_id`` by ``model_version``."""
+        return uuid.uuid5(_EVENT_NAMESPACE, f"{utterance_id}|{model_version}").hex
+
+
+_EVENT_NAMESPACE = uuid.UUID("0b7f3c52-9d0e-4c1a-a3f4-5e2d8c6b1a90")
 
 
 class DeadLetter(Contract):

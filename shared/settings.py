@@ -199,6 +199,11 @@ class SegmentationSettings(BaseModel):
     """Longer speech is split, at its last pause of at least 0.1 s when it has one."""
     silence_timeout_s: float = 10.0
     """A call with no chunk for this long (wall clock) is flushed, as if it had ended."""
+    max_chunk_s: float = 60.0
+    """A chunk holding more audio than this is dead-lettered (callers stream in short chunks)."""
+    max_call_s: float = 4 * 3600.0
+    """Audio past this much of one call is dead-lettered chunk by chunk (a stuck or looping
+    stream); what came before is processed."""
     min_word_probability: float = 0.02
     """Words Whisper is less sure of than this are dropped."""
     word_voiced_tolerance_s: float = 0.2

@@ -335,6 +335,54 @@ def test_a_gap_in_the_chunks_is_counted_not_fatal(make_service, stereo_call):
     assert [u.index for u in utts] == list(range(len(utts))) and utts
 
 
+def test_a_late_chunk_of_a_gap_is_dead_lettered_and_a_duplicate_skipped(make_service, stereo_call):
+    pcm, _ = stereo_call
+    all_chunks = chunks(pcm)
+    svc = make_service()
+    feed(svc, all_chunks[:5] + all_chunks[7:9])
+    late, again = run(svc, [all_chunks[5], all_chunks[8]])
+    assert isinstance(late, Reject) and "chunk 5" in late.reason and "arrived after chunk 8" in late.reason
+    assert again == []  # a duplicate of a chunk taken in: skipped, no second utterance
+    [twice] = run(svc, [all_chunks[5]])
+    assert twice == []  # the late chunk sent again is a duplicate now
+
+
+@pytest.mark.parametrize("dtype, scale", [("int8", 127), ("uint8", None), ("int32", 2**31 - 1), ("float16", 1.0),
+                                          ("float32", 1.0)])  # fmt: skip
+def test_other_sample_types_are_converted_to_the_same_audio(dtype, scale):
+    from services.asr_alignment import decode_pcm
+
+    x = np.array([0.0, 0.5, -0.5, 0.25], np.float32)
+    raw = np.round(x * 127 + 128).astype(np.uint8) if dtype == "uint8" else (x * scale).astype(dtype)
+    chunk = AudioChunk(call_id="c", seq=0, sample_rate=8000, channels=1, pcm=ArrayPayload.from_array(raw))
+    assert np.allclose(decode_pcm(chunk)[:, 0], x, atol=1 / 100)
+
+
+def test_float_audio_beyond_full_scale_is_clipped_and_other_types_are_rejected():
+    from services.asr_alignment import decode_pcm
+
+    loud = AudioChunk(call_id="c", seq=0, sample_rate=8000, channels=1,
+                      pcm=ArrayPayload.from_array(np.array([3.0, -7.0, 0.5], np.float32)))  # fmt: skip
+    assert decode_pcm(loud)[:, 0].tolist() == [1.0, -1.0, 0.5]
+    for bad in (np.array([1, 2], np.int64), np.array([True], bool), np.array([np.inf], np.float32)):
+        chunk = loud.model_copy(update={"pcm": ArrayPayload.from_array(bad)})
+        with pytest.raises(Reject):
+            decode_pcm(chunk)
+
+
+def test_chunk_and_call_length_limits(make_service, stereo_call, settings):
+    pcm, _ = stereo_call
+    all_chunks = chunks(pcm)
+    settings.segmentation.max_chunk_s = 0.1
+    [too_long] = run(make_service(), all_chunks[:1])
+    assert isinstance(too_long, Reject) and "limit is 0.1 s" in too_long.reason
+    settings.segmentation.max_chunk_s = 60.0
+    settings.segmentation.max_call_s = 3 * CHUNK / RATE
+    results = run(make_service(), [c.model_copy(update={"call_id": "limited"}) for c in all_chunks[:5]])
+    assert [isinstance(r, Reject) for r in results] == [False, False, False, True, True]
+    assert "exceeds the limit" in results[3].reason and "max_call_s" in results[3].reason
+
+
 def test_a_silent_call_is_flushed_by_tick_even_after_a_restart(make_service, stereo_call, settings):
     pcm, spans = stereo_call
     all_chunks = chunks(pcm)

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from services.graph_gat import GraphGatService, word_span_inputs
-from services.moe_fusion import MoeFusionService, redact
-from shared.contracts import ArrayPayload, GraphFeatures, SpeechFeatures, TextFeatures, Utterance, Word
+from services.moe_fusion import MoeFusionService
+from shared.contracts import ArrayPayload, EmotionEvent, GraphFeatures, SpeechFeatures, TextFeatures, Utterance, Word
 from shared.metrics import ServiceMetrics
+from shared.redaction import redact
 from shared.settings import EMOTIONS, load_settings
 
 T, F, DT, DS = 8, 6, 4, 3
@@ -74,11 +75,28 @@ def test_fusion_events_carry_labels_branches_latency_and_missing_modalities():
     assert samples[("emotion_events_total", (("label", "anger"), ("service", "moe_fusion"), ("speaker", "customer")))] == 1
 
 
-@pytest.mark.parametrize("mode, expected", [("none", "card 4111 2222"), ("digits", "card #### ####"), ("all", "")])
-def test_redaction(mode, expected):
-    assert redact("card 4111 2222", mode) == expected
+@pytest.mark.parametrize("mode, expected", [("none", "pin 4111 2222"), ("digits", "pin #### ####"), ("all", "")])
+def test_events_carry_the_transcript_as_configured(mode, expected):
     svc = _fusion(mode)
-    assert svc.complete([_parts(0, "card 4111 2222"), _parts(1, "x")])[0].transcript == expected
+    event = svc.complete([_parts(0, "pin 4111 2222"), _parts(1, "x")])[0]
+    assert event.transcript == expected
+    assert event.message_id == EmotionEvent.event_id(event.utterance_id, event.model_version)  # same id on a replay
+
+
+@pytest.mark.parametrize("said, shown", [
+    ("my card is 4111 1111 1111 1111 thanks", "my card is [card] thanks"),
+    ("card 5500-0000-0000-0004.", "card [card]."),
+    ("it's 4111111111111111", "it's [card]"),
+    ("call me on 555 0134 after 6", "call me on ### #### after #"),
+    ("account number four one one one two", "account number ###"),
+    ("oh seven nine, right", "###, right"),
+    ("카드 번호는 일이삼사 오육칠팔 입니다", "카드 번호는 ### 입니다"),
+    ("one day I would like two things", "one day I would like two things"),
+    ("오늘 이사를 갑니다", "오늘 이사를 갑니다"),
+])  # fmt: skip
+def test_digit_redaction_masks_card_numbers_digit_runs_and_spoken_digits(said, shown):
+    assert redact(said, "digits") == shown
+    assert redact(said, "none") == said and redact(said, "all") == ""
 
 
 def test_graph_service_locates_the_words_and_pads_them():
