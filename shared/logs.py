@@ -43,3 +43,6 @@ def configure_logging(level: str = "INFO", fmt: str = "text", service: str | Non
     root.setLevel(level.upper())
     for noisy in ("kafka", "urllib3", "httpx", "filelock"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # kafka-python warns on every SCRAM login over SASL_PLAINTEXT; SCRAM sends a salted proof, never
+    # the password (docs/reliability.md says when to add TLS), so the warning is only noise
+    logging.getLogger("kafka.net.sasl.scram").setLevel(logging.ERROR)

@@ -65,30 +65,59 @@ class ServiceProcesses:
 
     def start(self, timeout_s: float = 300.0) -> None:
         """Start every instance and wait until all consume; raises :class:`StackError` otherwise."""
-        log_dir = self.settings.log_dir
-        log_dir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **settings_env(self.settings)}
         for name in self.names:
             for i in range(self.instances.get(name, 1)):
-                log_path = log_dir / f"{name}-{i}.log"
-                ready = self.settings.run_dir / "services" / f"{name}-{i}.ready"
-                ready.parent.mkdir(parents=True, exist_ok=True)
-                ready.unlink(missing_ok=True)
-                cmd = [sys.executable, "-m", "services.cli", "serve", name, "--ready-file", str(ready)]
-                if self.group_prefix:
-                    cmd += ["--group", f"{self.group_prefix}-{name}"]
-                with open(log_path, "ab") as fh:
-                    proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
-                self.processes.append(ServiceProcess(name, i, proc, log_path, ready))
-                log.info("started %s (pid %d), log %s", self.processes[-1].label, proc.pid, log_path)
+                self.processes.append(self._spawn(name, i))
+        self._wait_ready(self.processes, timeout_s)
+
+    def _spawn(self, name: str, instance: int) -> ServiceProcess:
+        log_path = self.settings.log_dir / f"{name}-{instance}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        ready = self.settings.run_dir / "services" / f"{name}-{instance}.ready"
+        ready.parent.mkdir(parents=True, exist_ok=True)
+        ready.unlink(missing_ok=True)
+        cmd = [sys.executable, "-m", "services.cli", "serve", name, "--ready-file", str(ready)]
+        if self.group_prefix:
+            cmd += ["--group", f"{self.group_prefix}-{name}"]
+        env = {**os.environ, **settings_env(self.settings)}
+        with open(log_path, "ab") as fh:
+            proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+        log.info("started %s#%d (pid %d), log %s", name, instance, proc.pid, log_path)
+        return ServiceProcess(name, instance, proc, log_path, ready)
+
+    def _wait_ready(self, processes: list[ServiceProcess], timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
-        while not all(p.ready() for p in self.processes):
+        while not all(p.ready() for p in processes):
             self.check()
             if time.monotonic() > deadline:
-                waiting = [p.label for p in self.processes if not p.ready()]
+                waiting = [p.label for p in processes if not p.ready()]
                 self.stop()
                 raise StackError(f"services not consuming after {timeout_s:.0f} s: {', '.join(waiting)}")
             time.sleep(0.2)
+
+    def get(self, name: str, instance: int = 0) -> ServiceProcess:
+        for p in self.processes:
+            if (p.name, p.instance) == (name, instance):
+                return p
+        raise KeyError(f"{name}#{instance} is not running")
+
+    def kill(self, name: str, instance: int = 0) -> None:
+        """SIGKILL one instance (no shutdown of any kind: a crash, an OOM kill, a lost node)."""
+        process = self.get(name, instance)
+        os.killpg(process.proc.pid, signal.SIGKILL)
+        process.proc.wait()
+        process.ready_file.unlink(missing_ok=True)
+        self.processes.remove(process)
+        log.info("killed %s (pid %d) with SIGKILL", process.label, process.proc.pid)
+
+    def respawn(self, name: str, instance: int = 0, timeout_s: float = 300.0) -> ServiceProcess:
+        """Start an instance that is not running again and wait until it consumes."""
+        if any((p.name, p.instance) == (name, instance) for p in self.processes):
+            raise ValueError(f"{name}#{instance} is running")
+        process = self._spawn(name, instance)
+        self.processes.append(process)
+        self._wait_ready([process], timeout_s)
+        return process
 
     def check(self) -> None:
         """Raise :class:`StackError` (with its log tail) if a service process has exited."""
