@@ -32,9 +32,18 @@ class TritonError(RuntimeError):
         self.retryable = retryable
 
 
+_MODEL_AWAY = ("failed to connect", "not ready", "unknown model", "no available versions", "is not found",
+               "unavailable")  # fmt: skip
+"""Messages of a model that is not (or no longer, or not yet) loaded: Triton starting, shutting down
+(it unloads every model before it stops listening) or loading a new version.  A dependency failure
+to wait out, never a verdict on the request: retrying them is what keeps a Triton restart from
+dead-lettering the batches in flight."""
+
+
 def _retryable(exc: InferenceServerException) -> bool:
     status = str(exc.status() or "")
-    return status in _RETRYABLE or "failed to connect" in str(exc).lower() or "not ready" in str(exc).lower()
+    text = str(exc).lower()
+    return status in _RETRYABLE or any(m in text for m in _MODEL_AWAY)
 
 
 @dataclass

@@ -369,3 +369,22 @@ def test_a_failed_timer_drops_the_batches_in_flight_with_it(tmp_path):
     r.run_once()
     assert r.run_tick(force=True) == 0
     assert svc.abandoned == 1 and not r._in_flight and r._consumer.seeks == [("utterances", 0, 0)]
+
+
+@pytest.mark.parametrize("message, status, retry", [
+    ("Request for unknown model: 'graph_gat' has no available versions", "StatusCode.UNAVAILABLE", True),
+    ("Request for unknown model: 'graph_gat' has no available versions", "StatusCode.INVALID_ARGUMENT", True),
+    ("Request for unknown model: 'moe_fusion' is not found", "StatusCode.NOT_FOUND", True),
+    ("failed to connect to all addresses", None, True),
+    ("in ensemble 'asr', model is not ready", "StatusCode.INTERNAL", True),
+    ("unexpected shape for input 'AUDIO' for model 'asr'", "StatusCode.INVALID_ARGUMENT", False),
+    ("Failed to process the request(s) for model 'asr': ValueError: bad audio", "StatusCode.INTERNAL", False),
+])  # fmt: skip
+def test_a_model_away_during_a_triton_restart_is_waited_out_and_a_bad_request_is_not(message, status, retry):
+    """Triton unloads every model before it stops listening: "unknown model" mid-restart is a
+    dependency failure (retried), never a reason to dead-letter the batch."""
+    from tritonclient.utils import InferenceServerException
+
+    from shared.triton_client import _retryable
+
+    assert _retryable(InferenceServerException(message, status=status)) is retry
