@@ -102,6 +102,11 @@ class ProcessSampler:
         while not self._stop.wait(self.interval_s):
             self._sample()
 
+    @property
+    def tracks(self) -> dict[str, _Track]:
+        """Per label, its CPU and its RSS samples (one every ``interval_s``)."""
+        return self._tracks
+
     def stop(self) -> dict[str, dict[str, float]]:
         """Per label: ``cpu_s`` used, ``cores`` (its average share of the machine's cores in use),
         ``rss_mb_peak`` and ``rss_mb_mean``; then ``total`` over all of them."""

@@ -175,6 +175,11 @@ COMMANDS: tuple[Command, ...] = (
             "as possible), bare faster-whisper and the in-process model chain on the same audio, every Triton model "
             "against the same code in-process, dynamic batching, the fusion heads beside the paper and the cache; "
             "writes JSON, Markdown and plots to benchmarks/results/.", _configure_module("benchmarks.run")),
+    Command("soak", "load: N calls in real time for M minutes; is lag bounded, memory flat, every utterance answered?",
+            "Stream --calls lines of back-to-back calls in real time for --minutes on a stack of its own, sample every "
+            "service's consumer lag and every process's memory, drain, and check that lag stayed bounded, memory did "
+            "not grow after warm-up and every utterance got its event; writes benchmarks/results/soak-<device>.{json,md,png}; "
+            "exit 1 when a check fails.", _configure_module("benchmarks.soak")),
     Command("demo", "the main job: calls in, emotion events out, on the local stack",
             "Bring the stack up, train the default model once if there is none, start the five services and the "
             "dashboard, stream calls and print each emotion event as it arrives.", _configure_module("services.demo")),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -30,6 +32,28 @@ def save_random_model(directory: Path, seed: int):
     model = build_model("proposed", FusionConfig(d_text=384, d_speech=512)).eval()
     save_model(directory, model, ModelMeta("proposed", model.config.to_dict(), list(model.config.class_names), seed=seed))
     return model
+
+
+@contextmanager
+def running_pipeline(settings, seed: int, instances: dict[str, int] | None = None) -> Iterator:
+    """The whole stack and the five services (``emotion serve`` processes) on ``settings``, serving
+    a proposed model with random weights (``seed``); yields the :class:`ServiceProcesses`."""
+    from deploy.local import stack
+    from deploy.local.services import ServiceProcesses
+    from training.serving.export import export_repository
+
+    settings.triton.request_timeout_s = 300.0  # Whisper on a shared 2-core box: utterances queue
+    settings.triton.startup_timeout_s = 480.0
+    save_random_model(settings.default_model_dir, seed)
+    export_repository(settings)
+    services = ServiceProcesses(settings, instances=instances)
+    try:
+        stack.up(settings, timeout_s=600)
+        services.start(timeout_s=600)
+        yield services
+    finally:
+        services.stop()
+        stack.down(settings)
 
 
 @pytest.fixture(scope="session")

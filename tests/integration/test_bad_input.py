@@ -22,7 +22,7 @@ import pytest
 
 from shared.contracts import ArrayPayload, AudioChunk, DeadLetter, EmotionEvent, TextFeatures, Utterance, decode
 from tests.integration.bad_input_cases import CASES, Case
-from tests.integration.conftest import isolated_settings, save_random_model
+from tests.integration.conftest import isolated_settings, running_pipeline
 
 pytestmark = pytest.mark.integration
 
@@ -47,27 +47,13 @@ class Outcomes:
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
-    from deploy.local import stack
-    from deploy.local.services import ServiceProcesses
-    from training.serving.export import export_repository
-
     s = isolated_settings(tmp_path_factory, "itest-bad-input")
     s.segmentation.silence_timeout_s = 3.0
     s.segmentation.max_chunk_s = 10.0
     s.segmentation.max_call_s = 30.0
     s.runtime.max_message_bytes = 1 << 20
-    s.triton.request_timeout_s = 300.0
-    s.triton.startup_timeout_s = 480.0
-    save_random_model(s.default_model_dir, SEED)
-    export_repository(s)
-    services = ServiceProcesses(s)
-    try:
-        stack.up(s, timeout_s=600)
-        services.start(timeout_s=600)
+    with running_pipeline(s, SEED) as services:
         yield s, services
-    finally:
-        services.stop()
-        stack.down(s)
 
 
 # ---- the inputs ---------------------------------------------------------------------------------

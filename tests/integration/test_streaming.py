@@ -25,7 +25,7 @@ import pytest
 
 from shared.contracts import EmotionEvent, Utterance, decode
 from shared.settings import Settings
-from tests.integration.conftest import isolated_settings, save_random_model
+from tests.integration.conftest import isolated_settings, running_pipeline
 
 pytestmark = pytest.mark.integration
 
@@ -56,25 +56,11 @@ def _read_all(settings: Settings, topic: str, contract, seen: dict[tuple[int, in
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
-    from deploy.local import stack
-    from deploy.local.services import ServiceProcesses
-    from training.serving.export import export_repository
-
     s = isolated_settings(tmp_path_factory, "itest-stream")
     s.kafka.num_partitions = 4
     s.prometheus.scrape_interval_s = 1.0
-    s.triton.request_timeout_s = 300.0  # Whisper on a shared 2-core box: utterances queue
-    s.triton.startup_timeout_s = 480.0
-    save_random_model(s.default_model_dir, SEED)
-    export_repository(s)
-    services = ServiceProcesses(s, instances=DOUBLED)
-    try:
-        stack.up(s, timeout_s=600)
-        services.start(timeout_s=600)
+    with running_pipeline(s, SEED, instances=DOUBLED) as services:
         yield s, services
-    finally:
-        services.stop()
-        stack.down(s)
 
 
 @pytest.fixture(scope="module")

@@ -136,3 +136,38 @@ def test_the_report_is_written_with_its_plots_and_can_be_rendered_again(tmp_path
     os.remove(tmp_path / "cpu.md")
     assert report.main([str(tmp_path / "cpu.json")]) == 0
     assert (tmp_path / "cpu.md").read_text() == md
+
+
+# ---- soak ----------------------------------------------------------------------------------------
+
+
+def _lags(asr: list[int]) -> list[tuple[float, dict[str, int]]]:
+    """A sample every 30 s."""
+    return [(30.0 * i, {"asr_alignment": v, "moe_fusion": 0}) for i, v in enumerate(asr)]
+
+
+def test_soak_lag_that_keeps_growing_is_not_bounded_and_a_steady_one_is():
+    from benchmarks.soak import verdicts
+
+    rss = {"triton": [900.0] * 10}
+    steady = verdicts(_lags([3, 40, 12, 35, 20, 38, 15, 30, 5, 0]), rss, 4, 10, 10, 0, 32, 30.0)
+    assert steady["lag"]["ok"] and steady["memory"]["ok"] and steady["answers"]["ok"]
+    growing = verdicts(_lags([10, 60, 150, 260, 400, 560, 700, 880, 1000, 0]), rss, 4, 10, 10, 0, 32, 30.0)
+    assert not growing["lag"]["ok"] and growing["lag"]["asr_second_half_max"] == 1000
+    undrained = verdicts(_lags([3, 4, 3, 4, 3, 4, 3, 4, 3, 7]), rss, 4, 10, 10, 0, 32, 30.0)
+    assert not undrained["lag"]["ok"]
+
+
+def test_soak_memory_growth_after_warm_up_and_unanswered_utterances_fail():
+    from benchmarks.soak import verdicts
+
+    lags = _lags([0] * 10)
+    loaded = {"triton": [300.0, 900.0, 905, 910, 900, 905, 910, 900, 905, 908]}  # loading the models is not growth
+    assert verdicts(lags, loaded, 4, 10, 10, 0, 32, 30.0)["memory"]["ok"]
+    leak = {"asr_alignment#0": [400.0, 420, 480, 540, 600, 660, 720, 780, 840, 900]}
+    memory = verdicts(lags, leak, 4, 10, 10, 0, 32, 30.0)["memory"]
+    assert not memory["ok"] and memory["grown"] == ["asr_alignment#0"]
+    assert not verdicts(lags, loaded, 4, 9, 10, 0, 32, 30.0)["answers"]["ok"]
+    assert not verdicts(lags, loaded, 4, 10, 10, 1, 32, 30.0)["answers"]["ok"]
+    short = verdicts(lags, {"triton": [300.0, 900.0, 950.0]}, 4, 10, 10, 0, 32, 10.0)["memory"]
+    assert short["ok"] is None, "30 s of samples: too short to tell growth from warming up"

@@ -1,0 +1,268 @@
+"""``emotion soak``: N concurrent calls in real time for M minutes on a stack of its own.
+
+Each of the N lines streams calls back to back at real-time pace (a new call id each time, as an
+agent takes call after call) until M minutes of wall time have passed; then the pipeline drains.
+Every ``--interval`` seconds the soak samples the consumer lag of every service (messages not yet
+consumed and committed over all partitions of its inputs) and the resident memory of every
+process of the stack.  At the end it checks, and writes to ``benchmarks/results/soak-<device>.*``:
+
+* **lag bounded**: the ASR service's lag over the second half of the run is no higher than over the
+  first half plus one batch per line (a pipeline slower than real time shows a lag that only
+  grows), and every lag is back to zero after the drain;
+* **memory flat**: no process grows by more than 10 % (and 50 MB) from the end of the warm-up
+  (the first minute or fifth of the run, whichever is longer: models loaded, caches filled) to
+  the end;
+* **every utterance answered**: each utterance has an emotion event; none dead-lettered.
+
+On the 2-core development machine the pipeline's real-time capacity is about 4 calls (see
+``docs/benchmarks.md``): ``--calls 16`` there shows the lag growing from the first minute, which is
+what the soak is for: it tells how many lines a host carries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+RESULTS = Path(__file__).resolve().parent / "results"
+GROWTH_LIMIT = 0.10
+GROWTH_FLOOR_MB = 50.0
+WARM_UP_S = 60.0
+"""Memory is compared from the later of this and a fifth of the run (models loaded, batches of
+every size seen once, caches filled) to the end; a run too short to leave a minute after that is
+not judged on memory."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--calls", type=int, default=16, help="concurrent calls (lines), each streaming in real time (default 16)")
+    parser.add_argument("--minutes", type=float, default=10.0, help="how long the lines stream (default 10)")
+    parser.add_argument("--turns", type=int, nargs=2, default=(5, 8), metavar=("MIN", "MAX"), help="turns per call (default 5 8)")
+    parser.add_argument("--seed", type=int, default=7, help="seed of the generated calls")
+    parser.add_argument("--interval", type=float, default=10.0, help="seconds between samples of lag and memory (default 10)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where Triton runs the models")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="folder for soak-<device>.{json,md,png}")
+    parser.add_argument("--keep", action="store_true", help="leave the soak stack running afterwards")
+    return parser
+
+
+def _sources(workload, lines: int, minutes: float):
+    """Enough calls for ``lines`` lines over ``minutes`` (workload calls again under new ids), read lazily."""
+    from services.publish import CallSource
+
+    mean = sum(c.duration for c in workload.calls) / len(workload.calls)
+    count = lines * math.ceil(minutes * 60 / mean)
+
+    def source(k: int) -> CallSource:
+        spec = workload.calls[k % len(workload.calls)]
+
+        def load():
+            from services.publish import load_call
+
+            call = load_call(spec.path, call_id=spec.call_id, language=spec.language)
+            return dataclasses.replace(call, call_id=f"{spec.call_id}-soak{k:05d}")
+
+        return CallSource(f"{spec.path}#{k}", spec.duration, load)
+
+    return [source(k) for k in range(count)]
+
+
+def verdicts(lag_series: list[tuple[float, dict[str, int]]], rss_series: dict[str, list[float]], lines: int,
+             answered: int, utterances: int, deadletters: int, max_batch: int, interval_s: float) -> dict[str, dict]:  # fmt: skip
+    """The three checks of the module docstring, each with its figures and whether it passed
+    (``ok``: True or False; None for memory when the run is too short to judge it)."""
+    streaming = [lags for t, lags in lag_series if lags is not None]
+    asr = [lags.get("asr_alignment", 0) for lags in streaming]
+    half = len(asr) // 2
+    first, second = max(asr[:half] or [0]), max(asr[half:] or [0])
+    final = streaming[-1] if streaming else {}
+    lag = {"asr_first_half_max": first, "asr_second_half_max": second, "final": final,
+           "max": {svc: max(lags.get(svc, 0) for lags in streaming) for svc in (final or {})},
+           "ok": second <= first + lines * max_batch and not any(final.values())}  # fmt: skip
+    growth = {}
+    warm_at = max(1, math.ceil(WARM_UP_S / interval_s))
+    for label, rss in rss_series.items():
+        warm_index = max(len(rss) // 5, warm_at)
+        if len(rss) - warm_index < warm_at:  # less than a minute after the warm-up
+            continue
+        warm, end = rss[warm_index], rss[-1]
+        growth[label] = {"warm_mb": round(warm, 1), "end_mb": round(end, 1), "growth": round(end / warm - 1, 3) if warm else 0.0}
+    grown = [k for k, g in growth.items() if g["end_mb"] - g["warm_mb"] > max(GROWTH_FLOOR_MB, GROWTH_LIMIT * g["warm_mb"])]
+    memory = {"processes": growth, "grown": grown, "ok": (not grown) if growth else None}
+    answers = {"utterances": utterances, "answered": answered, "deadletters": deadletters,
+               "ok": utterances > 0 and answered == utterances and deadletters == 0}  # fmt: skip
+    return {"lag": lag, "memory": memory, "answers": answers}
+
+
+def markdown(result: dict) -> str:
+    v = result["verdicts"]
+    ok = lambda b: "not judged (run too short)" if b is None else "**met**" if b else "**not met**"  # noqa: E731
+    lines = [
+        f"# Soak: {result['calls']} calls in real time for {result['minutes']:g} minutes ({result['device']['name']})",
+        "",
+        f"{result['started']}, `{result['command']}`; {result['audio_s'] / 3600:.2f} h of audio in {result['call_count']} calls, "
+        f"{result['wall_s'] / 60:.1f} min until drained.",
+        "",
+        "| check | figure | verdict |",
+        "|---|---|---|",
+        f"| consumer lag bounded | ASR lag max {v['lag']['asr_first_half_max']} (first half) / {v['lag']['asr_second_half_max']} "
+        f"(second half) chunks; after the drain {sum(v['lag']['final'].values())} | {ok(v['lag']['ok'])} |",
+        f"| memory flat | largest growth after warm-up: {_largest_growth(v['memory'])} | {ok(v['memory']['ok'])} |",
+        f"| every utterance answered | {v['answers']['answered']} / {v['answers']['utterances']} utterances, "
+        f"{v['answers']['deadletters']} dead letters | {ok(v['answers']['ok'])} |",
+        "",
+        f"Latency (end of speech to event): p50 {result['latency_s'].get('p50', float('nan')):.2f} s, "
+        f"p95 {result['latency_s'].get('p95', float('nan')):.2f} s, max {result['latency_s'].get('max', float('nan')):.2f} s.",
+        "",
+        "| process | RSS warm MB | RSS end MB | growth |",
+        "|---|---|---|---|",
+    ]
+    for label, g in sorted(v["memory"]["processes"].items()):
+        lines.append(f"| {label} | {g['warm_mb']:.0f} | {g['end_mb']:.0f} | {g['growth'] * 100:+.1f} % |")
+    lines += ["", f"![lag and memory over the soak](soak-{result['device']['tag']}.png)", ""]
+    return "\n".join(lines)
+
+
+def _largest_growth(memory: dict) -> str:
+    if not memory["processes"]:
+        return "-"
+    label, g = max(memory["processes"].items(), key=lambda kv: kv[1]["end_mb"] - kv[1]["warm_mb"])
+    return f"{label} {g['warm_mb']:.0f} -> {g['end_mb']:.0f} MB ({g['growth'] * 100:+.1f} %)"
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(9, 6.5), sharex=True)
+    series = result["lag_series"]
+    for svc in sorted({k for _, lags in series for k in lags}):
+        ax1.plot([t / 60 for t, _ in series], [lags.get(svc, 0) for _, lags in series], label=svc)
+    ax1.axvline(result["minutes"], color="grey", ls="--", lw=1)
+    ax1.set_ylabel("consumer lag (messages)")
+    ax1.legend(fontsize=8, ncol=3)
+    ax1.set_title(f"{result['calls']} calls in real time for {result['minutes']:g} min ({result['device']['name']})")
+    t = [i * result["interval_s"] / 60 for i in range(max((len(v) for v in result["rss_series"].values()), default=0))]
+    for label, rss in sorted(result["rss_series"].items(), key=lambda kv: -max(kv[1] or [0]))[:10]:
+        ax2.plot(t[: len(rss)], rss, label=label)
+    ax2.axvline(result["minutes"], color="grey", ls="--", lw=1)
+    ax2.set_xlabel("minutes (dashed: the lines stop, the pipeline drains)")
+    ax2.set_ylabel("RSS (MB)")
+    ax2.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(args: argparse.Namespace, settings: Settings) -> int:
+    from benchmarks.monitor import LagSampler, ProcessSampler, stack_processes
+    from benchmarks.pipeline import Collector, Timeline, percentiles, pipeline_inputs
+    from benchmarks.run import bench_settings, device_of, fresh_stack, served_model
+    from benchmarks.workload import CHUNK_MS, Workload
+    from deploy.local import stack
+    from deploy.local.services import ServiceProcesses
+    from services.publish import publish_calls
+    from training.serving.export import export_repository
+
+    device = device_of(args.device)
+    soak = bench_settings(settings, device)
+    soak.stack_name = f"soak-{device['tag']}"
+    soak.triton.model_repository = soak.run_dir / "model_repository"
+    workload = Workload.generate(soak.run_dir / "calls", max(8, args.calls), args.seed, tuple(args.turns))  # type: ignore[arg-type]
+    sources = _sources(workload, args.calls, args.minutes)
+    model_dir, _ = served_model(settings, soak, None)
+    started = time.strftime("%Y-%m-%d %H:%M")
+    services = ServiceProcesses(soak)
+    fresh_stack(soak)
+    export_repository(soak, model_dir=model_dir)
+    try:
+        log.info("soak: stack up")
+        stack.up(soak, timeout_s=900)
+        services.start(timeout_s=600)
+        collector = Collector(soak, "")
+        timeline = Timeline({})
+        lag = LagSampler(soak, pipeline_inputs(soak), interval_s=args.interval).start()
+        sampler = ProcessSampler(stack_processes(soak, services), interval_s=args.interval).start()
+        t0 = time.monotonic()
+        stop_at = t0 + args.minutes * 60
+        log.info("soak: %d lines in real time for %.1f min (%d calls queued)", args.calls, args.minutes, len(sources))
+
+        def on_sent(chunk) -> None:
+            timeline.sample_rates.setdefault(chunk.call_id, chunk.sample_rate)
+            timeline.on_sent(chunk)
+
+        report = _publish_until(publish_calls, soak, sources, args.calls, stop_at, on_sent, CHUNK_MS)
+        log.info("soak: lines stopped after %.1f min; draining", (time.monotonic() - t0) / 60)
+        drain_deadline = time.monotonic() + 600
+        while time.monotonic() < drain_deadline:
+            services.check()
+            latest = lag.latest(since=time.monotonic() - 2 * args.interval)
+            if collector.answered() and latest is not None and not any(latest.values()):
+                break
+            time.sleep(1)
+        wall = time.monotonic() - t0
+        time.sleep(args.interval)  # one more sample after the drain
+        processes = sampler.stop()
+        lag_stats = lag.stop()
+        lag.close()
+        collector.stop()
+        latencies = [collector.events[uid][1] - timeline.wall_time(u.call_id, u.end)
+                     for uid, (u, _) in collector.utterances.items() if uid in collector.events]  # fmt: skip
+        # the soak's own process keeps every message it read: not a pipeline process
+        rss_series = {label: track.rss for label, track in sampler.tracks.items() if label != "bench"}
+        result = {
+            "started": started, "command": "emotion " + " ".join(sys.argv[sys.argv.index("soak"):]) if "soak" in sys.argv else "emotion soak",
+            "device": device, "calls": args.calls, "minutes": args.minutes, "interval_s": args.interval,
+            "call_count": report.calls, "audio_s": round(report.audio_s, 1), "wall_s": round(wall, 1),
+            "utterances": len(collector.utterances), "events": len(collector.events),
+            "duplicate_events": collector.duplicates, "deadletters": [d.reason for d in collector.deadletters],
+            "latency_s": percentiles(latencies), "lag": lag_stats, "lag_series": lag.series,
+            "rss_series": rss_series, "processes": processes,
+            "verdicts": verdicts(lag.series, rss_series, args.calls, len(set(collector.utterances) & set(collector.events)),
+                                 len(collector.utterances), len(collector.deadletters), soak.runtime.max_batch,
+                                 args.interval),
+        }  # fmt: skip
+    finally:
+        services.stop()
+        if not args.keep:
+            stack.down(soak)
+    args.results.mkdir(parents=True, exist_ok=True)
+    base = args.results / f"soak-{device['tag']}"
+    base.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    base.with_suffix(".md").write_text(markdown(result))
+    plot(result, base.with_suffix(".png"))
+    print(markdown(result).split("| process |")[0].rstrip())
+    print(f"\nwritten: {base}.json, {base}.md, {base}.png")
+    return 1 if any(v["ok"] is False for v in result["verdicts"].values()) else 0
+
+
+def _publish_until(publish_calls, settings: Settings, sources: list, lines: int, stop_at: float, on_sent, chunk_ms: float):
+    """Stream ``sources`` on ``lines`` lines in real time; no new call starts after ``stop_at``
+    (the calls under way finish)."""
+    from services.publish import CallSource
+
+    def gated(source: CallSource) -> CallSource:
+        def load():
+            if time.monotonic() >= stop_at:
+                from services.publish import AudioSourceError
+
+                raise AudioSourceError("soak over")
+            return source.load()
+
+        return CallSource(source.name, source.duration, load)
+
+    report = publish_calls(settings, [gated(s) for s in sources], pace="realtime", chunk_ms=chunk_ms,
+                           progress=sys.stderr.isatty(), concurrency=lines, on_sent=on_sent)  # fmt: skip
+    report.failures = [f for f in report.failures if f.reason != "soak over"]
+    return report
