@@ -5,6 +5,10 @@ goes through the ``speech_encoder`` Triton model: frames pooled or padded to ``m
 mask and each frame's start/end time in seconds from the utterance start (for the time-aligned
 graph).  Features are cached in Redis by (model version, audio bytes), so a replayed utterance
 costs one look-up.  An utterance whose audio expired or is missing cannot be encoded: dead-lettered.
+
+The audio under ``audio_key`` is the utterance's only copy, so it is read as state, not as a cache:
+a Redis that does not answer (a timeout on a loaded host, a restart) fails the batch, which is
+retried, where a cache would have answered "missing" and the utterance would have been lost.
 """
 
 from __future__ import annotations
@@ -52,8 +56,9 @@ class SpeechEncoderService(TritonService):
         self.output_topic = settings.topics.speech_features
 
     def process(self, batch: list[Utterance]) -> list[list[SpeechFeatures] | Reject]:
-        stored = self.ctx.cache.get_many([u.audio_key for u in batch if u.audio_key])
-        by_key = dict(zip([u.audio_key for u in batch if u.audio_key], stored))
+        keys = [u.audio_key for u in batch if u.audio_key]
+        with self.ctx.state.guard() as r:  # StateUnavailable: the batch is retried
+            by_key = dict(zip(keys, r.mget(keys))) if keys else {}
         results: list[list[SpeechFeatures] | Reject | None] = [None] * len(batch)
         audio: dict[int, np.ndarray] = {}
         for i, u in enumerate(batch):

@@ -146,6 +146,12 @@ def _lags(asr: list[int]) -> list[tuple[float, dict[str, int]]]:
     return [(30.0 * i, {"asr_alignment": v, "moe_fusion": 0}) for i, v in enumerate(asr)]
 
 
+def test_redis_sizes_in_megabytes():
+    from benchmarks.soak import _megabytes
+
+    assert _megabytes("512mb") == 512 and _megabytes("1gb") == 1000 and _megabytes("2000000") == 2
+
+
 def test_soak_lag_that_keeps_growing_is_not_bounded_and_a_steady_one_is():
     from benchmarks.soak import verdicts
 
@@ -169,5 +175,8 @@ def test_soak_memory_growth_after_warm_up_and_unanswered_utterances_fail():
     assert not memory["ok"] and memory["grown"] == ["asr_alignment#0"]
     assert not verdicts(lags, loaded, 4, 9, 10, 0, 32, 30.0)["answers"]["ok"]
     assert not verdicts(lags, loaded, 4, 10, 10, 1, 32, 30.0)["answers"]["ok"]
+    cache = {"redis": [40.0, 60, 80, 100, 120, 140, 160, 180, 200, 220]}
+    assert verdicts(lags, cache, 4, 10, 10, 0, 32, 30.0, {"redis": 576.0})["memory"]["ok"], "a cache under its ceiling"
+    assert not verdicts(lags, cache, 4, 10, 10, 0, 32, 30.0, {"redis": 150.0})["memory"]["ok"]
     short = verdicts(lags, {"triton": [300.0, 900.0, 950.0]}, 4, 10, 10, 0, 32, 10.0)["memory"]
     assert short["ok"] is None, "30 s of samples: too short to tell growth from warming up"

@@ -1,5 +1,7 @@
 """The speech encoding service with an in-memory cache and a fake Triton ``speech_encoder`` model."""
 
+from contextlib import contextmanager
+
 import numpy as np
 import pytest
 
@@ -9,6 +11,7 @@ from shared.contracts import ArrayPayload, SpeechFeatures, Utterance
 from shared.metrics import ServiceMetrics
 from shared.runtime import Context, Reject, is_dependency_failure
 from shared.settings import load_settings
+from shared.state import StateUnavailable
 from shared.triton_client import TritonError
 
 FRAMES, DIM = 8, 4
@@ -35,6 +38,23 @@ class MemoryCache:
 
     def put(self, key, value, ttl_s=None):
         return self.put_many([(key, value)], ttl_s)
+
+
+class MemoryState:
+    """The StateStore's ``guard()`` over the cache's dict, where the ASR service puts utterance audio."""
+
+    def __init__(self, cache: MemoryCache):
+        self.cache = cache
+        self.down = False
+
+    @contextmanager
+    def guard(self):
+        if self.down:
+            raise StateUnavailable("redis state unavailable: Timeout reading from socket")
+        yield self
+
+    def mget(self, keys):
+        return [self.cache.values.get(k) for k in keys]
 
 
 class FakeSpeechEncoder:
@@ -82,7 +102,8 @@ def fake(monkeypatch):
 def service(tmp_path, fake):
     s = load_settings(home=tmp_path)
     svc = SpeechEncoderService(s)
-    svc.setup(Context(settings=s, metrics=ServiceMetrics("speech_encoder"), cache=MemoryCache(), state=None,
+    cache = MemoryCache()
+    svc.setup(Context(settings=s, metrics=ServiceMetrics("speech_encoder"), cache=cache, state=MemoryState(cache),
                       instance_id="t"))
     return svc
 
@@ -136,3 +157,17 @@ def test_triton_down_retries_the_batch(service, fake):
     with pytest.raises(TritonError) as failure:
         service.process([utterance(0, audio=pcm(0.1, 1))])
     assert is_dependency_failure(failure.value)  # the runtime retries the batch
+
+
+def test_redis_not_answering_for_the_audio_retries_the_batch_never_loses_the_utterance(service, fake):
+    """Seen in a soak: a 0.5 s cache timeout on a loaded host read as "audio missing" dead-lettered
+    utterances.  The audio is state: a Redis that does not answer is a dependency failure."""
+    service.ctx.cache.put("emotion:audio:c:00000", pcm(0.1, 10).tobytes())
+    service.ctx.cache.down = True  # the feature cache bypassed too: the audio must not depend on it
+    service.ctx.state.down = True
+    with pytest.raises(StateUnavailable) as failure:
+        service.process([utterance(0, key="emotion:audio:c:00000")])
+    assert is_dependency_failure(failure.value)
+    service.ctx.state.down = False
+    [[f]] = service.process([utterance(0, key="emotion:audio:c:00000")])
+    assert f.utterance_id == "c:00000"
