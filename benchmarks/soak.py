@@ -241,12 +241,20 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
 
         report = _publish_until(publish_calls, soak, sources, args.calls, stop_at, on_sent, CHUNK_MS)
         log.info("soak: lines stopped after %.1f min; draining", (time.monotonic() - t0) / 60)
-        drain_deadline = time.monotonic() + 600
+        published = time.monotonic()
+        drain_deadline, drained_since = published + 600, None
         while time.monotonic() < drain_deadline:
             services.check()
-            latest = lag.latest(since=time.monotonic() - 2 * args.interval)
+            # drained: a lag sample taken after the last chunk was sent says 0 everywhere, every
+            # utterance seen has its event, and that holds for two samples (the last utterance
+            # of a call comes out of Whisper a little after its chunks are consumed)
+            latest = lag.latest(since=published)
             if collector.answered() and latest is not None and not any(latest.values()):
-                break
+                drained_since = drained_since or time.monotonic()
+                if time.monotonic() - drained_since >= 2 * args.interval:
+                    break
+            else:
+                drained_since = None
             time.sleep(1)
         wall = time.monotonic() - t0
         time.sleep(args.interval)  # one more sample after the drain
