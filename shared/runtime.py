@@ -391,7 +391,15 @@ class ServiceRuntime:
         full = len(self._in_flight) >= self.settings.runtime.max_in_flight
         if full:
             self._caught_up = False  # not polling: input may be piling up at the broker
-        records = [] if full else self._poll_batch(quick=bool(self._in_flight))
+        try:
+            records = [] if full else self._poll_batch(quick=bool(self._in_flight))
+        except KafkaError as exc:  # the broker restarting: nothing was taken, nothing to rewind
+            self.metrics.errors.labels(self.service.name, type(exc).__name__).inc()
+            log.warning("%s: poll failed (%s); trying again in %.1f s", self.service.name, exc,
+                        self.settings.runtime.retry_backoff_s)  # fmt: skip
+            self._caught_up = False
+            self._stop.wait(self.settings.runtime.retry_backoff_s)
+            return None
         self._update_lag()
         if records:
             failed = self._submit(records)

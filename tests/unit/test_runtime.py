@@ -388,3 +388,25 @@ def test_a_model_away_during_a_triton_restart_is_waited_out_and_a_bad_request_is
     from shared.triton_client import _retryable
 
     assert _retryable(InferenceServerException(message, status=status)) is retry
+
+
+def test_a_poll_that_fails_while_the_broker_restarts_is_waited_out_not_fatal(tmp_path):
+    """Seen in CI: a Kafka restart made consumer.poll raise KafkaConnectionError, which killed
+    the service.  A failed poll took nothing: the loop backs off and polls again."""
+    from kafka.errors import KafkaConnectionError
+
+    recs = [Record("utterances", 0, i, b"c", _utt(i)) for i in range(2)]
+    r = _runtime(recs, tmp_path)
+    polls = {"n": 0}
+    real_poll = r._consumer.poll
+
+    def flaky_poll(timeout_ms=0, max_records=None):
+        polls["n"] += 1
+        if polls["n"] == 1:
+            raise KafkaConnectionError("111 ECONNREFUSED")
+        return real_poll(timeout_ms, max_records)
+
+    r._consumer.poll = flaky_poll
+    assert r.run_once() is None and r._consumer.commits == []
+    rep = r.run_once()
+    assert rep.consumed == 2 and r._consumer.commits == [{("utterances", 0): 2}]
