@@ -60,7 +60,7 @@ class Collector:
     messages of calls whose id ends with ``suffix``, with their arrival times."""
 
     def __init__(self, settings: Settings, suffix: str):
-        from shared.kafka_io import tail_reader
+        from shared.kafka_io import poll_through_faults, tail_reader
 
         t = settings.topics
         self.topics = t
@@ -76,7 +76,7 @@ class Collector:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            for records in self._consumer.poll(timeout_ms=100).values():
+            for records in poll_through_faults(self._consumer, 100).values():
                 now = time.time()
                 for r in records:
                     self._take(r, now)

@@ -105,6 +105,8 @@ def consume_events(
     ``on_event`` is called with each new event as it arrives.  ``consumer`` defaults to a
     standalone reader (:func:`open_reader`), created and closed here; tests pass a fake.
     """
+    from shared.kafka_io import poll_through_faults
+
     wanted = set(calls) if calls else None
     own = consumer is None
     if own:
@@ -120,7 +122,7 @@ def consume_events(
                 break
             left_ms = POLL_MS if timeout_s is None else int((timeout_s - (clock() - last_new)) * 1000)
             wait_ms = max(1, min(POLL_MS, left_ms))
-            for tp, records in consumer.poll(timeout_ms=wait_ms).items():
+            for tp, records in poll_through_faults(consumer, wait_ms).items():
                 for record in records:
                     try:
                         event = decode(record.value, EmotionEvent)

@@ -11,10 +11,13 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
+import weakref
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 
 from shared.settings import Settings
 
@@ -68,9 +71,86 @@ def make_consumer(settings: Settings, group_id: str | None, topics: list[str] | 
     }
     config.update(overrides)
     consumer = KafkaConsumer(**config)
+    StallGuard.attach(consumer, settings.kafka.stall_s)
     if topics:
         consumer.subscribe(topics)
     return consumer
+
+
+class StallGuard:
+    """Fails a consumer call that has blocked for longer than ``stall_s``.
+
+    kafka-python 3.0 runs a consumer's I/O on its own thread; a call such as ``poll``, ``commit``
+    or ``position`` hands a coroutine to that thread and waits on an event *with no timeout*
+    (``NetworkSelector.run``). Across a broker restart under load, such a wait was seen to last
+    forever (CI, 2026-12-02: ``poll(timeout_ms=500)`` blocked for 15 minutes while the I/O thread
+    idled in ``select``), which would leave a service alive but deaf. The guard's thread watches
+    the client's pending waits and fails one older than ``stall_s`` with :class:`KafkaTimeoutError`,
+    which the caller meets like any failed call (the runtime waits it out and polls again).
+
+    It reads ``_net._pending_waiters`` (private to kafka-python, pinned ``<3.1``); a client
+    without it is left unguarded, with a warning.
+    """
+
+    def __init__(self, client, stall_s: float):
+        self.stall_s = stall_s
+        self.stalls = 0
+        """How many waits this guard has failed."""
+        self._client = weakref.ref(client)
+        self._first_seen: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="kafka-stall-guard", daemon=True)
+
+    @classmethod
+    def attach(cls, client, stall_s: float) -> StallGuard | None:
+        net = getattr(client, "_net", None)
+        if stall_s <= 0:
+            return None
+        if net is None or not hasattr(net, "_pending_waiters") or not hasattr(net, "_pending_waiters_lock"):
+            log.warning("kafka-python without _net._pending_waiters: consumer calls are not guarded against stalls")
+            return None
+        guard = cls(client, stall_s)
+        client._stall_guard = guard  # lives as long as the client; its thread holds only a weak reference
+        guard._thread.start()
+        return guard
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def check(self, now: float | None = None) -> int:
+        """Fail the waits pending longer than ``stall_s``; returns how many were failed."""
+        client = self._client()
+        if client is None:
+            self._stop.set()
+            return 0
+        net = client._net
+        now = time.monotonic() if now is None else now
+        stalled = []
+        with net._pending_waiters_lock:
+            pending = {id(event): (event, state) for event, state in net._pending_waiters.items()}
+            self._first_seen = {k: self._first_seen.get(k, now) for k in pending}
+            for key, (event, state) in pending.items():
+                if now - self._first_seen[key] > self.stall_s:
+                    net._pending_waiters.pop(event, None)
+                    stalled.append((event, state))
+        for event, state in stalled:
+            if state.get("exception") is None:
+                state["exception"] = KafkaTimeoutError(
+                    f"a Kafka client call blocked for more than {self.stall_s:.0f} s (failed by the stall guard)")
+            event.set()
+        if stalled:
+            self.stalls += len(stalled)
+            log.warning("kafka stall guard: failed %d call(s) blocked over %.0f s (%d so far); the caller retries",
+                        len(stalled), self.stall_s, self.stalls)  # fmt: skip
+        return len(stalled)
+
+    def _watch(self) -> None:
+        interval = min(1.0, self.stall_s / 4)
+        while not self._stop.wait(interval):
+            try:
+                self.check()
+            except Exception:  # the guard must never take the service down
+                log.exception("kafka stall guard: check failed")
 
 
 def tail_reader(settings: Settings, topics: list[str]) -> KafkaConsumer:
@@ -84,6 +164,18 @@ def tail_reader(settings: Settings, topics: list[str]) -> KafkaConsumer:
     for tp in consumer.assignment():
         consumer.position(tp)
     return consumer
+
+
+def poll_through_faults(consumer: KafkaConsumer, timeout_ms: int) -> dict:
+    """``consumer.poll`` for a reader that outlives broker restarts: a failed poll (the broker
+    away, or a wait failed by :class:`StallGuard`) is logged and reads as no records, after a
+    pause of ``timeout_ms``. The positions are unchanged, so nothing is skipped."""
+    try:
+        return consumer.poll(timeout_ms=timeout_ms)
+    except KafkaError as exc:
+        log.warning("poll failed (%s: %s); polling again", type(exc).__name__, exc)
+        time.sleep(timeout_ms / 1000)
+        return {}
 
 
 def make_admin(settings: Settings, **overrides) -> KafkaAdminClient:

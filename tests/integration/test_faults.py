@@ -82,7 +82,7 @@ def _inject(s, services, fault: str) -> None:
 def _stream_with_fault(s, services, tmp_path, fault: str) -> Run:
     from benchmarks.workload import segment_call
     from services.publish import load_call, publish_calls
-    from shared.kafka_io import tail_reader
+    from shared.kafka_io import poll_through_faults, tail_reader
     from training.data.calls import generate_calls
 
     # other audio for each fault: a transcript cached from an earlier fault would spare Whisper
@@ -101,7 +101,7 @@ def _stream_with_fault(s, services, tmp_path, fault: str) -> Run:
     deadline, last_new = t0 + 900, t0
     try:
         while time.monotonic() < deadline:
-            for records in reader.poll(timeout_ms=500).values():
+            for records in poll_through_faults(reader, 500).values():
                 for r in records:
                     if r.topic == s.topics.utterances:
                         u = decode(r.value, Utterance)
