@@ -60,7 +60,7 @@ class Collector:
     messages of calls whose id ends with ``suffix``, with their arrival times."""
 
     def __init__(self, settings: Settings, suffix: str):
-        from shared.kafka_io import poll_through_faults, tail_reader
+        from shared.kafka_io import tail_reader
 
         t = settings.topics
         self.topics = t
@@ -75,6 +75,8 @@ class Collector:
         self._thread.start()
 
     def _loop(self) -> None:
+        from shared.kafka_io import poll_through_faults
+
         while not self._stop.is_set():
             for records in poll_through_faults(self._consumer, 100).values():
                 now = time.time()
