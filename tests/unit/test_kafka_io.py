@@ -120,3 +120,36 @@ def test_check_fails_only_waits_older_than_stall_s():
     assert old.is_set() and not new.is_set()
     assert list(client._net._pending_waiters) == [new]
     assert guard.check(now=115.5) == 1 and new.is_set()
+
+
+def test_poll_through_faults_reads_a_failed_poll_as_no_records_and_pauses():
+    from kafka.errors import KafkaConnectionError
+
+    from shared.kafka_io import poll_through_faults
+
+    class Reader:
+        def __init__(self):
+            self.answers = [KafkaConnectionError("socket disconnected"), {"tp": ["record"]}]
+
+        def poll(self, timeout_ms):
+            answer = self.answers.pop(0)
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+
+    reader = Reader()
+    t0 = time.monotonic()
+    assert poll_through_faults(reader, 200) == {}
+    assert time.monotonic() - t0 >= 0.2  # no busy loop while the broker is away
+    assert poll_through_faults(reader, 200) == {"tp": ["record"]}
+
+
+def test_poll_through_faults_lets_other_errors_through():
+    from shared.kafka_io import poll_through_faults
+
+    class Reader:
+        def poll(self, timeout_ms):
+            raise ValueError("a bug, not the broker")
+
+    with pytest.raises(ValueError):
+        poll_through_faults(Reader(), 10)
