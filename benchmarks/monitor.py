@@ -160,13 +160,14 @@ class LagSampler:
         return out
 
     def start(self) -> LagSampler:
-        self._t0 = time.monotonic()
+        self.started_at = time.monotonic()
+        """When sampling began (``time.monotonic()``): the clock of :attr:`series`."""
         self._thread.start()
         return self
 
     def latest(self, since: float) -> dict[str, int] | None:
         """The newest sample, if it was taken after ``since`` (``time.monotonic()``), else None."""
-        if self.series and self._t0 + self.series[-1][0] >= since:
+        if self.series and self.started_at + self.series[-1][0] >= since:
             return self.series[-1][1]
         return None
 
@@ -174,7 +175,7 @@ class LagSampler:
         while not self._stop.is_set():
             try:
                 t = time.monotonic()
-                self.series.append((round(t - self._t0, 2), self.lag()))
+                self.series.append((round(t - self.started_at, 2), self.lag()))
             except Exception as exc:  # noqa: BLE001 - a lost sample is not worth failing the run
                 log.debug("lag sample failed: %s", exc)
             self._stop.wait(self.interval_s)

@@ -164,6 +164,22 @@ def test_soak_lag_that_keeps_growing_is_not_bounded_and_a_steady_one_is():
     assert not undrained["lag"]["ok"]
 
 
+def test_soak_halves_are_those_of_the_streaming_not_of_the_drain():
+    """The 16-call soak on 2 cores: the lag grew all through the 10 minutes, then the drain took it
+    down. Over the whole series the peak falls at the halves' boundary and the growth passes."""
+    from benchmarks.soak import verdicts
+
+    rss = {"triton": [900.0] * 12}
+    lags = _lags([0, 3000, 6500, 9800, 13000, 16000, 12000, 8000, 4000, 1000, 0, 0])
+    assert verdicts(lags, rss, 16, 10, 10, 0, 32, 30.0)["lag"]["ok"], "the defect: the drain hides the growth"
+    judged = verdicts(lags, rss, 16, 10, 10, 0, 32, 30.0, streamed_s=150.0)["lag"]
+    assert not judged["ok"]
+    assert (judged["asr_first_half_max"], judged["asr_second_half_max"]) == (6500, 16000)
+    assert judged["final"]["asr_alignment"] == 0 and judged["max"]["asr_alignment"] == 16000
+    steady = _lags([3, 40, 12, 35, 20, 38, 15, 30, 5, 0, 0, 0])
+    assert verdicts(steady, rss, 4, 10, 10, 0, 32, 30.0, streamed_s=240.0)["lag"]["ok"]
+
+
 def test_soak_memory_growth_after_warm_up_and_unanswered_utterances_fail():
     from benchmarks.soak import verdicts
 
