@@ -97,15 +97,16 @@ class StallGuard:
         self.stalls = 0
         """How many waits this guard has failed."""
         self._client = weakref.ref(client)
-        self._first_seen: dict[int, float] = {}
+        self._first_seen: dict[threading.Event, float] = {}
+        """Each pending wait (its event) -> when the guard first saw it."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="kafka-stall-guard", daemon=True)
 
     @classmethod
     def attach(cls, client, stall_s: float) -> StallGuard | None:
-        net = getattr(client, "_net", None)
         if stall_s <= 0:
             return None
+        net = getattr(client, "_net", None)
         if net is None or not hasattr(net, "_pending_waiters") or not hasattr(net, "_pending_waiters_lock"):
             log.warning("kafka-python without _net._pending_waiters: consumer calls are not guarded against stalls")
             return None
@@ -114,23 +115,20 @@ class StallGuard:
         guard._thread.start()
         return guard
 
-    def stop(self) -> None:
-        self._stop.set()
-
     def check(self, now: float | None = None) -> int:
         """Fail the waits pending longer than ``stall_s``; returns how many were failed."""
         client = self._client()
-        if client is None:
-            self._stop.set()
+        if client is None or getattr(client, "_closed", False):
+            self._stop.set()  # the guard ends with its client
             return 0
         net = client._net
         now = time.monotonic() if now is None else now
         stalled = []
         with net._pending_waiters_lock:
-            pending = {id(event): (event, state) for event, state in net._pending_waiters.items()}
-            self._first_seen = {k: self._first_seen.get(k, now) for k in pending}
-            for key, (event, state) in pending.items():
-                if now - self._first_seen[key] > self.stall_s:
+            pending = dict(net._pending_waiters)
+            self._first_seen = {event: self._first_seen.get(event, now) for event in pending}
+            for event, state in pending.items():
+                if now - self._first_seen[event] > self.stall_s:
                     net._pending_waiters.pop(event, None)
                     stalled.append((event, state))
         for event, state in stalled:
