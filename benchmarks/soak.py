@@ -43,6 +43,8 @@ WARM_UP_S = 60.0
 """Memory is compared from the later of this and a fifth of the run (models loaded, batches of
 every size seen once, caches filled) to the end; a run too short to leave a minute after that is
 not judged on memory."""
+DRAIN_LIMIT_S = 600.0
+"""How long the pipeline may take to drain after the lines stop."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -148,7 +150,7 @@ def markdown(result: dict) -> str:
     ok = lambda b: "not judged (run too short)" if b is None else "**met**" if b else "**not met**"  # noqa: E731
     drained = not any(v["lag"]["final"].values())
     ending = (f"{result['wall_s'] / 60:.1f} min until drained." if drained else
-              f"{result['wall_s'] / 60:.1f} min, when the drain's limit (10 min) ran out with the lag above 0.")  # fmt: skip
+              f"{result['wall_s'] / 60:.1f} min, when the drain's limit ({DRAIN_LIMIT_S / 60:g} min) ran out with the lag above 0.")  # fmt: skip
     lines = [
         f"# Soak: {result['calls']} calls in real time for {result['minutes']:g} minutes ({result['device']['name']})",
         "",
@@ -251,7 +253,8 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         report = _publish_until(publish_calls, soak, sources, args.calls, stop_at, on_sent, CHUNK_MS)
         log.info("soak: lines stopped after %.1f min; draining", (time.monotonic() - t0) / 60)
         published = time.monotonic()
-        drain_deadline, drained_since = published + 600, None
+        streamed_s = published - lag.started_at  # on the lag series' clock
+        drain_deadline, drained_since = published + DRAIN_LIMIT_S, None
         while time.monotonic() < drain_deadline:
             services.check()
             # drained: a lag sample taken after the last chunk was sent says 0 everywhere, every
@@ -279,7 +282,7 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
             "started": started, "command": "emotion " + " ".join(sys.argv[sys.argv.index("soak"):]) if "soak" in sys.argv else "emotion soak",
             "device": device, "calls": args.calls, "minutes": args.minutes, "interval_s": args.interval,
             "call_count": report.calls, "audio_s": round(report.audio_s, 1), "wall_s": round(wall, 1),
-            "streamed_s": round(published - lag.started_at, 1),
+            "streamed_s": round(streamed_s, 1),
             "utterances": len(collector.utterances), "events": len(collector.events),
             "duplicate_events": collector.duplicates, "deadletters": [d.reason for d in collector.deadletters],
             "latency_s": percentiles(latencies), "lag": lag_stats, "lag_series": lag.series,
@@ -287,7 +290,7 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
             "verdicts": verdicts(lag.series, rss_series, args.calls, len(set(collector.utterances) & set(collector.events)),
                                  len(collector.utterances), len(collector.deadletters), soak.runtime.max_batch,
                                  args.interval, {"redis": _megabytes(soak.redis.maxmemory) + REDIS_OVERHEAD_MB},
-                                 streamed_s=published - lag.started_at),
+                                 streamed_s=streamed_s),
         }  # fmt: skip
     finally:
         services.stop()
