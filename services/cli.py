@@ -146,6 +146,11 @@ COMMANDS: tuple[Command, ...] = (
             "Accuracy, weighted precision/recall/F1, a per-class report and a confusion-matrix PNG for a manifest "
             "(JSON lines: audio, label, optional text/speaker/language/split). Without --model, the default trained "
             "model is used.", _configure_module("training.evaluate")),
+    Command("data", "turn public emotion corpora (RAVDESS, CREMA-D, TESS, MELD, DailyDialog, GoEmotions) into manifests",
+            "`emotion data prepare NAME SRC --out manifest.jsonl` reads a corpus folder in its published layout, maps "
+            "its labels onto the seven common classes (logging what is dropped and why) and writes a manifest that "
+            "`emotion train` / `emotion eval` read; text corpora give text-only lines (\"audio\": null). "
+            "`emotion data list` shows the corpora.", _configure_module("training.data.prepare")),
     Command("compare", "the paper's comparison table over seeds",
             "Train and evaluate every model of the paper's table (unimodal baselines, early and late fusion, CA-MoE, "
             "SP-MoE, the proposed model with top-1 and top-2 gating) over several seeds; writes results.json, "

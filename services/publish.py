@@ -473,6 +473,9 @@ def manifest_sources(path: Path, roles: Sequence[str] | None, language: str | No
         where = f"{path}:{n}"
         try:
             obj = json.loads(line)
+            if isinstance(obj, dict) and "audio" in obj and obj["audio"] is None:
+                sources.append(_failing_source(where, f"{where}: a text-only line (\"audio\": null): no audio to stream"))
+                continue
             audio = Path(obj["audio"])
             own_roles = parse_channel_roles(obj["channels"]) if obj.get("channels") else roles
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:

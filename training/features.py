@@ -13,7 +13,9 @@ For every :class:`~training.data.Example` the serving path's front-ends run once
 
 The result is one :class:`FeatureRecord` per example: an
 :class:`~training.models.UtteranceFeatures` (what :func:`training.models.collate` takes) plus the
-example's id, split, language and synthetic-corpus cue.
+example's id, split, language and synthetic-corpus cue. Text-only examples (``"audio": null`` in
+the manifest: MELD, DailyDialog, GoEmotions) are refused with a :class:`ValueError` that says so
+(:func:`require_audio`).
 
 Cache layout::
 
@@ -70,6 +72,7 @@ __all__ = [
     "example_key",
     "extract_features",
     "feature_spec",
+    "require_audio",
 ]
 
 log = logging.getLogger("training.features")
@@ -149,8 +152,22 @@ def feature_spec(settings: Settings, asr_model: str | None = None) -> FeatureSpe
     )
 
 
+def require_audio(examples: Sequence[Example]) -> None:
+    """Raise :class:`ValueError` when any example is text-only (``audio_path is None``): every
+    feature of the paper's models starts from the audio (Whisper, the speech encoder)."""
+    text_only = [ex.id for ex in examples if ex.audio_path is None]
+    if text_only:
+        shown = ", ".join(text_only[:5]) + (", ..." if len(text_only) > 5 else "")
+        raise ValueError(
+            f"{len(text_only)} of {len(examples)} example(s) are text-only (\"audio\": null in the manifest: "
+            f"{shown}); feature extraction needs the audio of every utterance -- use a speech corpus "
+            "(e.g. `emotion data prepare ravdess`) or leave the text-only lines out"
+        )
+
+
 def example_key(example: Example) -> str:
     """Cache file stem of one example: its id, audio file (absolute path, size, mtime), language and text."""
+    require_audio([example])
     path = Path(os.path.abspath(example.audio_path))
     try:
         stat = path.stat()
@@ -214,6 +231,7 @@ class FeatureExtractor:
 
     def compute(self, examples: Sequence[Example]) -> list[dict[str, np.ndarray]]:
         """Transcribe and embed ``examples`` (text and speech encoders batched over them)."""
+        require_audio(examples)
         audios = [load_audio(ex.audio_path, 16_000) for ex in examples]
         transcripts = [
             self.transcriber.transcribe(a, language=ex.language) for a, ex in zip(audios, examples, strict=True)
@@ -359,6 +377,7 @@ def extract_features(
     """
     if text_source not in TEXT_SOURCES:
         raise ValueError(f"text_source must be one of {TEXT_SOURCES}, got {text_source!r}")
+    require_audio(examples)
     spec = feature_spec(settings, asr_model)
     directory = Path(cache_dir or default_cache_dir(settings)) / spec.key
     directory.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,8 @@
 * :mod:`~training.data.audio` -- robust audio loading and resampling;
 * :mod:`~training.data.iemocap` -- IEMOCAP from its release layout;
 * :mod:`~training.data.aihub` -- the AI-Hub Korean emotion dialogue CSV + wavs;
+* :mod:`~training.data.corpora` -- RAVDESS, CREMA-D, TESS, MELD, DailyDialog and GoEmotions from
+  their published layouts (``emotion data prepare``, :mod:`~training.data.prepare`);
 * :mod:`~training.data.synthetic` -- an espeak-ng call-centre corpus generator (with
   :mod:`~training.data.prosody`, :mod:`~training.data.templates`,
   :mod:`~training.data.telephony`, :mod:`~training.data.espeak`).

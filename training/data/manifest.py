@@ -7,7 +7,12 @@ Fields of a line::
      "split": "train", "call_id": "call-0001", "extra": {...}}       # optional
 
 ``audio`` is relative to the manifest's folder or absolute. ``id`` defaults to the audio path
-without its suffix. Keys other than the known ones are kept in :attr:`Example.extra` (as is the
+without its suffix. A **text-only** utterance (a text corpus such as MELD, DailyDialog or
+GoEmotions) has ``"audio": null``, a non-empty ``text`` and an ``id``; its
+:attr:`Example.audio_path` is ``None``. A line with neither audio nor text is malformed, and so is
+a line without an ``audio`` key (a text-only line says ``null`` explicitly, so a misspelt key is
+never taken for one). Code that needs the audio (feature extraction, ``emotion publish``) refuses
+text-only examples with an error that says so. Keys other than the known ones are kept in :attr:`Example.extra` (as is the
 content of an ``extra`` object). Every dataset reader in :mod:`training.data` returns
 :class:`Example` objects, so IEMOCAP, AI-Hub and the synthetic corpus can all be written to and
 read back from this one format.
@@ -51,8 +56,8 @@ class Example:
     """One labelled utterance."""
 
     id: str
-    audio_path: Path
-    """Absolute (or caller-relative) path to the audio file."""
+    audio_path: Path | None
+    """Absolute (or caller-relative) path to the audio file; ``None`` for a text-only utterance."""
     label: str
     text: str | None = None
     speaker: str | None = None
@@ -80,9 +85,10 @@ def read_manifest(
 
     ``labels`` is the accepted label set (default :data:`~shared.settings.EMOTIONS`; ``None``
     accepts any). Raises :class:`ManifestError` naming the line numbers of malformed lines
-    (invalid JSON, not an object, missing/empty ``audio`` or ``label``, wrong field types,
-    duplicate ids), of unknown labels, and -- when ``check_audio`` -- how many audio files are
-    missing with the first few of them. Blank lines are skipped.
+    (invalid JSON, not an object, missing/empty ``audio`` or ``label``, ``"audio": null`` without
+    ``text`` or ``id``, wrong field types, duplicate ids), of unknown labels, and -- when
+    ``check_audio`` -- how many audio files are missing with the first few of them (text-only lines
+    have none to check). Blank lines are skipped.
     """
     path = Path(path)
     if not path.is_file():
@@ -133,7 +139,7 @@ def read_manifest(
         missing = [
             f"line {n}: {ex.audio_path}"
             for ex, n in zip(examples, line_of, strict=True)
-            if not ex.audio_path.is_file()
+            if ex.audio_path is not None and not ex.audio_path.is_file()
         ]
         if missing:
             raise ManifestError(_problems_message("missing audio file(s)", path, missing))
@@ -151,8 +157,14 @@ def _optional_str(obj: dict[str, Any], key: str) -> str | None:
 
 def _example_from_obj(obj: dict[str, Any], root: Path) -> Example:
     audio = obj.get("audio")
-    if not isinstance(audio, str) or not audio.strip():
-        raise ValueError("missing or empty 'audio' field")
+    text = _optional_str(obj, "text")
+    if audio is None and "audio" in obj:  # a text-only utterance
+        if text is None or not text.strip():
+            raise ValueError("'audio' is null and there is no 'text' (a line needs audio, text or both)")
+        if not (_optional_str(obj, "id") or "").strip():
+            raise ValueError("a text-only line (\"audio\": null) needs an 'id'")
+    elif not isinstance(audio, str) or not audio.strip():
+        raise ValueError("missing or empty 'audio' field (a text-only line has \"audio\": null)")
     label = obj.get("label")
     if not isinstance(label, str) or not label.strip():
         raise ValueError("missing or empty 'label' field")
@@ -161,8 +173,8 @@ def _example_from_obj(obj: dict[str, Any], root: Path) -> Example:
         raise ValueError(f"field 'extra' must be an object, got {type(extra).__name__}")
     extra = dict(extra)
     extra.update({k: v for k, v in obj.items() if k not in _KNOWN_KEYS})
-    audio_path = Path(audio)
-    if not audio_path.is_absolute():
+    audio_path = None if audio is None else Path(audio)
+    if audio_path is not None and not audio_path.is_absolute():
         audio_path = root / audio_path
     split = _optional_str(obj, "split")
     if split is not None and split not in SPLITS:
@@ -171,7 +183,7 @@ def _example_from_obj(obj: dict[str, Any], root: Path) -> Example:
         id=_optional_str(obj, "id") or Path(audio).with_suffix("").as_posix(),
         audio_path=audio_path,
         label=label.strip(),
-        text=_optional_str(obj, "text"),
+        text=text,
         speaker=_optional_str(obj, "speaker"),
         language=_optional_str(obj, "language"),
         split=split,
@@ -181,12 +193,15 @@ def _example_from_obj(obj: dict[str, Any], root: Path) -> Example:
 
 
 def example_to_obj(ex: Example, root: Path) -> dict[str, Any]:
-    """The JSON object for ``ex``; audio relative to ``root`` when it lies inside it."""
-    absolute = Path(os.path.abspath(ex.audio_path))
-    try:
-        shown = absolute.relative_to(root).as_posix()
-    except ValueError:
-        shown = str(absolute)
+    """The JSON object for ``ex``; audio relative to ``root`` when it lies inside it (``null`` for a
+    text-only utterance)."""
+    shown: str | None = None
+    if ex.audio_path is not None:
+        absolute = Path(os.path.abspath(ex.audio_path))
+        try:
+            shown = absolute.relative_to(root).as_posix()
+        except ValueError:
+            shown = str(absolute)
     obj: dict[str, Any] = {"id": ex.id, "audio": shown, "label": ex.label}
     for key in ("text", "speaker", "language", "split", "call_id"):
         value = getattr(ex, key)
