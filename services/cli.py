@@ -185,6 +185,13 @@ COMMANDS: tuple[Command, ...] = (
             "service's consumer lag and every process's memory, drain, and check that lag stayed bounded, memory did "
             "not grow after warm-up and every utterance got its event; writes benchmarks/results/soak-<device>.{json,md,png}; "
             "exit 1 when a check fails.", _configure_module("benchmarks.soak")),
+    Command("kafka-restarts", "stress: do Kafka client calls stay bounded while the broker restarts?",
+            "Producers, committing group consumers, a standalone reader and an admin client run on a Kafka broker of "
+            "their own while it is killed (SIGKILL or SIGTERM, alternately) and restarted --restarts times; every call is "
+            "timed against its own timeout, a call past it by --slack seconds is reported with its stack, and every "
+            "acknowledged record must reach the group (after de-duplication). --clients raw runs bare kafka-python "
+            "clients for comparison. Writes benchmarks/results/kafka-restarts-<clients>.{json,md}; exit 1 when a call "
+            "blocked or a record was lost.", _configure_module("benchmarks.kafka_restarts")),
     Command("demo", "the main job: calls in, emotion events out, on the local stack",
             "Bring the stack up, train the default model once if there is none, start the five services and the "
             "dashboard, stream calls and print each emotion event as it arrives.", _configure_module("services.demo")),

@@ -4,6 +4,8 @@
   never duplicates a record within a producer session.
 * Every client authenticates with SASL/SCRAM (``settings.kafka.security_protocol``) as
   ``settings.kafka.username`` with :attr:`shared.settings.Settings.kafka_password`.
+* Every blocking call of every client made here returns within a bound or raises
+  :class:`KafkaTimeoutError` (:class:`CallBound`), counted per client role.
 * Consumers never auto-commit: :class:`shared.runtime.ServiceRuntime` commits a batch's offsets
   only after every output of that batch has been acknowledged by the broker (at-least-once).
 """
@@ -13,9 +15,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import __version__ as kafka_version
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 
@@ -40,8 +44,9 @@ def client_options(settings: Settings) -> dict:
     return options
 
 
-def make_producer(settings: Settings, **overrides) -> KafkaProducer:
-    """An idempotent producer (acks=all) sized for the contract's largest messages."""
+def make_producer(settings: Settings, on_bound: OnBound | None = None, **overrides) -> BoundedProducer:
+    """An idempotent producer (acks=all) sized for the contract's largest messages; its blocking
+    calls are bounded (:class:`BoundedProducer`)."""
     config = {
         **client_options(settings),
         "enable_idempotence": True,
@@ -49,13 +54,18 @@ def make_producer(settings: Settings, **overrides) -> KafkaProducer:
         "linger_ms": 5,
         "max_request_size": settings.kafka.max_message_bytes,
         "retries": 2_147_483_647,
+        "max_block_ms": settings.kafka.request_timeout_ms,  # send() waiting for metadata or buffer space
     }
     config.update(overrides)
-    return KafkaProducer(**config)
+    producer = BoundedProducer(**config)
+    producer._call_bound = CallBound(None, "producer", _default_bound_s(settings, config), on_bound)
+    return producer
 
 
-def make_consumer(settings: Settings, group_id: str | None, topics: list[str] | None, **overrides) -> KafkaConsumer:
-    """A consumer that never auto-commits; ``group_id=None`` gives a standalone reader."""
+def make_consumer(settings: Settings, group_id: str | None, topics: list[str] | None,
+                  on_bound: OnBound | None = None, **overrides) -> BoundedConsumer:  # fmt: skip
+    """A consumer that never auto-commits; ``group_id=None`` gives a standalone reader. Its
+    blocking calls are bounded (:class:`BoundedConsumer`)."""
     config = {
         **client_options(settings),
         "group_id": group_id,
@@ -70,85 +80,205 @@ def make_consumer(settings: Settings, group_id: str | None, topics: list[str] | 
         "max_poll_interval_ms": 300_000,
     }
     config.update(overrides)
-    consumer = KafkaConsumer(**config)
-    StallGuard.attach(consumer, settings.kafka.stall_s)
+    consumer = BoundedConsumer(**config)
+    consumer._call_bound = CallBound(consumer._net, "consumer", _default_bound_s(settings, config), on_bound,
+                                     settings.kafka.call_grace_s)  # fmt: skip
     if topics:
         consumer.subscribe(topics)
     return consumer
 
 
-class StallGuard:
-    """Fails a consumer call that has blocked for longer than ``stall_s``.
+def make_admin(settings: Settings, on_bound: OnBound | None = None, **overrides) -> KafkaAdminClient:
+    """An admin client; each of its calls is bounded by its request timeout plus
+    ``kafka.call_grace_s`` (:class:`CallBound`)."""
+    config = {**client_options(settings), **overrides}
+    admin = KafkaAdminClient(**config)
+    admin._call_bound = CallBound(admin._net, "admin", _default_bound_s(settings, config), on_bound)
+    return admin
 
-    kafka-python 3.0 runs a consumer's I/O on its own thread; a call such as ``poll``, ``commit``
-    or ``position`` hands a coroutine to that thread and waits on an event *with no timeout*
-    (``NetworkSelector.run``). Across a broker restart under load, such a wait was seen to last
-    forever (CI, 2026-12-02: ``poll(timeout_ms=500)`` blocked for 15 minutes while the I/O thread
-    idled in ``select``), which would leave a service alive but deaf. The guard's thread watches
-    the client's pending waits and fails one older than ``stall_s`` with :class:`KafkaTimeoutError`,
-    which the caller meets like any failed call (the runtime waits it out and polls again).
 
-    It reads ``_net._pending_waiters`` (private to kafka-python, pinned ``<3.1``); a client
-    without it is left unguarded, with a warning.
+OnBound = Callable[[str], None]
+"""Told the client role (``consumer``, ``producer``, ``admin``) each time a call is failed by its
+bound: the runtime counts it in ``emotion_kafka_calls_bounded_total``."""
+
+
+def _default_bound_s(settings: Settings, config: dict) -> float:
+    return config.get("request_timeout_ms", settings.kafka.request_timeout_ms) / 1000 + settings.kafka.call_grace_s
+
+
+class CallBound:
+    """Bounds every blocking call of one kafka-python client.
+
+    kafka-python 3.0 runs a client's I/O on its own thread. A foreground call (``poll``,
+    ``commit``, ``position``, ``end_offsets``, every admin call) posts a coroutine to that thread
+    and then waits for it on a ``threading.Event`` **with no timeout** (``NetworkSelector.run``).
+    The coroutines carry timeouts of their own, so the wait ends -- as long as the I/O thread
+    runs the coroutine and its timers. Across a broker restart under load it once did not: CI,
+    2026-12-05, a reader's ``poll(timeout_ms=500)`` blocked for 900 s in ``event.wait()``
+    (``docs/reliability.md`` has the reproduction attempts and the suspected causes).
+
+    This class replaces the client's ``_net.run`` with the same hand-off whose wait is bounded:
+
+    * the bound of a call is the deadline of the public method it serves -- that method's own
+      timeout plus ``kafka.call_grace_s`` (:meth:`call`, used by :class:`BoundedConsumer`) --
+      or, for a call outside one (admin calls, metadata look-ups), the client's request timeout
+      plus the grace;
+    * while it waits it nudges the I/O thread's selector once a second (``net.wakeup()``): a
+      lost wake-up, which leaves the loop asleep in ``select`` with the call posted but not run,
+      costs a second instead of forever;
+    * at the deadline the wait is withdrawn and :class:`KafkaTimeoutError` raised, which callers
+      meet like any Kafka failure (the runtime waits it out and retries the batch; readers poll
+      again from the same positions); ``on_bound(role)`` is told, and :attr:`bounded` counts it.
+      The coroutine itself goes on, and its late result is dropped.
+
+    The net's ``stop`` (client close) gets the same default bound instead of joining the I/O
+    thread forever. It relies on ``NetworkSelector`` internals (``_io_thread``,
+    ``_pending_waiters``, ``_invoke``), which is why kafka-python is pinned ``>=3.0.12,<3.1``; a
+    client without them is left unbounded, with a warning.
     """
 
-    def __init__(self, client, stall_s: float):
-        self.stall_s = stall_s
-        self.stalls = 0
-        """How many waits this guard has failed."""
-        self._client = weakref.ref(client)
-        self._first_seen: dict[threading.Event, float] = {}
-        """Each pending wait (its event) -> when the guard first saw it."""
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="kafka-stall-guard", daemon=True)
+    NUDGE_S = 1.0
+    """How often a waiting call wakes the I/O thread's selector."""
 
-    @classmethod
-    def attach(cls, client, stall_s: float) -> StallGuard | None:
-        if stall_s <= 0:
-            return None
-        net = getattr(client, "_net", None)
-        if net is None or not hasattr(net, "_pending_waiters") or not hasattr(net, "_pending_waiters_lock"):
-            log.warning("kafka-python without _net._pending_waiters: consumer calls are not guarded against stalls")
-            return None
-        guard = cls(client, stall_s)
-        client._stall_guard = guard  # lives as long as the client; its thread holds only a weak reference
-        guard._thread.start()
-        return guard
+    def __init__(self, net, role: str, default_s: float, on_bound: OnBound | None = None, grace_s: float = 0.0):
+        self.role = role
+        self.default_s = default_s
+        self.grace_s = grace_s
+        self.on_bound = on_bound
+        self.bounded = 0
+        """Calls failed by the bound so far."""
+        self._local = threading.local()
+        self._net = net
+        if net is None:
+            return
+        if not all(hasattr(net, a) for a in ("_io_thread", "_pending_waiters", "_pending_waiters_lock", "_invoke")):
+            log.warning("kafka-python %s lacks the NetworkSelector internals CallBound needs: %s calls are unbounded",
+                        kafka_version, role)  # fmt: skip
+            return
+        self._run_unbounded, self._stop_unbounded = net.run, net.stop
+        net.run, net.stop = self.run, self._stop  # instance attributes shadow the methods
 
-    def check(self, now: float | None = None) -> int:
-        """Fail the waits pending longer than ``stall_s``; returns how many were failed."""
-        client = self._client()
-        if client is None or getattr(client, "_closed", False):
-            self._stop.set()  # the guard ends with its client
-            return 0
-        net = client._net
-        now = time.monotonic() if now is None else now
-        stalled = []
-        with net._pending_waiters_lock:
-            pending = dict(net._pending_waiters)
-            self._first_seen = {event: self._first_seen.get(event, now) for event in pending}
-            for event, state in pending.items():
-                if now - self._first_seen[event] > self.stall_s:
-                    net._pending_waiters.pop(event, None)
-                    stalled.append((event, state))
-        for event, state in stalled:
-            if state.get("exception") is None:
-                state["exception"] = KafkaTimeoutError(
-                    f"a Kafka client call blocked for more than {self.stall_s:.0f} s (failed by the stall guard)")
-            event.set()
-        if stalled:
-            self.stalls += len(stalled)
-            log.warning("kafka stall guard: failed %d call(s) blocked over %.0f s (%d so far); the caller retries",
-                        len(stalled), self.stall_s, self.stalls)  # fmt: skip
-        return len(stalled)
+    @contextmanager
+    def call(self, timeout_ms: float | None) -> Iterator[None]:
+        """The deadline of one public call: its own ``timeout_ms`` (``None``: the default bound)
+        plus the grace. A call made inside another keeps the outer deadline."""
+        if getattr(self._local, "deadline", None) is not None:
+            yield
+            return
+        own_s = self.default_s if timeout_ms is None else timeout_ms / 1000 + self.grace_s
+        self._local.deadline = time.monotonic() + own_s
+        try:
+            yield
+        finally:
+            self._local.deadline = None
 
-    def _watch(self) -> None:
-        interval = min(1.0, self.stall_s / 4)
-        while not self._stop.wait(interval):
+    def deadline(self) -> float:
+        return getattr(self._local, "deadline", None) or time.monotonic() + self.default_s
+
+    def exceeded(self, what: str, waited_s: float) -> KafkaTimeoutError:
+        """Count a call failed by its bound; the error to raise."""
+        self.bounded += 1
+        log.warning("kafka %s: %s failed by its bound after %.1f s (%d so far); the caller retries",
+                    self.role, what, waited_s, self.bounded)  # fmt: skip
+        if self.on_bound is not None:
             try:
-                self.check()
-            except Exception:  # the guard must never take the service down
-                log.exception("kafka stall guard: check failed")
+                self.on_bound(self.role)
+            except Exception:  # counting must never take the caller down
+                log.exception("kafka %s: on_bound failed", self.role)
+        return KafkaTimeoutError(f"a Kafka {self.role} call got no answer within its bound of {waited_s:.1f} s")
+
+    def run(self, coro, *args):
+        """``NetworkSelector.run`` with a bounded wait (the rest as kafka-python does it)."""
+        net = self._net
+        if net._io_thread is None or threading.current_thread() is net._io_thread or net._closed or net._exception:
+            return self._run_unbounded(coro, *args)  # the caller drives the loop, or the library raises
+        deadline = self.deadline()
+        t0 = time.monotonic()
+        event = threading.Event()
+        state = {"value": None, "exception": None}
+
+        async def waiter():
+            try:
+                state["value"] = await net._invoke(coro, *args)
+            except BaseException as exc:
+                if state["exception"] is None:
+                    state["exception"] = exc
+            finally:
+                with net._pending_waiters_lock:
+                    net._pending_waiters.pop(event, None)
+                event.set()
+
+        with net._pending_waiters_lock:
+            net._pending_waiters[event] = state
+        net.call_soon_threadsafe(waiter)
+        while not event.wait(max(0.0, min(self.NUDGE_S, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline:
+                with net._pending_waiters_lock:
+                    net._pending_waiters.pop(event, None)
+                if event.is_set():  # answered at the last moment
+                    break
+                raise self.exceeded(getattr(coro, "__qualname__", type(coro).__name__), time.monotonic() - t0)
+            net.wakeup()
+        if state["exception"] is not None:
+            raise state["exception"]
+        return state["value"]
+
+    def _stop(self, timeout_ms=None):
+        return self._stop_unbounded(self.default_s * 1000 if timeout_ms is None else timeout_ms)
+
+
+class BoundedConsumer(KafkaConsumer):
+    """A :class:`KafkaConsumer` whose blocking calls end by their own timeout plus
+    ``kafka.call_grace_s`` (:class:`CallBound`), or raise :class:`KafkaTimeoutError`."""
+
+    _call_bound: CallBound = CallBound(None, "consumer", 60.0)  # replaced by make_consumer
+
+    def poll(self, timeout_ms=0, max_records=None, update_offsets=True):
+        with self._call_bound.call(timeout_ms):
+            return super().poll(timeout_ms=timeout_ms, max_records=max_records, update_offsets=update_offsets)
+
+    def commit(self, offsets=None, timeout_ms=None):
+        with self._call_bound.call(timeout_ms):
+            return super().commit(offsets, timeout_ms=timeout_ms)
+
+    def committed(self, partition, metadata=False, timeout_ms=None):
+        with self._call_bound.call(timeout_ms):
+            return super().committed(partition, metadata=metadata, timeout_ms=timeout_ms)
+
+    def position(self, partition, timeout_ms=None):
+        with self._call_bound.call(timeout_ms):
+            return super().position(partition, timeout_ms=timeout_ms)
+
+    def beginning_offsets(self, partitions, timeout_ms=None):
+        with self._call_bound.call(timeout_ms):
+            return super().beginning_offsets(partitions, timeout_ms=timeout_ms)
+
+    def end_offsets(self, partitions, timeout_ms=None):
+        with self._call_bound.call(timeout_ms):
+            return super().end_offsets(partitions, timeout_ms=timeout_ms)
+
+    def close(self, autocommit=True, timeout_ms=None):
+        with self._call_bound.call(timeout_ms):
+            return super().close(autocommit=autocommit, timeout_ms=timeout_ms)
+
+
+class BoundedProducer(KafkaProducer):
+    """A :class:`KafkaProducer` whose ``flush`` and ``close`` default to the request timeout plus
+    ``kafka.call_grace_s`` instead of waiting forever; ``send`` is bounded by ``max_block_ms``
+    (:func:`make_producer` sets it to the request timeout) and ``future.get`` by its caller."""
+
+    _call_bound: CallBound = CallBound(None, "producer", 60.0)  # replaced by make_producer
+
+    def flush(self, timeout=None):
+        try:
+            return super().flush(timeout=self._call_bound.default_s if timeout is None else timeout)
+        except KafkaTimeoutError:
+            if timeout is None:
+                raise self._call_bound.exceeded("flush", self._call_bound.default_s) from None
+            raise
+
+    def close(self, timeout=None, null_logger=False):
+        return super().close(timeout=self._call_bound.default_s if timeout is None else timeout, null_logger=null_logger)
 
 
 def tail_reader(settings: Settings, topics: list[str]) -> KafkaConsumer:
@@ -166,7 +296,7 @@ def tail_reader(settings: Settings, topics: list[str]) -> KafkaConsumer:
 
 def poll_through_faults(consumer: KafkaConsumer, timeout_ms: int) -> dict:
     """``consumer.poll`` for a reader that outlives broker restarts: a failed poll (the broker
-    away, or a wait failed by :class:`StallGuard`) is logged and reads as no records, after a
+    away, or a call failed by its bound, :class:`CallBound`) is logged and reads as no records, after a
     pause of ``timeout_ms``. The positions are unchanged, so nothing is skipped."""
     try:
         return consumer.poll(timeout_ms=timeout_ms)
@@ -174,10 +304,6 @@ def poll_through_faults(consumer: KafkaConsumer, timeout_ms: int) -> dict:
         log.warning("poll failed (%s: %s); polling again", type(exc).__name__, exc)
         time.sleep(timeout_ms / 1000)
         return {}
-
-
-def make_admin(settings: Settings, **overrides) -> KafkaAdminClient:
-    return KafkaAdminClient(**{**client_options(settings), **overrides})
 
 
 def ensure_topics(settings: Settings, topics: list[str] | None = None, partitions: int | None = None) -> list[str]:

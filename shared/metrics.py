@@ -28,6 +28,10 @@ class ServiceMetrics:
         )
         self.errors = Counter("emotion_errors_total", "Failures by kind (retried unless dead-lettered)", ["service", "kind"], registry=r)
         self.deadletters = Counter("emotion_deadletters_total", "Messages sent to the dead-letter topic", ["service", "error_type"], registry=r)
+        self.kafka_calls_bounded = Counter(
+            "emotion_kafka_calls_bounded", "Kafka client calls failed by their bound (no answer within their own timeout "
+            "plus kafka.call_grace_s), by client role", ["service", "role"], registry=r,
+        )
         self.cache = Counter("emotion_cache_requests_total", "Feature cache look-ups", ["service", "result"], registry=r)
         self.lag = Gauge("emotion_consumer_lag", "Messages behind the end of each input partition", ["service", "topic", "partition"], registry=r)
         self.audio_seconds = Counter("emotion_audio_seconds_total", "Seconds of audio processed", ["service"], registry=r)

@@ -261,8 +261,10 @@ class ServiceRuntime:
         self._ctx = Context(settings=s, metrics=self.metrics, cache=FeatureCache(s), state=StateStore(s),
                             instance_id=self.instance_id, owns=self.owns)  # fmt: skip
         self.service.setup(self._ctx)
-        self._producer = make_producer(s)
-        self._consumer = make_consumer(s, self.group_id, list(self._contracts))
+        bounded = self.metrics.kafka_calls_bounded.labels
+        self._producer = make_producer(s, on_bound=lambda role: bounded(self.service.name, role).inc())
+        self._consumer = make_consumer(s, self.group_id, list(self._contracts),
+                                       on_bound=lambda role: bounded(self.service.name, role).inc())
         self._declare_series()
         self.metrics.up.labels(self.service.name).set(1)
         self.started.set()
@@ -280,6 +282,8 @@ class ServiceRuntime:
         m.batch_size.labels(name)
         for stage in ("decode", "process", "produce", "commit", "total"):
             m.stage_seconds.labels(name, stage)
+        for role in ("consumer", "producer"):
+            m.kafka_calls_bounded.labels(name, role)
 
     def close(self) -> None:
         self.metrics.up.labels(self.service.name).set(0)

@@ -39,9 +39,10 @@ class KafkaSettings(BaseModel):
     max_message_bytes: int = 8 * 1024 * 1024
     client_id: str = "emotion"
     request_timeout_ms: int = 30_000
-    stall_s: float = 60.0
-    """A consumer call blocked longer than this is failed and retried (:class:`shared.kafka_io.StallGuard`);
-    0 turns the guard off. Every bounded call the system makes returns well within it."""
+    call_grace_s: float = 15.0
+    """How long a Kafka client call may run past its own timeout (or, without one, past
+    ``request_timeout_ms``) before it is failed with ``KafkaTimeoutError`` and retried by its caller
+    (:class:`shared.kafka_io.CallBound`)."""
     security_protocol: Literal["SASL_PLAINTEXT", "PLAINTEXT"] = "SASL_PLAINTEXT"
     """The client listener's protocol: SASL/SCRAM authentication (the default), or none at all
     (only for a broker that another layer guards, e.g. a private network with mTLS at its edge)."""

@@ -164,7 +164,10 @@ def build_dashboard() -> dict:
     ], unit="short"), 6, 8)
     g.add(timeseries("Errors / s by kind", [
         _target(f"sum by (service, kind) (rate(emotion_errors_total{{{SVC}}}[{RI}]))", "{{service}} {{kind}}"),
-    ], unit="reqps", description="Failed batches (retried): Triton or Kafka unavailable, ..."), 6, 8)
+        _target(f"sum by (service, role) (rate(emotion_kafka_calls_bounded_total{{{SVC}}}[{RI}]))",
+                "{{service}} kafka {{role}} call bounded", "B"),
+    ], unit="reqps", description="Failed batches (retried): Triton or Kafka unavailable, ...; and Kafka client calls "
+                                 "failed by their bound (no answer within their own timeout plus kafka.call_grace_s)"), 6, 8)
     g.add(timeseries("Dead letters / s by error type", [
         _target(f"sum by (service, error_type) (rate(emotion_deadletters_total{{{SVC}}}[{RI}]))", "{{service}} {{error_type}}"),
     ], unit="reqps"), 6, 8)

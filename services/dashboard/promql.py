@@ -168,6 +168,7 @@ PANEL_QUERIES: dict[str, str] = {
     "errors": "sum by (service, kind) (emotion_errors_total)",
     "errors_rate": "sum by (service) (rate(emotion_errors_total[1m]))",
     "deadletters": "sum by (service, error_type) (emotion_deadletters_total)",
+    "kafka_bounded": "sum by (service, role) (emotion_kafka_calls_bounded_total)",
     # cache and health
     "cache_hit_ratio": 'sum by (service) (rate(emotion_cache_requests_total{result="hit"}[1m])) '
     "/ sum by (service) (rate(emotion_cache_requests_total[1m]))",

@@ -144,6 +144,8 @@ class SyntheticServices:
             topic = _PROFILE.get(name, ("utterances", 0.05, 0.0))[0]
             for kind in range(self.errors):
                 m.errors.labels(name, "KafkaTimeoutError" if kind % 2 else "InferenceServerException").inc()
+                if kind % 2:  # that timeout was a consumer call failed by its bound
+                    m.kafka_calls_bounded.labels(name, "consumer").inc()
             for _ in range(self.deadletters):
                 m.deadletters.labels(name, "ContractError").inc()
                 m.messages.labels(name, topic, "deadletter").inc()

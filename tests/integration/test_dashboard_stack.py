@@ -146,6 +146,11 @@ def test_page_in_headless_chromium(traffic, tmp_path):
     assert float(ids["chart-errors"]["data-total"]) >= 2 * len(SERVICES)
     assert float(ids["chart-deadletters"]["data-total"]) >= 1 * len(SERVICES)
     assert set(SERVICES) <= {r["data-service"] for r in dom.within("row", "chart-deadletters")}
+    # of the 2 errors, the KafkaTimeoutError was a consumer call failed by its bound
+    assert ids["chart-kafka-bounded"]["data-state"] == "ok", ids["chart-kafka-bounded"]
+    assert float(ids["chart-kafka-bounded"]["data-total"]) >= len(SERVICES)
+    bounded = {r["data-service"]: r["data-kinds"] for r in dom.within("row", "chart-kafka-bounded")}
+    assert set(SERVICES) <= set(bounded) and all("consumer" in bounded[s] for s in SERVICES), bounded
     assert ids["status-prometheus"]["data-state"] == "ok" and ids["status-events"]["data-state"] == "ok"
 
     # timelines: both calls, their labels in time order, the escalation on the right one

@@ -1,5 +1,7 @@
-"""The consumer's stall guard against kafka-python's unbounded internal waits, on a real
-kafka-python consumer (its I/O thread and event loop; no broker is needed to block on it)."""
+"""Every blocking call of the project's Kafka clients ends within its bound
+(:class:`shared.kafka_io.CallBound`): kafka-python 3.0 waits for its I/O thread with no timeout,
+and these tests make that wait never end, on real kafka-python clients (their I/O thread and event
+loop run; no broker is needed to block on them)."""
 
 from __future__ import annotations
 
@@ -7,116 +9,135 @@ import threading
 import time
 
 import pytest
+from kafka import TopicPartition
 from kafka.errors import KafkaTimeoutError
 from kafka.future import Future
+from kafka.net.selector import NetworkSelector
+from kafka.structs import OffsetAndMetadata
 
-from shared.kafka_io import StallGuard, make_consumer
+from shared.kafka_io import CallBound, make_consumer, make_producer
 from shared.settings import Settings
 
+GRACE_S = 1.0
 
-def _consumer(tmp_path, stall_s: float):
+
+def _settings(tmp_path) -> Settings:
     s = Settings(home=tmp_path)
-    s.kafka.port = 1  # nothing listens: the consumer never connects, its event loop still runs
+    s.kafka.port = 1  # nothing listens: the client never connects, its event loop still runs
     s.kafka.security_protocol = "PLAINTEXT"
-    s.kafka.stall_s = stall_s
-    return make_consumer(s, None, None, api_version=(3, 0))
+    s.kafka.call_grace_s = GRACE_S
+    s.kafka.request_timeout_ms = 1000
+    return s
 
 
-def _never():
+def _consumer(tmp_path, bounded: list[str], group_id: str | None = None):
+    return make_consumer(_settings(tmp_path), group_id, None, on_bound=bounded.append, api_version=(3, 0),
+                         fetch_max_wait_ms=500)  # fmt: skip
+
+
+async def _never(*_args):
     """A coroutine that waits on a future nobody completes: what ``poll`` met in CI."""
-
-    async def wait():
-        return await Future()
-
-    return wait
+    return await Future()
 
 
-def test_a_call_blocked_past_stall_s_is_failed_and_the_consumer_still_works(tmp_path):
-    consumer = _consumer(tmp_path, stall_s=1.0)
+def test_a_poll_whose_fetch_wait_never_completes_is_failed_within_its_bound(tmp_path):
+    bounded: list[str] = []
+    consumer = _consumer(tmp_path, bounded)
     try:
-        guard = consumer._stall_guard
+        real_fetch = consumer._fetcher.fetch_records
+        consumer._fetcher.fetch_records = lambda *a, **k: consumer._net.run(_never)
         t0 = time.monotonic()
-        with pytest.raises(KafkaTimeoutError, match="stall guard"):
-            consumer._net.run(_never())
+        with pytest.raises(KafkaTimeoutError, match="within its bound"):
+            consumer.poll(timeout_ms=300)
         waited = time.monotonic() - t0
-        assert 1.0 < waited < 4.0, waited
-        assert guard.stalls == 1
-        # the loop is intact: the next call is answered normally and is not failed
+        assert 0.3 + GRACE_S - 0.05 < waited < 0.3 + GRACE_S + 1.0, waited  # its own 300 ms plus the grace
+        assert bounded == ["consumer"] and consumer._call_bound.bounded == 1
+        # the loop is intact: the next poll is answered normally and nothing more is counted
+        consumer._fetcher.fetch_records = real_fetch
+        assert consumer.poll(timeout_ms=200) == {}
+        assert bounded == ["consumer"]
+    finally:
+        consumer.close()
+
+
+def test_a_commit_whose_wait_never_completes_is_failed_within_its_bound(tmp_path):
+    bounded: list[str] = []
+    consumer = _consumer(tmp_path, bounded, group_id="bounded-commit")
+    try:
+        consumer._coordinator._commit_offsets_sync_async = _never
+        offsets = {TopicPartition("t", 0): OffsetAndMetadata(5, "", -1)}
+        t0 = time.monotonic()
+        with pytest.raises(KafkaTimeoutError, match="within its bound"):
+            consumer.commit(offsets, timeout_ms=500)
+        assert 0.5 + GRACE_S - 0.05 < time.monotonic() - t0 < 0.5 + GRACE_S + 1.0
+        t0 = time.monotonic()
+        with pytest.raises(KafkaTimeoutError):  # no timeout of its own: the request timeout (1 s) plus the grace
+            consumer.commit(offsets)
+        assert 1.0 + GRACE_S - 0.05 < time.monotonic() - t0 < 1.0 + GRACE_S + 1.0
+        assert bounded == ["consumer", "consumer"]
+    finally:
+        consumer.close()
+
+
+def test_a_call_inside_a_public_call_keeps_the_outer_deadline(tmp_path):
+    bound = CallBound(None, "consumer", default_s=30.0, grace_s=GRACE_S)
+    with bound.call(200):
+        outer = bound.deadline()
+        with bound.call(60_000):  # a nested public call does not extend it
+            assert bound.deadline() == outer
+    assert outer - time.monotonic() < 0.2 + GRACE_S
+    assert bound.deadline() - time.monotonic() > 29  # outside any call: the default bound
+
+
+def test_a_lost_wake_up_costs_a_nudge_not_forever():
+    """The I/O thread asleep in ``select`` with nothing scheduled, and the wake-up that should tell
+    it about a posted call lost: the library's wait never returns, the bounded one is answered at
+    the next nudge."""
+    net = NetworkSelector()
+    net.start()
+    try:
+        time.sleep(0.2)  # the loop is in select() with no timeout
+        net.call_soon_threadsafe = net.call_soon  # post without waking the loop: the lost wake-up
+
         async def answer():
             return 42
 
-        assert consumer._net.run(answer) == 42
-        assert consumer.poll(timeout_ms=200) == {}
-        assert guard.stalls == 1
-    finally:
-        consumer.close()
+        done = threading.Event()
+        unbounded = threading.Thread(target=lambda: (net.run(answer), done.set()), daemon=True)
+        unbounded.start()
+        assert not done.wait(2.5), "the library's own wait returned: the simulation did not lose the wake-up"
 
-
-def test_poll_blocked_inside_the_library_returns_through_the_guard(tmp_path):
-    """``poll`` itself, with the library's fetch wait replaced by one that never ends."""
-    consumer = _consumer(tmp_path, stall_s=1.0)
-    try:
-        consumer._fetcher.fetch_records = lambda *a, **k: consumer._net.run(_never())
+        bound = CallBound(net, "consumer", default_s=10.0)
         t0 = time.monotonic()
-        with pytest.raises(KafkaTimeoutError):
-            consumer.poll(timeout_ms=100)
-        assert time.monotonic() - t0 < 4.0
+        assert net.run(answer) == 42
+        assert time.monotonic() - t0 < CallBound.NUDGE_S + 1.0
+        assert done.wait(2), "the nudge ran the earlier call too"
+        assert bound.bounded == 0
     finally:
-        consumer.close()
+        net.stop(timeout_ms=2000)
 
 
-def test_calls_shorter_than_stall_s_are_left_alone(tmp_path):
-    consumer = _consumer(tmp_path, stall_s=1.5)
+def test_a_producer_flush_without_a_timeout_is_bounded_and_counted(tmp_path):
+    bounded: list[str] = []
+    producer = make_producer(_settings(tmp_path), on_bound=bounded.append, api_version=(3, 0))
+    seen: list[float | None] = []
+
+    def never_flushed(timeout=None):
+        seen.append(timeout)
+        raise KafkaTimeoutError(f"Timeout after waiting for {timeout} secs.")
+
     try:
-        async def slow():
-            await consumer._net.sleep(1.0)
-            return "done"
-
-        results = []
-        threads = [threading.Thread(target=lambda: results.append(consumer._net.run(slow))) for _ in range(3)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(5)
-        assert results == ["done"] * 3
-        assert consumer._stall_guard.stalls == 0
+        producer._accumulator.await_flush_completion = never_flushed
+        with pytest.raises(KafkaTimeoutError, match="within its bound"):
+            producer.flush()
+        with pytest.raises(KafkaTimeoutError):  # a caller's own timeout is the caller's to handle
+            producer.flush(timeout=0.5)
+        assert seen == [1.0 + GRACE_S, 0.5]
+        assert bounded == ["producer"]
+        assert producer.config["max_block_ms"] == 1000  # send() waits for metadata no longer than that
     finally:
-        consumer.close()
-
-
-def test_the_guard_is_off_at_zero_and_stops_with_its_client(tmp_path):
-    consumer = _consumer(tmp_path, stall_s=0)
-    assert not hasattr(consumer, "_stall_guard")
-    consumer.close()
-
-    consumer = _consumer(tmp_path, stall_s=0.4)
-    guard = consumer._stall_guard
-    assert guard._thread.is_alive()
-    consumer.close()
-    guard._thread.join(3)
-    assert not guard._thread.is_alive(), "a closed client's guard ends"
-
-
-def test_check_fails_only_waits_older_than_stall_s():
-    class Net:
-        def __init__(self):
-            self._pending_waiters_lock = threading.Lock()
-            self._pending_waiters = {}
-
-    class Client:
-        _net = Net()
-
-    client = Client()
-    guard = StallGuard(client, stall_s=10)
-    old, new = threading.Event(), threading.Event()
-    client._net._pending_waiters[old] = {"value": None, "exception": None}
-    assert guard.check(now=100.0) == 0
-    client._net._pending_waiters[new] = {"value": None, "exception": None}
-    assert guard.check(now=105.0) == 0
-    assert guard.check(now=110.5) == 1  # old: seen at 100
-    assert old.is_set() and not new.is_set()
-    assert list(client._net._pending_waiters) == [new]
-    assert guard.check(now=115.5) == 1 and new.is_set()
+        del producer._accumulator.await_flush_completion
+        producer.close(timeout=1)
 
 
 def test_poll_through_faults_reads_a_failed_poll_as_no_records_and_pauses():

@@ -208,7 +208,7 @@
     return total;
   }
 
-  function failuresPanel(errors, dls, up) {
+  function failuresPanel(errors, dls, bounded, up) {
     const haveServices = up.status === "fulfilled" && up.value.length > 0;
     let total = 0;
     const byService = (res, label) => {
@@ -230,6 +230,9 @@
     if (!failed($("chart-deadletters"), dls)) {
       total += kvList($("chart-deadletters"), "dead letters", byService(dls, "error_type"), haveServices);
       known = known || haveServices || dls.value.length > 0;
+    }
+    if (!failed($("chart-kafka-bounded"), bounded)) {  // a subset of the errors: not added to the total
+      kvList($("chart-kafka-bounded"), "Kafka calls bounded", byService(bounded, "role"), haveServices);
     }
     $("kpi-failures").textContent = known ? C.fmt(total) : "–";
     $("kpi-failures").dataset.value = known ? String(total) : "";
@@ -436,7 +439,7 @@
       p50: instant("stage_p50"), p95: instant("stage_p95"),
       e2e50: instant("event_latency_p50"), e2e95: instant("event_latency_p95"),
       bmean: instant("batch_mean"), bp95: instant("batch_p95"),
-      errors: instant("errors"), dls: instant("deadletters"), up: instant("service_up"),
+      errors: instant("errors"), dls: instant("deadletters"), bounded: instant("kafka_bounded"), up: instant("service_up"),
       mixMetric: getJSON("/api/query?query=" + encodeURIComponent(state.config.mix_query)).then((b) => b.data.result),
       calls: getJSON("/api/calls"),
       events: getJSON("/api/events?limit=6&since=" + Math.max(0, state.lastSeq)),
@@ -450,7 +453,7 @@
       () => timeSeries("chart-audio", "kpi-audio", r.audioRange, r.audioNow, { by: "service", unit: "s/s" }),
       () => lagPanel(r.lag), () => joinPending(r.join),
       () => latencyPanel(r.p50, r.p95), () => eventLatency(r.e2e50, r.e2e95), () => batchPanel(r.bmean, r.bp95),
-      () => failuresPanel(r.errors, r.dls, r.up), () => mixPanel(r.calls, r.mixMetric),
+      () => failuresPanel(r.errors, r.dls, r.bounded, r.up), () => mixPanel(r.calls, r.mixMetric),
       () => timelinesPanel(r.calls), () => feedPanel(r.events), () => header(r),
     ];
     for (const step of steps) {
