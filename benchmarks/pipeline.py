@@ -60,7 +60,7 @@ class Collector:
     messages of calls whose id ends with ``suffix``, with their arrival times."""
 
     def __init__(self, settings: Settings, suffix: str):
-        from shared.kafka_io import tail_reader
+        from shared.kafka_io import TailReader
 
         t = settings.topics
         self.topics = t
@@ -69,16 +69,14 @@ class Collector:
         self.events: dict[str, tuple[EmotionEvent, float]] = {}
         self.duplicates = 0
         self.deadletters: list[DeadLetter] = []
-        self._consumer = tail_reader(settings, [t.utterances, t.emotions, t.deadletter])
+        self._reader = TailReader(settings, [t.utterances, t.emotions, t.deadletter])
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="collector", daemon=True)
         self._thread.start()
 
     def _loop(self) -> None:
-        from shared.kafka_io import poll_through_faults
-
         while not self._stop.is_set():
-            for records in poll_through_faults(self._consumer, 100).values():
+            for records in self._reader.poll(100).values():
                 now = time.time()
                 for r in records:
                     self._take(r, now)
@@ -107,7 +105,7 @@ class Collector:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
-        self._consumer.close()
+        self._reader.close()
 
 
 @dataclass

@@ -52,12 +52,10 @@ TRANSCRIPT_WIDTH = 48
 
 
 def open_reader(settings: Settings, from_beginning: bool, wait_s: float | None, stop: threading.Event | None):
-    """A standalone consumer assigned every partition of the emotions topic, positioned at the
-    beginning or the end.  Waits for the topic to exist (at most ``wait_s``; None: until ``stop``);
-    None when it never appeared."""
-    from kafka import TopicPartition
-
-    from shared.kafka_io import make_consumer
+    """A :class:`~shared.kafka_io.TailReader` of every partition of the emotions topic, positioned
+    at the beginning or the end.  Waits for the topic to exist (at most ``wait_s``; None: until
+    ``stop``); None when it never appeared."""
+    from shared.kafka_io import TailReader, make_consumer
 
     topic = settings.topics.emotions
     client_id = f"{settings.kafka.client_id}-consume-{uuid.uuid4().hex[:8]}"
@@ -75,15 +73,7 @@ def open_reader(settings: Settings, from_beginning: bool, wait_s: float | None, 
         consumer.close()
         log.error("topic %s does not exist on %s", topic, settings.kafka.bootstrap)
         return None
-    parts = [TopicPartition(topic, p) for p in sorted(partitions)]
-    consumer.assign(parts)
-    if from_beginning:
-        consumer.seek_to_beginning(*parts)
-    else:
-        consumer.seek_to_end(*parts)
-        for tp in parts:
-            consumer.position(tp)  # resolve "the end" now, not at the first poll
-    return consumer
+    return TailReader(settings, [topic], from_beginning=from_beginning, consumer=consumer, client_id=client_id)
 
 
 def consume_events(
@@ -102,11 +92,10 @@ def consume_events(
     ``stop`` is set or Ctrl-C), or ``max_events`` new ones have been read; returns them in
     arrival order, without duplicates, only of ``calls`` when given.
 
-    ``on_event`` is called with each new event as it arrives.  ``consumer`` defaults to a
-    standalone reader (:func:`open_reader`), created and closed here; tests pass a fake.
+    ``on_event`` is called with each new event as it arrives.  ``consumer`` (anything with
+    ``poll(timeout_ms)`` and ``close()``) defaults to a reader that outlives broker restarts
+    (:func:`open_reader`), created and closed here; tests pass a fake.
     """
-    from shared.kafka_io import poll_through_faults
-
     wanted = set(calls) if calls else None
     own = consumer is None
     if own:
@@ -122,7 +111,7 @@ def consume_events(
                 break
             left_ms = POLL_MS if timeout_s is None else int((timeout_s - (clock() - last_new)) * 1000)
             wait_ms = max(1, min(POLL_MS, left_ms))
-            for tp, records in poll_through_faults(consumer, wait_ms).items():
+            for tp, records in consumer.poll(wait_ms).items():
                 for record in records:
                     try:
                         event = decode(record.value, EmotionEvent)

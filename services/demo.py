@@ -95,18 +95,18 @@ class EventPrinter:
         """Set once the reader is positioned at the end of the topics."""
 
     def run(self, stop: threading.Event, calls: set[str]) -> None:
-        from shared.kafka_io import poll_through_faults, tail_reader
+        from shared.kafka_io import TailReader
 
         s = self.settings
-        consumer = tail_reader(s, [s.topics.utterances, s.topics.emotions])  # before the first call is published
+        reader = TailReader(s, [s.topics.utterances, s.topics.emotions])  # before the first call is published
         self.ready.set()
         try:
             while not stop.is_set():
-                for records in poll_through_faults(consumer, 300).values():
+                for records in reader.poll(300).values():
                     for r in records:
                         self._record(r, calls)
         finally:
-            consumer.close()
+            reader.close()
 
     def _record(self, record, calls: set[str]) -> None:
         if record.topic == self.settings.topics.utterances:

@@ -13,12 +13,14 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka import __version__ as kafka_version
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
@@ -139,6 +141,9 @@ class CallBound:
 
     NUDGE_S = 1.0
     """How often a waiting call wakes the I/O thread's selector."""
+    WEDGED_AFTER = 3
+    """Calls failed in a row (none answered between them) after which the client counts as
+    :attr:`wedged`: its owner replaces it (:class:`TailReader`, the service runtime)."""
 
     def __init__(self, net, role: str, default_s: float, on_bound: OnBound | None = None, grace_s: float = 0.0):
         self.role = role
@@ -147,6 +152,8 @@ class CallBound:
         self.on_bound = on_bound
         self.bounded = 0
         """Calls failed by the bound so far."""
+        self.in_a_row = 0
+        """Calls failed by the bound since the last answered one."""
         self._local = threading.local()
         self._net = net
         if net is None:
@@ -175,11 +182,20 @@ class CallBound:
     def deadline(self) -> float:
         return getattr(self._local, "deadline", None) or time.monotonic() + self.default_s
 
+    @property
+    def wedged(self) -> bool:
+        """:attr:`WEDGED_AFTER` calls in a row got no answer: the client's I/O loop is not
+        running its calls, and only a new client helps."""
+        return self.in_a_row >= self.WEDGED_AFTER
+
     def exceeded(self, what: str, waited_s: float) -> KafkaTimeoutError:
-        """Count a call failed by its bound; the error to raise."""
+        """Count a call failed by its bound; the error to raise. The log carries where the
+        client's I/O thread is (the evidence for an upstream report)."""
         self.bounded += 1
-        log.warning("kafka %s: %s failed by its bound after %.1f s (%d so far); the caller retries",
-                    self.role, what, waited_s, self.bounded)  # fmt: skip
+        self.in_a_row += 1
+        log.warning("kafka %s: %s failed by its bound after %.1f s (%d so far, %d in a row); the caller retries; "
+                    "the I/O thread is at:\n%s", self.role, what, waited_s, self.bounded, self.in_a_row,
+                    self._io_thread_stack())  # fmt: skip
         if self.on_bound is not None:
             try:
                 self.on_bound(self.role)
@@ -219,9 +235,17 @@ class CallBound:
                     break
                 raise self.exceeded(getattr(coro, "__qualname__", type(coro).__name__), time.monotonic() - t0)
             net.wakeup()
+        self.in_a_row = 0  # answered (a value or the library's own error): the loop runs
         if state["exception"] is not None:
             raise state["exception"]
         return state["value"]
+
+    def _io_thread_stack(self) -> str:
+        thread = getattr(self._net, "_io_thread", None)
+        frame = sys._current_frames().get(thread.ident) if thread is not None else None
+        if frame is None:
+            return "  (no I/O thread running)"
+        return "".join(traceback.format_stack(frame, limit=8)).rstrip()
 
     def _stop(self, timeout_ms=None):
         return self._stop_unbounded(self.default_s * 1000 if timeout_ms is None else timeout_ms)
@@ -261,6 +285,11 @@ class BoundedConsumer(KafkaConsumer):
         with self._call_bound.call(timeout_ms):
             return super().close(autocommit=autocommit, timeout_ms=timeout_ms)
 
+    @property
+    def wedged(self) -> bool:
+        """Its calls fail by their bound, none answered (:attr:`CallBound.wedged`): replace it."""
+        return self._call_bound.wedged
+
 
 class BoundedProducer(KafkaProducer):
     """A :class:`KafkaProducer` whose ``flush`` and ``close`` default to the request timeout plus
@@ -271,7 +300,9 @@ class BoundedProducer(KafkaProducer):
 
     def flush(self, timeout=None):
         try:
-            return super().flush(timeout=self._call_bound.default_s if timeout is None else timeout)
+            flushed = super().flush(timeout=self._call_bound.default_s if timeout is None else timeout)
+            self._call_bound.in_a_row = 0
+            return flushed
         except KafkaTimeoutError:
             if timeout is None:
                 raise self._call_bound.exceeded("flush", self._call_bound.default_s) from None
@@ -281,29 +312,85 @@ class BoundedProducer(KafkaProducer):
         return super().close(timeout=self._call_bound.default_s if timeout is None else timeout, null_logger=null_logger)
 
 
-def tail_reader(settings: Settings, topics: list[str]) -> KafkaConsumer:
-    """A standalone reader (no group, nothing committed) of every partition of ``topics``,
-    positioned at their current end (resolved now, so that whatever is produced next is read)."""
-    from kafka import TopicPartition
+class TailReader:
+    """A standalone reader (no group, nothing committed) of every partition of ``topics`` that
+    outlives broker restarts. The demo, ``emotion consume``, the benchmarks and the tests read
+    events with it.
 
-    consumer = make_consumer(settings, None, None)
-    consumer.assign([TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or [0])])
-    consumer.seek_to_end()
-    for tp in consumer.assignment():
-        consumer.position(tp)
-    return consumer
+    * It starts at the topics' current end (resolved now, so that whatever is produced next is
+      read) or, with ``from_beginning``, at their beginning.
+    * :meth:`poll` reads a failed poll (the broker away, or a call failed by its bound) as no
+      records, after a pause of ``timeout_ms``; the positions are unchanged, so nothing is skipped.
+    * When its client is :attr:`CallBound.wedged` (calls failing by their bound, none answered),
+      the client is replaced by a new one at the positions read so far: a wedged I/O loop costs
+      a few bounds, not the reader.
+
+    ``consumer`` adopts a consumer made by :func:`make_consumer` (not yet assigned) as the first
+    client; ``overrides`` go to :func:`make_consumer` for every client it makes.
+    """
+
+    def __init__(self, settings: Settings, topics: list[str], *, from_beginning: bool = False,
+                 consumer: BoundedConsumer | None = None, **overrides):  # fmt: skip
+        self.settings, self.topics, self._overrides = settings, list(topics), overrides
+        self.replaced = 0
+        """How many times a wedged client was replaced."""
+        self.consumer = consumer if consumer is not None else make_consumer(settings, None, None, **overrides)
+        parts = [TopicPartition(t, p) for t in self.topics for p in sorted(self.consumer.partitions_for_topic(t) or [0])]
+        self.consumer.assign(parts)
+        if from_beginning:
+            self.consumer.seek_to_beginning(*parts)
+        else:
+            self.consumer.seek_to_end(*parts)
+        self._next = {tp: self.consumer.position(tp) for tp in parts}
+        """Each partition's next offset to read: where a replacement client starts."""
+
+    def poll(self, timeout_ms: int) -> dict:
+        """New records by partition; ``{}`` after a pause when the poll failed."""
+        try:
+            if self.consumer is None:
+                self._reopen()
+            records = self.consumer.poll(timeout_ms=timeout_ms)
+        except KafkaError as exc:
+            log.warning("poll failed (%s: %s); polling again", type(exc).__name__, exc)
+            if self.consumer is not None and self.consumer.wedged:
+                self._discard()
+            time.sleep(timeout_ms / 1000)
+            return {}
+        for tp, batch in records.items():
+            if batch:
+                self._next[tp] = batch[-1].offset + 1
+        return records
+
+    def _discard(self) -> None:
+        """Let the wedged client go (closed on a thread of its own: its close may wait out a bound)."""
+        old, self.consumer = self.consumer, None
+        log.warning("reader of %s: its Kafka client is wedged; replacing it at the positions read so far",
+                    ", ".join(self.topics))  # fmt: skip
+        close_aside(old)
+
+    def _reopen(self) -> None:
+        consumer = make_consumer(self.settings, None, None, **self._overrides)
+        consumer.assign(list(self._next))
+        for tp, offset in self._next.items():
+            consumer.seek(tp, offset)
+        self.consumer = consumer
+        self.replaced += 1
+
+    def close(self) -> None:
+        if self.consumer is not None:
+            self.consumer.close()
 
 
-def poll_through_faults(consumer: KafkaConsumer, timeout_ms: int) -> dict:
-    """``consumer.poll`` for a reader that outlives broker restarts: a failed poll (the broker
-    away, or a call failed by its bound, :class:`CallBound`) is logged and reads as no records, after a
-    pause of ``timeout_ms``. The positions are unchanged, so nothing is skipped."""
-    try:
-        return consumer.poll(timeout_ms=timeout_ms)
-    except KafkaError as exc:
-        log.warning("poll failed (%s: %s); polling again", type(exc).__name__, exc)
-        time.sleep(timeout_ms / 1000)
-        return {}
+def close_aside(client) -> None:
+    """Close a wedged client on a thread of its own: its close may wait out a bound, and fail."""
+
+    def close() -> None:
+        try:
+            client.close()
+        except Exception as exc:  # it is let go either way
+            log.info("closing a wedged Kafka client failed: %s", exc)
+
+    threading.Thread(target=close, name="kafka-wedged-close", daemon=True).start()
 
 
 def ensure_topics(settings: Settings, topics: list[str] | None = None, partitions: int | None = None) -> list[str]:

@@ -51,7 +51,7 @@ from kafka.partitioner.default import murmur2
 
 from shared.cache import FeatureCache
 from shared.contracts import Contract, ContractError, DeadLetter, decode
-from shared.kafka_io import make_consumer, make_producer
+from shared.kafka_io import close_aside, make_consumer, make_producer
 from shared.metrics import ServiceMetrics
 from shared.settings import Settings
 from shared.state import StateStore
@@ -261,10 +261,8 @@ class ServiceRuntime:
         self._ctx = Context(settings=s, metrics=self.metrics, cache=FeatureCache(s), state=StateStore(s),
                             instance_id=self.instance_id, owns=self.owns)  # fmt: skip
         self.service.setup(self._ctx)
-        bounded = self.metrics.kafka_calls_bounded.labels
-        self._producer = make_producer(s, on_bound=lambda role: bounded(self.service.name, role).inc())
-        self._consumer = make_consumer(s, self.group_id, list(self._contracts),
-                                       on_bound=lambda role: bounded(self.service.name, role).inc())
+        self._producer = make_producer(s, on_bound=self._count_bounded)
+        self._consumer = self._make_consumer()
         self._declare_series()
         self.metrics.up.labels(self.service.name).set(1)
         self.started.set()
@@ -272,6 +270,23 @@ class ServiceRuntime:
             "%s: consuming %s as group %s, producing %s, metrics on :%d",
             self.instance_id, ", ".join(self._contracts), self.group_id, self.service.output_topic, self.metrics_port,
         )
+
+    def _make_consumer(self):
+        return make_consumer(self.settings, self.group_id, list(self._contracts), on_bound=self._count_bounded)
+
+    def _count_bounded(self, role: str) -> None:
+        self.metrics.kafka_calls_bounded.labels(self.service.name, role).inc()
+
+    def _replace_wedged_consumer(self) -> None:
+        """The consumer's calls fail by their bound, none answered: its I/O loop is stuck. The
+        batches in flight are dropped (their offsets were never committed) and a new member joins
+        the group, which resumes from the committed offsets."""
+        log.warning("%s: the Kafka consumer is wedged; dropping %d batch(es) in flight and joining the group again",
+                    self.service.name, len(self._in_flight))  # fmt: skip
+        self._in_flight.clear()
+        self.service.abandon()
+        close_aside(self._consumer)
+        self._consumer = self._make_consumer()
 
     def _declare_series(self) -> None:
         """Create the loop's series at zero, so that Prometheus has them before the first batch
@@ -402,6 +417,8 @@ class ServiceRuntime:
             log.warning("%s: poll failed (%s); trying again in %.1f s", self.service.name, exc,
                         self.settings.runtime.retry_backoff_s)  # fmt: skip
             self._caught_up = False
+            if self._consumer is not None and self._consumer.wedged:
+                self._replace_wedged_consumer()
             self._stop.wait(self.settings.runtime.retry_backoff_s)
             return None
         self._update_lag()

@@ -226,7 +226,7 @@ def _done(out: Outcomes, report_ready: bool) -> bool:
 @pytest.fixture(scope="module")
 def outcomes(pipeline, tmp_path_factory) -> Outcomes:
     from services.publish import file_source, load_call, publish_calls
-    from shared.kafka_io import tail_reader
+    from shared.kafka_io import TailReader
     from training.data.calls import generate_calls
 
     s, services = pipeline
@@ -237,7 +237,7 @@ def outcomes(pipeline, tmp_path_factory) -> Outcomes:
     out = Outcomes(controls={control_a.call_id: len(control_a.turns), control_b.call_id: len(control_b.turns)})
     out.sent = {key: value for topic, key, value in messages if sum(1 for m in messages if m[1] == key) == 1}
 
-    reader = tail_reader(s, [s.topics.utterances, s.topics.emotions, s.topics.deadletter])
+    reader = TailReader(s, [s.topics.utterances, s.topics.emotions, s.topics.deadletter])
     sources = [load_call(c.path, language=c.language) for c in (control_a, control_b)]
     sources += [file_source(path, case_id, None, base.language) for case_id, path in files.items()]
     published: list = []
@@ -248,7 +248,7 @@ def outcomes(pipeline, tmp_path_factory) -> Outcomes:
     deadline, last_new = time.monotonic() + 900, time.monotonic()
     while time.monotonic() < deadline:
         services.check()
-        for records in reader.poll(timeout_ms=1000).values():
+        for records in reader.poll(1000).values():
             for r in records:
                 last_new = time.monotonic()
                 if r.topic == s.topics.emotions:

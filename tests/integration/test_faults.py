@@ -82,7 +82,7 @@ def _inject(s, services, fault: str) -> None:
 def _stream_with_fault(s, services, tmp_path, fault: str) -> Run:
     from benchmarks.workload import segment_call
     from services.publish import load_call, publish_calls
-    from shared.kafka_io import poll_through_faults, tail_reader
+    from shared.kafka_io import TailReader
     from training.data.calls import generate_calls
 
     # other audio for each fault: a transcript cached from an earlier fault would spare Whisper
@@ -90,7 +90,7 @@ def _stream_with_fault(s, services, tmp_path, fault: str) -> Run:
     calls = generate_calls(tmp_path, 2, seed=seed, utterances_per_call=(3, 4), call_prefix=f"fault-{fault}", progress=False)
     # the utterances the service's own segmenter cuts from this audio, with no fault
     run = Run({c.call_id: len(segment_call(c, s.segmentation)) for c in calls})
-    reader = tail_reader(s, [s.topics.utterances, s.topics.emotions])
+    reader = TailReader(s, [s.topics.utterances, s.topics.emotions])
     published: list = []
     publisher = threading.Thread(target=lambda: published.append(publish_calls(
         s, [load_call(c.path, language=c.language) for c in calls], pace="realtime", progress=False,
@@ -101,7 +101,7 @@ def _stream_with_fault(s, services, tmp_path, fault: str) -> Run:
     deadline, last_new = t0 + 900, t0
     try:
         while time.monotonic() < deadline:
-            for records in poll_through_faults(reader, 500).values():
+            for records in reader.poll(500).values():
                 for r in records:
                     if r.topic == s.topics.utterances:
                         u = decode(r.value, Utterance)

@@ -140,34 +140,79 @@ def test_a_producer_flush_without_a_timeout_is_bounded_and_counted(tmp_path):
         producer.close(timeout=1)
 
 
-def test_poll_through_faults_reads_a_failed_poll_as_no_records_and_pauses():
+class FakeClient:
+    """A consumer as TailReader uses it: two partitions at offset 10, then the answers given."""
+
+    def __init__(self, answers=()):
+        self.answers = list(answers)
+        self.wedged = False
+        self.seeks: dict = {}
+        self.closed = threading.Event()
+
+    def partitions_for_topic(self, topic):
+        return {0, 1}
+
+    def assign(self, parts):
+        self.assigned = list(parts)
+
+    def seek_to_end(self, *parts):
+        pass
+
+    def position(self, tp):
+        return 10
+
+    def seek(self, tp, offset):
+        self.seeks[tp] = offset
+
+    def poll(self, timeout_ms):
+        answer = self.answers.pop(0) if self.answers else {}
+        if isinstance(answer, Exception):
+            if isinstance(answer, KafkaTimeoutError):
+                self.wedged = True  # as CallBound says after its calls fail in a row
+            raise answer
+        return answer
+
+    def close(self):
+        self.closed.set()
+
+
+class Rec:
+    def __init__(self, offset):
+        self.offset = offset
+
+
+def test_a_reader_reads_a_failed_poll_as_no_records_and_pauses(tmp_path):
     from kafka.errors import KafkaConnectionError
 
-    from shared.kafka_io import poll_through_faults
+    from shared.kafka_io import TailReader
 
-    class Reader:
-        def __init__(self):
-            self.answers = [KafkaConnectionError("socket disconnected"), {"tp": ["record"]}]
-
-        def poll(self, timeout_ms):
-            answer = self.answers.pop(0)
-            if isinstance(answer, Exception):
-                raise answer
-            return answer
-
-    reader = Reader()
+    tp = TopicPartition("events", 0)
+    client = FakeClient([KafkaConnectionError("socket disconnected"), {tp: [Rec(10), Rec(11)]}])
+    reader = TailReader(_settings(tmp_path), ["events"], consumer=client)
     t0 = time.monotonic()
-    assert poll_through_faults(reader, 200) == {}
+    assert reader.poll(200) == {}
     assert time.monotonic() - t0 >= 0.2  # no busy loop while the broker is away
-    assert poll_through_faults(reader, 200) == {"tp": ["record"]}
+    assert list(reader.poll(200)[tp]) and reader.consumer is client and reader.replaced == 0
 
 
-def test_poll_through_faults_lets_other_errors_through():
-    from shared.kafka_io import poll_through_faults
+def test_a_reader_replaces_a_wedged_client_at_the_positions_read_so_far(tmp_path, monkeypatch):
+    from shared.kafka_io import TailReader
 
-    class Reader:
-        def poll(self, timeout_ms):
-            raise ValueError("a bug, not the broker")
+    tp0, tp1 = TopicPartition("events", 0), TopicPartition("events", 1)
+    wedged = FakeClient([{tp0: [Rec(10), Rec(11)]}, KafkaTimeoutError("no answer within its bound")])
+    fresh = FakeClient([{tp1: [Rec(10)]}])
+    monkeypatch.setattr("shared.kafka_io.make_consumer", lambda *a, **k: fresh)
+    reader = TailReader(_settings(tmp_path), ["events"], consumer=wedged)
+    assert [r.offset for r in reader.poll(50)[tp0]] == [10, 11]
+    assert reader.poll(50) == {}  # failed, and the client is wedged: let go, closed on the side
+    assert wedged.closed.wait(2)
+    assert [r.offset for r in reader.poll(50)[tp1]] == [10]  # the new client, where the old one stood
+    assert fresh.seeks == {tp0: 12, tp1: 10} and reader.replaced == 1
 
+
+def test_a_reader_lets_other_errors_through(tmp_path):
+    from shared.kafka_io import TailReader
+
+    reader = TailReader(_settings(tmp_path), ["events"], consumer=FakeClient([ValueError("a bug, not the broker")]))
     with pytest.raises(ValueError):
-        poll_through_faults(Reader(), 10)
+        reader.poll(10)

@@ -38,8 +38,11 @@ class FakeProducer:
 
 
 class FakeConsumer:
+    wedged = False  # as shared.kafka_io.BoundedConsumer: its calls fail by their bound, none answered
+
     def __init__(self, records):
         self.records, self.pos, self.commits, self.seeks = records, 0, [], []
+        self.closed = False
 
     def poll(self, timeout_ms=0, max_records=None):
         batch = self.records[self.pos:self.pos + (max_records or 500)]
@@ -55,6 +58,9 @@ class FakeConsumer:
 
     def assignment(self):
         return set()
+
+    def close(self, autocommit=True, timeout_ms=None):
+        self.closed = True
 
 
 class UpperService(Service):
@@ -388,6 +394,34 @@ def test_a_model_away_during_a_triton_restart_is_waited_out_and_a_bad_request_is
     from shared.triton_client import _retryable
 
     assert _retryable(InferenceServerException(message, status=status)) is retry
+
+
+def test_a_wedged_consumer_is_replaced_and_the_batches_in_flight_are_replayed(tmp_path, monkeypatch):
+    """A consumer whose calls fail by their bound with none answered (its I/O loop stuck) is let go:
+    the batch in flight is dropped uncommitted, and a new member reads from the committed offsets."""
+    from kafka.errors import KafkaTimeoutError
+
+    recs = [Record("utterances", 0, i, b"c", _utt(i)) for i in range(4)]
+    r = _runtime(recs, tmp_path, max_batch=2)
+    old = r._consumer
+    r._in_flight.append("a batch polled by the wedged consumer")
+
+    def no_answer(timeout_ms=0, max_records=None):
+        old.wedged = True
+        raise KafkaTimeoutError("a Kafka consumer call got no answer within its bound of 15.5 s")
+
+    old.poll = no_answer
+    fresh = FakeConsumer(recs)
+    monkeypatch.setattr(r, "_make_consumer", lambda: fresh)
+    assert r.run_once() is None
+    assert r._consumer is fresh and not r._in_flight and old.commits == []
+    for _ in range(50):  # closed on a thread of its own
+        if old.closed:
+            break
+        time.sleep(0.02)
+    assert old.closed
+    reports = [r.run_once(), r.run_once()]
+    assert [rep.consumed for rep in reports] == [2, 2] and fresh.commits[-1] == {("utterances", 0): 4}
 
 
 def test_a_poll_that_fails_while_the_broker_restarts_is_waited_out_not_fatal(tmp_path):
