@@ -43,12 +43,15 @@ def test_triton_statistics_deltas_per_request_and_execution():
 
 
 def test_the_process_sampler_measures_a_busy_child_and_not_an_idle_one():
-    code = "import time\nt = time.time()\nwhile time.time() - t < 1.2: pass\ntime.sleep(30)"
-    busy = subprocess.Popen([sys.executable, "-c", code])
-    idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    # the child burns 1.0 s of CPU time (not of wall time: on a loaded machine that would be less
+    # CPU), says so, then idles; the sampler is stopped after that, however long it took
+    code = "import sys, time\nwhile time.process_time() < 1.0: pass\nprint('burnt', flush=True)\ntime.sleep(60)"
+    busy = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         sampler = ProcessSampler({"busy#0": busy.pid, "idle#0": idle.pid}, interval_s=0.1).start()
-        time.sleep(1.5)
+        assert busy.stdout.readline().strip() == "burnt"
+        time.sleep(0.3)  # a sample or more after the burn
         out = sampler.stop()
     finally:
         busy.kill(), idle.kill()
