@@ -19,6 +19,9 @@ from shared.kafka_io import CallBound, make_consumer, make_producer
 from shared.settings import Settings
 
 GRACE_S = 1.0
+SLACK_S = 3.0
+"""Scheduling slack for a loaded 2-core machine: a bounded call returns within its bound plus this,
+an unbounded one never does (and the lost wake-up's default bound, 10 s, is well past it)."""
 
 
 def _settings(tmp_path) -> Settings:
@@ -50,7 +53,7 @@ def test_a_poll_whose_fetch_wait_never_completes_is_failed_within_its_bound(tmp_
         with pytest.raises(KafkaTimeoutError, match="within its bound"):
             consumer.poll(timeout_ms=300)
         waited = time.monotonic() - t0
-        assert 0.3 + GRACE_S - 0.05 < waited < 0.3 + GRACE_S + 1.0, waited  # its own 300 ms plus the grace
+        assert 0.3 + GRACE_S - 0.05 < waited < 0.3 + GRACE_S + SLACK_S, waited  # its own 300 ms plus the grace
         assert bounded == ["consumer"] and consumer._call_bound.bounded == 1
         # the loop is intact: the next poll is answered normally and nothing more is counted
         consumer._fetcher.fetch_records = real_fetch
@@ -69,11 +72,11 @@ def test_a_commit_whose_wait_never_completes_is_failed_within_its_bound(tmp_path
         t0 = time.monotonic()
         with pytest.raises(KafkaTimeoutError, match="within its bound"):
             consumer.commit(offsets, timeout_ms=500)
-        assert 0.5 + GRACE_S - 0.05 < time.monotonic() - t0 < 0.5 + GRACE_S + 1.0
+        assert 0.5 + GRACE_S - 0.05 < time.monotonic() - t0 < 0.5 + GRACE_S + SLACK_S
         t0 = time.monotonic()
         with pytest.raises(KafkaTimeoutError):  # no timeout of its own: the request timeout (1 s) plus the grace
             consumer.commit(offsets)
-        assert 1.0 + GRACE_S - 0.05 < time.monotonic() - t0 < 1.0 + GRACE_S + 1.0
+        assert 1.0 + GRACE_S - 0.05 < time.monotonic() - t0 < 1.0 + GRACE_S + SLACK_S
         assert bounded == ["consumer", "consumer"]
     finally:
         consumer.close()
@@ -110,7 +113,7 @@ def test_a_lost_wake_up_costs_a_nudge_not_forever():
         bound = CallBound(net, "consumer", default_s=10.0)
         t0 = time.monotonic()
         assert net.run(answer) == 42
-        assert time.monotonic() - t0 < CallBound.NUDGE_S + 1.0
+        assert time.monotonic() - t0 < CallBound.NUDGE_S + SLACK_S
         assert done.wait(2), "the nudge ran the earlier call too"
         assert bound.bounded == 0
     finally:
