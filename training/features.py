@@ -13,9 +13,13 @@ For every :class:`~training.data.Example` the serving path's front-ends run once
 
 The result is one :class:`FeatureRecord` per example: an
 :class:`~training.models.UtteranceFeatures` (what :func:`training.models.collate` takes) plus the
-example's id, split, language and synthetic-corpus cue. Text-only examples (``"audio": null`` in
-the manifest: MELD, DailyDialog, GoEmotions) are refused with a :class:`ValueError` that says so
-(:func:`require_audio`).
+example's id, split, language and synthetic-corpus cue.
+
+**Text-only examples** (``"audio": null`` in the manifest: MELD, DailyDialog, GoEmotions) get the
+text branch's input only: their corpus text embedded, and no speech frames, words or edges (an
+all-False speech mask, which every model reads as a missing modality). No Whisper runs for them,
+so they cost the text encoder alone (about 2% of a spoken utterance); ``text_source`` does not
+apply to them (there is no transcript).
 
 Cache layout::
 
@@ -72,7 +76,6 @@ __all__ = [
     "example_key",
     "extract_features",
     "feature_spec",
-    "require_audio",
 ]
 
 log = logging.getLogger("training.features")
@@ -152,22 +155,11 @@ def feature_spec(settings: Settings, asr_model: str | None = None) -> FeatureSpe
     )
 
 
-def require_audio(examples: Sequence[Example]) -> None:
-    """Raise :class:`ValueError` when any example is text-only (``audio_path is None``): every
-    feature of the paper's models starts from the audio (Whisper, the speech encoder)."""
-    text_only = [ex.id for ex in examples if ex.audio_path is None]
-    if text_only:
-        shown = ", ".join(text_only[:5]) + (", ..." if len(text_only) > 5 else "")
-        raise ValueError(
-            f"{len(text_only)} of {len(examples)} example(s) are text-only (\"audio\": null in the manifest: "
-            f"{shown}); feature extraction needs the audio of every utterance -- use a speech corpus "
-            "(e.g. `emotion data prepare ravdess`) or leave the text-only lines out"
-        )
-
-
 def example_key(example: Example) -> str:
-    """Cache file stem of one example: its id, audio file (absolute path, size, mtime), language and text."""
-    require_audio([example])
+    """Cache file stem of one example: its id, audio file (absolute path, size, mtime), language and
+    text; a text-only example's: its id, language and text."""
+    if example.audio_path is None:
+        return _digest([example.id, "text-only", example.language, example.text], 24)
     path = Path(os.path.abspath(example.audio_path))
     try:
         stat = path.stat()
@@ -230,8 +222,35 @@ class FeatureExtractor:
         return out
 
     def compute(self, examples: Sequence[Example]) -> list[dict[str, np.ndarray]]:
-        """Transcribe and embed ``examples`` (text and speech encoders batched over them)."""
-        require_audio(examples)
+        """Transcribe and embed ``examples`` (text and speech encoders batched over them); a
+        text-only example gets its corpus text embedded and empty speech."""
+        spoken = [i for i, ex in enumerate(examples) if ex.audio_path is not None]
+        out: list[dict[str, np.ndarray]] = [{} for _ in examples]
+        for i, arrays in zip(spoken, self._compute_spoken([examples[i] for i in spoken]), strict=True):
+            out[i] = arrays
+        text_only = [i for i, ex in enumerate(examples) if ex.audio_path is None]
+        if text_only:
+            if any(not (examples[i].text or "").strip() for i in text_only):
+                raise ValueError("a text-only example needs its text (the manifest reader checks this)")
+            dim = self.speech_encoder.dim
+            for i, part in zip(text_only, self._embed_texts("manifest", [str(examples[i].text) for i in text_only]),
+                               strict=True):  # fmt: skip
+                out[i] = {
+                    **part,
+                    "speech_frames": np.zeros((0, dim), np.float16),
+                    "speech_mask": np.zeros(0, bool),
+                    "frame_times": np.zeros(0, np.float32),
+                    "asr_language": np.array(""),
+                    "word_text": np.zeros(0, dtype=str),
+                    "word_times": np.zeros((0, 2), np.float32),
+                    "duration": np.array(0.0, np.float32),
+                    "example_id": np.array(examples[i].id),
+                }
+        return out
+
+    def _compute_spoken(self, examples: Sequence[Example]) -> list[dict[str, np.ndarray]]:
+        if not examples:
+            return []
         audios = [load_audio(ex.audio_path, 16_000) for ex in examples]
         transcripts = [
             self.transcriber.transcribe(a, language=ex.language) for a, ex in zip(audios, examples, strict=True)
@@ -297,7 +316,10 @@ def _record(
 ) -> FeatureRecord:
     if example.label not in class_index:
         raise ValueError(f"{example.id}: label {example.label!r} is not one of {list(class_index)}")
-    source = text_source if f"{text_source}__text" in arrays else "asr"  # no corpus text: the ASR one
+    if "asr__text" not in arrays:  # text-only: its corpus text is all there is
+        source = "manifest"
+    else:
+        source = text_source if f"{text_source}__text" in arrays else "asr"  # no corpus text: the ASR one
     transcript = str(arrays[f"{source}__text"])
     words = [
         (str(t), float(s), float(e))
@@ -319,7 +341,7 @@ def _record(
         split=example.split,
         language=example.language or (str(arrays["asr_language"]) or None),
         cue=example.extra.get("cue"),
-        asr_text=str(arrays["asr__text"]),
+        asr_text=str(arrays.get("asr__text", "")),
         duration=float(arrays["duration"]),
     )
 
@@ -377,7 +399,6 @@ def extract_features(
     """
     if text_source not in TEXT_SOURCES:
         raise ValueError(f"text_source must be one of {TEXT_SOURCES}, got {text_source!r}")
-    require_audio(examples)
     spec = feature_spec(settings, asr_model)
     directory = Path(cache_dir or default_cache_dir(settings)) / spec.key
     directory.mkdir(parents=True, exist_ok=True)

@@ -53,7 +53,7 @@ from tqdm.auto import tqdm
 
 from shared.settings import EMOTIONS
 from training.evaluate import Metrics, confusion_matrix_png, evaluate
-from training.models import MODELS, EmotionModel, FusionConfig, build_model, collate, fusion_loss
+from training.models import MODELS, EmotionModel, FusionBatch, FusionConfig, build_model, collate, fusion_loss
 
 if TYPE_CHECKING:  # pragma: no cover
     from shared.settings import Settings
@@ -149,6 +149,12 @@ class TrainSection:
     """Early stopping / best epoch criterion: validation weighted F1 (ties: lower loss) or loss."""
     grad_clip: float | None = None
     """Clip the gradient norm to this value (None: no clipping)."""
+    text_dropout: float = 0.0
+    """Modality dropout: the probability that a training utterance loses its text (mask, hidden
+    states and graph edges; :meth:`FusionBatch.without`), so the speech side learns alone."""
+    speech_dropout: float = 0.0
+    """The same for the speech. An utterance never loses both: one that would keeps its speech;
+    utterances that have only one modality (text-only corpora) keep it."""
     eval_batch_size: int = 64
     seed: int = 0
     threads: int | None = None
@@ -497,6 +503,15 @@ def _improved(metrics: Metrics, best: Metrics | None, monitor: str) -> bool:
     return metrics.loss < best.loss  # type: ignore[operator]
 
 
+def drop_modalities(batch: FusionBatch, p_text: float, p_speech: float, rng: np.random.Generator) -> FusionBatch:
+    """Modality dropout (``train.text_dropout`` / ``speech_dropout``): per utterance, drop its text
+    with ``p_text`` and its speech with ``p_speech``, never both, and never the only modality it has."""
+    has_text, has_speech = batch.text_mask.any(1).numpy(), batch.speech_mask.any(1).numpy()
+    drop_text = (rng.random(batch.batch_size) < p_text) & has_speech
+    drop_speech = (rng.random(batch.batch_size) < p_speech) & has_text & ~drop_text
+    return batch.without(torch.from_numpy(drop_text), torch.from_numpy(drop_speech))
+
+
 def train(
     config: TrainConfig,
     features_train: Sequence[FeatureRecord | Any],
@@ -544,6 +559,8 @@ def train(
             batch = collate(
                 [features_train[i] for i in idx], edge_rule=fusion.edge_rule, class_names=fusion.class_names
             )
+            if t.text_dropout or t.speech_dropout:
+                batch = drop_modalities(batch, t.text_dropout, t.speech_dropout, shuffle)
             out = model(batch)
             loss = fusion_loss(out, batch.labels, fusion.aux_loss_weight, fusion.branch_loss_weight)
             opt.zero_grad()

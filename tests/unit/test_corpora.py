@@ -368,15 +368,12 @@ def test_manifest_still_checks_audio_files_beside_text_only_lines(tmp_path: Path
         read_manifest(tmp_path / "m.jsonl")
 
 
-def test_code_that_needs_audio_says_so_for_text_only_examples(tmp_path: Path):
+def test_publishing_says_so_for_text_only_lines(tmp_path: Path):
     from services.publish import AudioSourceError, manifest_sources
-    from training.features import example_key, require_audio
+    from training.features import example_key
 
-    text_only = Example("meld-x", None, "anger", text="hi")
-    with pytest.raises(ValueError, match=r"1 of 2 example\(s\) are text-only .*meld-x"):
-        require_audio([Example("a", tmp_path / "a.wav", "anger"), text_only])
-    with pytest.raises(ValueError, match="text-only"):
-        example_key(text_only)
+    # features key a text-only example by its id, language and text (tests/unit/test_training.py)
+    assert example_key(Example("meld-x", None, "anger", text="hi")) != example_key(Example("meld-x", None, "anger", text="ho"))
     (tmp_path / "m.jsonl").write_text('{"id": "t", "audio": null, "label": "anger", "text": "hi"}\n')
     (source,) = manifest_sources(tmp_path / "m.jsonl", None, None)
     with pytest.raises(AudioSourceError, match="text-only line"):

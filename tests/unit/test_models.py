@@ -375,3 +375,47 @@ def test_complementary_fusion_overfits_a_toy_problem():
     assert accuracy > 0.9, accuracy
     assert time.perf_counter() - start < 20
 
+
+
+def test_without_takes_a_modality_away_as_if_the_utterance_never_had_it():
+    batch = batch_of(4, seed=3)
+    assert (batch.edge_counts > 0).all()
+    drop_text = torch.tensor([True, False, False, False])
+    drop_speech = torch.tensor([False, True, False, False])
+    out = batch.without(drop_text, drop_speech)
+    assert not out.text_mask[0].any() and not out.text[0].any() and out.speech_mask[0].equal(batch.speech_mask[0])
+    assert not out.speech_mask[1].any() and not out.speech[1].any() and out.text[1].equal(batch.text[1])
+    assert out.edge_counts.tolist() == [0, 0, *batch.edge_counts[2:].tolist()]
+    for name in ("text", "text_mask", "speech", "speech_mask"):
+        assert getattr(out, name)[2:].equal(getattr(batch, name)[2:])
+    # the model reads a dropped modality exactly as a missing one: the same output as a batch
+    # that never had it (utterance 0 without its text, alone)
+    model = model_of("proposed").eval()
+    alone = batch_of(4, seed=3)
+    alone = alone.without(torch.tensor([True, True, True, True]), torch.zeros(4, dtype=torch.bool))
+    with torch.no_grad():
+        a = model(out).probs[0]
+        b = model(alone).probs[0]
+    torch.testing.assert_close(a, b)
+
+
+def test_modality_dropout_never_drops_both_nor_the_only_modality():
+    from training.train import drop_modalities
+
+    batch = batch_of(64, seed=1)
+    text_only = torch.zeros(64, dtype=torch.bool)
+    text_only[:8] = True  # utterances from a text corpus: no speech at all
+    batch = batch.without(torch.zeros(64, dtype=torch.bool), text_only)
+    rng = np.random.default_rng(0)
+    dropped_text = dropped_speech = 0
+    for _ in range(20):
+        out = drop_modalities(batch, 0.5, 0.5, rng)
+        has_text, has_speech = out.text_mask.any(1), out.speech_mask.any(1)
+        assert (has_text | has_speech).all()  # never both
+        assert has_text[:8].all()  # the only modality stays
+        dropped_text += int((~has_text[8:]).sum())
+        dropped_speech += int((~has_speech[8:]).sum())
+    n = 20 * 56
+    assert 0.4 * n < dropped_text < 0.6 * n  # p_text = 0.5
+    assert 0.15 * n < dropped_speech < 0.35 * n  # 0.5 of those that kept their text
+    assert drop_modalities(batch, 0.0, 0.0, rng).text_mask.equal(batch.text_mask)

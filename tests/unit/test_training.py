@@ -380,6 +380,40 @@ def test_feature_cache_hit_text_sources_and_new_encoder_version(tiny_env, monkey
     assert counter.calls["asr"] == 9  # nor does a changed example
 
 
+def test_text_only_examples_get_the_text_branch_only_and_train_beside_spoken_ones(tiny_env, monkeypatch):
+    """A text corpus line (no audio) costs the text encoder alone: no Whisper, no speech frames,
+    no edges; it batches and trains with spoken utterances."""
+    from training.data import Example, read_manifest
+    from training.models import build_model, collate, fusion_loss
+
+    settings, manifest = tiny_env
+    spoken = read_manifest(manifest)[:2]
+    text_only = [Example("meld-1", None, "anger", text="You never listen to me!", split="train"),
+                 Example("meld-2", None, "happiness", text="That is wonderful news.", split="train")]
+    counter = _Counter(monkeypatch)
+    records = extract_features(settings, spoken + text_only, settings.home / "features-mixed", progress=False, threads=1)
+    assert counter.calls["asr"] == 2  # the spoken ones only
+    by_id = {r.id: r for r in records}
+    for ex in text_only:
+        r = by_id[ex.id]
+        assert r.transcript == ex.text and r.asr_text == "" and r.words == [] and r.duration == 0.0
+        assert r.text_mask.any() and not r.speech_mask.any()
+        assert r.speech_frames.shape == by_id[spoken[0].id].speech_frames.shape and not r.speech_frames.any()
+    batch = collate(records)
+    assert batch.edge_counts.tolist()[2:] == [0, 0]  # (the tiny random ASR may give the spoken ones no words)
+    fusion = TrainConfig.from_dict({}).fusion_config(d_text=batch.text.shape[2], d_speech=batch.speech.shape[2],
+                                                     max_tokens=batch.num_tokens, max_frames=batch.num_frames)  # fmt: skip
+    model = build_model("proposed", fusion)
+    loss = fusion_loss(model(batch), batch.labels, fusion.aux_loss_weight, fusion.branch_loss_weight)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
+    # cached: a second run computes nothing, and the text-only files say what they are
+    before = counter.total()
+    extract_features(settings, spoken + text_only, settings.home / "features-mixed", progress=False)
+    assert counter.total() == before
+
+
 def test_train_and_eval_commands_on_the_tiny_bundle(tiny_env, tmp_path, capsys):
     from training import evaluate as evaluate_cli
     from training import train as train_cli

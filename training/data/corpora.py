@@ -15,9 +15,8 @@ prepare NAME SRC --out manifest.jsonl`` uses (:mod:`training.data.prepare`).
   (:func:`load_goemotions`).
 
 Text corpora give **text-only** examples (``audio_path`` ``None``, ``"audio": null`` in the
-manifest), for text-only uses of the labelled utterances. ``emotion train`` / ``emotion eval``
-compute every model's features (the text baseline's included) in one extraction that starts from the
-audio, so they refuse text-only examples with an error that says so.
+manifest): feature extraction gives them the text branch's input only (no speech), so they
+train beside spoken utterances (:mod:`training.features`); ``emotion publish`` refuses them.
 
 **Splits.** MELD, DailyDialog and GoEmotions keep their official train / dev(val) / test split;
 dialogues never straddle splits (DailyDialog after de-duplication, below). RAVDESS, TESS and

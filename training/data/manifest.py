@@ -11,8 +11,8 @@ without its suffix. A **text-only** utterance (a text corpus such as MELD, Daily
 GoEmotions) has ``"audio": null``, a non-empty ``text`` and an ``id``; its
 :attr:`Example.audio_path` is ``None``. A line with neither audio nor text is malformed, and so is
 a line without an ``audio`` key (a text-only line says ``null`` explicitly, so a misspelt key is
-never taken for one). Code that needs the audio (feature extraction, ``emotion publish``) refuses
-text-only examples with an error that says so. Keys other than the known ones are kept in :attr:`Example.extra` (as is the
+never taken for one). Feature extraction gives a text-only example the text branch's input only;
+``emotion publish``, which needs audio, refuses it with an error that says so. Keys other than the known ones are kept in :attr:`Example.extra` (as is the
 content of an ``extra`` object). Every dataset reader in :mod:`training.data` returns
 :class:`Example` objects, so IEMOCAP, AI-Hub and the synthetic corpus can all be written to and
 read back from this one format.

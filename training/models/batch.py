@@ -66,6 +66,24 @@ class FusionBatch:
         owner = self.edge_index[0] // (self.num_tokens + self.num_frames)
         return torch.bincount(owner, minlength=self.batch_size)
 
+    def without(self, text: Tensor, speech: Tensor) -> FusionBatch:
+        """This batch with the text of the utterances where ``text`` (``[B]`` bool) is True and
+        the speech where ``speech`` is True taken away: their masks all False, their hidden states
+        zero and their time-aligned edges gone, exactly as an utterance that never had that
+        modality. Modality dropout in training; an utterance keeps at least what is not dropped."""
+        t_keep, s_keep = ~text.to(self.text.device), ~speech.to(self.text.device)
+        owner = self.edge_index[0] // (self.num_tokens + self.num_frames)
+        keep_edge = t_keep[owner] & s_keep[owner]
+        return FusionBatch(
+            text=self.text * t_keep[:, None, None],
+            text_mask=self.text_mask & t_keep[:, None],
+            speech=self.speech * s_keep[:, None, None],
+            speech_mask=self.speech_mask & s_keep[:, None],
+            edge_index=self.edge_index[:, keep_edge],
+            labels=self.labels,
+            graph=self.graph,
+        )
+
     def to(self, device: torch.device | str) -> FusionBatch:
         return FusionBatch(**{k: None if v is None else v.to(device) for k, v in self.as_dict().items()})
 
