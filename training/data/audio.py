@@ -20,6 +20,8 @@ import numpy as np
 import soundfile as sf
 from numpy.lib.stride_tricks import sliding_window_view
 
+from shared.prosody import yin
+
 __all__ = [
     "AudioError",
     "active_rms_db",
@@ -190,10 +192,10 @@ def estimate_f0(
 ) -> np.ndarray:
     """Per-frame fundamental frequency in Hz by YIN (de Cheveigné & Kawahara 2002); 0 = unvoiced.
 
-    Vectorised over frames: difference function through FFT autocorrelation, cumulative-mean
-    normalisation, the first dip below ``threshold`` (to its local minimum), parabolic
-    interpolation. Frames quieter than ``silence_db`` relative to the loudest are unvoiced. Works
-    on band-limited telephone speech too (periodicity survives a missing fundamental).
+    Frames start every ``hop_s`` (not centred); the vectorised YIN core is
+    :func:`shared.prosody.yin` (the first dip below ``threshold``, parabolic interpolation).
+    Frames quieter than ``silence_db`` relative to the loudest are unvoiced. Works on
+    band-limited telephone speech too (periodicity survives a missing fundamental).
     """
     x = np.asarray(x, dtype=np.float64)
     win = int(frame_s * sample_rate)
@@ -204,31 +206,8 @@ def estimate_f0(
         return np.zeros(0)
     n_frames = 1 + (x.size - win - tau_max) // hop
     idx = np.arange(n_frames)[:, None] * hop + np.arange(win + tau_max)[None, :]
-    frames = x[idx]
-    nfft = 1 << int(np.ceil(np.log2(2 * (win + tau_max))))
-    spec = np.fft.rfft(frames, nfft)
-    head = np.fft.rfft(frames[:, :win], nfft)
-    acf = np.fft.irfft(np.conj(head) * spec, nfft)[:, : tau_max + 1]
-    csum = np.concatenate([np.zeros((n_frames, 1)), np.cumsum(frames**2, axis=1)], axis=1)
-    taus = np.arange(tau_max + 1)
-    energy0 = csum[:, win]
-    diff = energy0[:, None] + (csum[:, taus + win] - csum[:, taus]) - 2.0 * acf
-    diff[:, 0] = 0.0
-    cum = np.cumsum(diff[:, 1:], axis=1)
-    cmnd = np.ones_like(diff)
-    cmnd[:, 1:] = diff[:, 1:] * taus[1:] / np.maximum(cum, 1e-12)
-    # first tau in [tau_min, tau_max) that is below threshold and a local minimum
-    c = cmnd[:, tau_min : tau_max + 1]
-    dip = (c[:, :-1] < threshold) & (c[:, :-1] <= c[:, 1:])
-    has = dip.any(axis=1)
-    t = np.argmax(dip, axis=1) + tau_min
-    rows = np.arange(n_frames)
-    tc = np.clip(t, 1, tau_max - 1)
-    a, b, d = cmnd[rows, tc - 1], cmnd[rows, tc], cmnd[rows, tc + 1]
-    den = a - 2 * b + d
-    shift = np.where(np.abs(den) > 1e-12, 0.5 * (a - d) / np.where(den == 0, 1, den), 0.0)
-    period = tc + np.clip(shift, -1, 1)
-    f0 = np.where(has, sample_rate / period, 0.0)
-    level = energy0 / win
+    est = yin(x[idx], win, tau_min, tau_max, threshold)
+    f0 = np.where(est.period > 0, sample_rate / np.maximum(est.period, 1e-12), 0.0)
+    level = est.energy / win
     loud = level >= level.max() * 10 ** (silence_db / 10) if level.max() > 0 else level > 0
     return np.where(loud, f0, 0.0)
