@@ -328,12 +328,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--out",
         type=Path,
         default=None,
-        help="folder for metrics.json and confusion_matrix.png (default: <model>/eval/<manifest name>)",
+        help="folder for metrics.json and confusion_matrix.png (default: <model>/eval/<manifest folder>[-<channel>])",
     )
     parser.add_argument(
         "--json",
         action="store_true",
         help="print the metrics as one JSON object on stdout (nothing else goes to stdout)",
+    )
+    parser.add_argument(
+        "--channel",
+        default="none",
+        choices=["none", "g711", "phone"],
+        help="listen to the utterances through a simulated line first: g711 = clean 8 kHz mu-law phone line, "
+        "phone = a random line per utterance (noise, gain, clipping, mu-law; the same for an utterance every run); "
+        "default none",
     )
     parser.add_argument("--workers", type=int, default=1, help="feature extraction processes (default 1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -379,13 +387,14 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
             raise SystemExit(f"{args.manifest}: no utterances in split {args.split!r}")
         features = extract_features(
             settings, examples, text_source=text_source, workers=args.workers, progress=not args.no_progress,
-            asr_model=asr_model, class_names=meta.class_names,
+            asr_model=asr_model, class_names=meta.class_names, channel=args.channel,
         )  # fmt: skip
         metrics = evaluate(model, features)
-        out = Path(args.out) if args.out else model_dir / "eval" / Path(args.manifest).resolve().parent.name
+        heard = "" if args.channel == "none" else f"-{args.channel}"
+        out = Path(args.out) if args.out else model_dir / "eval" / (Path(args.manifest).resolve().parent.name + heard)
         out.mkdir(parents=True, exist_ok=True)
         result = {"model": str(model_dir), "manifest": str(args.manifest), "split": args.split,
-                  **metrics.to_dict()}  # fmt: skip
+                  "channel": args.channel, **metrics.to_dict()}  # fmt: skip
         (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
         png = confusion_matrix_png(out / "confusion_matrix.png", metrics.confusion, metrics.class_names,
                                    title=f"{meta.registry_name} on {Path(args.manifest).name}")  # fmt: skip

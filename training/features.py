@@ -155,9 +155,10 @@ def feature_spec(settings: Settings, asr_model: str | None = None) -> FeatureSpe
     )
 
 
-def example_key(example: Example) -> str:
-    """Cache file stem of one example: its id, audio file (absolute path, size, mtime), language and
-    text; a text-only example's: its id, language and text."""
+def example_key(example: Example, channel: str = "none") -> str:
+    """Cache file stem of one example: its id, audio file (absolute path, size, mtime), language,
+    text and listening condition (``channel``, when not ``none``); a text-only example's: its id,
+    language and text."""
     if example.audio_path is None:
         return _digest([example.id, "text-only", example.language, example.text], 24)
     path = Path(os.path.abspath(example.audio_path))
@@ -166,7 +167,8 @@ def example_key(example: Example) -> str:
         stamp: list[Any] = [stat.st_size, stat.st_mtime_ns]
     except OSError:
         stamp = [None, None]  # loading the audio will fail with a clear error
-    return _digest([example.id, str(path), *stamp, example.language, example.text], 24)
+    heard = [] if channel == "none" else [channel]
+    return _digest([example.id, str(path), *stamp, example.language, example.text, *heard], 24)
 
 
 def default_cache_dir(settings: Settings) -> Path:
@@ -185,10 +187,12 @@ class FeatureExtractor:
     Tests may replace the encoders by assigning the attributes.
     """
 
-    def __init__(self, settings: Settings, asr_model: str | None = None, threads: int = 1) -> None:
+    def __init__(self, settings: Settings, asr_model: str | None = None, threads: int = 1, channel: str = "none") -> None:
         self.settings = settings
         self.asr_model = asr_model
         self.threads = max(1, int(threads))
+        self.channel = channel
+        """Listening condition the audio goes through first (:data:`training.data.telephony.CONDITIONS`)."""
 
     @cached_property
     def transcriber(self) -> Transcriber:
@@ -248,10 +252,20 @@ class FeatureExtractor:
                 }
         return out
 
+    def _heard(self, example: Example) -> np.ndarray:
+        """The example's 16 kHz audio through :attr:`channel`. An utterance whose manifest records a
+        simulated line already (the synthetic corpus's ``extra.channel``) is not put through a second one."""
+        audio = load_audio(example.audio_path, 16_000)
+        if self.channel == "none" or example.extra.get("channel"):
+            return audio
+        from training.data.telephony import hear
+
+        return hear(audio, 16_000, self.channel, example.id)
+
     def _compute_spoken(self, examples: Sequence[Example]) -> list[dict[str, np.ndarray]]:
         if not examples:
             return []
-        audios = [load_audio(ex.audio_path, 16_000) for ex in examples]
+        audios = [self._heard(ex) for ex in examples]
         transcripts = [
             self.transcriber.transcribe(a, language=ex.language) for a, ex in zip(audios, examples, strict=True)
         ]
@@ -351,12 +365,12 @@ def _record(
 _WORKER: FeatureExtractor | None = None
 
 
-def _init_worker(settings: Settings, asr_model: str | None) -> None:
+def _init_worker(settings: Settings, asr_model: str | None, channel: str) -> None:
     global _WORKER
     import torch
 
     torch.set_num_threads(1)
-    _WORKER = FeatureExtractor(settings, asr_model, threads=1)
+    _WORKER = FeatureExtractor(settings, asr_model, threads=1, channel=channel)
 
 
 def _work(examples: list[Example], paths: list[Path]) -> int:
@@ -387,6 +401,7 @@ def extract_features(
     batch_size: int = 8,
     threads: int | None = None,
     extractor: FeatureExtractor | None = None,
+    channel: str = "none",
 ) -> list[FeatureRecord]:
     """Features of ``examples`` (same order), computed once and cached under ``cache_dir``.
 
@@ -395,7 +410,8 @@ def extract_features(
     ``settings.models.asr`` (e.g. ``whisper-tiny.en``); ``workers > 1`` computes the missing
     features in that many processes (one torch thread each); ``threads`` is the torch threads of
     the in-process extractor (default: the CPU count); ``extractor`` replaces the bundle's encoders
-    (tests).  Labels become indices in ``class_names``.  The rate of the computed part is logged.
+    (tests); ``channel`` is the listening condition the audio goes through first
+    (:data:`training.data.telephony.CONDITIONS`: ``none``, ``g711``, ``phone``; part of the cache key).  Labels become indices in ``class_names``.  The rate of the computed part is logged.
     """
     if text_source not in TEXT_SOURCES:
         raise ValueError(f"text_source must be one of {TEXT_SOURCES}, got {text_source!r}")
@@ -405,15 +421,19 @@ def extract_features(
     spec_file = directory / "spec.json"
     if not spec_file.exists():
         spec_file.write_text(json.dumps(spec.to_dict(), indent=2) + "\n")
-    paths = [directory / f"{example_key(ex)}.npz" for ex in examples]
+    from training.data.telephony import CONDITIONS
+
+    if channel not in CONDITIONS:
+        raise ValueError(f"channel must be one of {CONDITIONS}, got {channel!r}")
+    paths = [directory / f"{example_key(ex, channel)}.npz" for ex in examples]
     if len(set(paths)) != len(paths):
         raise ValueError("duplicate examples (same id, audio and language) in the feature request")
     todo = [i for i, p in enumerate(paths) if not p.is_file()]
     logging.getLogger("faster_whisper").setLevel(logging.WARNING)  # one INFO line per utterance otherwise
     log.info(
-        "features: %d examples, %d cached, %d to compute (asr=%s, text=%s, speech=%s, text_source=%s) in %s",
+        "features: %d examples, %d cached, %d to compute (asr=%s, text=%s, speech=%s, text_source=%s, channel=%s) in %s",
         len(examples), len(examples) - len(todo), len(todo), spec.asr, spec.text_encoder, spec.speech_encoder,
-        text_source, directory,
+        text_source, channel, directory,
     )  # fmt: skip
     if todo:
         started = time.perf_counter()
@@ -422,9 +442,10 @@ def extract_features(
         bar = tqdm(total=len(todo), desc="features", unit="utt", disable=not progress, dynamic_ncols=True)
         try:
             if workers > 1 and extractor is None and len(todo) > batch_size:
-                _compute_in_pool(settings, asr_model, todo_examples, todo_paths, workers, batch_size, bar.update)
+                _compute_in_pool(settings, asr_model, channel, todo_examples, todo_paths, workers, batch_size, bar.update)
             else:
-                ex = extractor or FeatureExtractor(settings, asr_model, threads or (os.cpu_count() or 1))
+                ex = extractor or FeatureExtractor(settings, asr_model, threads or (os.cpu_count() or 1), channel)
+                ex.channel = channel
                 for chunk_ex, chunk_paths in zip(
                     _chunks(todo_examples, batch_size), _chunks(todo_paths, batch_size), strict=True
                 ):
@@ -449,6 +470,7 @@ def extract_features(
 def _compute_in_pool(
     settings: Settings,
     asr_model: str | None,
+    channel: str,
     examples: list[Example],
     paths: list[Path],
     workers: int,
@@ -458,7 +480,7 @@ def _compute_in_pool(
     """Spread the examples over ``workers`` spawned processes (each loads the encoders once)."""
     context = multiprocessing.get_context("spawn")  # no fork of a process that already runs torch threads
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                             initargs=(settings, asr_model)) as pool:  # fmt: skip
+                             initargs=(settings, asr_model, channel)) as pool:  # fmt: skip
         futures = [
             pool.submit(_work, chunk_ex, chunk_paths)
             for chunk_ex, chunk_paths in zip(_chunks(examples, batch_size), _chunks(paths, batch_size), strict=True)

@@ -177,6 +177,11 @@ class DataSection:
     """Feature cache (None: ``<home>/features``)."""
     workers: int = 2
     """Feature extraction processes."""
+    channel: Literal["none", "g711", "phone"] = "none"
+    """Listening condition of the spoken utterances (:data:`training.data.telephony.CONDITIONS`):
+    ``phone`` puts each through a random simulated phone line (noise, gain, clipping, mu-law, 8 kHz
+    band), drawn from its id; utterances that already went through one (the synthetic corpus) are
+    left as they are."""
     split_by: Literal["speaker", "call", "none"] = "speaker"
     """How examples without a ``split`` are assigned to train/val/test (speaker-independent by default)."""
     split_seed: int = 0
@@ -755,7 +760,7 @@ def prepare_features(
     examples = load_examples(manifest, data)
     records = extract_features(
         settings, examples, data.cache_dir, data.text_source, data.workers, progress,
-        asr_model=data.asr_model, class_names=data.class_names,
+        asr_model=data.asr_model, class_names=data.class_names, channel=data.channel,
     )  # fmt: skip
     splits: dict[str, list[FeatureRecord]] = {"train": [], "val": [], "test": []}
     for r in records:

@@ -287,3 +287,45 @@ def test_telephone_channel_blocks(tmp_path: Path):
     speech = 0.1 * np.sin(2 * np.pi * 500 * np.arange(22050) / 22050).astype(np.float32)
     out = apply_channel(speech, 22050, channel, rng, out_sr=16_000)
     assert out.dtype == np.float32 and out.size == 16_000
+
+
+def _band_energy(x: np.ndarray, sr: int, lo: float, hi: float) -> float:
+    spec = np.abs(np.fft.rfft(x)) ** 2
+    f = np.fft.rfftfreq(x.size, 1 / sr)
+    return float(spec[(f >= lo) & (f < hi)].sum() / spec.sum())
+
+
+def test_listening_conditions_are_the_same_for_an_utterance_and_differ_between_them():
+    from training.data.telephony import CONDITIONS, condition_channel, hear
+
+    rng = np.random.default_rng(0)
+    speech = (rng.standard_normal(16_000) * 0.1).astype(np.float32)  # wide-band: energy up to 8 kHz
+    assert np.array_equal(hear(speech, 16_000, "none", "u1"), speech)
+    g711 = hear(speech, 16_000, "g711", "u1")
+    assert _band_energy(speech, 16_000, 4_000, 8_000) > 0.4
+    assert _band_energy(g711, 16_000, 4_000, 8_000) < 0.01  # the 8 kHz line's band limit
+    assert _band_energy(g711, 16_000, 0, 250) < 0.01  # and its 300 Hz high-pass
+    line = hear(speech, 16_000, "phone", "u1")
+    assert np.array_equal(line, hear(speech, 16_000, "phone", "u1"))  # the same line every time
+    assert not np.array_equal(line, hear(speech, 16_000, "phone", "u2"))
+    lines = {condition_channel("phone", f"u{i}") for i in range(40)}
+    assert len(lines) == 40 and any(c.mu_law for c in lines) and any(not c.mu_law for c in lines)
+    assert condition_channel("g711", "u1").noise is None and CONDITIONS == ("none", "g711", "phone")
+    with pytest.raises(ValueError, match="unknown listening condition 'radio'"):
+        condition_channel("radio", "u1")
+
+
+def test_feature_extraction_hears_each_utterance_through_its_condition_once(tmp_path):
+    from training.data.manifest import Example
+    from training.features import FeatureExtractor, example_key
+
+    rng = np.random.default_rng(1)
+    sf.write(tmp_path / "studio.wav", (rng.standard_normal(16_000) * 0.1).astype(np.float32), 16_000)
+    studio = Example("studio-1", tmp_path / "studio.wav", "anger")
+    simulated = replace(studio, id="synthetic-1", extra={"channel": {"telephony": True}})
+    heard = FeatureExtractor(None, channel="g711")._heard  # type: ignore[arg-type]
+    assert _band_energy(heard(studio), 16_000, 4_000, 8_000) < 0.01
+    assert _band_energy(heard(simulated), 16_000, 4_000, 8_000) > 0.4  # its line is in the recording already
+    assert _band_energy(FeatureExtractor(None)._heard(studio), 16_000, 4_000, 8_000) > 0.4  # type: ignore[arg-type]
+    keys = {example_key(studio, c) for c in ("none", "g711", "phone")}
+    assert len(keys) == 3 and example_key(studio) == example_key(studio, "none")

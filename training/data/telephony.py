@@ -29,7 +29,8 @@ import numpy as np
 
 from training.data.audio import active_rms_db, resample
 
-__all__ = ["BAND_HZ", "NARROWBAND_SR", "Channel", "apply_channel", "noise", "sample_channel"]
+__all__ = ["BAND_HZ", "CONDITIONS", "NARROWBAND_SR", "Channel", "apply_channel", "condition_channel", "hear",
+           "noise", "sample_channel"]
 
 NARROWBAND_SR = 8_000
 BAND_HZ = (300.0, 3400.0)
@@ -82,6 +83,43 @@ def sample_channel(
         clip=float(rng.uniform(0.35, 0.7)) if rng.random() < clip_probability else None,
         mu_law=bool(rng.random() < mu_law_probability),
     )
+
+
+CONDITIONS: tuple[str, ...] = ("none", "g711", "phone")
+"""Listening conditions for training and evaluation audio (``data.channel``, ``emotion eval --channel``):
+
+* ``none``: the audio as recorded;
+* ``g711``: a clean phone line: 8 kHz, 300-3400 Hz, mu-law, no noise, no gain change;
+* ``phone``: a random phone line per utterance (:func:`sample_channel`: noise at 10-30 dB SNR,
+  gain and drift, occasional clipping, mu-law 70 % of the time), drawn from the utterance's key,
+  so that an utterance always hears the same line.
+"""
+
+
+def condition_channel(condition: str, key: str) -> Channel | None:
+    """The :class:`Channel` of ``condition`` for the utterance keyed ``key`` (``None`` for ``none``)."""
+    if condition == "none":
+        return None
+    if condition == "g711":
+        return Channel(True, None, None, 0.0, 0.0, 0.0, None, True)
+    if condition == "phone":
+        return sample_channel(_key_rng(condition, key))
+    raise ValueError(f"unknown listening condition {condition!r}; choose from {', '.join(CONDITIONS)}")
+
+
+def hear(speech: np.ndarray, sample_rate: int, condition: str, key: str) -> np.ndarray:
+    """``speech`` as heard in ``condition`` (float32 at ``sample_rate``): the line and its noise are
+    drawn from ``key`` (an utterance id), so the same utterance always sounds the same."""
+    line = condition_channel(condition, key)
+    if line is None:
+        return np.asarray(speech, np.float32)
+    return apply_channel(speech, sample_rate, line, _key_rng(f"{condition}-noise", key), sample_rate)
+
+
+def _key_rng(condition: str, key: str) -> np.random.Generator:
+    import hashlib
+
+    return np.random.default_rng(int.from_bytes(hashlib.sha256(f"{condition}:{key}".encode()).digest()[:8], "little"))
 
 
 def _shaped_noise(
