@@ -474,3 +474,36 @@ def test_real_goemotions():
     train = Counter(e.label for e in examples if e.split == "train")
     assert train == {"anger": 4293, "disgust": 498, "fear": 541, "happiness": 15216, "neutral": 12823,
                      "sadness": 2326, "surprise": 3858}  # fmt: skip
+
+
+def test_mix_joins_manifests_caps_an_input_by_whole_calls_and_refuses_clashing_ids(tmp_path: Path, capsys):
+    import numpy as np
+    import soundfile as sf
+
+    from services.cli import main as emotion
+    from training.data.manifest import read_manifest, write_manifest
+    from training.data.prepare import mix_manifests
+
+    sf.write(tmp_path / "a.wav", np.zeros(1600, np.float32), 16_000)
+    speech = write_manifest(tmp_path / "speech.jsonl", [Example("s1", tmp_path / "a.wav", "anger", speaker="x")])
+    dialogues = [
+        Example(f"d{c}-{t}", None, "neutral", text=f"turn {t}", call_id=f"dia{c}", split=split)
+        for c, split in enumerate(["train"] * 8 + ["test"] * 2) for t in range(5)
+    ]  # fmt: skip
+    text = write_manifest(tmp_path / "text.jsonl", dialogues)
+    mixed = mix_manifests([speech, text], {"text": 20}, seed=3)
+    assert mixed[0].id == "s1" and mixed[0].audio_path == tmp_path / "a.wav"
+    taken = [ex for ex in mixed if ex.audio_path is None]
+    calls = Counter(ex.call_id for ex in taken)
+    assert len(taken) == 20 and set(calls.values()) == {5}  # whole dialogues
+    assert Counter(ex.split for ex in taken) == {"train": 15, "test": 5}  # each split's share, in whole calls
+    assert mix_manifests([speech, text], {"text": 20}, seed=3) == mixed  # seeded
+
+    out = tmp_path / "mix" / "all.jsonl"
+    assert emotion(["data", "mix", str(speech), str(text), "--take", "text=20", "--seed", "3", "--out", str(out)]) == 0
+    assert "mixed 2 manifests: 21 utterances" in capsys.readouterr().out
+    assert [ex.id for ex in read_manifest(out)] == [ex.id for ex in mixed]
+    with pytest.raises(ManifestError, match=r"1 id\(s\) already in .*speech.jsonl, e.g. 's1'"):
+        mix_manifests([speech, speech])
+    with pytest.raises(ManifestError, match="--take names no input: nope"):
+        mix_manifests([speech], {"nope": 1})

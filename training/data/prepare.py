@@ -4,23 +4,25 @@
 labels onto the seven common classes, writes the JSON-lines manifest (audio paths absolute, so the
 corpus is referenced where it lies, never copied; ``"audio": null`` for text-only corpora) and
 prints a per-split, per-label count table; what was dropped, and why, is logged. ``emotion data
-list`` shows the registered corpora.
+mix --out FILE A B ...`` joins manifests into one training corpus (each optionally capped, per
+split, with ``--take NAME=N``). ``emotion data list`` shows the registered corpora.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import random
 import sys
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
 from shared.settings import EMOTIONS, Settings
 from training.data.corpora import CORPORA
-from training.data.manifest import SPLITS, Example, ManifestError, write_manifest
+from training.data.manifest import SPLITS, Example, ManifestError, read_manifest, write_manifest
 
-__all__ = ["add_arguments", "count_table", "main"]
+__all__ = ["add_arguments", "count_table", "main", "mix_manifests"]
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +32,9 @@ _PREPARE_HELP = """\
 Read the corpus folder SRC in its published layout and write a manifest (JSON lines, one
 utterance per line) with labels mapped onto the seven common classes (anger, sadness, neutral,
 happiness, fear, disgust, surprise). Audio paths are written absolute: the corpus stays where it
-is. Text corpora (meld, dailydialog, goemotions) give text-only lines ("audio": null);
-`emotion train` / `eval` need audio for every model and refuse them, so train on a speech
-corpus (ravdess, crema-d, tess). Official splits are kept (dev -> val); the
+is. Text corpora (meld, dailydialog, goemotions) give text-only lines ("audio": null): they
+train the text side beside spoken utterances (no speech for them); `emotion data mix` joins
+corpora into one manifest. Official splits are kept (dev -> val); the
 speech corpora have none, and `emotion train` then assigns a speaker-independent split.
 What each loader drops is logged with the reason:
   ravdess      calm clips (no common class) unless --calm neutral; song clips
@@ -58,8 +60,64 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     prepare.add_argument("--calm", choices=("drop", "neutral"),
                          help="ravdess only: drop the calm clips (default; calm has no common class) or "
                          "label them neutral (more neutral data, in a distinct acted style)")
+    mix = sub.add_parser(
+        "mix", help="join manifests into one training corpus",
+        description="Join manifests (e.g. the outputs of `prepare` and the synthetic corpus) into one manifest "
+        "for `emotion train --manifest`. Audio paths are written absolute unless they lie under the output's "
+        "folder; ids must be unique across the inputs. --take caps an input, keeping its split proportions "
+        "(a seeded random sample within each split, whole dialogues or calls where the lines have a call id).",
+    )  # fmt: skip
+    mix.add_argument("manifests", type=Path, nargs="+", metavar="MANIFEST", help="manifests to join")
+    mix.add_argument("--out", type=Path, required=True, metavar="FILE", help="manifest to write (JSON lines)")
+    mix.add_argument("--take", action="append", default=[], metavar="NAME=N",
+                     help="keep at most N utterances of the input whose file stem is NAME (repeatable)")
+    mix.add_argument("--seed", type=int, default=0, help="seed of the --take samples (default 0)")
     sub.add_parser("list", help="the corpora `prepare` reads", description="List the registered corpora.")
     return parser
+
+
+def mix_manifests(manifests: Sequence[Path], take: dict[str, int] | None = None, seed: int = 0) -> list[Example]:
+    """The examples of ``manifests``, in order; ``take[stem]`` caps the manifest with that file stem
+    (each split scaled alike, whole calls kept together where lines carry a ``call_id``)."""
+    take = dict(take or {})
+    unknown = set(take) - {Path(m).stem for m in manifests}
+    if unknown:
+        raise ManifestError(f"--take names no input: {', '.join(sorted(unknown))} (use a manifest's file stem)")
+    mixed: list[Example] = []
+    seen: dict[str, Path] = {}
+    for manifest in manifests:
+        examples = read_manifest(manifest)
+        cap = take.get(Path(manifest).stem)
+        if cap is not None and len(examples) > cap:
+            examples = _sample(examples, cap, seed)
+            log.info("%s: took %d utterances (--take)", manifest, len(examples))
+        clashes = [ex.id for ex in examples if ex.id in seen]
+        if clashes:
+            raise ManifestError(f"{manifest}: {len(clashes)} id(s) already in {seen[clashes[0]]}, e.g. {clashes[0]!r}")
+        seen.update((ex.id, Path(manifest)) for ex in examples)
+        mixed += examples
+    return mixed
+
+
+def _sample(examples: list[Example], cap: int, seed: int) -> list[Example]:
+    """At most about ``cap`` of ``examples``: each split scaled by the same factor, drawing whole
+    calls (or single utterances without a call id) at random while they fit."""
+    rng = random.Random(seed)
+    groups: dict[tuple[str | None, str], list[Example]] = defaultdict(list)
+    for ex in examples:
+        groups[(ex.split, ex.call_id or f"utt:{ex.id}")].append(ex)
+    kept: set[tuple[str | None, str]] = set()
+    for split in sorted({s for s, _ in groups}, key=str):
+        keys = sorted((k for k in groups if k[0] == split), key=str)
+        rng.shuffle(keys)
+        budget = cap * sum(len(groups[k]) for k in keys) / len(examples)
+        n = 0
+        for k in keys:  # whole calls while they fit the split's share (at least one per split)
+            if n and n + len(groups[k]) > budget:
+                continue
+            kept.add(k)
+            n += len(groups[k])
+    return [ex for ex in examples if (ex.split, ex.call_id or f"utt:{ex.id}") in kept]
 
 
 def count_table(examples: Sequence[Example]) -> str:
@@ -84,6 +142,21 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         width = max(map(len, CORPORA))
         for corpus in CORPORA.values():
             print(f"{corpus.name:<{width}}  {corpus.kind:<6}  {corpus.description}")
+        return 0
+    if args.data_command == "mix":
+        try:
+            take = {name: int(n) for name, _, n in (item.partition("=") for item in args.take)}
+        except ValueError:
+            print(f"--take wants NAME=N, got {args.take}", file=sys.stderr)
+            return 2
+        try:
+            examples = mix_manifests(args.manifests, take, args.seed)
+        except ManifestError as e:
+            print(str(e), file=sys.stderr)
+            return 1
+        out = write_manifest(args.out, examples)
+        print(f"mixed {len(args.manifests)} manifests: {len(examples):,} utterances -> {out}")
+        print(count_table(examples))
         return 0
     corpus = CORPORA[args.name]
     options = {}
