@@ -145,6 +145,18 @@ def _audio_files(root: Path, corpus: str) -> list[Path]:
     return files
 
 
+def _speech_corpus(corpus: str, root: Path, examples: Iterable[Example], misnamed: str,
+                   malformed: Sequence[str]) -> list[Example]:  # fmt: skip
+    """The end of every speech loader: log the files not named by the corpus's convention
+    (``misnamed`` says what the convention is), drop repeated clips, refuse an empty result."""
+    _log_skipped(corpus, f"file(s) not named {misnamed}", malformed)
+    unique = _unique_by_id(corpus, examples)
+    if not unique:
+        raise ManifestError(f"{corpus}: no usable clip under {root}")
+    _log_loaded(corpus, unique)
+    return unique
+
+
 def _unique_by_id(corpus: str, examples: Iterable[Example]) -> list[Example]:
     """The first example of each id; later ones (the same clip twice, e.g. as .wav and .flac or in
     a copied sub-folder) are dropped and logged."""
@@ -251,14 +263,9 @@ def load_ravdess(root: str | Path, *, calm: Literal["drop", "neutral"] = "drop")
                 },
             )
         )
-    _log_skipped("RAVDESS", "file(s) not named MM-VV-EE-II-SS-RR-AA", malformed)
     for reason, n in dropped.items():
         log.info("RAVDESS: dropped %d %s", n, reason)
-    examples = _unique_by_id("RAVDESS", examples)
-    if not examples:
-        raise ManifestError(f"RAVDESS: no usable clip under {root}")
-    _log_loaded("RAVDESS", examples)
-    return examples
+    return _speech_corpus("RAVDESS", root, examples, "MM-VV-EE-II-SS-RR-AA", malformed)
 
 
 # ---- CREMA-D ---------------------------------------------------------------------------------------
@@ -339,12 +346,7 @@ def load_crema_d(root: str | Path) -> list[Example]:
                 },
             )
         )
-    _log_skipped("CREMA-D", "file(s) not named <actor>_<sentence>_<emotion>_<level>", malformed)
-    examples = _unique_by_id("CREMA-D", examples)
-    if not examples:
-        raise ManifestError(f"CREMA-D: no usable clip under {root}")
-    _log_loaded("CREMA-D", examples)
-    return examples
+    return _speech_corpus("CREMA-D", root, examples, "<actor>_<sentence>_<emotion>_<level>", malformed)
 
 
 # ---- TESS ------------------------------------------------------------------------------------------
@@ -391,12 +393,7 @@ def load_tess(root: str | Path) -> list[Example]:
                 extra={"word": word, "emotion": m["emotion"], "gender": "female", "age": TESS_SPEAKERS[speaker]},
             )
         )
-    _log_skipped("TESS", "file(s) not named <OAF|YAF>_<word>_<emotion>", malformed)
-    examples = _unique_by_id("TESS", examples)
-    if not examples:
-        raise ManifestError(f"TESS: no usable clip under {root}")
-    _log_loaded("TESS", examples)
-    return examples
+    return _speech_corpus("TESS", root, examples, "<OAF|YAF>_<word>_<emotion>", malformed)
 
 
 # ---- MELD ------------------------------------------------------------------------------------------
