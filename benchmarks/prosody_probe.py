@@ -1,13 +1,23 @@
-"""Prosodic features as an emotion representation: a speaker-independent probe on RAVDESS.
+"""Prosodic and speech-encoder features as emotion representations: a speaker-independent probe on RAVDESS.
 
 Every clip of RAVDESS actors 01-18 (``training.data.corpora.load_ravdess``: calm dropped, 7
 classes, 936 clips) goes through a channel (``studio``: as recorded, 16 kHz; ``phone``: G.711
 narrow band from :mod:`training.data.telephony`: 8 kHz, 300-3400 Hz band-pass, mu-law, back to
-16 kHz, no noise), then through the utterance functionals of :mod:`shared.prosody` and, when the
-``opensmile`` package is importable (research-only licence: never a dependency of this project),
-openSMILE's eGeMAPSv02 functionals for comparison. A standardised logistic regression is
-evaluated with leave-actors-out cross-validation (``--folds`` folds of whole actors) under three
-normalisations of the features:
+16 kHz, no noise), then through
+
+* the utterance functionals of :mod:`shared.prosody` (``prosody``);
+* openSMILE's eGeMAPSv02 functionals for comparison (``egemaps``), when the ``opensmile`` package
+  is importable (research-only licence: never a dependency of this project);
+* the bundle's speech encoder (:meth:`training.encoders.speech.SpeechEncoder.encode_layers`, the
+  unpadded clip as the product runs it): every layer's frames (Whisper: the convolutional front-end,
+  then each transformer block, the last one the speech branch's input) pooled to their mean and SD.
+  Feature sets (``--features``): ``encoder-last`` (the last layer), ``encoder-layers`` (every layer
+  alone, then the best one's rows), ``encoder-weighted`` (a SUPERB-style softmax-weighted sum of the
+  layers learned jointly with the classifier: :class:`LayerWeightedProbe`) and ``prosody+encoder``
+  (the prosodic functionals beside the best layer).
+
+A standardised logistic regression is evaluated with leave-actors-out cross-validation
+(``--folds`` folds of whole actors) under three normalisations of the features:
 
 * ``global`` -- z-scores fitted on the training actors (the scaler of the classifier only);
 * ``speaker-offline`` -- each actor z-scored with their own mean and SD over all of their clips,
@@ -18,7 +28,8 @@ normalisations of the features:
   the prior alone). Repeated over ``--orders`` random orders; also reported by how many of the
   speaker's clips had been seen.
 
-Features are cached per extractor and channel (``--cache``, default ``var/cache/prosody-probe``).
+Features are cached per extractor and channel (``--cache``, default ``var/cache/prosody-probe``; the
+encoder's statistics in float16).
 Writes ``<out>.json``, ``<out>.md`` and ``<out>-confusion.png`` (the best row's pooled predictions).
 """
 
@@ -37,7 +48,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -47,6 +58,10 @@ from shared.speaker_norm import FeaturePrior, OnlineSpeakerNormaliser, normalise
 from training.data.audio import load_audio
 from training.data.corpora import load_ravdess
 from training.data.telephony import Channel, apply_channel
+
+if TYPE_CHECKING:  # pragma: no cover
+    from training.bundle import ResolvedModel
+    from training.encoders.speech import SpeechEncoder
 
 log = logging.getLogger("emotion.prosody_probe")
 
@@ -62,6 +77,24 @@ PHONE_DESCRIPTION = (
     "G.711 narrow band: resampled to 8 kHz, 300-3400 Hz band-pass, mu-law 8 bit, back to 16 kHz, no noise"
 )
 NORMALISATIONS = ("global", "speaker-offline", "speaker-online")
+FEATURE_SETS = ("prosody", "egemaps", "encoder-last", "encoder-layers", "encoder-weighted", "prosody+encoder")
+"""What ``--features`` names: ``encoder-layers`` evaluates every layer alone and reports the best one
+(by speaker-offline weighted F1) in full; ``prosody+encoder`` is the prosody functionals beside that layer."""
+EXTRACTORS = {
+    "prosody": ("prosody",),
+    "egemaps": ("egemaps",),
+    "encoder-last": ("encoder",),
+    "encoder-layers": ("encoder",),
+    "encoder-weighted": ("encoder",),
+    "prosody+encoder": ("prosody", "encoder"),
+}
+"""The extractors (cached feature tables) each feature set reads."""
+FUNCTIONALS = ("prosody", "egemaps")
+"""Extractors of named utterance functionals (also measured on the studio audio for channel robustness)."""
+EXTRACTOR_LABELS = {"prosody": "prosody", "egemaps": "eGeMAPSv02 (openSMILE)", "encoder": "speech encoder (all layers)"}
+"""How the report names each extractor (and the rows of the functionals)."""
+STORAGE_DTYPE = {"encoder": np.float16}
+"""How an extractor's features are kept (float32 unless named)."""
 SEEN_BUCKETS = ((0, 0), (1, 4), (5, 19), (20, None))
 """Online rows by how many of the speaker's clips came before: 0, 1-4, 5-19, 20 and more."""
 OPENSMILE_PAIRS = (
@@ -107,24 +140,82 @@ def _egemaps() -> Any:
     return opensmile.Smile(opensmile.FeatureSet.eGeMAPSv02, opensmile.FeatureLevel.Functionals)
 
 
-def extractor_version(name: str) -> str:
-    """What the cached features depend on besides the audio: the extractor's code and settings."""
+def speech_encoder_model(settings: Settings | None = None) -> ResolvedModel:
+    """The bundle's configured speech encoder (never downloads: :class:`training.bundle.BundleError`
+    when it is not there)."""
+    from shared.settings import load_settings
+    from training.encoders.common import resolve_for
+
+    return resolve_for(settings or load_settings(), None, "speech_encoder")
+
+
+def _load_speech_encoder(model: ResolvedModel) -> SpeechEncoder:
+    from training.encoders.speech import SpeechEncoder
+
+    return SpeechEncoder.from_resolved(model, device="cpu", threads=1)
+
+
+def layer_statistics(hidden: np.ndarray) -> np.ndarray:
+    """``[layers, frames, dim]`` -> every layer's mean and SD over the frames, flattened layer-major
+    (layer 0's means, layer 0's SDs, layer 1's means, ...): ``[layers * 2 * dim]`` float32; zeros
+    when there is no frame."""
+    layers, frames, dim = hidden.shape
+    if frames == 0:
+        return np.zeros(layers * 2 * dim, np.float32)
+    h = hidden.astype(np.float64)
+    return np.stack([h.mean(axis=1), h.std(axis=1)], axis=1).reshape(-1).astype(np.float32)
+
+
+def encoder_feature_names(layers: int, dim: int) -> list[str]:
+    """Names of :func:`layer_statistics`' columns: ``layer<l>_<mean|sd>_<i>``."""
+    return [f"layer{layer}_{stat}_{i}" for layer in range(layers) for stat in ("mean", "sd") for i in range(dim)]
+
+
+def encoder_layer_columns(names: Sequence[str]) -> list[np.ndarray]:
+    """The column indices of each layer in a table named by :func:`encoder_feature_names`, in layer order."""
+    of = np.array([int(n.split("_", 1)[0].removeprefix("layer")) for n in names])
+    return [np.flatnonzero(of == layer) for layer in range(int(of.max()) + 1)]
+
+
+def _source_digest(*parts: str) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update((PROJECT_ROOT / part).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def extractor_version(name: str, speech_encoder: ResolvedModel | None = None) -> str:
+    """What the cached features depend on besides the audio: the extractor's code, settings and model."""
     if name == "prosody":
-        source = (PROJECT_ROOT / "shared" / "prosody.py").read_bytes()
-        return f"prosody:{hashlib.sha256(source).hexdigest()[:16]}:{ProsodyOptions()!r}"
+        return f"prosody:{_source_digest('shared/prosody.py')}:{ProsodyOptions()!r}"
+    if name == "encoder":
+        assert speech_encoder is not None, "the encoder extractor needs the bundle's speech encoder"
+        code = _source_digest("training/encoders/speech.py", "training/encoders/whisper_window.py")
+        return f"encoder:{speech_encoder.version}:{code}:layer mean+sd"
     import opensmile
 
     return f"opensmile:{opensmile.__version__}:eGeMAPSv02"
 
 
-def feature_names(name: str) -> list[str]:
-    return list(FUNCTIONAL_NAMES) if name == "prosody" else list(_egemaps().feature_names)
+def feature_names(name: str, speech_encoder: ResolvedModel | None = None) -> list[str]:
+    if name == "prosody":
+        return list(FUNCTIONAL_NAMES)
+    if name == "encoder":
+        assert speech_encoder is not None, "the encoder extractor needs the bundle's speech encoder"
+        encoder = _load_speech_encoder(speech_encoder)
+        return encoder_feature_names(encoder.num_layers, encoder.dim)
+    return list(_egemaps().feature_names)
 
 
-def make_extractor(name: str) -> Callable[[np.ndarray], np.ndarray]:
-    """``audio -> functionals`` of extractor ``name`` (``prosody`` or ``egemaps``)."""
+def make_extractor(name: str, speech_encoder: ResolvedModel | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    """``audio -> features`` of extractor ``name``: ``prosody`` or ``egemaps`` (functionals), or
+    ``encoder`` (:func:`layer_statistics` of the speech encoder's layers, one thread)."""
     if name == "prosody":
         return extract_functionals
+    if name == "encoder":
+        assert speech_encoder is not None, "the encoder extractor needs the bundle's speech encoder"
+        encoder = _load_speech_encoder(speech_encoder)
+        return lambda audio: layer_statistics(encoder.encode_layers(audio, SAMPLE_RATE))
     smile = _egemaps()
     return lambda audio: smile.process_signal(audio, SAMPLE_RATE).to_numpy()[0]
 
@@ -132,12 +223,12 @@ def make_extractor(name: str) -> Callable[[np.ndarray], np.ndarray]:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(extractors: Sequence[str], channel: str) -> None:
+def _init_worker(extractors: Sequence[str], channel: str, speech_encoder: ResolvedModel | None) -> None:
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
     _WORKER["channel"] = channel
-    _WORKER["extractors"] = {name: make_extractor(name) for name in extractors}
+    _WORKER["extractors"] = {name: make_extractor(name, speech_encoder) for name in extractors}
 
 
 def _extract(path: str) -> tuple[dict[str, np.ndarray], dict[str, float], float]:
@@ -146,26 +237,28 @@ def _extract(path: str) -> tuple[dict[str, np.ndarray], dict[str, float], float]
     vectors, cpu = {}, {}
     for name, extract in _WORKER["extractors"].items():
         t0 = time.process_time()
-        vectors[name] = np.asarray(extract(audio), dtype=np.float32)
+        vectors[name] = np.asarray(extract(audio)).astype(STORAGE_DTYPE.get(name, np.float32))
         cpu[name] = time.process_time() - t0
     return vectors, cpu, audio.size / SAMPLE_RATE
 
 
 @dataclass
 class FeatureTable:
-    """One extractor's functionals of every clip, in the examples' order."""
+    """One extractor's features of every clip, in the examples' order."""
 
     extractor: str
     names: list[str]
     values: np.ndarray
-    """float32 ``[clips, features]``."""
+    """``[clips, features]``, float32 (``encoder``: float16)."""
     cpu_s: float
     """CPU seconds the extractor took over all clips (when computed; cached tables keep the figure)."""
     audio_s: float
 
 
-def _cache_path(cache: Path, extractor: str, channel: str, paths: Sequence[Path]) -> Path:
-    h = hashlib.sha256(extractor_version(extractor).encode())
+def _cache_path(
+    cache: Path, extractor: str, channel: str, paths: Sequence[Path], speech_encoder: ResolvedModel | None
+) -> Path:
+    h = hashlib.sha256(extractor_version(extractor, speech_encoder).encode())
     for p in paths:
         st = p.stat()
         h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
@@ -173,13 +266,15 @@ def _cache_path(cache: Path, extractor: str, channel: str, paths: Sequence[Path]
 
 
 def feature_tables(
-    paths: Sequence[Path], extractors: Sequence[str], channel: str, cache: Path, workers: int
-) -> dict[str, FeatureTable]:
-    """Each extractor's :class:`FeatureTable`, from the cache or computed (``workers`` processes)."""
+    paths: Sequence[Path], extractors: Sequence[str], channel: str, cache: Path, workers: int,
+    speech_encoder: ResolvedModel | None = None,
+) -> dict[str, FeatureTable]:  # fmt: skip
+    """Each extractor's :class:`FeatureTable`, from the cache or computed (``workers`` processes;
+    ``speech_encoder``: the bundle model of the ``encoder`` extractor)."""
     from tqdm.auto import tqdm
 
     tables: dict[str, FeatureTable] = {}
-    files = {name: _cache_path(cache, name, channel, paths) for name in extractors}
+    files = {name: _cache_path(cache, name, channel, paths, speech_encoder) for name in extractors}
     for name, file in files.items():
         if file.is_file():
             with np.load(file) as z:
@@ -192,16 +287,17 @@ def feature_tables(
     cpu = dict.fromkeys(todo, 0.0)
     audio_s = 0.0
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker,
-                             initargs=(todo, channel)) as pool:  # fmt: skip
+                             initargs=(todo, channel, speech_encoder)) as pool:  # fmt: skip
         results = pool.map(_extract, [str(p) for p in paths], chunksize=8)
-        for vectors, seconds, duration in tqdm(results, total=len(paths), desc=f"features ({channel})", unit="clip"):
+        desc = f"{'+'.join(todo)} ({channel})"
+        for vectors, seconds, duration in tqdm(results, total=len(paths), desc=desc, unit="clip"):
             for name in todo:
                 values[name].append(vectors[name])
                 cpu[name] += seconds[name]
             audio_s += duration
     cache.mkdir(parents=True, exist_ok=True)
     for name in todo:
-        table = FeatureTable(name, feature_names(name), np.stack(values[name]), cpu[name], audio_s)
+        table = FeatureTable(name, feature_names(name, speech_encoder), np.stack(values[name]), cpu[name], audio_s)
         np.savez(files[name], names=np.array(table.names), values=table.values, cpu_s=table.cpu_s, audio_s=audio_s)
         tables[name] = table
         log.info("%s: %.1f ms CPU per second of audio", name, 1000 * table.cpu_s / audio_s)
@@ -227,6 +323,81 @@ def classifier(c: float) -> Any:
     from sklearn.preprocessing import StandardScaler
 
     return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=5000))
+
+
+class LayerWeightedProbe:
+    """A linear probe on a SUPERB-style learned weighted sum of an encoder's layers.
+
+    The columns of ``x`` are ``layers`` equal blocks, layer-major (:func:`layer_statistics`). Each
+    column is standardised with the training rows' mean and SD (as :func:`classifier`'s scaler), the
+    blocks are mixed as ``sum_l softmax(w)_l z_l`` and a multinomial logistic regression reads the
+    mix. ``w`` and the regression are fitted jointly, on the training rows only, by L-BFGS (SciPy's,
+    as scikit-learn's ``lbfgs`` solver; gradients by torch autograd; at most ``max_iter``
+    iterations, from equal layer weights and a zero classifier) on the mean cross-entropy plus
+    ``|W|^2 / (2 C n)``: scikit-learn's ``LogisticRegression(C)`` objective divided by ``C n``, so
+    ``C`` is the same weight decay as in :func:`classifier` (the layer logits ``w`` and the
+    intercepts are not penalised). After :meth:`fit`, ``layer_weights_`` is ``softmax(w)``.
+    """
+
+    def __init__(self, layers: int, c: float = 1.0, max_iter: int = 500) -> None:
+        self.layers = int(layers)
+        self.c = float(c)
+        self.max_iter = int(max_iter)
+
+    def _blocks(self, x: np.ndarray) -> np.ndarray:
+        """``[n, layers * dim]`` -> standardised ``[n, layers, dim]``."""
+        z = (np.asarray(x, dtype=np.float64) - self.mean_) / self.scale_
+        return z.reshape(z.shape[0], self.layers, -1)
+
+    def _unpack(self, theta: Any) -> tuple[Any, Any, Any]:
+        """The flat parameter vector -> ``(w [layers], coef [classes, dim], intercept [classes])``."""
+        k = len(self.classes_)
+        w, coef, intercept = theta[: self.layers], theta[self.layers : -k], theta[-k:]
+        return w, coef.reshape(k, -1), intercept
+
+    def _logits(self, z: Any, theta: Any) -> Any:
+        import torch
+
+        w, coef, intercept = self._unpack(theta)
+        return torch.einsum("nld,l->nd", z, torch.softmax(w, 0)) @ coef.T + intercept
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> LayerWeightedProbe:
+        import torch
+        from scipy.optimize import minimize
+
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] % self.layers:
+            raise ValueError(f"need [rows, layers * dim] with {self.layers} layers, got {x.shape}")
+        self.classes_, target = np.unique(y, return_inverse=True)
+        self.mean_ = x.mean(axis=0)
+        sd = x.std(axis=0)
+        self.scale_ = np.where(sd > 0, sd, 1.0)
+        z = torch.from_numpy(self._blocks(x))
+        t = torch.from_numpy(target)
+        decay = 1.0 / (2.0 * self.c * len(t))
+
+        def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
+            params = torch.from_numpy(theta).requires_grad_()
+            loss = torch.nn.functional.cross_entropy(self._logits(z, params), t)
+            loss = loss + decay * self._unpack(params)[1].pow(2).sum()
+            loss.backward()
+            assert params.grad is not None
+            return loss.item(), params.grad.numpy()
+
+        size = self.layers + len(self.classes_) * (z.shape[2] + 1)
+        fitted = minimize(objective, np.zeros(size), jac=True, method="L-BFGS-B", options={"maxiter": self.max_iter})
+        self.theta_ = torch.from_numpy(fitted.x)
+        self.n_iter_ = int(fitted.nit)
+        self.layer_weights_: np.ndarray = torch.softmax(self._unpack(self.theta_)[0], 0).numpy()
+        return self
+
+    def decision_function(self, x: np.ndarray) -> np.ndarray:
+        import torch
+
+        return self._logits(torch.from_numpy(self._blocks(x)), self.theta_).numpy()
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.classes_[np.argmax(self.decision_function(x), axis=1)]
 
 
 def online_features(
@@ -255,24 +426,32 @@ def _scores(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
 
 def evaluate(
     x: np.ndarray, y: np.ndarray, speakers: np.ndarray, folds: Sequence[np.ndarray], *, c: float,
-    prior_weights: Sequence[float], orders: int, seed: int,
+    prior_weights: Sequence[float], orders: int, seed: int, model: Callable[[], Any] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Per normalisation: the scores of every fold, their mean and SD, and the confusion matrix
     pooled over the folds; online rows also by clips seen and per prior weight (the first is the
-    main row)."""
+    main row). ``model`` makes a fresh classifier (``fit``/``predict``; default :func:`classifier`
+    with ``c``); one that learns layer weights (``layer_weights_``, :class:`LayerWeightedProbe`) has
+    them reported per fold."""
     from sklearn.metrics import confusion_matrix
+
+    make_model = model or (lambda: classifier(c))
 
     x = np.nan_to_num(np.asarray(x, dtype=np.float64))
     per_speaker = normalise_per_speaker(x, speakers)
     labels = np.arange(int(y.max()) + 1)
-    rows = {name: {"folds": [], "y": [], "pred": []} for name in ("global", "speaker-offline")}
+    rows: dict[str, dict[str, list[Any]]] = {
+        name: {"folds": [], "y": [], "pred": [], "layer_weights": []} for name in ("global", "speaker-offline")
+    }
     online = {k0: {"folds": [], "y": [], "pred": [], "seen": []} for k0 in prior_weights}
     every = np.arange(len(y))
     for f, test in enumerate(folds):
         train = np.setdiff1d(every, test)
         models = {}
         for name, features in (("global", x), ("speaker-offline", per_speaker)):
-            models[name] = classifier(c).fit(features[train], y[train])
+            models[name] = make_model().fit(features[train], y[train])
+            if (weights := getattr(models[name], "layer_weights_", None)) is not None:
+                rows[name]["layer_weights"].append(np.asarray(weights).tolist())
             pred = models[name].predict(features[test])
             rows[name]["folds"].append(_scores(y[test], pred))
             rows[name]["y"].append(y[test])
@@ -294,6 +473,8 @@ def evaluate(
     for name, r in rows.items():
         cm = confusion_matrix(np.concatenate(r["y"]), np.concatenate(r["pred"]), labels=labels)
         result[name] = _summary(r["folds"]) | {"confusion": cm.tolist()}
+        if r.get("layer_weights"):
+            result[name]["layer_weights"] = r["layer_weights"]
     result["speaker-online"]["prior_weight"] = main_k0
     yy, pp, ss = (np.concatenate(online[main_k0][k]) for k in ("y", "pred", "seen"))
     by_seen = []
@@ -375,7 +556,8 @@ def report_markdown(report: dict[str, Any]) -> str:
     cfg, results = report["config"], report["results"]
     counts = ", ".join(f"{k} {v}" for k, v in report["class_counts"].items())
     lines = [
-        f"# Prosodic features: speaker-independent emotion probe on RAVDESS ({cfg['channel']} channel)",
+        "# Prosodic and speech-encoder features: speaker-independent emotion probe on RAVDESS "
+        f"({cfg['channel']} channel)",
         "",
         f"`{report['command']}` ({report['finished']}, {report['machine']['cpu']}, "
         f"{report['machine']['cores']} cores; {report['elapsed_s']:.0f} s in all).",
@@ -389,12 +571,30 @@ def report_markdown(report: dict[str, Any]) -> str:
         f"(k0 = {report['prior_weights'][0]:g} pseudo-clips), {cfg['orders']} random orders per fold.",
         "",
     ]
+    if enc := report.get("speech_encoder"):
+        n, last = enc["layers"], enc["layers"] - 1
+        lines += [
+            f"Speech encoder `{enc['model']}` (the bundle's, as the speech branch runs it: the unpadded clip), "
+            f"{n} layers of {enc['dim']}: layer 0 is the front-end's output (Whisper: the convolutions plus "
+            f"positions), layers 1-{last} the transformer blocks, layer {last} with the final layer norm (what the "
+            f"speech branch reads). Every layer's frames pooled to their mean and SD ({2 * enc['dim']} numbers). "
+            f"`encoder-last`: layer {last}; `encoder-best-layer`: the layer with the best `speaker-offline` F1 "
+            f"below (picked on the test folds, the best of {n}: slightly optimistic); `encoder-weighted`: a "
+            f"SUPERB-style weighted sum, softmax(w)-weighted standardised layers, w learned jointly with the "
+            f"logistic regression on the training actors only (L-BFGS, at most 500 iterations, C = {cfg['C']} as "
+            "weight decay on the classifier, w unpenalised, from equal weights); `prosody+encoder`: the prosodic "
+            "functionals beside the best layer in one standardised logistic regression.",
+            "",
+        ]
+    elif report.get("speech_encoder_note"):
+        lines += [report["speech_encoder_note"], ""]
     lines += _table(
         ["features", "normalisation", "weighted F1", "accuracy"],
         [(f"{name} ({res['n_features']})", norm, _pm(res[norm]["f1"]), _pm(res[norm]["accuracy"]))
          for name, res in results.items() for norm in NORMALISATIONS],
         2,
     )  # fmt: skip
+    lines += _encoder_tables(report)
     lines += ["", "`speaker-online` by how many of the speaker's clips came before (pooled over folds and orders):", ""]
     lines += _table(
         ["features", "clips seen", "n", "weighted F1", "accuracy"],
@@ -409,10 +609,11 @@ def report_markdown(report: dict[str, Any]) -> str:
          for name, res in results.items() for r in res["online_prior_weights"]],
         3,
     )  # fmt: skip
-    lines += ["", "Extraction cost (in the worker processes; decoding and channel simulation excluded):", ""]
+    lines += ["", "Extraction cost (in the worker processes, one thread each; decoding and channel simulation "
+              "excluded):", ""]  # fmt: skip
     lines += _table(
         ["features", "ms CPU per second of audio"],
-        [(name, f"{res['cpu_ms_per_audio_s']:.1f}") for name, res in results.items()],
+        [(name, f"{ms:.1f}") for name, ms in report["extraction_ms_per_audio_s"].items()],
         1,
     )
     if report.get("opensmile_agreement"):
@@ -444,6 +645,32 @@ def report_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _encoder_tables(report: dict[str, Any]) -> list[str]:
+    """The layer-by-layer table and the learned layer weights (when the run had them)."""
+    lines: list[str] = []
+    if layers := report.get("encoder_layers"):
+        best = report["best_layer"]
+        lines += ["", f"Speech encoder layer by layer (weighted F1; best `speaker-offline`: layer {best}):", ""]
+        lines += _table(
+            ["layer", *NORMALISATIONS],
+            [(r["layer"], *(_pm(r[norm]["f1"]) for norm in NORMALISATIONS)) for r in layers],
+            3,
+        )
+    for name, res in report["results"].items():
+        learned = {n: np.array(res[n]["layer_weights"]) for n in NORMALISATIONS if "layer_weights" in res[n]}
+        if not learned:
+            continue
+        lines += ["", f"Learned layer weights of {name} (softmax(w), mean ± SD over the folds; `speaker-online` "
+                  "uses the `speaker-offline` classifier):", ""]  # fmt: skip
+        n = next(iter(learned.values())).shape[1]
+        lines += _table(
+            ["layer", *learned],
+            [(i, *(f"{w[:, i].mean():.2f} ± {w[:, i].std(ddof=1):.2f}" for w in learned.values())) for i in range(n)],
+            len(learned),
+        )
+    return lines
+
+
 def _r(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
@@ -451,12 +678,22 @@ def _r(value: float | None) -> str:
 # ---- command line ---------------------------------------------------------------------------------------
 
 
+def _feature_list(value: str) -> list[str]:
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    if unknown := [n for n in names if n not in FEATURE_SETS]:
+        choices = ", ".join(FEATURE_SETS)
+        raise argparse.ArgumentTypeError(f"unknown feature set {', '.join(unknown)}; choose from {choices}")
+    return list(dict.fromkeys(names))
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.description = __doc__.split("\n\n")[0]
     parser.epilog = (
         "Each test actor is unseen in training (leave-actors-out). openSMILE rows appear when the opensmile\n"
-        "package is importable (research-only licence: install it in a throwaway environment, never here).\n\n"
-        "examples:  python -m benchmarks.prosody_probe                      (phone channel, ~3 min on 2 cores)\n"
+        "package is importable (research-only licence: install it in a throwaway environment, never here);\n"
+        "speech-encoder rows when the bundle's speech encoder is there (`emotion models fetch`).\n\n"
+        "examples:  python -m benchmarks.prosody_probe                      (phone channel, ~10 min on 2 cores)\n"
+        "           python -m benchmarks.prosody_probe --features prosody,egemaps   (the functionals only)\n"
         "           python -m benchmarks.prosody_probe --channel studio --out /tmp/probe-studio\n"
         "           python -m benchmarks.prosody_probe --folds 18 --orders 20   (leave one actor out)"
     )
@@ -464,6 +701,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--dataset", type=Path, default=DATASET, help=f"RAVDESS folder (default {DATASET})")
     parser.add_argument("--channel", choices=["studio", "phone"], default="phone",
                         help="studio: the clips as recorded; phone: G.711 narrow band (default)")  # fmt: skip
+    parser.add_argument("--features", type=_feature_list, default=None, metavar="SET[,SET...]",
+                        help=f"feature sets, comma-separated, from {', '.join(FEATURE_SETS)} "
+                        "(default: every one available)")  # fmt: skip
     parser.add_argument("--folds", type=int, default=6, help="cross-validation folds of whole actors (default 6)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the fold assignment and the online orders")
     parser.add_argument("--orders", type=int, default=5,
@@ -481,7 +721,98 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
-def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
+@dataclass
+class Selection:
+    """The feature sets a run evaluates, the speech encoder they need, and why any were left out."""
+
+    sets: list[str]
+    speech_encoder: ResolvedModel | None
+    opensmile_note: str | None
+    speech_encoder_note: str | None
+
+    @property
+    def extractors(self) -> list[str]:
+        return list(dict.fromkeys(e for name in self.sets for e in EXTRACTORS[name]))
+
+
+def select_feature_sets(requested: Sequence[str] | None, no_opensmile: bool, settings: Settings | None) -> Selection:
+    """``requested`` (None: every set whose extractor is available); a requested set that cannot run
+    is an error, except eGeMAPS under ``--no-opensmile``."""
+    from training.bundle import BundleError
+
+    sets = list(requested or FEATURE_SETS)
+    smile_note = encoder_note = None
+    if "egemaps" in sets:
+        if no_opensmile:
+            smile_note = "openSMILE comparison skipped (--no-opensmile)."
+        elif not opensmile_available():
+            smile_note = "openSMILE is not installed here: no eGeMAPS rows (see --help)."
+            if requested:
+                raise SystemExit(f"--features egemaps: {smile_note}")
+        if smile_note:
+            sets.remove("egemaps")
+    model = None
+    if any("encoder" in EXTRACTORS[name] for name in sets):
+        try:
+            model = speech_encoder_model(settings)
+        except BundleError as e:
+            encoder_note = f"The bundle's speech encoder is not there: no encoder rows ({e})."
+            if requested:
+                raise SystemExit(f"--features {','.join(requested)}: {encoder_note}") from e
+            sets = [name for name in sets if "encoder" not in EXTRACTORS[name]]
+    return Selection(sets, model, smile_note, encoder_note)
+
+
+def evaluate_feature_sets(
+    sets: Sequence[str], tables: dict[str, FeatureTable], score: Callable[..., dict[str, Any]], c: float
+) -> tuple[dict[str, Any], list[dict[str, Any]], int | None]:
+    """Each set of ``sets`` through ``score`` (:func:`evaluate` on the run's labels and folds):
+    ``(results by row label, the encoder's layer-by-layer results, the best layer)``; the last two are
+    empty and None unless ``encoder-layers`` or ``prosody+encoder`` is among ``sets``."""
+    results: dict[str, Any] = {}
+
+    def add(label: str, x: np.ndarray, extractors: Sequence[str], scores: dict[str, Any] | None = None,
+            model: Callable[[], Any] | None = None) -> None:  # fmt: skip
+        """Row ``label``: ``scores`` when already computed, else :func:`evaluate` of ``x`` (with ``model``)."""
+        if scores is None:
+            log.info("evaluating %s", label)
+            scores = score(x, model=model)
+        ms = sum(1000 * tables[e].cpu_s / tables[e].audio_s for e in extractors)
+        results[label] = {"n_features": x.shape[1], "cpu_ms_per_audio_s": ms} | scores
+
+    for name in FUNCTIONALS:
+        if name in sets:
+            add(EXTRACTOR_LABELS[name], tables[name].values, [name])
+    if "encoder" not in tables:
+        return results, [], None
+    enc = tables["encoder"]
+    columns = encoder_layer_columns(enc.names)
+    last = len(columns) - 1
+    per_layer: dict[int, dict[str, Any]] = {}
+
+    def layer(i: int) -> dict[str, Any]:
+        if i not in per_layer:
+            log.info("evaluating encoder layer %d", i)
+            per_layer[i] = score(enc.values[:, columns[i]])
+        return per_layer[i]
+
+    best = None
+    if "encoder-layers" in sets or "prosody+encoder" in sets:
+        best = max(range(len(columns)), key=lambda i: layer(i)["speaker-offline"]["f1"]["mean"])
+    if "encoder-last" in sets:
+        add(f"encoder-last, layer {last}", enc.values[:, columns[last]], ["encoder"], layer(last))
+    if best is not None and "encoder-layers" in sets:
+        add(f"encoder-best-layer, layer {best}", enc.values[:, columns[best]], ["encoder"], layer(best))
+    if "encoder-weighted" in sets:
+        add(f"encoder-weighted, {len(columns)} layers", enc.values, ["encoder"],
+            model=lambda: LayerWeightedProbe(len(columns), c))  # fmt: skip
+    if best is not None and "prosody+encoder" in sets:
+        both = np.hstack([tables["prosody"].values.astype(np.float64), enc.values[:, columns[best]]])
+        add(f"prosody+encoder, layer {best}", both, ["prosody", "encoder"])
+    return results, [{"layer": i} | per_layer[i] for i in sorted(per_layer)], best
+
+
+def run(args: argparse.Namespace, command: str, settings: Settings | None = None) -> dict[str, Any]:
     from training.compare import machine_description
     from training.evaluate import confusion_matrix_png
 
@@ -490,24 +821,19 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     classes = [e for e in EMOTIONS if any(x.label == e for x in examples)]
     y = np.array([classes.index(e.label) for e in examples])
     speakers = np.array([e.speaker for e in examples])
-    extractors = ["prosody"]
-    note = None
-    if args.no_opensmile:
-        note = "openSMILE comparison skipped (--no-opensmile)."
-    elif opensmile_available():
-        extractors.append("egemaps")
-    else:
-        note = "openSMILE is not installed here: no eGeMAPS rows (see --help)."
-    tables = feature_tables([e.audio_path for e in examples], extractors, args.channel, args.cache, args.workers)
+    paths = [e.audio_path for e in examples]
+    selection = select_feature_sets(args.features, args.no_opensmile, settings)
+    if not selection.sets:
+        raise SystemExit("no feature set left to evaluate")
+    tables = feature_tables(paths, selection.extractors, args.channel, args.cache, args.workers,
+                            selection.speech_encoder)  # fmt: skip
     folds = actor_folds(speakers, args.folds, args.seed)
-    results: dict[str, Any] = {}
-    for name, table in tables.items():
-        label = "prosody" if name == "prosody" else "eGeMAPSv02 (openSMILE)"
-        log.info("evaluating %s", label)
-        scores = evaluate(table.values, y, speakers, folds, c=args.C, prior_weights=args.prior_weights,
-                          orders=args.orders, seed=args.seed)  # fmt: skip
-        results[label] = {"n_features": table.values.shape[1], "cpu_ms_per_audio_s": 1000 * table.cpu_s / table.audio_s}
-        results[label] |= scores
+
+    def score(x: np.ndarray, **kwargs: Any) -> dict[str, Any]:
+        return evaluate(x, y, speakers, folds, c=args.C, prior_weights=args.prior_weights, orders=args.orders,
+                        seed=args.seed, **kwargs)  # fmt: skip
+
+    results, encoder_layers, best_layer = evaluate_feature_sets(selection.sets, tables, score, args.C)
     best_features, best_norm = max(
         ((f, n) for f in results for n in NORMALISATIONS), key=lambda fn: results[fn[0]][fn[1]]["f1"]["mean"]
     )
@@ -521,6 +847,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         "config": {
             "dataset": str(args.dataset),
             "channel": args.channel,
+            "features": selection.sets,
             "folds": args.folds,
             "seed": args.seed,
             "orders": args.orders,
@@ -533,30 +860,51 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         "folds": [sorted(set(speakers[f].tolist())) for f in folds],
         "prior_weights": list(args.prior_weights),
         "results": results,
+        "extraction_ms_per_audio_s": {
+            EXTRACTOR_LABELS[name]: 1000 * t.cpu_s / t.audio_s for name, t in tables.items()
+        },
         "best": {"features": best_features, "normalisation": best_norm},
         "confusion_png": str(png),
         "prosody_options": repr(ProsodyOptions()),
     }
-    if args.channel == "phone" and not args.no_robustness:
-        studio = feature_tables([e.audio_path for e in examples], extractors, "studio", args.cache, args.workers)
-        report["channel_robustness"] = channel_robustness(tables, studio)
-    if "egemaps" in tables:
+    if "encoder" in tables:
+        columns = encoder_layer_columns(tables["encoder"].names)
+        assert selection.speech_encoder is not None
+        report["speech_encoder"] = {
+            "model": selection.speech_encoder.version,
+            "layers": len(columns),
+            "dim": len(columns[0]) // 2,
+            "pooling": "mean and SD over the frames of each layer",
+        }
+        if encoder_layers:
+            report["encoder_layers"] = encoder_layers
+            report["best_layer"] = best_layer
+    elif selection.speech_encoder_note:
+        report["speech_encoder_note"] = selection.speech_encoder_note
+    functionals = {name: tables[name] for name in FUNCTIONALS if name in tables}
+    if args.channel == "phone" and not args.no_robustness and functionals:
+        studio = feature_tables(paths, list(functionals), "studio", args.cache, args.workers)
+        report["channel_robustness"] = channel_robustness(functionals, studio)
+    if "egemaps" in tables and "prosody" in tables:
         import opensmile
 
         report["opensmile_version"] = opensmile.__version__
         report["opensmile_agreement"] = opensmile_agreement(tables["prosody"], tables["egemaps"], speakers)
-    else:
-        report["opensmile_note"] = note
+    elif selection.opensmile_note:
+        report["opensmile_note"] = selection.opensmile_note
     report["elapsed_s"] = time.perf_counter() - t0
     return report
 
 
 def main(args: argparse.Namespace, settings: Settings | None = None) -> int:
-    """``emotion prosody-probe`` (``settings`` unused: the probe reads the corpus folder it is given)."""
+    """``emotion prosody-probe`` (``settings``: where the bundle's speech encoder is; the corpus is
+    the folder given)."""
     if not args.dataset.is_dir():
         raise SystemExit(f"{args.dataset}: no such folder (RAVDESS Actor_NN folders expected)")
     command = f"emotion prosody-probe --channel {args.channel} --folds {args.folds} --seed {args.seed}"
-    report = run(args, command.strip())
+    if args.features:
+        command += f" --features {','.join(args.features)}"
+    report = run(args, command, settings)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     Path(f"{args.out}.json").write_text(json.dumps(report, indent=1) + "\n")
     Path(f"{args.out}.md").write_text(report_markdown(report))

@@ -192,11 +192,14 @@ COMMANDS: tuple[Command, ...] = (
             "acknowledged record must reach the group (after de-duplication). --clients raw runs bare kafka-python "
             "clients for comparison. Writes benchmarks/results/kafka-restarts-<clients>.{json,md}; exit 1 when a call "
             "blocked or a record was lost.", _configure_module("benchmarks.kafka_restarts")),
-    Command("prosody-probe", "benchmark: how well do prosodic features tell emotions apart on unseen speakers?",
+    Command("prosody-probe", "benchmark: how well do prosodic and speech-encoder features tell emotions apart "
+            "on unseen speakers?",
             "Prosodic and voice-quality functionals (shared.prosody) of every RAVDESS clip through a phone channel, "
-            "then a logistic regression tested on actors it never saw (leave-actors-out folds), with global, "
-            "per-speaker (offline) and online per-speaker normalisation (shared.speaker_norm: each clip normalised "
-            "with the speaker's earlier clips only); openSMILE eGeMAPS rows beside when opensmile is importable. "
+            "and the bundle's speech encoder layer by layer (mean and SD of each layer: the last, the best, a learned "
+            "SUPERB-style weighted sum, prosody beside the best), then a logistic regression tested on actors it never "
+            "saw (leave-actors-out folds), with global, per-speaker (offline) and online per-speaker normalisation "
+            "(shared.speaker_norm: each clip normalised with the speaker's earlier clips only); openSMILE eGeMAPS rows "
+            "beside when opensmile is importable. "
             "Writes benchmarks/results/prosody-probe.{json,md} and a confusion matrix.", _configure_module("benchmarks.prosody_probe")),
     Command("demo", "the main job: calls in, emotion events out, on the local stack",
             "Bring the stack up, train the default model once if there is none, start the five services and the "

@@ -307,6 +307,24 @@ def test_speech_encoder_edge_cases(tiny_settings) -> None:
     assert out.frame_times[2, -1, 1] == pytest.approx(35.0, abs=0.03)
 
 
+@pytest.mark.parametrize("name", ["tiny-whisper-encoder", "tiny-hubert"])
+def test_encode_layers_gives_every_layer_and_the_last_is_encodes_hidden_state(tiny_settings, name: str) -> None:
+    enc = SpeechEncoder.from_bundle(tiny_settings, name=name, device="cpu", threads=1)
+    clip = synthetic_speech(1.0, seed=1)
+    layers = enc.encode_layers(clip)
+    out = enc.encode([clip])
+    n = int(out.mask[0].sum())
+    assert layers.shape == (enc.num_layers, n, enc.dim)
+    np.testing.assert_allclose(layers[-1], out.frames[0, :n], atol=1e-5)
+    assert not np.allclose(layers[0], layers[-1])  # the layers differ: not the last one repeated
+    # a clip longer than one window: chunks concatenated, then pooled as encode pools them
+    long = synthetic_speech(35.0, seed=3)
+    all_long = enc.encode_layers(long)
+    pooled, _, _ = pool_or_pad(torch.from_numpy(all_long[-1]), np.zeros((all_long.shape[1], 2)), 128)
+    np.testing.assert_allclose(pooled, enc.encode([long]).frames[0], atol=1e-4)
+    assert enc.encode_layers(np.zeros(0, np.float32)).shape == (enc.num_layers, 0, enc.dim)
+
+
 def test_speech_encoder_batched_equals_single(tiny_settings) -> None:
     enc = SpeechEncoder.from_bundle(tiny_settings, device="cpu", threads=1)
     clips = [synthetic_speech(1.5, seed=7), synthetic_speech(1.5, seed=8), synthetic_speech(0.7, seed=9)]

@@ -270,6 +270,62 @@ def test_online_normalisation_starts_at_the_prior_and_never_sees_the_current_utt
     assert norm.normalise(np.array([11.0])) == pytest.approx([1.0], abs=0.1)
 
 
+# ---- the probe's speech-encoder features (benchmarks.prosody_probe) ---------------------------------------
+
+
+def test_layer_statistics_are_each_layers_mean_and_sd_named_layer_major():
+    from benchmarks.prosody_probe import encoder_feature_names, encoder_layer_columns, layer_statistics
+
+    hidden = np.arange(3 * 4 * 2, dtype=np.float32).reshape(3, 4, 2)  # 3 layers, 4 frames, dim 2
+    stats = layer_statistics(hidden)
+    assert stats.shape == (3 * 2 * 2,) and stats.dtype == np.float32
+    columns = encoder_layer_columns(encoder_feature_names(3, 2))
+    assert [c.tolist() for c in columns] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
+    for layer, cols in enumerate(columns):
+        np.testing.assert_allclose(stats[cols], np.concatenate([hidden[layer].mean(0), hidden[layer].std(0)]))
+    assert not layer_statistics(np.zeros((3, 0, 2), np.float32)).any()
+
+
+def test_layer_weighted_probe_puts_its_weight_on_the_layer_that_carries_the_label():
+    from benchmarks.prosody_probe import LayerWeightedProbe
+
+    rng = np.random.default_rng(0)
+    n, layers, dim = 300, 4, 8
+    y = rng.integers(0, 3, n)
+    x = rng.standard_normal((n, layers, dim))
+    x[:, 2] += 1.5 * rng.standard_normal((3, dim))[y]  # only layer 2 tells the classes apart
+    x = 5.0 * x.reshape(n, -1) + 3.0
+    probe = LayerWeightedProbe(layers, c=1.0, max_iter=30).fit(x[:200], y[:200])
+    assert probe.layer_weights_.shape == (layers,) and probe.layer_weights_.sum() == pytest.approx(1.0)
+    assert np.argmax(probe.layer_weights_) == 2 and probe.layer_weights_[2] > 0.9
+    assert np.mean(probe.predict(x[200:]) == y[200:]) > 0.9
+
+
+def test_windowed_whisper_hidden_states_are_transformers_layers_and_the_last_is_forward():
+    import torch
+    from transformers import WhisperConfig
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    from training.encoders.whisper_window import WindowedWhisperEncoder
+
+    torch.manual_seed(0)
+    config = WhisperConfig(d_model=16, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=32,
+                           num_mel_bins=8, max_source_positions=8)  # fmt: skip
+    encoder = WhisperEncoder(config).eval()
+    windowed = WindowedWhisperEncoder(encoder)
+    mel = torch.randn(2, 8, 16)  # a full window: transformers' own forward accepts it
+    with torch.inference_mode():
+        ours = windowed.hidden_states(mel)
+        theirs = encoder(mel, output_hidden_states=True).hidden_states
+        assert len(ours) == len(theirs) == config.encoder_layers + 1
+        for a, b in zip(ours, theirs, strict=True):
+            torch.testing.assert_close(a, b)
+        torch.testing.assert_close(windowed(mel), ours[-1])
+        short = windowed.hidden_states(mel[..., :6])  # a shorter window: 3 frames per layer
+        assert [h.shape for h in short] == [torch.Size([2, 3, 16])] * 3
+        torch.testing.assert_close(windowed(mel[..., :6]), short[-1])
+
+
 # ---- the module's boundary -----------------------------------------------------------------------------
 
 

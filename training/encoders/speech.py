@@ -14,6 +14,9 @@ Two families are supported:
 
 Audio longer than ``chunk_seconds`` (30 s, Whisper's window) is encoded in consecutive chunks
 whose frames are concatenated before pooling.
+
+:meth:`SpeechEncoder.encode_layers` gives every layer's frames of one utterance instead (front-end
+output, then each transformer block; ``num_layers`` of them), unpooled, for layer-wise probes.
 """
 
 from __future__ import annotations
@@ -126,6 +129,7 @@ class SpeechEncoder:
             encoder = WhisperEncoder.from_pretrained(model_dir, dtype=torch.float32)
             self.model: torch.nn.Module = WindowedWhisperEncoder(encoder).to(self.device).eval()
             self.dim = int(config.d_model)
+            self.num_layers = int(config.encoder_layers) + 1
             self.hop = int(self.feature_extractor.hop_length)
             max_chunk = self.model.max_mel_frames * self.hop / SAMPLE_RATE
             self.stride_s, self.receptive_s = FRAME_S, FRAME_S
@@ -133,6 +137,7 @@ class SpeechEncoder:
         else:
             self.model = AutoModel.from_pretrained(model_dir, dtype=torch.float32).to(self.device).eval()
             self.dim = int(config.hidden_size)
+            self.num_layers = int(config.num_hidden_layers) + 1
             kernels, strides = list(config.conv_kernel), list(config.conv_stride)
             stride = prod(strides)
             field = 1 + sum((k - 1) * prod(strides[:i]) for i, k in enumerate(kernels))
@@ -206,11 +211,14 @@ class SpeechEncoder:
             chunks.append(_Chunk(item, start / SAMPLE_RATE, np.ascontiguousarray(feats, dtype=np.float32)))
         return chunks
 
-    def _run(self, batch: np.ndarray) -> torch.Tensor:
+    def _run(self, batch: np.ndarray, *, all_layers: bool = False) -> torch.Tensor:
+        """The last hidden state ``[B, N, D]``, or with ``all_layers`` every layer's ``[L, B, N, D]``."""
         x = torch.from_numpy(batch).to(self.device)
         with torch.inference_mode():
             if self.is_whisper:
-                return self.model(x)
+                return torch.stack(self.model.hidden_states(x)) if all_layers else self.model(x)
+            if all_layers:
+                return torch.stack(self.model(input_values=x, output_hidden_states=True).hidden_states)
             return self.model(input_values=x).last_hidden_state
 
     def encode(self, waveforms: list[np.ndarray], sample_rate: int = SAMPLE_RATE) -> SpeechEmbedding:
@@ -247,6 +255,18 @@ class SpeechEncoder:
             t = np.minimum(t, durations[i])
             frames[i], mask[i], times[i] = pool_or_pad(hidden, t, f)
         return SpeechEmbedding(frames=frames, mask=mask, frame_times=times, durations=durations)
+
+    def encode_layers(self, waveform: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+        """Every layer's frames of one utterance, neither pooled nor padded: float32
+        ``[num_layers, frames, dim]`` (chunks concatenated as in :meth:`encode`). Layer 0 is the
+        front-end's output (Whisper: the convolutions plus positions; wav2vec2-style: the projected
+        CNN features), layer ``l`` the ``l``-th transformer block's and the last is :meth:`encode`'s
+        hidden state (final layer norm included) -- for layer-wise probes such as SUPERB's weighted sum."""
+        audio = to_mono_16k(waveform, sample_rate)
+        if not len(audio):
+            return np.zeros((self.num_layers, 0, self.dim), np.float32)
+        hidden = [self._run(c.inputs[None], all_layers=True)[:, 0] for c in self._chunks(0, audio)]
+        return torch.cat(hidden, dim=1).float().cpu().numpy()
 
     def __repr__(self) -> str:
         return f"SpeechEncoder({self.version}, dim={self.dim}, max_frames={self.max_frames}, device={self.device})"

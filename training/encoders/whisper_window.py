@@ -42,6 +42,16 @@ class WindowedWhisperEncoder(nn.Module):
 
     def forward(self, input_features: torch.Tensor) -> torch.Tensor:
         """``[B, n_mels, N]`` log-mel -> last hidden state ``[B, N // 2, d_model]``."""
+        return self._encode(input_features, keep_all=False)[-1]
+
+    def hidden_states(self, input_features: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``[B, n_mels, N]`` log-mel -> every layer's output, ``1 + encoder_layers`` tensors
+        ``[B, N // 2, d_model]``: the convolutional front-end (positions added), then each
+        transformer block; the last one has the final layer norm applied, so it is :meth:`forward`'s
+        output (the layout of transformers' ``output_hidden_states``)."""
+        return self._encode(input_features, keep_all=True)
+
+    def _encode(self, input_features: torch.Tensor, *, keep_all: bool) -> tuple[torch.Tensor, ...]:
         n = input_features.shape[-1]
         if n % 2 or n < 2 or n > self.max_mel_frames:
             raise ValueError(
@@ -51,7 +61,10 @@ class WindowedWhisperEncoder(nn.Module):
         x = nn.functional.gelu(enc.conv1(input_features))
         x = nn.functional.gelu(enc.conv2(x)).permute(0, 2, 1)
         x = x + enc.embed_positions.weight[: x.shape[1]]
+        states = []
         for layer in enc.layers:
+            if keep_all:
+                states.append(x)
             out = layer(x, **self._layer_kwargs)
             x = out[0] if isinstance(out, tuple) else out
-        return enc.layer_norm(x)
+        return (*states, enc.layer_norm(x))
