@@ -19,17 +19,32 @@ from shared.settings import Settings
 from training.alignment import timed_word_spans
 
 
+def speaker_baseline_inputs(speech: Sequence[SpeechFeatures], dim: int) -> dict[str, np.ndarray]:
+    """``SPEAKER_MEAN`` / ``SPEAKER_VAR`` FP32 ``[B, dim]`` and ``SPEAKER_COUNT`` FP32 ``[B, 1]``:
+    each utterance's speaker baseline (zeros and count 0, the model's prior alone, when the speech
+    features carry none: version 1 messages)."""
+    mean, var = np.zeros((len(speech), dim), np.float32), np.zeros((len(speech), dim), np.float32)
+    count = np.zeros((len(speech), 1), np.float32)
+    for i, s in enumerate(speech):
+        if s.baseline is not None and s.baseline.utterances > 0:
+            mean[i], var[i], count[i, 0] = s.baseline.mean.to_array(), s.baseline.var.to_array(), s.baseline.utterances
+    return {"SPEAKER_MEAN": mean, "SPEAKER_VAR": var, "SPEAKER_COUNT": count}
+
+
 def stack_features(joined: Sequence[Parts]) -> dict[str, np.ndarray]:
-    """The text and speech features of joined utterances as Triton's batched inputs."""
+    """The text and speech features (with the speakers' baselines) of joined utterances as Triton's
+    batched inputs."""
     text: list[TextFeatures] = [j["text"] for j in joined]  # type: ignore[misc]
     speech: list[SpeechFeatures] = [j["speech"] for j in joined]  # type: ignore[misc]
+    frames = np.stack([s.frames.to_array() for s in speech]).astype(np.float16)
     return {
         "TEXT": np.stack([t.hidden.to_array() for t in text]).astype(np.float16),
         "TEXT_MASK": np.stack([t.mask.to_array() for t in text]).astype(bool),
         "OFFSETS": np.stack([t.offsets.to_array() for t in text]).astype(np.int32),
-        "SPEECH": np.stack([s.frames.to_array() for s in speech]).astype(np.float16),
+        "SPEECH": frames,
         "SPEECH_MASK": np.stack([s.mask.to_array() for s in speech]).astype(bool),
         "FRAME_TIMES": np.stack([s.frame_times.to_array() for s in speech]).astype(np.float32),
+        **speaker_baseline_inputs(speech, frames.shape[-1]),
     }
 
 

@@ -6,6 +6,11 @@ mask and each frame's start/end time in seconds from the utterance start (for th
 graph).  Features are cached in Redis by (model version, audio bytes), so a replayed utterance
 costs one look-up.  An utterance whose audio expired or is missing cannot be encoded: dead-lettered.
 
+Each utterance also gets its speaker's baseline in the call (:class:`shared.contracts.SpeakerBaseline`):
+the statistics of the same speaker's last ``models.speaker_window`` utterances before it, which this
+service keeps in Redis per call and speaker (:class:`shared.state.SpeakerBaselines`); the fusion
+model judges the voice against it (online per-speaker normalisation).
+
 The audio under ``audio_key`` is the utterance's only copy, so it is read as state, not as a cache:
 a Redis that does not answer (a timeout on a loaded host, a restart) fails the batch, which is
 retried, where a cache would have answered "missing" and the utterance would have been lost.
@@ -19,9 +24,11 @@ import numpy as np
 
 from services.inference import TritonService
 from shared.cache import content_key
-from shared.contracts import ArrayPayload, ContractError, SpeechFeatures, Utterance
-from shared.runtime import Reject
+from shared.contracts import ArrayPayload, ContractError, SpeakerBaseline, SpeechFeatures, Utterance
+from shared.runtime import Context, Reject
 from shared.settings import Settings
+from shared.speaker_norm import FrameStatistics
+from shared.state import SpeakerBaselines
 
 
 def utterance_audio(utterance: Utterance, stored: bytes | None) -> np.ndarray:
@@ -54,6 +61,12 @@ class SpeechEncoderService(TritonService):
     def __init__(self, settings: Settings):
         self.input_topic = settings.topics.utterances
         self.output_topic = settings.topics.speech_features
+        self.speaker_window = settings.models.speaker_window
+        self.speaker_ttl_s = settings.redis.speaker_ttl_s
+
+    def setup(self, ctx: Context) -> None:
+        super().setup(ctx)
+        self.baselines = SpeakerBaselines(ctx.state, self.name, self.speaker_window, self.speaker_ttl_s)
 
     def process(self, batch: list[Utterance]) -> list[list[SpeechFeatures] | Reject]:
         keys = [u.audio_key for u in batch if u.audio_key]
@@ -79,12 +92,29 @@ class SpeechEncoderService(TritonService):
         features = {i: json.loads(v) for i, v in cached.items() if v is not None}
         if misses:
             features.update(self._encode(misses, audio, keys))
+        baselines = self._baselines(batch, features)
         for i in audio:
             u = batch[i]
             results[i] = [SpeechFeatures(call_id=u.call_id, utterance_id=u.utterance_id,
                                          model_version=self.model_version, cached=cached[i] is not None,
-                                         **features[i])]  # fmt: skip
+                                         speaker_baseline=baselines[i], **features[i])]  # fmt: skip
         return results  # type: ignore[return-value]
+
+    def _baselines(self, batch: list[Utterance], features: dict[int, dict]) -> dict[int, SpeakerBaseline]:
+        """Each encoded utterance's speaker baseline; its own statistics are stored for the next ones."""
+        rows = sorted(features)
+        frames = {i: ArrayPayload.model_validate(features[i]["frames"]).to_array() for i in rows}
+        masks = {i: ArrayPayload.model_validate(features[i]["mask"]).to_array() for i in rows}
+        items = [(batch[i].call_id, batch[i].speaker, batch[i].index, FrameStatistics.of_utterance(frames[i], masks[i]))
+                 for i in rows]  # fmt: skip
+        dim = next(iter(frames.values())).shape[-1] if rows else 0
+        before = self.baselines.record(items, dim)  # StateUnavailable: the batch is retried
+        out = {}
+        for i, stats in zip(rows, before):
+            mean, var = stats.mean_var()
+            out[i] = SpeakerBaseline(utterances=stats.utterances, mean=ArrayPayload.from_array(mean, "float32"),
+                                     var=ArrayPayload.from_array(var, "float32"))  # fmt: skip
+        return out
 
     def _encode(self, rows: list[int], audio: dict[int, np.ndarray], keys: dict[int, str]) -> dict[int, dict]:
         """One Triton request for the uncached utterances; caches and returns their features."""

@@ -155,8 +155,23 @@ class TextFeatures(Contract):
     cached: bool = False
 
 
-class SpeechFeatures(Contract):
-    """``features.speech``: the speech encoder's frames for an utterance's audio."""
+class SpeakerBaseline(BaseModel):
+    """What a speaker's voice has sounded like in this call before an utterance: the pooled mean and
+    variance of the speech encoder frames of the same speaker's earlier utterances (at most
+    ``models.speaker_window`` of them; ``shared.speaker_norm.FrameStatistics``). The fusion model
+    blends it with its prior and z-scores the utterance's frames with it; ``utterances`` = 0 (the
+    first utterance of a speaker) means the prior alone."""
+
+    model_config = ConfigDict(extra="forbid")
+    utterances: int = Field(ge=0)
+    mean: ArrayPayload
+    """``[dim]`` float32."""
+    var: ArrayPayload
+    """``[dim]`` float32."""
+
+
+class SpeechFeaturesV1(Contract):
+    """``features.speech`` version 1: the speech encoder's frames for an utterance's audio."""
 
     contract: ClassVar[str] = "speech_features"
     version: ClassVar[int] = 1
@@ -168,6 +183,24 @@ class SpeechFeatures(Contract):
     mask: ArrayPayload
     frame_times: ArrayPayload
     cached: bool = False
+
+    @property
+    def baseline(self) -> SpeakerBaseline | None:
+        """Version 1 has no speaker baseline: the model uses its prior alone."""
+        return None
+
+
+class SpeechFeatures(SpeechFeaturesV1):
+    """``features.speech`` version 2: version 1 plus the speaker's baseline before this utterance."""
+
+    version: ClassVar[int] = 2
+
+    v: int = 2
+    speaker_baseline: SpeakerBaseline | None = None
+
+    @property
+    def baseline(self) -> SpeakerBaseline | None:
+        return self.speaker_baseline
 
 
 class GraphFeatures(Contract):
@@ -236,7 +269,7 @@ class DeadLetter(Contract):
 
 CONTRACTS: dict[tuple[str, int], type[Contract]] = {
     (c.contract, c.version): c
-    for c in (AudioChunk, Utterance, TextFeatures, SpeechFeatures, GraphFeatures, EmotionEvent, DeadLetter)
+    for c in (AudioChunk, Utterance, TextFeatures, SpeechFeaturesV1, SpeechFeatures, GraphFeatures, EmotionEvent, DeadLetter)
 }
 
 

@@ -66,6 +66,10 @@ class RedisSettings(BaseModel):
     db: int = 0
     feature_ttl_s: int = 24 * 3600
     audio_ttl_s: int = 6 * 3600
+    speaker_ttl_s: int = 6 * 3600
+    """A call's speaker baselines (``shared.state.SpeakerBaselines``): longer than any call and its
+    replays; evicted before the service state when Redis is full (the next utterances then start
+    again from the model's prior, nothing is lost)."""
     state_ttl_s: int = 7 * 24 * 3600
     """Service state (call buffers, per-utterance joins): longer than every cache TTL, so that
     Redis's ``volatile-ttl`` eviction drops cached features and old audio before state."""
@@ -170,6 +174,15 @@ class ModelSettings(BaseModel):
     speech_encoder: str = "whisper-base-encoder"
     max_tokens: int = 128
     max_frames: int = 128
+    speech_layer: int | None = Field(default=None, ge=0)
+    """Which hidden state of the speech encoder the speech branch reads: None, its last (the
+    paper's "last hidden state"); ``k``, the output of transformer block ``k`` (0: the front-end's
+    output). Whisper's encoder then runs only the first ``k`` blocks. Part of the speech encoder's
+    served version and of the feature cache key, so a model trained on one layer never reads another."""
+    speaker_window: int = Field(default=32, ge=1)
+    """Online per-speaker normalisation of the speech frames: an utterance is judged against the
+    statistics of the same speaker's last ``speaker_window`` utterances in the call before it (kept
+    in Redis by the speech encoder service; training simulates the same)."""
     language: str | None = None
     """Whisper language code; None lets Whisper detect it."""
     languages: list[str] = Field(default_factory=list)

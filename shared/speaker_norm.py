@@ -11,6 +11,12 @@ below a high voice at rest. Z-scoring each feature against the speaker removes t
   utterances seen, their mean ``m`` and variance ``v``, and ``k0`` = ``prior_weight`` pseudo-utterances.
   The first utterance uses the prior alone. No utterance sees itself or anything later, as in a live
   call, whose emotions are not balanced.
+* :class:`FrameStatistics` -- the same idea for the speech branch's frames: the count, sum and sum
+  of squares of a speaker's encoder frames over some of their utterances (additive, so a call's
+  running baseline is a sum of its utterances' statistics, and a replayed utterance adds nothing
+  new). The blending with a prior and the z-scores happen inside the trained model
+  (``training.models.layers.SpeakerNormalisation``); this class is what the services and training
+  compute and send it.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["FeaturePrior", "OnlineSpeakerNormaliser", "normalise_per_speaker"]
+__all__ = ["FeaturePrior", "FrameStatistics", "OnlineSpeakerNormaliser", "normalise_per_speaker"]
 
 _TINY = 1e-12
 
@@ -108,3 +114,65 @@ class OnlineSpeakerNormaliser:
         z = self.normalise(x)
         self.update(x)
         return z
+
+
+@dataclass(frozen=True)
+class FrameStatistics:
+    """Sufficient statistics of a speaker's frames over some of their utterances.
+
+    ``utterances`` counts the utterances with at least one frame; ``frames`` their frames; ``total``
+    and ``squares`` the per-dimension sums of the frames and of their squares (float64, ``[dim]``).
+    Add two with ``+``; :meth:`mean_var` gives the pooled frame mean and variance."""
+
+    utterances: int
+    frames: int
+    total: np.ndarray
+    squares: np.ndarray
+
+    @classmethod
+    def empty(cls, dim: int) -> FrameStatistics:
+        return cls(0, 0, np.zeros(dim), np.zeros(dim))
+
+    @classmethod
+    def of_utterance(cls, frames: np.ndarray, mask: np.ndarray) -> FrameStatistics:
+        """One utterance's statistics from its ``[F, dim]`` frames and ``[F]`` mask (only the masked
+        frames count; an utterance without a frame counts as no utterance)."""
+        f = np.asarray(frames, dtype=np.float64)
+        m = np.asarray(mask, dtype=bool)
+        if f.ndim != 2 or m.shape != f.shape[:1]:
+            raise ValueError(f"need [frames, dim] frames and a [frames] mask, got {f.shape} and {m.shape}")
+        real = f[m]
+        return cls(int(real.shape[0] > 0), int(real.shape[0]), real.sum(axis=0), (real * real).sum(axis=0))
+
+    def __add__(self, other: FrameStatistics) -> FrameStatistics:
+        return FrameStatistics(self.utterances + other.utterances, self.frames + other.frames,
+                               self.total + other.total, self.squares + other.squares)  # fmt: skip
+
+    @classmethod
+    def sum(cls, items: Sequence[FrameStatistics], dim: int) -> FrameStatistics:
+        out = cls.empty(dim)
+        for item in items:
+            out = out + item
+        return out
+
+    def mean_var(self) -> tuple[np.ndarray, np.ndarray]:
+        """Pooled frame mean and (population) variance, float64 ``[dim]`` each; zeros without frames."""
+        if self.frames == 0:
+            return np.zeros_like(self.total), np.zeros_like(self.total)
+        mean = self.total / self.frames
+        return mean, np.maximum(self.squares / self.frames - mean * mean, 0.0)
+
+    def to_bytes(self) -> bytes:
+        """``utterances``, ``frames`` (int64) then ``total`` and ``squares`` (float32: 4 KB for 512
+        dimensions; one utterance's sums need no more), little-endian."""
+        head = np.array([self.utterances, self.frames], "<i8").tobytes()
+        return head + np.concatenate([self.total, self.squares]).astype("<f4").tobytes()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> FrameStatistics:
+        if len(raw) < 16 or (len(raw) - 16) % 8:
+            raise ValueError(f"frame statistics need 16 + 8 * dim bytes, got {len(raw)}")
+        utterances, frames = (int(v) for v in np.frombuffer(raw[:16], "<i8"))
+        values = np.frombuffer(raw[16:], "<f4").astype(np.float64)
+        dim = values.size // 2
+        return cls(utterances, frames, values[:dim].copy(), values[dim:].copy())

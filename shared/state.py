@@ -1,4 +1,4 @@
-"""Reliable service state in Redis: call buffers and per-utterance joins.
+"""Reliable service state in Redis: call buffers, per-utterance joins and speakers' baselines.
 
 Unlike :class:`shared.cache.FeatureCache`, which silently degrades to "no cache", state must not
 be lost: every Redis error inside :meth:`StateStore.guard` becomes :class:`shared.runtime.Retry`,
@@ -26,6 +26,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry as RedisRetry
 
 from shared.settings import Settings
+from shared.speaker_norm import FrameStatistics
 
 log = logging.getLogger(__name__)
 
@@ -127,3 +128,60 @@ class UtteranceJoin:
         """Utterances with some parts but not all (for the ``emotion_join_pending`` gauge)."""
         with self.state.guard() as r:
             return sum(1 for _ in r.scan_iter(match=self.state.key(self.name, "join", "*"), count=500))
+
+
+class SpeakerBaselines:
+    """Each call's speakers' frame statistics, utterance by utterance, for online per-speaker
+    normalisation (see :class:`shared.contracts.SpeakerBaseline`).
+
+    One hash per call and speaker; field = the utterance's index in the call, value = that
+    utterance's :class:`~shared.speaker_norm.FrameStatistics`. An utterance's baseline is the sum of
+    the speaker's last ``window`` fields before its own index, so it depends on the call's earlier
+    utterances only: a replayed utterance (same index, same frames) gets the same baseline and
+    writes the same field again, whatever was processed in between. Fields older than twice the
+    window below the newest are dropped, bounding a call's memory at ``2 * window`` utterances per
+    speaker; the hash expires ``ttl_s`` after its last write (``redis.speaker_ttl_s``).
+    """
+
+    def __init__(self, state: StateStore, name: str, window: int, ttl_s: int):
+        if window < 1:
+            raise ValueError(f"window must be at least 1, got {window}")
+        self.state = state
+        self.name = name
+        self.window = int(window)
+        self.ttl_s = int(ttl_s)
+
+    def _key(self, call_id: str, speaker: str) -> str:
+        return self.state.key(self.name, "speaker", call_id, speaker)
+
+    def record(self, items: Sequence[tuple[str, str, int, FrameStatistics]], dim: int) -> list[FrameStatistics]:
+        """Store each ``(call_id, speaker, index, statistics)`` and return, per item, the sum of the
+        same speaker's statistics over its last ``window`` earlier utterances (items of one batch
+        see each other: all are written before any is read)."""
+        if not items:
+            return []
+        keys = sorted({self._key(call, speaker) for call, speaker, _, _ in items})
+        with self.state.guard() as r:
+            pipe = r.pipeline(transaction=False)
+            for call, speaker, index, stats in items:
+                if stats.utterances:  # an utterance without a frame is no evidence: it takes no place in the window
+                    pipe.hset(self._key(call, speaker), str(index), stats.to_bytes())
+            for key in keys:
+                pipe.expire(key, self.ttl_s)
+                pipe.hgetall(key)
+            rows = pipe.execute()[sum(1 for *_, s in items if s.utterances) :][1::2]
+        by_key = {key: {int(k): v for k, v in row.items()} for key, row in zip(keys, rows)}
+        out = []
+        for call, speaker, index, _ in items:
+            fields = by_key[self._key(call, speaker)]
+            earlier = sorted(i for i in fields if i < index)[-self.window :]
+            out.append(FrameStatistics.sum([FrameStatistics.from_bytes(fields[i]) for i in earlier], dim))
+        stale = {key: [str(i) for i in sorted(f)[: max(0, len(f) - 2 * self.window)]] for key, f in by_key.items()}
+        if any(stale.values()):
+            with self.state.guard() as r:
+                pipe = r.pipeline(transaction=False)
+                for key, names in stale.items():
+                    if names:
+                        pipe.hdel(key, *names)
+                pipe.execute()
+        return out

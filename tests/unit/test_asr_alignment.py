@@ -4,9 +4,6 @@ Chunks go through ``process`` and, like the runtime does once the broker acknowl
 ``delivered``; a replay without ``delivered`` is a batch whose outputs were not acknowledged.
 """
 
-import shutil
-import socket
-import subprocess
 import time
 
 import numpy as np
@@ -22,31 +19,13 @@ from shared.runtime import Context, Reject, is_dependency_failure, resolve
 from shared.settings import SegmentationSettings, load_settings
 from shared.state import StateStore
 from shared.triton_client import TritonError
+from tests.unit.conftest import REDIS_PASSWORD
 from training.data.audio import resample
 from training.data.espeak import synthesize
 
 RATE = 8000
 CHUNK = RATE // 2
-PASSWORD = "unit-test-password"
-
-
-@pytest.fixture(scope="module")
-def redis_port():
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
-    port = free_port()
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no",
-                             "--requirepass", PASSWORD], stdout=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    yield port
-    proc.terminate()
-    proc.wait(timeout=10)
+PASSWORD = REDIS_PASSWORD
 
 
 class FakeAsr:

@@ -9,7 +9,16 @@ import pytest
 
 from services.graph_gat import GraphGatService, word_span_inputs
 from services.moe_fusion import MoeFusionService
-from shared.contracts import ArrayPayload, EmotionEvent, GraphFeatures, SpeechFeatures, TextFeatures, Utterance, Word
+from shared.contracts import (
+    ArrayPayload,
+    EmotionEvent,
+    GraphFeatures,
+    SpeakerBaseline,
+    SpeechFeatures,
+    TextFeatures,
+    Utterance,
+    Word,
+)
 from shared.metrics import ServiceMetrics
 from shared.redaction import redact
 from shared.settings import EMOTIONS, load_settings
@@ -26,7 +35,7 @@ class FakeModel:
         return {n: self.outputs[n] for n in names}
 
 
-def _parts(i: int, text: str, words=(), voiced=True, edges=3, t0=100.0):
+def _parts(i: int, text: str, words=(), voiced=True, edges=3, t0=100.0, baseline=None):
     u = Utterance(call_id="c", utterance_id=f"c:{i:05d}", index=i, speaker="customer", start=1.0 + i, end=2.5 + i,
                   text=text, words=[Word(text=w, start=s, end=e) for w, s, e in words], created_at=t0)
     a = lambda x, dt=None: ArrayPayload.from_array(np.asarray(x), dt)  # noqa: E731
@@ -38,7 +47,8 @@ def _parts(i: int, text: str, words=(), voiced=True, edges=3, t0=100.0):
                           mask=a(mask), offsets=a(offsets), created_at=t0 + 0.05)
     speech_f = SpeechFeatures(call_id="c", utterance_id=u.utterance_id, model_version="wb",
                               frames=a(np.ones((F, DS)), "float16"), mask=a(np.full(F, voiced)),
-                              frame_times=a(np.linspace(0, 1, F * 2).reshape(F, 2), "float32"), created_at=t0 + 0.08)
+                              frame_times=a(np.linspace(0, 1, F * 2).reshape(F, 2), "float32"), created_at=t0 + 0.08,
+                              speaker_baseline=baseline)
     graph = GraphFeatures(call_id="c", utterance_id=u.utterance_id, model_version="m", embedding=a(np.ones(5), "float32"),
                           edges=edges, created_at=t0 + 0.1)
     return {"utterance": u, "text": text_f, "speech": speech_f, "graph": graph}
@@ -58,11 +68,17 @@ def _fusion(redact_mode="none"):
 
 def test_fusion_events_carry_labels_branches_latency_and_missing_modalities():
     svc = _fusion()
-    joined = [_parts(0, "this is outrageous", [("this", 0.1, 0.3)]), _parts(1, "", voiced=False, edges=0)]
+    baseline = SpeakerBaseline(utterances=3, mean=ArrayPayload.from_array(np.arange(DS), "float32"),
+                               var=ArrayPayload.from_array(np.full(DS, 2.0), "float32"))
+    joined = [_parts(0, "this is outrageous", [("this", 0.1, 0.3)], baseline=baseline), _parts(1, "", voiced=False, edges=0)]
     angry, silent = svc.complete(joined)
     inputs, _ = svc.model.calls[0]
     assert inputs["TEXT"].shape == (2, T, DT) and inputs["GRAPH"].shape == (2, 5) and set(inputs) == {
-        "TEXT", "TEXT_MASK", "SPEECH", "SPEECH_MASK", "GRAPH"}
+        "TEXT", "TEXT_MASK", "SPEECH", "SPEECH_MASK", "GRAPH", "SPEAKER_COUNT", "SPEAKER_MEAN", "SPEAKER_VAR"}
+    # the first utterance's speaker baseline goes to the model; the second has none (count 0: the prior alone)
+    assert inputs["SPEAKER_COUNT"].tolist() == [[3.0], [0.0]]
+    np.testing.assert_array_equal(inputs["SPEAKER_MEAN"][0], np.arange(DS))
+    np.testing.assert_array_equal(inputs["SPEAKER_VAR"], [np.full(DS, 2.0), np.zeros(DS)])
     assert angry.label == "anger" and silent.label == "neutral"
     assert angry.probabilities["anger"] == pytest.approx(0.7) and set(angry.probabilities) == set(EMOTIONS)
     assert angry.branches["ca_moe"]["neutral"] == pytest.approx(0.7) and angry.branches["sp_moe"]["anger"] == pytest.approx(0.7)

@@ -41,11 +41,20 @@ class MemoryCache:
 
 
 class MemoryState:
-    """The StateStore's ``guard()`` over the cache's dict, where the ASR service puts utterance audio."""
+    """The StateStore's ``guard()`` over the cache's dict, where the ASR service puts utterance audio,
+    and the hash commands the speaker baselines use (``tests/unit/test_state.py`` runs those on a
+    real redis-server)."""
+
+    ttl_s = 3600
 
     def __init__(self, cache: MemoryCache):
         self.cache = cache
         self.down = False
+        self.hashes: dict[str, dict[bytes, bytes]] = {}
+
+    @staticmethod
+    def key(*parts: str) -> str:
+        return ":".join(("emotion:state", *parts))
 
     @contextmanager
     def guard(self):
@@ -55,6 +64,30 @@ class MemoryState:
 
     def mget(self, keys):
         return [self.cache.values.get(k) for k in keys]
+
+    def pipeline(self, transaction=False):
+        state, ops = self, []
+
+        class Pipeline:
+            def __getattr__(self, name):
+                return lambda *args: ops.append((name, args))
+
+            def execute(self):
+                out = []
+                for name, (key, *rest) in ops:
+                    h = state.hashes.setdefault(key, {})
+                    if name == "hset":
+                        out.append(int(h.setdefault(rest[0].encode(), rest[1]) is rest[1]))
+                        h[rest[0].encode()] = rest[1]
+                    elif name == "hgetall":
+                        out.append(dict(h))
+                    elif name == "hdel":
+                        out.append(sum(h.pop(f.encode(), None) is not None for f in rest))
+                    else:  # expire
+                        out.append(True)
+                return out
+
+        return Pipeline()
 
 
 class FakeSpeechEncoder:
@@ -171,3 +204,25 @@ def test_redis_not_answering_for_the_audio_retries_the_batch_never_loses_the_utt
     service.ctx.state.down = False
     [[f]] = service.process([utterance(0, key="emotion:audio:c:00000")])
     assert f.utterance_id == "c:00000"
+
+
+def test_each_utterance_carries_its_speakers_baseline_from_earlier_utterances_only(service, fake):
+    def said(i: int, speaker: str, level: int) -> Utterance:
+        return Utterance(call_id="c", utterance_id=f"c:{i:05d}", index=i, speaker=speaker, start=i, end=i + 1,
+                         audio=ArrayPayload.from_array(pcm(0.1, level)))  # fmt: skip
+
+    agent = [said(0, "agent", 1000), said(2, "agent", 3000), said(3, "agent", -500)]
+    customer = said(1, "customer", 2000)
+    [[a0], [c1], [a2]] = service.process([agent[0], customer, agent[1]])
+    assert a0.speaker_baseline.utterances == 0 and c1.speaker_baseline.utterances == 0  # each speaker's first
+    first = a0.frames.to_array()[a0.mask.to_array()].astype(np.float64)
+    assert a2.speaker_baseline.utterances == 1  # the agent's first utterance only, not the customer's
+    np.testing.assert_allclose(a2.speaker_baseline.mean.to_array(), first.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(a2.speaker_baseline.var.to_array(), first.var(0), rtol=1e-4, atol=1e-6)
+    [[a3]] = service.process([agent[2]])
+    both = np.concatenate([first, a2.frames.to_array()[a2.mask.to_array()].astype(np.float64)])
+    assert a3.speaker_baseline.utterances == 2
+    np.testing.assert_allclose(a3.speaker_baseline.mean.to_array(), both.mean(0), rtol=1e-5)
+    # a replay of utterance 2 after 3 was processed gets the same baseline as the first time
+    [[again]] = service.process([agent[1]])
+    assert again.speaker_baseline == a2.speaker_baseline
