@@ -362,6 +362,7 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     """``emotion eval``: evaluate a model folder on a manifest; 0 on success."""
     from training.checkpoint import load_model
     from training.data import read_manifest
+    from training.encoders.speech import at_speech_layer, version_layer
     from training.features import extract_features, feature_spec
 
     real_stdout = sys.stdout
@@ -373,6 +374,8 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         training = meta.training or {}
         asr_model = training.get("asr_model")
         text_source = training.get("text_source", "asr")
+        if meta.encoders.get("speech_encoder"):  # the speech encoder layer the model was trained on
+            settings = at_speech_layer(settings, version_layer(meta.encoders["speech_encoder"]))
         current = feature_spec(settings, asr_model).encoders
         for role in ("text_encoder", "speech_encoder"):
             if meta.encoders.get(role) and meta.encoders[role] != current[role]:

@@ -325,6 +325,35 @@ def test_encode_layers_gives_every_layer_and_the_last_is_encodes_hidden_state(ti
     assert enc.encode_layers(np.zeros(0, np.float32)).shape == (enc.num_layers, 0, enc.dim)
 
 
+@pytest.mark.parametrize("name", ["tiny-whisper-encoder", "tiny-hubert"])
+def test_speech_layer_reads_that_hidden_state_and_names_it_in_the_version(tiny_settings, name: str) -> None:
+    last = SpeechEncoder.from_bundle(tiny_settings, name=name, device="cpu", threads=1)
+    clip = synthetic_speech(1.2, seed=4)
+    layers = last.encode_layers(clip)
+    for layer in range(last.num_layers):
+        enc = SpeechEncoder.from_resolved(resolve(tiny_settings, name), layer=layer, device="cpu", threads=1)
+        assert enc.version == f"{last.version}#layer{layer}"
+        out = enc.encode([clip])
+        n = int(out.mask[0].sum())
+        np.testing.assert_allclose(out.frames[0, :n], layers[layer], atol=1e-4)
+    with pytest.raises(ValueError, match=f"not layer {last.num_layers}"):
+        SpeechEncoder.from_resolved(resolve(tiny_settings, name), layer=last.num_layers, device="cpu", threads=1)
+    # the setting reaches the encoder, the feature key and the served model's parameters
+    settings = tiny_settings.model_copy(deep=True)
+    settings.models.speech_encoder, settings.models.speech_layer = name, 1
+    assert SpeechEncoder.from_bundle(settings, device="cpu", threads=1).version == f"{last.version}#layer1"
+    from training.features import feature_spec
+    from training.serving.repository import speech_encoder_spec
+
+    at_1 = feature_spec(settings)
+    settings.models.speech_layer = None
+    assert at_1.speech_encoder == f"{last.version}#layer1" != feature_spec(settings).speech_encoder
+    assert at_1.key != feature_spec(settings).key
+    assert speech_encoder_spec(settings, "v", 8).parameters["speech_layer"] == ""
+    settings.models.speech_layer = 2
+    assert speech_encoder_spec(settings, "v", 8).parameters["speech_layer"] == "2"
+
+
 def test_speech_encoder_batched_equals_single(tiny_settings) -> None:
     enc = SpeechEncoder.from_bundle(tiny_settings, device="cpu", threads=1)
     clips = [synthetic_speech(1.5, seed=7), synthetic_speech(1.5, seed=8), synthetic_speech(0.7, seed=9)]

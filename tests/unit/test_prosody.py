@@ -324,6 +324,8 @@ def test_windowed_whisper_hidden_states_are_transformers_layers_and_the_last_is_
         short = windowed.hidden_states(mel[..., :6])  # a shorter window: 3 frames per layer
         assert [h.shape for h in short] == [torch.Size([2, 3, 16])] * 3
         torch.testing.assert_close(windowed(mel[..., :6]), short[-1])
+        for layer in range(config.encoder_layers + 1):  # a middle layer runs only the blocks before it
+            torch.testing.assert_close(windowed(mel, layer), theirs[layer])
 
 
 # ---- the module's boundary -----------------------------------------------------------------------------

@@ -4,6 +4,7 @@ modules' batching logic (run in-process, no Triton needed)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import types
 
@@ -107,11 +108,15 @@ def test_every_model_renders_a_valid_config_with_its_contract(settings):
         "FRAME_TIMES": ("TYPE_FP32", (f, 2), False, False), "DURATION": ("TYPE_FP32", (1,), False, False),
     }
     gat_in = io(configs["graph_gat"].input)
-    assert list(gat_in) == ["TEXT", "TEXT_MASK", "OFFSETS", "SPEECH", "SPEECH_MASK", "FRAME_TIMES", "WORD_SPANS", "WORD_COUNT"]
+    baseline = ["SPEAKER_MEAN", "SPEAKER_VAR", "SPEAKER_COUNT"]
+    assert list(gat_in) == ["TEXT", "TEXT_MASK", "OFFSETS", "SPEECH", "SPEECH_MASK", "FRAME_TIMES", "WORD_SPANS", "WORD_COUNT",
+                            *baseline]
+    assert gat_in["SPEAKER_MEAN"] == ("TYPE_FP32", (512,), True, False) and gat_in["SPEAKER_COUNT"] == ("TYPE_FP32", (1,), True, False)
     assert gat_in["TEXT"] == ("TYPE_FP16", (t, 384), False, False) and gat_in["SPEECH"] == ("TYPE_FP16", (f, 512), False, False)
     assert gat_in["WORD_SPANS"] == ("TYPE_FP64", (-1, 4), False, True) and gat_in["WORD_COUNT"] == ("TYPE_INT32", (1,), True, False)
     assert io(configs["graph_gat"].output) == {"GRAPH": ("TYPE_FP32", (128,), False, False), "EDGES": ("TYPE_INT32", (1,), False, False)}
-    assert list(io(configs["moe_fusion"].input)) == ["TEXT", "TEXT_MASK", "SPEECH", "SPEECH_MASK", "GRAPH"]
+    assert list(io(configs["moe_fusion"].input)) == ["TEXT", "TEXT_MASK", "SPEECH", "SPEECH_MASK", "GRAPH", *baseline]
+    assert io(configs["moe_fusion"].input)["SPEAKER_VAR"] == ("TYPE_FP32", (512,), True, False)
     assert io(configs["moe_fusion"].output) == {n: ("TYPE_FP32", (7,), False, False) for n in ("PROBS", "LOGITS", "CA_PROBS", "SP_PROBS")}
     fusion_params = {k: v.string_value for k, v in configs["moe_fusion"].parameters.items()}
     assert fusion_params["class_names"].split(",") == list(EMOTIONS) and fusion_params["trained_model_dir"] == "/t/default"
@@ -232,6 +237,19 @@ def test_encoders_are_versioned_by_their_bundle_version(settings, tmp_path, monk
     again = export_repository(settings, models=["asr", "text_encoder", "speech_encoder"])
     assert [(m.status, m.version) for m in again.models] == [("unchanged", 1), ("written", 2), ("unchanged", 1)]
 
+    # a trained model read layer 3 of the speech encoder: the served speech encoder follows it,
+    # whatever models.speech_layer says, and names the layer in its version
+    config = dataclasses.replace(SMALL, d_speech=20, d_text=24)
+    model = build_model("proposed", config).eval()
+    meta = ModelMeta("proposed", config.to_dict(), list(config.class_names), seed=0,
+                     encoders={"speech_encoder": "enc@1#layer3", "text_encoder": "e5@2"})  # fmt: skip
+    save_model(settings.default_model_dir, model, meta)
+    third = export_repository(settings, models=["speech_encoder"])
+    assert [(m.status, m.version) for m in third.models] == [("written", 2)]
+    served = parse((settings.model_repository / "speech_encoder" / "config.pbtxt").read_text())
+    params = {k: v.string_value for k, v in served.parameters.items()}
+    assert params["speech_layer"] == "3" and params["model_version"] == "enc@1#layer3"
+
 
 def test_an_old_unversioned_export_is_superseded(settings, tmp_path):
     """A folder written by the plain ``write_model`` (no export.json) gets a proper version 2."""
@@ -305,19 +323,26 @@ def _features(n: int, seed: int = 0) -> list[UtteranceFeatures]:
 def _serving_model(module, model):
     served = module.TritonPythonModel()
     served.name, served.device = module.__name__, "cpu"
-    if module.__name__.endswith("graph_gat"):
-        served.gat, served.config = model.gat, model.config
-    else:
-        served.model = model
+    served.model, served.config = model, model.config
     return served
 
 
-def test_graph_gat_and_moe_fusion_compute_what_the_model_computes(tmp_path):
+@pytest.mark.parametrize("speaker_norm", [False, True])
+def test_graph_gat_and_moe_fusion_compute_what_the_model_computes(tmp_path, speaker_norm: bool):
     from training.models.graph import timed_word_spans
     from training.serving import graph_gat, moe_fusion
 
-    model = save(tmp_path / "m", seed=3)
+    config = dataclasses.replace(SMALL, speaker_norm=speaker_norm)
+    torch.manual_seed(3)
+    model = build_model("proposed", config).eval()
     examples = _features(4)
+    if speaker_norm:  # a prior and baselines that change the frames: utterances 1 and 3 have earlier ones
+        model.speaker_norm.fit_prior(torch.linspace(-0.5, 0.5, SMALL.d_speech), torch.linspace(0.5, 2.0, SMALL.d_speech))
+        rng = np.random.default_rng(1)
+        for e, n in zip(examples, (0, 2, 0, 5), strict=True):
+            e.speaker_count = float(n)
+            e.speaker_mean, e.speaker_var = (rng.normal(size=SMALL.d_speech), rng.uniform(0.2, 3, SMALL.d_speech)) if n else (None, None)
+    save_model(tmp_path / "m", model, ModelMeta("proposed", config.to_dict(), list(config.class_names), seed=3))
     with torch.inference_mode():
         ref = model(collate(examples))
     spans = [np.asarray(timed_word_spans(e.transcript, e.words), np.float64).reshape(-1, 4) for e in examples]
@@ -325,11 +350,20 @@ def test_graph_gat_and_moe_fusion_compute_what_the_model_computes(tmp_path):
     def stack(name, b):
         return np.stack([np.asarray(getattr(e, name)) for e in examples[b]])
 
+    def baseline(b: slice) -> dict:
+        if not speaker_norm:
+            return {}
+        rows = examples[b]
+        vec = lambda name: np.stack([np.zeros(SMALL.d_speech) if getattr(e, name) is None else getattr(e, name)  # noqa: E731
+                                     for e in rows]).astype(np.float32)  # fmt: skip
+        return {"SPEAKER_COUNT": np.array([[e.speaker_count] for e in rows], np.float32),
+                "SPEAKER_MEAN": vec("speaker_mean"), "SPEAKER_VAR": vec("speaker_var")}
+
     def gat_item(b: slice) -> dict:
         padded, counts = pad_rows(spans[b], np.float64)
         return {"TEXT": stack("text_hidden", b), "TEXT_MASK": stack("text_mask", b), "OFFSETS": stack("token_offsets", b),
                 "SPEECH": stack("speech_frames", b), "SPEECH_MASK": stack("speech_mask", b),
-                "FRAME_TIMES": stack("frame_times", b), "WORD_SPANS": padded, "WORD_COUNT": counts}
+                "FRAME_TIMES": stack("frame_times", b), "WORD_SPANS": padded, "WORD_COUNT": counts, **baseline(b)}
 
     # one dynamic batch of two requests (3 utterances + 1 utterance, different word counts)
     gat = _serving_model(graph_gat, model)
@@ -341,7 +375,8 @@ def test_graph_gat_and_moe_fusion_compute_what_the_model_computes(tmp_path):
     fusion = _serving_model(moe_fusion, model)
     all_ = slice(0, 4)
     res = fusion.infer([{"TEXT": stack("text_hidden", all_), "TEXT_MASK": stack("text_mask", all_),
-                         "SPEECH": stack("speech_frames", all_), "SPEECH_MASK": stack("speech_mask", all_), "GRAPH": graph}])[0]
+                         "SPEECH": stack("speech_frames", all_), "SPEECH_MASK": stack("speech_mask", all_), "GRAPH": graph,
+                         **baseline(all_)}])[0]
     np.testing.assert_allclose(res["PROBS"], ref.probs.numpy(), atol=1e-5, rtol=0)
     np.testing.assert_allclose(res["LOGITS"], ref.logits.numpy(), atol=1e-5, rtol=0)
     np.testing.assert_allclose(res["CA_PROBS"], torch.softmax(ref.branch_logits["ca_moe"], -1).numpy(), atol=1e-5, rtol=0)

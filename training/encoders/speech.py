@@ -15,6 +15,10 @@ Two families are supported:
 Audio longer than ``chunk_seconds`` (30 s, Whisper's window) is encoded in consecutive chunks
 whose frames are concatenated before pooling.
 
+``layer`` (``models.speech_layer``) picks the hidden state the speech branch reads: the last by
+default (the paper), or the output of transformer block ``k`` (Whisper then runs only the first
+``k`` blocks); :func:`layer_version` names the result, so caches and trained models keep layers apart.
+
 :meth:`SpeechEncoder.encode_layers` gives every layer's frames of one utterance instead (front-end
 output, then each transformer block; ``num_layers`` of them), unpooled, for layer-wise probes.
 """
@@ -93,6 +97,25 @@ class _Chunk:
     """Whisper: log-mel ``[n_mels, N]``; wav2vec2-style: model input values ``[samples]``."""
 
 
+def layer_version(version: str, layer: int | None) -> str:
+    """The version of a speech encoder's output read at ``layer``: its bundle version
+    (``name@digest``) for the last hidden state, ``name@digest#layer3`` for block 3's output."""
+    return version if layer is None else f"{version}#layer{layer}"
+
+
+def at_speech_layer(settings: Settings, layer: int | None) -> Settings:
+    """``settings`` reading the speech encoder at ``layer`` (a copy; ``settings`` itself when it does already)."""
+    if settings.models.speech_layer == layer:
+        return settings
+    return settings.model_copy(update={"models": settings.models.model_copy(update={"speech_layer": layer})})
+
+
+def version_layer(version: str) -> int | None:
+    """The layer a :func:`layer_version` string names (None: the last hidden state)."""
+    _, sep, layer = version.rpartition("#layer")
+    return int(layer) if sep and layer.isdigit() else None
+
+
 class SpeechEncoder:
     """A speech encoder from the model bundle (Whisper's encoder or a wav2vec2-style model)."""
 
@@ -107,12 +130,12 @@ class SpeechEncoder:
         threads: int | None = DEFAULT_THREADS,
         batch_size: int = 16,
         chunk_seconds: float = 30.0,
+        layer: int | None = None,
     ) -> None:
         from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
 
         set_threads(threads)
         self.name = name
-        self.version = version
         self.max_frames = int(max_frames)
         self.batch_size = int(batch_size)
         self.device = pick_device(device)
@@ -145,6 +168,14 @@ class SpeechEncoder:
             self.min_samples = field
             max_chunk = chunk_seconds
         self.chunk_samples = int(min(chunk_seconds, max_chunk) * SAMPLE_RATE)
+        if layer is not None and not 0 <= layer < self.num_layers:
+            raise ValueError(
+                f"{name} has hidden states 0..{self.num_layers - 1} (0: the front-end, {self.num_layers - 1}: the last), "
+                f"not layer {layer} (models.speech_layer)"
+            )
+        self.layer = layer
+        """The hidden state read (None: the last)."""
+        self.version = layer_version(version, layer)
 
     # ---- construction from the bundle -----------------------------------------------------------
 
@@ -157,6 +188,7 @@ class SpeechEncoder:
         device: str | None = "auto",
         threads: int | None = DEFAULT_THREADS,
         batch_size: int = 16,
+        layer: int | None = None,
     ) -> SpeechEncoder:
         return cls(
             resolved.path,
@@ -166,6 +198,7 @@ class SpeechEncoder:
             device=device,
             threads=threads,
             batch_size=batch_size,
+            layer=layer,
         )
 
     @classmethod
@@ -177,10 +210,12 @@ class SpeechEncoder:
         threads: int | None = DEFAULT_THREADS,
         batch_size: int = 16,
     ) -> SpeechEncoder:
-        """The configured (``settings.models.speech_encoder``) or named speech encoder of the bundle."""
+        """The configured (``settings.models.speech_encoder``) or named speech encoder of the bundle,
+        read at ``settings.models.speech_layer``."""
         return cls.from_resolved(
             resolve_for(settings, name, "speech_encoder"),
             max_frames=settings.models.max_frames,
+            layer=settings.models.speech_layer,
             device=settings_device(settings, device),
             threads=threads,
             batch_size=batch_size,
@@ -216,9 +251,10 @@ class SpeechEncoder:
         x = torch.from_numpy(batch).to(self.device)
         with torch.inference_mode():
             if self.is_whisper:
-                return torch.stack(self.model.hidden_states(x)) if all_layers else self.model(x)
-            if all_layers:
-                return torch.stack(self.model(input_values=x, output_hidden_states=True).hidden_states)
+                return torch.stack(self.model.hidden_states(x)) if all_layers else self.model(x, self.layer)
+            if all_layers or self.layer is not None:
+                states = self.model(input_values=x, output_hidden_states=True).hidden_states
+                return torch.stack(states) if all_layers else states[self.layer]
             return self.model(input_values=x).last_hidden_state
 
     def encode(self, waveforms: list[np.ndarray], sample_rate: int = SAMPLE_RATE) -> SpeechEmbedding:
@@ -260,8 +296,8 @@ class SpeechEncoder:
         """Every layer's frames of one utterance, neither pooled nor padded: float32
         ``[num_layers, frames, dim]`` (chunks concatenated as in :meth:`encode`). Layer 0 is the
         front-end's output (Whisper: the convolutions plus positions; wav2vec2-style: the projected
-        CNN features), layer ``l`` the ``l``-th transformer block's and the last is :meth:`encode`'s
-        hidden state (final layer norm included) -- for layer-wise probes such as SUPERB's weighted sum."""
+        CNN features), layer ``l`` the ``l``-th transformer block's and the last is the final hidden
+        state (final layer norm included; what :meth:`encode` reads unless ``layer`` picks another) -- for layer-wise probes such as SUPERB's weighted sum."""
         audio = to_mono_16k(waveform, sample_rate)
         if not len(audio):
             return np.zeros((self.num_layers, 0, self.dim), np.float32)

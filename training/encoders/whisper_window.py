@@ -40,9 +40,15 @@ class WindowedWhisperEncoder(nn.Module):
         positions: Any = self.encoder.embed_positions
         return 2 * int(positions.num_embeddings)
 
-    def forward(self, input_features: torch.Tensor) -> torch.Tensor:
-        """``[B, n_mels, N]`` log-mel -> last hidden state ``[B, N // 2, d_model]``."""
-        return self._encode(input_features, keep_all=False)[-1]
+    @property
+    def num_blocks(self) -> int:
+        return len(self.encoder.layers)
+
+    def forward(self, input_features: torch.Tensor, layer: int | None = None) -> torch.Tensor:
+        """``[B, n_mels, N]`` log-mel -> last hidden state ``[B, N // 2, d_model]``, or with ``layer``
+        = ``k`` < :attr:`num_blocks` the output of block ``k`` (0: the front-end), computed by
+        running only the first ``k`` blocks (that layer of :meth:`hidden_states`)."""
+        return self._encode(input_features, keep_all=False, blocks=layer)[-1]
 
     def hidden_states(self, input_features: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """``[B, n_mels, N]`` log-mel -> every layer's output, ``1 + encoder_layers`` tensors
@@ -51,7 +57,9 @@ class WindowedWhisperEncoder(nn.Module):
         output (the layout of transformers' ``output_hidden_states``)."""
         return self._encode(input_features, keep_all=True)
 
-    def _encode(self, input_features: torch.Tensor, *, keep_all: bool) -> tuple[torch.Tensor, ...]:
+    def _encode(
+        self, input_features: torch.Tensor, *, keep_all: bool, blocks: int | None = None
+    ) -> tuple[torch.Tensor, ...]:
         n = input_features.shape[-1]
         if n % 2 or n < 2 or n > self.max_mel_frames:
             raise ValueError(
@@ -61,10 +69,13 @@ class WindowedWhisperEncoder(nn.Module):
         x = nn.functional.gelu(enc.conv1(input_features))
         x = nn.functional.gelu(enc.conv2(x)).permute(0, 2, 1)
         x = x + enc.embed_positions.weight[: x.shape[1]]
+        last = len(enc.layers)
+        blocks = last if blocks is None else min(blocks, last)
         states = []
-        for layer in enc.layers:
+        for layer in enc.layers[:blocks]:
             if keep_all:
                 states.append(x)
             out = layer(x, **self._layer_kwargs)
             x = out[0] if isinstance(out, tuple) else out
-        return (*states, enc.layer_norm(x))
+        # the final layer norm belongs to the last block's output only (a middle layer is raw)
+        return (*states, enc.layer_norm(x) if blocks == last else x)

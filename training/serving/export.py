@@ -161,6 +161,7 @@ def _bundle_config(path: Path) -> dict:
 
 def _encoder_candidate(settings: Settings, name: str) -> _Candidate:
     from training.bundle import resolve
+    from training.encoders.speech import layer_version
 
     resolved = resolve(settings, name)
     if name == "asr":
@@ -170,7 +171,7 @@ def _encoder_candidate(settings: Settings, name: str) -> _Candidate:
     else:
         config = _bundle_config(resolved.path)
         dim = int(config["d_model"] if config.get("model_type") == "whisper" else config["hidden_size"])
-        spec = speech_encoder_spec(settings, resolved.version, dim, resolved.name)
+        spec = speech_encoder_spec(settings, layer_version(resolved.version, settings.models.speech_layer), dim, resolved.name)
     return _Candidate(spec, source=str(resolved.path))
 
 
@@ -199,10 +200,33 @@ def _trained_candidates(settings: Settings, model_dir: Path, names: list[str]) -
     return out
 
 
+def _as_trained(settings: Settings, model_dir: Path) -> Settings:
+    """``settings`` with the speech encoder layer the trained model in ``model_dir`` was trained on
+    (``models.speech_layer``; recorded in its speech encoder version), so that the served
+    ``speech_encoder`` always gives the frames the served model expects."""
+    from training.checkpoint import META_FILE, read_meta
+    from training.encoders.speech import at_speech_layer, version_layer
+
+    if not (model_dir / META_FILE).is_file():
+        return settings
+    try:
+        trained_on = (read_meta(model_dir).encoders or {}).get("speech_encoder")
+    except Exception:  # noqa: BLE001 - an unreadable model is reported by the trained models' export
+        return settings
+    layer = version_layer(trained_on) if trained_on else settings.models.speech_layer
+    if layer == settings.models.speech_layer:
+        return settings
+    log.info("%s was trained on speech encoder layer %s: the speech_encoder model serves that layer "
+             "(models.speech_layer is %s)", model_dir, "last" if layer is None else layer,
+             settings.models.speech_layer)  # fmt: skip
+    return at_speech_layer(settings, layer)
+
+
 def _check_encoders(settings: Settings, model_dir: Path) -> list[str]:
     """Warnings when the trained model was trained on other encoders than the bundle serves."""
     from training.bundle import resolve
     from training.checkpoint import read_meta
+    from training.encoders.speech import layer_version
     from training.models import FusionConfig
 
     meta = read_meta(model_dir)
@@ -211,6 +235,8 @@ def _check_encoders(settings: Settings, model_dir: Path) -> list[str]:
     for role, expected in (meta.encoders or {}).items():
         try:
             actual = resolve(settings, role).version
+            if role == "speech_encoder":
+                actual = layer_version(actual, settings.models.speech_layer)
         except Exception:  # noqa: BLE001 - the encoder's own export reports bundle problems
             continue
         if actual != expected:
@@ -298,6 +324,7 @@ def export_repository(
     repository.mkdir(parents=True, exist_ok=True)
     explicit = model_dir is not None
     model_dir = Path(model_dir or settings.default_model_dir)
+    settings = _as_trained(settings, model_dir)
     report = ExportReport(repository)
     results: dict[str, ExportedModel] = {}
 

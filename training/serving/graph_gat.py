@@ -16,7 +16,7 @@ boundary were rounded to float32, so the served graph would not be bit-for-bit t
 
 The rows go through :func:`training.models.collate` (word spans given, so the same
 :func:`~training.models.time_aligned_edges` with the model's ``edge_rule``) and
-``model.gat.embed_batch``: the very computation ``ComplementaryFusion`` does in-process, with the
+``model.time_aligned_graph``: the very computation ``ComplementaryFusion`` does in-process, with the
 trained weights of the version folder's ``trained/`` copy.
 """
 
@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.serving.triton_base import TritonModelBase, ragged_rows
+from training.serving.triton_base import SPEAKER_BASELINE_INPUTS, TritonModelBase, ragged_rows, speaker_baseline
 
 
 class TritonPythonModel(TritonModelBase):
     inputs = ("TEXT", "TEXT_MASK", "OFFSETS", "SPEECH", "SPEECH_MASK", "FRAME_TIMES", "WORD_SPANS")
-    optional_inputs = ("WORD_COUNT",)
+    optional_inputs = ("WORD_COUNT", *SPEAKER_BASELINE_INPUTS)
     outputs = ("GRAPH", "EDGES")
 
     def load(self, settings, params):
@@ -39,7 +39,7 @@ class TritonPythonModel(TritonModelBase):
         model, _ = load_model(directory, device=self.device)
         if getattr(model, "gat", None) is None:
             raise RuntimeError(f"{directory}: model {model.registry_name} has no time-aligned GAT")
-        self.gat, self.config = model.gat.eval(), model.config
+        self.model, self.config = model.eval(), model.config
         self.version = model_version(directory)
 
     def served_version(self):
@@ -59,10 +59,11 @@ class TritonPythonModel(TritonModelBase):
                     text_hidden=item["TEXT"][b], text_mask=item["TEXT_MASK"][b], token_offsets=item["OFFSETS"][b],
                     speech_frames=item["SPEECH"][b], speech_mask=item["SPEECH_MASK"][b],
                     frame_times=item["FRAME_TIMES"][b], word_spans=[tuple(s) for s in word_spans],
+                    **speaker_baseline(item, b),
                 ))
         batch = collate(examples, edge_rule=self.config.edge_rule, class_names=self.config.class_names).to(self.device)
         with torch.inference_mode():
-            graph = self.gat.embed_batch(batch).float().cpu().numpy()
+            graph = self.model.time_aligned_graph(batch).float().cpu().numpy()
         edges = batch.edge_counts.cpu().numpy().astype(np.int32).reshape(-1, 1)
         out, start = [], 0
         for n in sizes:

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.serving.triton_base import TritonModelBase
+from training.serving.triton_base import SPEAKER_BASELINE_INPUTS, TritonModelBase, speaker_baseline
 
 BRANCH_OUTPUTS = {"CA_PROBS": "ca_moe", "SP_PROBS": "sp_moe"}
 
 
 class TritonPythonModel(TritonModelBase):
     inputs = ("TEXT", "TEXT_MASK", "SPEECH", "SPEECH_MASK", "GRAPH")
+    optional_inputs = SPEAKER_BASELINE_INPUTS
     outputs = ("PROBS", "LOGITS", "CA_PROBS", "SP_PROBS")
 
     def load(self, settings, params):
@@ -42,7 +43,7 @@ class TritonPythonModel(TritonModelBase):
 
         fusion_batch = FusionBatch.coerce({
             "text": batch["TEXT"], "text_mask": batch["TEXT_MASK"], "speech": batch["SPEECH"],
-            "speech_mask": batch["SPEECH_MASK"], "graph": batch["GRAPH"],
+            "speech_mask": batch["SPEECH_MASK"], "graph": batch["GRAPH"], **speaker_baseline(batch),
         }).to(self.device)
         with torch.inference_mode():
             out = self.model(fusion_batch)

@@ -155,12 +155,26 @@ def speech_encoder_spec(settings: Settings, model_version: str, dim: int, model_
             Tensor("FRAME_TIMES", "FP32", (f, 2)),
             Tensor("DURATION", "FP32", (1,)),
         ),
-        parameters={"model_version": model_version, "model_name": model_name or settings.models.speech_encoder},
+        parameters={
+            "model_version": model_version,
+            "model_name": model_name or settings.models.speech_encoder,
+            "speech_layer": "" if settings.models.speech_layer is None else str(settings.models.speech_layer),
+        },
     )
 
 
 def _trained_parameters(model_version: str, trained_model_dir: Path | str, extra: dict[str, str] | None = None) -> dict[str, str]:
     return {"model_version": model_version, "trained_model_dir": str(trained_model_dir), **(extra or {})}
+
+
+def _speaker_baseline_tensors(d_speech: int) -> tuple[Tensor, ...]:
+    """The speaker's baseline before the utterance (``services.graph_gat.speaker_baseline_inputs``):
+    optional; left out, the model normalises the frames with its prior alone."""
+    return (
+        Tensor("SPEAKER_MEAN", "FP32", (d_speech,), optional=True),
+        Tensor("SPEAKER_VAR", "FP32", (d_speech,), optional=True),
+        Tensor("SPEAKER_COUNT", "FP32", (1,), optional=True),
+    )
 
 
 def graph_gat_spec(
@@ -187,6 +201,7 @@ def graph_gat_spec(
             Tensor("FRAME_TIMES", "FP32", (f, 2)),
             Tensor("WORD_SPANS", "FP64", (-1, 4), ragged=True),
             Tensor("WORD_COUNT", "INT32", (1,), optional=True),
+            *_speaker_baseline_tensors(d_speech),
         ),
         outputs=(Tensor("GRAPH", "FP32", (d_graph,)), Tensor("EDGES", "INT32", (1,))),
         parameters=_trained_parameters(model_version, trained_model_dir, {"edge_rule": edge_rule}),
@@ -215,6 +230,7 @@ def moe_fusion_spec(
             Tensor("SPEECH", "FP16", (f, d_speech)),
             Tensor("SPEECH_MASK", "BOOL", (f,)),
             Tensor("GRAPH", "FP32", (d_graph,)),
+            *_speaker_baseline_tensors(d_speech),
         ),
         outputs=tuple(Tensor(n, "FP32", (c,)) for n in ("PROBS", "LOGITS", "CA_PROBS", "SP_PROBS")),
         parameters=_trained_parameters(

@@ -2,7 +2,8 @@
 
 Inputs: ``AUDIO`` FP32 ``[B, N]`` (rows zero-padded to the longest, ``allow_ragged_batch``) and
 ``LENGTH`` INT32 ``[B, 1]`` (optional: real samples per row; without it every row is used whole).
-Outputs: ``FRAMES`` FP16 ``[B, max_frames, D]`` (zero on padding), ``MASK`` BOOL
+Outputs: ``FRAMES`` FP16 ``[B, max_frames, D]`` (the hidden state of the exported
+``speech_layer`` parameter, the last when empty; zero on padding), ``MASK`` BOOL
 ``[B, max_frames]``, ``FRAME_TIMES`` FP32 ``[B, max_frames, 2]`` (start/end seconds of each frame),
 ``DURATION`` FP32 ``[B, 1]`` (seconds).
 
@@ -27,6 +28,8 @@ class TritonPythonModel(TritonModelBase):
     def load(self, settings, params):
         from training.encoders.speech import SpeechEncoder
 
+        if "speech_layer" in params:  # the layer this repository was exported for, whatever the environment says
+            settings.models.speech_layer = int(params["speech_layer"]) if params["speech_layer"] else None
         self.encoder = SpeechEncoder.from_bundle(
             settings, name=params.get("model_name") or None, device=self.device, threads=self.threads
         )

@@ -69,6 +69,24 @@ def ragged_rows(values: np.ndarray, lengths: np.ndarray | None) -> list[np.ndarr
     return [row[: int(k)] for row, k in zip(values, n, strict=True)]
 
 
+
+SPEAKER_BASELINE_INPUTS = ("SPEAKER_COUNT", "SPEAKER_MEAN", "SPEAKER_VAR")
+"""The optional inputs of the trained models that carry each utterance's speaker baseline."""
+
+
+def speaker_baseline(item: Item | dict[str, np.ndarray], row: int | None = None) -> dict[str, np.ndarray]:
+    """The ``speaker_count`` / ``speaker_mean`` / ``speaker_var`` fields (of
+    ``training.models.FusionBatch``, or of ``UtteranceFeatures`` for one ``row``) from a request's
+    ``SPEAKER_*`` inputs; empty when the client sent none (the model's prior alone)."""
+    if item.get("SPEAKER_COUNT") is None or item.get("SPEAKER_MEAN") is None or item.get("SPEAKER_VAR") is None:
+        return {}
+    count = np.asarray(item["SPEAKER_COUNT"], np.float32).reshape(-1)
+    mean, var = np.asarray(item["SPEAKER_MEAN"], np.float32), np.asarray(item["SPEAKER_VAR"], np.float32)
+    if row is None:
+        return {"speaker_count": count, "speaker_mean": mean, "speaker_var": var}
+    return {"speaker_count": float(count[row]), "speaker_mean": mean[row], "speaker_var": var[row]}
+
+
 class TritonModelBase:
     inputs: tuple[str, ...] = ()
     """Required inputs; the first one gives the request's batch size."""
