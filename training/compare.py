@@ -160,11 +160,12 @@ def _run_one(
     encoders: Mapping[str, str],
     run_dir: Path,
     corpus: str,
+    speaker_window: int,
 ) -> dict[str, Any]:
     """Train, evaluate on the test split, save the model folder and ``result.json``."""
     from training.models.profile import parameter_count
 
-    model, history = train(config, splits["train"], splits["val"], seed=seed)
+    model, history = train(config, splits["train"], splits["val"], seed=seed, speaker_window=speaker_window)
     test = list(splits["test"])
     pred = predict(model, test)
     names = list(model.config.class_names)
@@ -205,21 +206,23 @@ def _run_config(config: TrainConfig) -> dict[str, Any]:
 
 _SPLITS: dict[str, list[Any]] | None = None
 _ENCODERS: dict[str, str] = {}
+_SPEAKER_WINDOW = 0
 
 
 def _init_worker(settings: Settings, manifest: str, data: Any, threads: int, log_level: str) -> None:
     """Worker process: one torch thread, features loaded from the (already filled) cache."""
-    global _SPLITS, _ENCODERS
+    global _SPLITS, _ENCODERS, _SPEAKER_WINDOW
     from shared.logs import configure_logging
 
     configure_logging(log_level)
     torch.set_num_threads(threads)
     _SPLITS, _ENCODERS = prepare_features(settings, manifest, data, progress=False)
+    _SPEAKER_WINDOW = settings.models.speaker_window
 
 
 def _worker_job(config: TrainConfig, row: ComparisonRow, seed: int, run_dir: Path, corpus: str) -> dict[str, Any]:
     assert _SPLITS is not None
-    return _run_one(config, row, seed, _SPLITS, _ENCODERS, run_dir, corpus)
+    return _run_one(config, row, seed, _SPLITS, _ENCODERS, run_dir, corpus, _SPEAKER_WINDOW)
 
 
 # ---- the table ------------------------------------------------------------------------------------------
@@ -467,7 +470,7 @@ def run_comparison(
         else:
             for config, row, seed, run_dir in jobs:
                 config.train.progress = config.train.progress and progress
-                finished(_run_one(config, row, seed, splits, encoders, run_dir, manifest))
+                finished(_run_one(config, row, seed, splits, encoders, run_dir, manifest, settings.models.speaker_window))
     finally:
         bar.close()
     report = _write_report(out, rows, results, meta, time.perf_counter() - started, figures=True)

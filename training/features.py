@@ -13,7 +13,9 @@ For every :class:`~training.data.Example` the serving path's front-ends run once
 
 The result is one :class:`FeatureRecord` per example: an
 :class:`~training.models.UtteranceFeatures` (what :func:`training.models.collate` takes) plus the
-example's id, split, language and synthetic-corpus cue.
+example's id, split, language, speaker, call and synthetic-corpus cue; each carries its speaker
+baseline as serving would compute it (:func:`training.speakers.attach_baselines`, a fixed draw of
+sessions for corpora without calls; training re-draws them every epoch).
 
 **Text-only examples** (``"audio": null`` in the manifest: MELD, DailyDialog, GoEmotions) get the
 text branch's input only: their corpus text embedded, and no speech frames, words or edges (an
@@ -62,6 +64,7 @@ from shared.settings import EMOTIONS, Settings
 from training.data import Example, load_audio
 from training.models import UtteranceFeatures
 from training.models.graph import timed_word_spans
+from training.speakers import attach_baselines
 
 if TYPE_CHECKING:  # pragma: no cover
     from training.encoders import SpeechEncoder, TextEncoder, Transcriber
@@ -104,6 +107,10 @@ class FeatureRecord(UtteranceFeatures):
     """Whisper's transcript (equals ``transcript`` when ``text_source="asr"``)."""
     duration: float = 0.0
     """Seconds of audio."""
+    speaker: str | None = None
+    call_id: str | None = None
+    """The example's speaker and call (dialogue): the session of its speaker baseline
+    (:mod:`training.speakers`)."""
 
 
 # ---- cache keys ---------------------------------------------------------------------------------------
@@ -145,11 +152,12 @@ class FeatureSpec:
 def feature_spec(settings: Settings, asr_model: str | None = None) -> FeatureSpec:
     """The :class:`FeatureSpec` of the configured bundle (versions resolved without loading any model)."""
     from training.encoders.common import resolve_for
+    from training.encoders.speech import layer_version
 
     return FeatureSpec(
         asr=resolve_for(settings, asr_model, "asr").version,
         text_encoder=resolve_for(settings, None, "text_encoder").version,
-        speech_encoder=resolve_for(settings, None, "speech_encoder").version,
+        speech_encoder=layer_version(resolve_for(settings, None, "speech_encoder").version, settings.models.speech_layer),
         max_tokens=settings.models.max_tokens,
         max_frames=settings.models.max_frames,
     )
@@ -357,6 +365,8 @@ def _record(
         cue=example.extra.get("cue"),
         asr_text=str(arrays.get("asr__text", "")),
         duration=float(arrays["duration"]),
+        speaker=example.speaker,
+        call_id=example.call_id,
     )
 
 
@@ -464,6 +474,7 @@ def extract_features(
     records = [_record(_load(p), ex, spec, index, text_source) for p, ex in zip(paths, examples, strict=True)]
     if text_source == "manifest" and (n := sum(ex.text is None for ex in examples)):
         log.warning("features: %d examples have no corpus text: their ASR transcript is used", n)
+    attach_baselines(records, settings.models.speaker_window)
     return records
 
 

@@ -54,6 +54,7 @@ from tqdm.auto import tqdm
 from shared.settings import EMOTIONS
 from training.evaluate import Metrics, confusion_matrix_png, evaluate
 from training.models import MODELS, EmotionModel, FusionBatch, FusionConfig, build_model, collate, fusion_loss
+from training.speakers import attach_baselines, speaker_prior
 
 if TYPE_CHECKING:  # pragma: no cover
     from shared.settings import Settings
@@ -173,6 +174,9 @@ class DataSection:
     """Text embedded for the text branch: Whisper's transcript (what serving sees) or the corpus text."""
     asr_model: str | None = None
     """Bundle ASR model for the features (None: ``settings.models.asr``), e.g. ``whisper-tiny.en``."""
+    speech_layer: int | None = None
+    """Speech encoder hidden state the speech branch reads (None: ``settings.models.speech_layer``);
+    recorded in the model, whose export and evaluation then use the same layer."""
     cache_dir: str | None = None
     """Feature cache (None: ``<home>/features``)."""
     workers: int = 2
@@ -522,6 +526,7 @@ def train(
     features_train: Sequence[FeatureRecord | Any],
     features_val: Sequence[FeatureRecord | Any],
     seed: int | None = None,
+    speaker_window: int | None = None,
 ) -> tuple[EmotionModel, TrainHistory]:
     """Train ``config.model`` on ``features_train`` with early stopping on ``features_val``.
 
@@ -529,6 +534,11 @@ def train(
     ``seed`` (default ``config.train.seed``) seeds the initialisation, dropout and the shuffles:
     the same seed, config and features give the same model.  Each epoch is logged (and shown as a
     tqdm bar when ``config.train.progress``).
+
+    With ``model.speaker_norm`` the model's speaker prior is fitted on ``features_train`` first,
+    and with ``speaker_window`` (``settings.models.speaker_window``) the training records' simulated
+    sessions (:mod:`training.speakers`) are drawn again every epoch; the validation records keep
+    the baselines they come with.
     """
     if not features_train or not features_val:
         raise ValueError(f"need training and validation utterances, got {len(features_train)} and {len(features_val)}")
@@ -539,6 +549,9 @@ def train(
     seed_everything(seed)
     fusion = config.fusion_config(**_feature_dims(features_train))
     model = build_model(config.model.name, fusion)
+    if model.speaker_norm is not None:
+        mean, var = speaker_prior(features_train)
+        model.speaker_norm.fit_prior(torch.from_numpy(mean), torch.from_numpy(var))
     steps = (len(features_train) + t.batch_size - 1) // t.batch_size
     opt = _optimisation(model, t, steps * t.epochs)
     min_epochs = t.min_epochs
@@ -555,6 +568,8 @@ def train(
     for epoch in range(1, t.epochs + 1):
         epoch_start = time.perf_counter()
         model.train()
+        if model.speaker_norm is not None and speaker_window is not None:
+            attach_baselines(features_train, speaker_window, shuffle)
         order = shuffle.permutation(len(features_train))
         total, count = 0.0, 0
         bar = tqdm(range(steps), desc=f"{config.model.name} s{seed} epoch {epoch}", unit="batch", leave=False,
@@ -717,7 +732,7 @@ def train_and_save(
     splits, encoders = prepare_features(settings, manifest, config.data, config.train.progress)
     if not splits["val"]:
         raise ConfigError(f"{manifest} has no validation split (early stopping needs one)")
-    model, history = train(config, splits["train"], splits["val"], seed=seed)
+    model, history = train(config, splits["train"], splits["val"], seed=seed, speaker_window=settings.models.speaker_window)
     test = evaluate(model, splits["test"]) if splits["test"] else None
     save_trained(out, model, history, config, encoders=encoders, test_metrics=test, corpus=str(manifest))
     result = f"val F1 {history.best_val['f1']:.4f}"
@@ -755,8 +770,11 @@ def prepare_features(
 ) -> tuple[dict[str, list[FeatureRecord]], dict[str, str]]:
     """Features of the manifest split into ``train`` / ``val`` / ``test`` (cached), and the
     encoder versions they were computed with."""
+    from training.encoders.speech import at_speech_layer
     from training.features import extract_features, feature_spec
 
+    if data.speech_layer is not None:
+        settings = at_speech_layer(settings, data.speech_layer)
     examples = load_examples(manifest, data)
     records = extract_features(
         settings, examples, data.cache_dir, data.text_source, data.workers, progress,

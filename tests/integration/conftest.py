@@ -22,14 +22,16 @@ def isolated_settings(tmp_path_factory, stack_name: str):
 
 def save_random_model(directory: Path, seed: int):
     """A proposed model with random weights (fixed seed) saved as a trained model folder: what
-    serving tests need without minutes of training."""
+    serving tests need without minutes of training. It normalises the speech frames per speaker
+    (a prior of zeros and ones: each speaker's baseline moves the frames), so the served path of the
+    speaker baselines (speech encoder service, Redis, the models' ``SPEAKER_*`` inputs) is checked too."""
     import torch
 
     from training.checkpoint import ModelMeta, save_model
     from training.models import FusionConfig, build_model
 
     torch.manual_seed(seed)
-    model = build_model("proposed", FusionConfig(d_text=384, d_speech=512)).eval()
+    model = build_model("proposed", FusionConfig(d_text=384, d_speech=512, speaker_norm=True)).eval()
     save_model(directory, model, ModelMeta("proposed", model.config.to_dict(), list(model.config.class_names), seed=seed))
     return model
 

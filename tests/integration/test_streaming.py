@@ -9,7 +9,8 @@ function; the test then reads ``utterances`` and ``emotions`` and checks:
 * as many utterances per call as the call has turns (voice-activity segmentation of real speech);
 * each event's probabilities and label equal what the in-process model (same encoders, same trained
   weights, :mod:`training.models`) gives for the same utterance audio (read back from Redis) and
-  transcript;
+  transcript, with each speaker's baseline accrued over the call's earlier utterances as training
+  computes it (:func:`training.speakers.attach_baselines`; the served model normalises per speaker);
 * the two instances of each joining service split the partitions and the count stays exact;
 * the dashboard shows the live data (headless Chromium).
 """
@@ -157,25 +158,33 @@ def test_labels_equal_the_in_process_model(streamed):
     from shared.cache import FeatureCache
     from training.checkpoint import load_model
     from training.encoders import SpeechEncoder, TextEncoder
-    from training.models import UtteranceFeatures, collate
+    from training.features import FeatureRecord
+    from training.models import collate
+    from training.speakers import attach_baselines
 
     s = streamed.settings
     cache = FeatureCache(s)
     model, _ = load_model(s.default_model_dir)
+    assert model.speaker_norm is not None
     text_encoder, speech_encoder = TextEncoder.from_bundle(s, threads=1), SpeechEncoder.from_bundle(s, threads=1)
     checked, flagged = 0, collections.Counter()
-    for e in streamed.events:
-        u = streamed.utterances[e.utterance_id]
+    examples: dict[str, FeatureRecord] = {}
+    for u in sorted((streamed.utterances[e.utterance_id] for e in streamed.events), key=lambda u: (u.call_id, u.index)):
         raw = cache.get(u.audio_key) if u.audio_key else None
         audio = np.frombuffer(raw, "<i2") if raw is not None else u.audio.to_array()
         with threadpool_limits(limits=1):
             text = text_encoder.encode([u.text])
             speech = speech_encoder.encode([audio.astype(np.float32) / 32768.0])
-        example = UtteranceFeatures(
+        examples[u.utterance_id] = FeatureRecord(
             text_hidden=text.hidden[0].astype(np.float16), text_mask=text.mask[0], token_offsets=text.offsets[0],
             speech_frames=speech.frames[0].astype(np.float16), speech_mask=speech.mask[0],
-            frame_times=speech.frame_times[0], transcript=u.text, words=u.words,
+            frame_times=speech.frame_times[0], transcript=u.text, words=u.words, id=u.utterance_id,
+            speaker=u.speaker, call_id=u.call_id,
         )
+    attach_baselines(list(examples.values()), s.models.speaker_window)  # in call order, per speaker
+    assert sum(e.speaker_count > 0 for e in examples.values()) >= len(examples) // 2
+    for e in streamed.events:
+        example = examples[e.utterance_id]
         with torch.inference_mode():
             probs = model(collate([example], edge_rule=model.config.edge_rule)).probs[0].numpy()
         names = list(model.config.class_names)

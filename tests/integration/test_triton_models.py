@@ -231,7 +231,7 @@ def _in_process(local, utterances, served):
             speech_frames=speech["FRAMES"][0], speech_mask=speech["MASK"][0], frame_times=speech["FRAME_TIMES"][0],
             transcript=tr.text, words=words)], edge_rule=model.config.edge_rule)
         with torch.inference_mode():
-            graph = _timed(lat, "graph_gat", model.gat.embed_batch, batch)
+            graph = _timed(lat, "graph_gat", model.time_aligned_graph, batch)
             batch.graph = graph
             out = _timed(lat, "moe_fusion", model, batch)
         results.append(dict(transcript=tr, words=words, text=text, speech=speech, probs=out.probs.numpy(), graph=graph.numpy()))

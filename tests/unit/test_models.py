@@ -419,3 +419,46 @@ def test_modality_dropout_never_drops_both_nor_the_only_modality():
     assert 0.4 * n < dropped_text < 0.6 * n  # p_text = 0.5
     assert 0.15 * n < dropped_speech < 0.35 * n  # 0.5 of those that kept their text
     assert drop_modalities(batch, 0.0, 0.0, rng).text_mask.equal(batch.text_mask)
+
+
+# ---- per-speaker normalisation ---------------------------------------------------------------------------
+
+
+def test_speaker_normalisation_blends_the_baseline_with_the_prior():
+    from training.models.layers import SpeakerNormalisation
+
+    norm = SpeakerNormalisation(2, prior_weight=2.0)
+    norm.fit_prior(torch.tensor([1.0, -1.0]), torch.tensor([4.0, 1.0]))
+    speech = torch.tensor([[[3.0, 0.0], [5.0, 2.0], [9.0, 9.0]]])
+    mask = torch.tensor([[True, True, False]])
+    first = norm(speech, mask, None, None, None)  # a speaker's first utterance: the prior alone
+    torch.testing.assert_close(first[0, :2], torch.tensor([[1.0, 1.0], [2.0, 3.0]]), atol=1e-4, rtol=0)
+    assert first[0, 2].eq(0).all()  # padding stays zero
+    # 2 earlier utterances with mean (3, 1) and variance (0, 1), equal weight with k0 = 2: mean (2, 0), var (2, 1)
+    later = norm(speech, mask, torch.tensor([2.0]), torch.tensor([[3.0, 1.0]]), torch.tensor([[0.0, 1.0]]))
+    torch.testing.assert_close(later[0, :2], torch.tensor([[1.0, 0.0], [3.0, 2.0]]) / torch.tensor([2.0, 1.0]).sqrt(),
+                               atol=1e-3, rtol=0)  # fmt: skip
+    # count 0 is the prior alone, whatever the mean and variance say
+    torch.testing.assert_close(norm(speech, mask, torch.tensor([0.0]), torch.ones(1, 2), torch.ones(1, 2)), first)
+
+
+def test_a_speaker_normalised_model_reads_the_baseline_and_round_trips_its_prior(tmp_path):
+    from training.checkpoint import ModelMeta, load_model, save_model
+
+    config = FusionConfig(**{**SMALL.to_dict(), "speaker_norm": True})
+    model = model_of("proposed", config).eval()
+    model.speaker_norm.fit_prior(torch.full((SMALL.d_speech,), 0.3), torch.full((SMALL.d_speech,), 2.0))
+    batch = batch_of(3, seed=2, config=config)
+    with torch.no_grad():
+        prior_only = model(batch).probs
+        with_baseline = model(FusionBatch(**{**batch.as_dict(), "speaker_count": torch.tensor([0.0, 4.0, 4.0]),
+                                             "speaker_mean": torch.ones(3, SMALL.d_speech),
+                                             "speaker_var": torch.full((3, SMALL.d_speech), 0.5)})).probs  # fmt: skip
+    torch.testing.assert_close(with_baseline[0], prior_only[0])  # count 0: the prior alone
+    assert not torch.allclose(with_baseline[1:], prior_only[1:], atol=1e-4)
+    save_model(tmp_path, model, ModelMeta("proposed", config.to_dict(), list(config.class_names), seed=0))
+    loaded, _ = load_model(tmp_path)
+    torch.testing.assert_close(loaded.speaker_norm.prior_var, model.speaker_norm.prior_var)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(batch).probs, prior_only)
+    assert model_of("proposed").speaker_norm is None  # off by default: the paper's raw frames

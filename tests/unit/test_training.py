@@ -7,6 +7,7 @@ matter, and the tiny RANDOM bundle with a 21-utterance synthetic corpus where th
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 from dataclasses import fields, replace
@@ -357,6 +358,15 @@ def test_feature_cache_hit_text_sources_and_new_encoder_version(tiny_env, monkey
     assert counter.calls["asr"] == 6 and counter.calls["speech"] >= 1
     assert [r.id for r in first] == [e.id for e in examples] and first[0].text_hidden.dtype == np.float16
     assert first[0].label == EMOTIONS.index(examples[0].label) and first[0].cue == examples[0].extra["cue"]
+    # each record carries its speaker baseline in its call, as the speech encoder service computes it
+    assert [(r.speaker, r.call_id) for r in first] == [(e.speaker, e.call_id) for e in examples]
+    for i, r in enumerate(first):
+        earlier = [p for p in first[:i] if (p.call_id, p.speaker) == (r.call_id, r.speaker)]
+        assert r.speaker_count == len(earlier)
+        if earlier:
+            pooled = np.concatenate([p.speech_frames[p.speech_mask].astype(np.float64) for p in earlier])
+            np.testing.assert_allclose(r.speaker_mean, pooled.mean(0), rtol=1e-4, atol=1e-5)
+    assert any(r.speaker_count for r in first)
     spec = feature_spec(settings)
     assert len(list((cache / spec.key).glob("*.npz"))) == 6
 
@@ -422,11 +432,14 @@ def test_train_and_eval_commands_on_the_tiny_bundle(tiny_env, tmp_path, capsys):
     parser = train_cli.add_arguments(argparse.ArgumentParser())
     out = tmp_path / "model"
     args = parser.parse_args(["--manifest", str(manifest), "--out", str(out), "--seed", "3", "--no-progress",
-                              "train.epochs=2", "data.workers=1", *SMALL_MODEL])  # fmt: skip
+                              "train.epochs=2", "data.workers=1", "data.speech_layer=1", "model.speaker_norm=true",
+                              *SMALL_MODEL])  # fmt: skip
     assert train_cli.main(args, settings) == 0
     meta = read_meta(out)
     assert meta.seed == 3 and set(meta.encoders) == {"asr", "text_encoder", "speech_encoder"}
     assert meta.encoders["text_encoder"].startswith("tiny-e5@")
+    assert meta.encoders["speech_encoder"].endswith("#layer1")  # the recipe's layer, recorded in the model
+    assert settings.models.speech_layer is None
     capsys.readouterr()
 
     parser = evaluate_cli.add_arguments(argparse.ArgumentParser())
@@ -436,6 +449,7 @@ def test_train_and_eval_commands_on_the_tiny_bundle(tiny_env, tmp_path, capsys):
     stdout = capsys.readouterr().out
     assert stdout.count("\n") == 1
     result = json.loads(stdout)
+    # evaluated on the layer it was trained on, although the settings say the last one
     assert result["n"] == 14 and set(result) >= {"accuracy", "precision", "recall", "f1", "report", "confusion"}
     assert (out / "eval" / "corpus" / "confusion_matrix.png").is_file()
 
@@ -452,3 +466,20 @@ def test_train_command_rejects_a_bad_override(tmp_path, caplog):
     args = train_cli.add_arguments(argparse.ArgumentParser()).parse_args(["train.lrr=1"])
     assert train_cli.main(args, load_settings(home=tmp_path)) == 2
     assert "did you mean 'train.lr'" in caplog.text
+
+
+def test_speaker_normalised_training_fits_the_prior_and_redraws_sessions(toy):
+    from training.speakers import attach_baselines, speaker_prior
+
+    train_records = [copy.copy(r) for r in toy["train"][:28]]
+    for i, r in enumerate(train_records):
+        r.speaker, r.call_id = f"spk{i % 4}", None  # four speakers, clips without calls (as RAVDESS)
+    attach_baselines(train_records, window=8)
+    before = [r.speaker_count for r in train_records]
+    config = small_config("model.speaker_norm=true", "train.epochs=2", "train.min_epochs=1")
+    model, history = train(config, train_records, toy["val"], seed=0, speaker_window=8)
+    mean, var = speaker_prior(train_records)
+    np.testing.assert_allclose(model.speaker_norm.prior_mean.numpy(), mean, rtol=1e-6)
+    np.testing.assert_allclose(model.speaker_norm.prior_var.numpy(), var, rtol=1e-6)
+    assert [r.speaker_count for r in train_records] != before  # sessions drawn again for training
+    assert len(history.epochs) == 2 and np.isfinite(history.epochs[-1].train_loss)

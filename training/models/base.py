@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from .batch import FusionBatch
 from .config import ConfigLike, FusionConfig
+from .layers import SpeakerNormalisation
 
 
 @dataclass
@@ -53,13 +54,33 @@ class EmotionModel(nn.Module):
     def __init__(self, config: ConfigLike = None) -> None:
         super().__init__()
         self.config = FusionConfig.coerce(config)
+        self.speaker_norm = (
+            SpeakerNormalisation(self.config.d_speech, self.config.speaker_prior_weight) if self.config.speaker_norm else None
+        )
 
     @classmethod
     def from_config(cls, config: ConfigLike = None) -> EmotionModel:
         return cls(FusionConfig.coerce(config))
 
     def forward(self, batch: FusionBatch | Mapping[str, Any]) -> FusionOutput:
-        return self.predict(FusionBatch.coerce(batch))
+        return self.predict(self.normalise_speakers(FusionBatch.coerce(batch)))
+
+    def time_aligned_graph(self, batch: FusionBatch | Mapping[str, Any]) -> Tensor:
+        """The graph embedding ``[B, d_graph]`` of this model's GAT, on the frames as :meth:`forward`
+        sees them (what the served ``graph_gat`` model computes)."""
+        gat = getattr(self, "gat", None)
+        if gat is None:
+            raise ValueError(f"{type(self).__name__} has no time-aligned GAT")
+        return gat.embed_batch(self.normalise_speakers(FusionBatch.coerce(batch)))
+
+    def normalise_speakers(self, batch: FusionBatch) -> FusionBatch:
+        """The batch with its speech frames judged against each speaker's baseline
+        (``config.speaker_norm``; unchanged otherwise). Every path into the model's speech layers
+        goes through it: :meth:`forward` and the served GAT."""
+        if self.speaker_norm is None:
+            return batch
+        speech = self.speaker_norm(batch.speech, batch.speech_mask, batch.speaker_count, batch.speaker_mean, batch.speaker_var)
+        return batch.with_speech(speech)
 
     def predict(self, batch: FusionBatch) -> FusionOutput:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -15,6 +15,11 @@ edge_index     [2, E] int64         time-aligned edges ``(token node, frame node
 labels         [B] int64 | None     class indices in ``FusionConfig.class_names`` order
 graph          [B, Dg] | None       precomputed graph embeddings (serving: ``features.graph``);
                                     when set, models use it instead of running their GAT
+speaker_count  [B] float | None     the speaker's earlier utterances in the call that the
+                                    baseline pools (0: none, the model's prior alone)
+speaker_mean   [B, Ds] | None       their pooled speech-frame mean ...
+speaker_var    [B, Ds] | None       ... and variance (``shared.speaker_norm.FrameStatistics``);
+                                    None: every utterance is its speaker's first
 =============  ===================  ==========================================================
 
 A missing modality is an all-False mask (its hidden states are ignored).
@@ -23,6 +28,7 @@ A missing modality is an all-False mask (its hidden states are ignored).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+import dataclasses
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -47,6 +53,9 @@ class FusionBatch:
     edge_index: Tensor
     labels: Tensor | None = None
     graph: Tensor | None = None
+    speaker_count: Tensor | None = None
+    speaker_mean: Tensor | None = None
+    speaker_var: Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -82,7 +91,14 @@ class FusionBatch:
             edge_index=self.edge_index[:, keep_edge],
             labels=self.labels,
             graph=self.graph,
+            speaker_count=self.speaker_count,
+            speaker_mean=self.speaker_mean,
+            speaker_var=self.speaker_var,
         )
+
+    def with_speech(self, speech: Tensor) -> FusionBatch:
+        """This batch with other speech frames (same shape and mask)."""
+        return dataclasses.replace(self, speech=speech)
 
     def to(self, device: torch.device | str) -> FusionBatch:
         return FusionBatch(**{k: None if v is None else v.to(device) for k, v in self.as_dict().items()})
@@ -93,7 +109,8 @@ class FusionBatch:
     @classmethod
     def coerce(cls, batch: FusionBatch | Mapping[str, Any]) -> FusionBatch:
         """A ``FusionBatch`` from itself or from a mapping of tensors / numpy arrays with the same
-        keys (``labels`` and ``graph`` optional; ``edge_index`` optional: no edges)."""
+        keys (``labels``, ``graph`` and the ``speaker_*`` baseline optional; ``edge_index`` optional:
+        no edges)."""
         if isinstance(batch, FusionBatch):
             return batch
         unknown = set(batch) - {f.name for f in fields(cls)}
@@ -115,6 +132,9 @@ class FusionBatch:
             edge_index=torch.zeros(2, 0, dtype=torch.long, device=text.device) if edge_index is None else edge_index,
             labels=tensor("labels", torch.long),
             graph=tensor("graph", torch.float32),
+            speaker_count=tensor("speaker_count", torch.float32),
+            speaker_mean=tensor("speaker_mean", torch.float32),
+            speaker_var=tensor("speaker_var", torch.float32),
         )
 
 
@@ -142,6 +162,13 @@ class UtteranceFeatures:
     """Precomputed ``(char_start, char_end, t_start, t_end)``; when given, ``words`` is ignored."""
     label: int | str | None = None
     """Class index, or class name in ``class_names``."""
+    speaker_count: float = 0.0
+    """The speaker's baseline before this utterance (see :class:`FusionBatch`): how many earlier
+    utterances it pools (0: none) ..."""
+    speaker_mean: np.ndarray | None = None
+    """... their ``[Ds]`` frame mean ..."""
+    speaker_var: np.ndarray | None = None
+    """... and variance."""
 
 
 def _field(example: UtteranceFeatures | Mapping[str, Any], name: str, default: Any = None) -> Any:
@@ -188,6 +215,17 @@ def collate(
     labels = [_field(e, "label") for e in examples]
     index = {name: i for i, name in enumerate(class_names)}
     label_ids = None if any(y is None for y in labels) else [index[y] if isinstance(y, str) else int(y) for y in labels]
+    counts = [float(_field(e, "speaker_count", 0.0) or 0.0) for e in examples]
+    baseline: dict[str, Tensor | None] = {"speaker_count": None, "speaker_mean": None, "speaker_var": None}
+    if any(counts):
+        zeros = np.zeros(speech.shape[-1], np.float32)
+
+        def baseline_of(name: str) -> Tensor:
+            values = [_field(e, name) for e in examples]
+            return torch.from_numpy(np.stack([zeros if v is None else np.asarray(v, np.float32) for v in values]))
+
+        baseline = {"speaker_count": torch.tensor(counts, dtype=torch.float32),
+                    "speaker_mean": baseline_of("speaker_mean"), "speaker_var": baseline_of("speaker_var")}  # fmt: skip
     return FusionBatch(
         text=text,
         text_mask=stack("text_mask", bool),
@@ -195,4 +233,5 @@ def collate(
         speech_mask=stack("speech_mask", bool),
         edge_index=torch.from_numpy(edges),
         labels=None if label_ids is None else torch.tensor(label_ids, dtype=torch.long),
+        **baseline,
     )

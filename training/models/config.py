@@ -45,6 +45,12 @@ class FusionConfig:
     edge_rule: EdgeRule = "center"
     """Time-aligned graph: a frame joins a word when its centre (``center``) lies in the word's
     time span, or when the two intervals overlap at all (``overlap``)."""
+    speaker_norm: bool = False
+    """Z-score the speech frames against the speaker's baseline in the call blended with a prior
+    fitted on the training speakers (:class:`training.models.layers.SpeakerNormalisation`), before
+    the GAT and the branches see them. Off: the paper's raw frames."""
+    speaker_prior_weight: float = 8.0
+    """``k0``: how many utterances' worth of evidence the prior counts for against the speaker's own."""
 
     # ---- time-aligned graph (GAT) ------------------------------------------------------------------
     d_graph: int = 128

@@ -81,3 +81,49 @@ class MLPHead(nn.Sequential):
             super().__init__(nn.LayerNorm(d_in), nn.Dropout(dropout), nn.Linear(d_in, n_out))
         else:
             super().__init__(nn.Linear(d_in, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, n_out))
+
+
+class SpeakerNormalisation(nn.Module):
+    """Online per-speaker normalisation of the speech frames (the paper has none; see docs/training.md).
+
+    Each utterance's frames are z-scored per dimension with its speaker's baseline blended with a
+    prior: ``mean = (n m + k0 mu0) / (n + k0)``, ``var = (n v + k0 s0^2) / (n + k0)``, where ``n``
+    is the number of the speaker's earlier utterances the baseline ``(m, v)`` pools
+    (``FusionBatch.speaker_count``, 0 for a speaker's first utterance: the prior alone) and ``k0``
+    is ``prior_weight``. The prior -- the mean of the training speakers' frame means and their
+    pooled within-speaker frame variance -- is fitted once on the training set
+    (:meth:`fit_prior`) and saved with the weights (buffers), so training, export and serving
+    normalise alike. Padding stays zero.
+    """
+
+    def __init__(self, dim: int, prior_weight: float = 8.0, eps: float = 1e-5) -> None:
+        super().__init__()
+        if prior_weight <= 0:
+            raise ValueError(f"prior_weight must be positive, got {prior_weight}")
+        self.prior_weight, self.eps = float(prior_weight), float(eps)
+        self.register_buffer("prior_mean", torch.zeros(dim))
+        self.register_buffer("prior_var", torch.ones(dim))
+
+    def fit_prior(self, mean: Tensor, var: Tensor) -> None:
+        """Set the prior (``[dim]`` each): what a speaker is expected to sound like before any of
+        their utterances is seen."""
+        if mean.shape != self.prior_mean.shape or var.shape != self.prior_var.shape:
+            raise ValueError(f"prior of shape {tuple(mean.shape)} / {tuple(var.shape)} for dim {self.prior_mean.numel()}")
+        self.prior_mean.copy_(mean.to(self.prior_mean))
+        self.prior_var.copy_(var.to(self.prior_var).clamp_min(0.0))
+
+    def forward(
+        self, speech: Tensor, speech_mask: Tensor, count: Tensor | None, mean: Tensor | None, var: Tensor | None
+    ) -> Tensor:
+        """``speech [B, F, D]``, ``speech_mask [B, F]``, ``count [B]`` and ``mean``/``var`` ``[B, D]``
+        (None: every utterance a speaker's first) -> the normalised frames ``[B, F, D]``."""
+        k0 = self.prior_weight
+        if count is None or mean is None or var is None:
+            blended_mean = self.prior_mean.expand(speech.shape[0], -1)
+            blended_var = self.prior_var.expand(speech.shape[0], -1)
+        else:
+            n = count.to(speech.dtype).clamp_min(0.0).unsqueeze(-1)
+            blended_mean = (n * mean.to(speech.dtype) + k0 * self.prior_mean) / (n + k0)
+            blended_var = (n * var.to(speech.dtype).clamp_min(0.0) + k0 * self.prior_var) / (n + k0)
+        z = (speech - blended_mean.unsqueeze(1)) * torch.rsqrt(blended_var.unsqueeze(1) + self.eps)
+        return torch.where(speech_mask.unsqueeze(-1), z, torch.zeros((), dtype=z.dtype, device=z.device))

@@ -164,7 +164,7 @@ def measure_latency(
     try:
         with torch.inference_mode():
             if stage == "fusion" and gat is not None:
-                batch.graph = gat.embed_batch(batch)
+                batch.graph = model.time_aligned_graph(batch)
             if stage == "graph":
                 run = lambda: gat(batch.text, batch.text_mask, batch.speech, batch.speech_mask, batch.edge_index)  # noqa: E731
             else:
