@@ -29,8 +29,8 @@ import numpy as np
 
 from training.data.audio import active_rms_db, resample
 
-__all__ = ["BAND_HZ", "CONDITIONS", "NARROWBAND_SR", "Channel", "apply_channel", "condition_channel", "hear",
-           "noise", "sample_channel"]
+__all__ = ["BAND_HZ", "CONDITIONS", "NARROWBAND_SR", "ROBUSTNESS", "Channel", "apply_channel", "condition_channel",
+           "hear", "noise", "pitch_shift", "sample_channel"]
 
 NARROWBAND_SR = 8_000
 BAND_HZ = (300.0, 3400.0)
@@ -85,14 +85,21 @@ def sample_channel(
     )
 
 
-CONDITIONS: tuple[str, ...] = ("none", "g711", "phone")
+ROBUSTNESS: tuple[str, ...] = ("g711-snr10", "g711-quiet20", "g711-pitch+2", "g711-pitch-2")
+"""The robustness conditions of the model card: a clean phone line (``g711``) with, each alone,
+line noise at 10 dB SNR, the level 20 dB down, or the voice shifted 2 semitones up or down."""
+
+CONDITIONS: tuple[str, ...] = ("none", "g711", "phone", *ROBUSTNESS)
 """Listening conditions for training and evaluation audio (``data.channel``, ``emotion eval --channel``):
 
 * ``none``: the audio as recorded;
 * ``g711``: a clean phone line: 8 kHz, 300-3400 Hz, mu-law, no noise, no gain change;
 * ``phone``: a random phone line per utterance (:func:`sample_channel`: noise at 10-30 dB SNR,
   gain and drift, occasional clipping, mu-law 70 % of the time), drawn from the utterance's key,
-  so that an utterance always hears the same line.
+  so that an utterance always hears the same line;
+* :data:`ROBUSTNESS`: ``g711-snr10`` (noise of a kind drawn from the key at 10 dB SNR),
+  ``g711-quiet20`` (20 dB quieter), ``g711-pitch+2`` / ``g711-pitch-2`` (:func:`pitch_shift`
+  before the line).
 """
 
 
@@ -100,8 +107,13 @@ def condition_channel(condition: str, key: str) -> Channel | None:
     """The :class:`Channel` of ``condition`` for the utterance keyed ``key`` (``None`` for ``none``)."""
     if condition == "none":
         return None
-    if condition == "g711":
+    if condition in ("g711", "g711-pitch+2", "g711-pitch-2"):
         return Channel(True, None, None, 0.0, 0.0, 0.0, None, True)
+    if condition == "g711-snr10":
+        kind = NOISE_KINDS[int(_key_rng(condition, key).integers(len(NOISE_KINDS)))]
+        return Channel(True, kind, 10.0, 0.0, 0.0, 0.0, None, True)
+    if condition == "g711-quiet20":
+        return Channel(True, None, None, -20.0, 0.0, 0.0, None, True)
     if condition == "phone":
         return sample_channel(_key_rng(condition, key))
     raise ValueError(f"unknown listening condition {condition!r}; choose from {', '.join(CONDITIONS)}")
@@ -113,7 +125,45 @@ def hear(speech: np.ndarray, sample_rate: int, condition: str, key: str) -> np.n
     line = condition_channel(condition, key)
     if line is None:
         return np.asarray(speech, np.float32)
+    if condition.startswith("g711-pitch"):
+        speech = pitch_shift(speech, sample_rate, float(condition.removeprefix("g711-pitch")))
     return apply_channel(speech, sample_rate, line, _key_rng(f"{condition}-noise", key), sample_rate)
+
+
+def pitch_shift(x: np.ndarray, sample_rate: int, semitones: float, n_fft: int = 1024) -> np.ndarray:
+    """``x`` with its pitch (and formants) moved by ``semitones``, at the same duration: a phase
+    vocoder stretches it in time by ``2 ** (semitones / 12)``, then it is resampled back to its
+    length. ``n_fft`` is for 16 kHz audio (64 ms) and scales with ``sample_rate``."""
+    x = np.asarray(x, np.float64)
+    if semitones == 0 or x.size == 0:
+        return x.astype(np.float32)
+    rate = 2.0 ** (semitones / 12)
+    n_fft = max(64, int(round(n_fft * sample_rate / 16_000)))
+    hop = n_fft // 4
+    window = np.hanning(n_fft + 1)[:-1]
+    padded = np.pad(x, (n_fft, n_fft + hop))
+    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop] * window
+    spec = np.fft.rfft(frames, axis=1)  # [frames, bins]
+    steps = np.arange(0, spec.shape[0] - 1, 1 / rate)
+    advance = 2 * np.pi * hop * np.arange(spec.shape[1]) / n_fft
+    phase = np.angle(spec[0])
+    out = np.empty((steps.size, spec.shape[1]), complex)
+    for i, step in enumerate(steps):
+        k, frac = int(step), step - int(step)
+        left, right = spec[k], spec[k + 1]
+        out[i] = ((1 - frac) * np.abs(left) + frac * np.abs(right)) * np.exp(1j * phase)
+        delta = np.angle(right) - np.angle(left) - advance
+        phase = phase + advance + (delta - 2 * np.pi * np.round(delta / (2 * np.pi)))
+    chunks = np.fft.irfft(out, n_fft, axis=1) * window
+    length = n_fft + hop * (steps.size - 1)
+    y, norm = np.zeros(length), np.zeros(length)
+    for i, chunk in enumerate(chunks):
+        y[i * hop : i * hop + n_fft] += chunk
+        norm[i * hop : i * hop + n_fft] += window**2
+    y = y / np.maximum(norm, 1e-3 * norm.max())
+    stretched = y[int(round(n_fft * rate)) :][: int(round(x.size * rate))]  # the padding, stretched, off
+    positions = np.arange(x.size) * (stretched.size / x.size)  # back to the original length: the pitch moves
+    return np.interp(positions, np.arange(stretched.size), stretched).astype(np.float32)
 
 
 def _key_rng(condition: str, key: str) -> np.random.Generator:
