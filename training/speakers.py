@@ -12,7 +12,8 @@ the same baseline (``speaker_count`` / ``speaker_mean`` / ``speaker_var``), from
   simulated call: the speaker's clips in a random order, cut into sessions of a random length in
   ``session_lengths`` (so that a speaker's first utterance, judged by the prior alone, is as common
   as in short calls). Training draws new sessions every epoch (:func:`attach_baselines` with the
-  epoch's generator); evaluation uses one fixed draw (``seed`` 0), so a figure is reproducible.
+  epoch's generator); evaluation uses one fixed draw (``seed`` 0), so a figure is reproducible,
+  and each speaker's draw is its own, so it is the same whichever speakers are evaluated with it.
 
 :func:`speaker_prior` fits the model's prior on the training records: the mean of the speakers'
 frame means and their pooled within-speaker frame variance.
@@ -20,6 +21,7 @@ frame means and their pooled within-speaker frame variance.
 
 from __future__ import annotations
 
+import zlib
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
@@ -49,8 +51,10 @@ def _speaker(record: Any) -> str:
     return str(getattr(record, "speaker", None) or getattr(record, "id", ""))
 
 
-def _sessions(records: Sequence[Any], rng: np.random.Generator, lengths: tuple[int, int]) -> list[list[int]]:
-    """Indices of ``records`` grouped into sessions, each in the order its baselines accrue."""
+def _sessions(records: Sequence[Any], draw: int, lengths: tuple[int, int]) -> list[list[int]]:
+    """Indices of ``records`` grouped into sessions, each in the order its baselines accrue. A
+    speaker's simulated sessions come from a generator of its own (``draw`` and the speaker's name),
+    so they do not depend on which other speakers are evaluated beside it."""
     by_call: dict[tuple[str, str], list[int]] = defaultdict(list)
     by_speaker: dict[str, list[int]] = defaultdict(list)
     for i, r in enumerate(records):
@@ -64,6 +68,7 @@ def _sessions(records: Sequence[Any], rng: np.random.Generator, lengths: tuple[i
     sessions = list(by_call.values())
     lo, hi = lengths
     for speaker in sorted(by_speaker):
+        rng = np.random.default_rng([draw, zlib.crc32(speaker.encode())])
         order = [by_speaker[speaker][k] for k in rng.permutation(len(by_speaker[speaker]))]
         while order:
             n = int(rng.integers(lo, hi + 1))
@@ -83,10 +88,10 @@ def attach_baselines(
     simulated sessions of records without a call (default: a fixed draw, seed 0)."""
     if window < 1:
         raise ValueError(f"window must be at least 1, got {window}")
-    rng = np.random.default_rng(0) if rng is None else rng
+    draw = 0 if rng is None else int(rng.integers(2**32))
     for r in records:
         r.speaker_count, r.speaker_mean, r.speaker_var = 0.0, None, None
-    for session in _sessions(records, rng, session_lengths):
+    for session in _sessions(records, draw, session_lengths):
         seen: list[FrameStatistics] = []
         for i in session:
             record = records[i]

@@ -44,8 +44,11 @@ def test_clips_without_calls_form_random_sessions_of_one_speaker():
     first = [r.speaker_count for r in records]
     attach_baselines(records, window=100, session_lengths=(5, 5))
     assert [r.speaker_count for r in records] == first  # the evaluation draw is fixed ...
+    alone = clips["b"]  # ... and a speaker's draw is its own: the same without the other speaker
+    attach_baselines(alone, window=100, session_lengths=(5, 5))
+    assert [r.speaker_count for r in alone] == first[40:]
     attach_baselines(records, window=100, rng=np.random.default_rng(7), session_lengths=(5, 5))
-    assert [r.speaker_count for r in records] != first  # ... training draws new sessions
+    assert [r.speaker_count for r in records] != first  # training draws new sessions
     # a session never mixes speakers: every baseline lies within its own speaker's range of levels
     for r in records:
         if r.speaker_count:
