@@ -34,11 +34,14 @@ import argparse
 import copy
 import dataclasses
 import difflib
+import hashlib
 import json
 import logging
 import math
 import os
 import random
+import shutil
+import tempfile
 import time
 import types
 from collections.abc import Callable, Mapping, Sequence
@@ -52,6 +55,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from shared.settings import EMOTIONS
+from training.data.manifest import ManifestError
 from training.evaluate import Metrics, confusion_matrix_png, evaluate
 from training.models import MODELS, EmotionModel, FusionBatch, FusionConfig, build_model, collate, fusion_loss
 from training.speakers import attach_baselines, speaker_prior
@@ -63,9 +67,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "DEFAULT_CORPUS",
-    "DEMO_CORPUS",
     "DEFAULT_RECIPE",
     "RECIPES_DIR",
+    "SHIPPED_MODEL",
     "ConfigError",
     "DataSection",
     "EpochLog",
@@ -94,9 +98,9 @@ DEFAULT_RECIPE = RECIPES_DIR / "proposed.yaml"
 DEFAULT_CORPUS: dict[str, Any] = {"name": "synthetic-v1", "n_per_class": 120, "languages": ("en", "ko"), "seed": 0}
 """The synthetic corpus ``emotion train`` / ``emotion compare`` generate when given no manifest
 (``<home>/corpora/synthetic-v1``: 7 classes x 120 utterances, English and Korean)."""
-DEMO_CORPUS: dict[str, Any] = {"name": "synthetic-demo", "n_per_class": 30, "languages": ("en", "ko"), "seed": 1}
-"""The smaller corpus ``emotion demo`` trains its default model on when there is none yet (a few
-minutes on two cores; ``emotion train`` trains on :data:`DEFAULT_CORPUS`)."""
+SHIPPED_MODEL = Path(__file__).resolve().parent / "shipped" / "default"
+"""The trained model that ships with the package and that ``emotion demo`` serves when
+``<home>/trained/default`` holds none (trained by ``training/recipes/default.yaml``)."""
 
 FEATURE_FIELDS = frozenset({"d_text", "d_speech", "max_tokens", "max_frames", "n_classes", "class_names"})
 """FusionConfig fields set from the features and the data section, never from a recipe."""
@@ -186,6 +190,15 @@ class DataSection:
     ``phone`` puts each through a random simulated phone line (noise, gain, clipping, mu-law, 8 kHz
     band), drawn from its id; utterances that already went through one (the synthetic corpus) are
     left as they are."""
+    corpora: list[dict] = field(default_factory=list)
+    """Without a manifest, the corpora to train on, mixed: each ``{name, path, take, ...}`` with
+    ``name`` an ``emotion data list`` corpus or ``synthetic`` (the default synthetic corpus),
+    ``path`` its folder (relative: under ``datasets``), ``take`` an optional cap (whole dialogues,
+    each split alike, as ``emotion data mix --take``) and the loader's options (``calm``).
+    Empty: the default synthetic corpus alone."""
+    datasets: str = "../shared/datasets"
+    """Folder the relative corpus paths lie in (relative: to the current directory);
+    ``data.datasets=/my/copies`` points a recipe at a user's own copies."""
     split_by: Literal["speaker", "call", "none"] = "speaker"
     """How examples without a ``split`` are assigned to train/val/test (speaker-independent by default)."""
     split_seed: int = 0
@@ -227,8 +240,11 @@ class TrainConfig:
     def from_yaml(cls, path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
         """A recipe file with ``key=value`` overrides applied."""
         path = Path(path)
+        if not path.is_file() and path.parent == Path(".") and (RECIPES_DIR / f"{path.name}.yaml").is_file():
+            path = RECIPES_DIR / f"{path.name}.yaml"  # a recipe of the package by name: --recipe default
         if not path.is_file():
-            raise ConfigError(f"recipe not found: {path}")
+            known = ", ".join(sorted(p.stem for p in RECIPES_DIR.glob("*.yaml")))
+            raise ConfigError(f"recipe not found: {path} (the package's recipes: {known})")
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
@@ -723,6 +739,72 @@ def default_corpus(settings: Settings, progress: bool = True, spec: Mapping[str,
     )  # fmt: skip
 
 
+def corpora_manifest(settings: Settings, data: DataSection, progress: bool = True) -> Path:
+    """The manifest of the recipe's ``data.corpora``, mixed once into ``<home>/corpora/mix-<digest>``
+    (the digest covers the entries, the folders they resolve to and the split, so a changed recipe
+    or another copy of the data gives a new mix). Every line carries its split (corpora without
+    one: ``data.split_by`` / ``split_seed``), so ``emotion eval`` on the mix sees training's test split."""
+    from training.data.corpora import CORPORA
+    from training.data.manifest import read_manifest, split_examples, write_manifest
+    from training.data.prepare import mix_manifests
+
+    entries = []
+    for i, entry in enumerate(data.corpora):
+        entry = dict(entry)
+        name = entry.pop("name", None)
+        take = entry.pop("take", None)
+        if name == "synthetic":
+            options, path = entry, None
+            unknown = set(options) - {"n_per_class", "languages", "seed"}
+            if unknown:
+                raise ConfigError(f"data.corpora[{i}] (synthetic): unknown option {sorted(unknown)[0]!r}")
+        elif name in CORPORA:
+            if "path" not in entry:
+                raise ConfigError(f"data.corpora[{i}] ({name}) needs a path")
+            path = str((Path(data.datasets).expanduser() / entry.pop("path")).resolve())
+            options = entry
+            unknown = set(options) - set(CORPORA[name].options)
+            if unknown:
+                raise ConfigError(f"data.corpora[{i}] ({name}): unknown option {sorted(unknown)[0]!r}")
+        else:
+            raise ConfigError(_unknown_message("corpus", str(name), ["synthetic", *CORPORA]))
+        if take is not None and (isinstance(take, bool) or not isinstance(take, int) or take < 1):
+            raise ConfigError(f"data.corpora[{i}] ({name}): take must be a positive integer, got {take!r}")
+        entries.append({"name": name, "path": path, "take": take, "options": options})
+    names = [e["name"] for e in entries]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"data.corpora names a corpus twice: {names}")
+    split = {"by": data.split_by, "seed": data.split_seed}  # written into the mix: eval sees the same test split
+    digest = hashlib.sha256(json.dumps([entries, split], sort_keys=True).encode()).hexdigest()[:12]
+    out = settings.home / "corpora" / f"mix-{digest}"
+    manifest = out / "manifest.jsonl"
+    if manifest.is_file():
+        return manifest
+    parts = []
+    for entry in entries:
+        part = out / f"{entry['name']}.jsonl"
+        if entry["name"] == "synthetic":
+            spec = {**DEFAULT_CORPUS, **entry["options"]}
+            if spec != DEFAULT_CORPUS:
+                spec["languages"] = tuple(spec["languages"])
+                spec["name"] = f"synthetic-{spec['n_per_class']}x{'+'.join(spec['languages'])}-seed{spec['seed']}"
+            examples = read_manifest(default_corpus(settings, progress, spec))
+        else:
+            if not Path(entry["path"]).is_dir():
+                raise ConfigError(
+                    f"{entry['name']}: no corpus folder at {entry['path']} (set data.datasets, or the entry's path)"
+                )
+            examples = CORPORA[entry["name"]].load(entry["path"], **entry["options"])
+        parts.append(write_manifest(part, examples))
+        log.info("%s: %d utterances", entry["name"], len(examples))
+    take = {e["name"]: e["take"] for e in entries if e["take"] is not None}
+    mixed = mix_manifests(parts, take)
+    if data.split_by != "none":
+        mixed = split_examples(mixed, data.split_seed, by=data.split_by)
+    log.info("mixed %d corpora: %d utterances -> %s", len(parts), len(mixed), manifest)
+    return write_manifest(manifest, mixed)
+
+
 def train_and_save(
     settings: Settings, config: TrainConfig, manifest: str | Path, out: Path, seed: int | None = None
 ) -> Path:
@@ -742,16 +824,29 @@ def train_and_save(
     return out
 
 
-def ensure_default_model(settings: Settings, progress: bool = True) -> Path:
-    """The model the main job serves (``<home>/trained/default``), trained once with the paper's
-    recipe on :data:`DEMO_CORPUS` when there is none yet."""
+def ensure_default_model(settings: Settings) -> Path:
+    """The model the main job serves (``<home>/trained/default``): when that folder holds none, the
+    shipped model (``training/shipped/default``, trained with ``emotion train --recipe default``;
+    its ``MODEL_CARD.md`` says on what and how well) is copied there. A model trained or promoted
+    into it since is left alone."""
+    from training.checkpoint import MODEL_FILE, model_version
+
     out = settings.default_model_dir
-    if (out / "model.pt").is_file():
+    if (out / MODEL_FILE).is_file():
         return out
-    log.info("no trained model in %s yet: training one on the synthetic demo corpus (once)", out)
-    config = TrainConfig.from_yaml(DEFAULT_RECIPE, [])
-    config.train.progress = progress
-    return train_and_save(settings, config, default_corpus(settings, progress, DEMO_CORPUS), out)
+    if not (SHIPPED_MODEL / MODEL_FILE).is_file():
+        raise ConfigError(
+            f"no trained model in {out}, and the shipped one is missing from {SHIPPED_MODEL}: "
+            "train one with `emotion train --recipe default`"
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".default-", dir=out.parent))
+    shutil.copytree(SHIPPED_MODEL, staging, dirs_exist_ok=True)
+    if out.exists():  # a folder without a model (an interrupted copy or training): replaced
+        shutil.rmtree(out)
+    staging.rename(out)
+    log.info("serving the shipped default model %s (copied from %s)", model_version(out), SHIPPED_MODEL)
+    return out
 
 
 def load_examples(manifest: str | Path, data: DataSection) -> list[Example]:
@@ -809,7 +904,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--recipe",
         type=Path,
         default=DEFAULT_RECIPE,
-        help=f"YAML recipe (default: {DEFAULT_RECIPE.relative_to(RECIPES_DIR.parents[1])})",
+        help=(
+            "YAML recipe file, or a recipe of the package by name: proposed (the paper's model and "
+            "hyper-parameters; the default), default (the shipped model: real speech and text corpora from "
+            "data.datasets, ../shared/datasets unless overridden, plus the synthetic corpus)"
+        ),
     )
     parser.add_argument(
         "--out",
@@ -854,10 +953,16 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     if args.no_progress:
         config.train.progress = False
-    manifest = args.manifest or config.data.manifest or default_corpus(settings, config.train.progress)
     try:
+        manifest = args.manifest or config.data.manifest
+        if manifest is None:
+            progress = config.train.progress
+            manifest = (
+                corpora_manifest(settings, config.data, progress) if config.data.corpora
+                else default_corpus(settings, progress)
+            )  # fmt: skip
         train_and_save(settings, config, manifest, Path(args.out or settings.default_model_dir), seed=args.seed)
-    except ConfigError as exc:
+    except (ConfigError, ManifestError) as exc:
         log.error("%s", exc)
         return 2
     return 0

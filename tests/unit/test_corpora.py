@@ -507,3 +507,69 @@ def test_mix_joins_manifests_caps_an_input_by_whole_calls_and_refuses_clashing_i
         mix_manifests([speech, speech])
     with pytest.raises(ManifestError, match="--take names no input: nope"):
         mix_manifests([speech], {"nope": 1})
+
+
+# ---- a recipe's corpora (data.corpora) ---------------------------------------------------------
+
+
+def test_recipe_corpora_are_read_in_place_capped_and_mixed_once(ravdess: Path, tmp_path: Path):
+    from shared.settings import load_settings
+    from training.train import ConfigError, TrainConfig, corpora_manifest
+
+    datasets = ravdess.parent
+    dialogues = [([f"hello {d}", "hi", "bye"], [0, 4, 1]) for d in range(10)]
+    _dailydialog(datasets / "dd", "train", dialogues)
+    _dailydialog(datasets / "dd", "validation", [(["well then", "fine", "ok"], [0, 0, 0])])
+    settings = load_settings(home=tmp_path / "home")
+    config = TrainConfig.from_yaml("default", [f"data.datasets={datasets}"])
+    config.data.corpora = [
+        {"name": "ravdess", "path": "ravdess", "calm": "neutral"},
+        {"name": "dailydialog", "path": "dd", "take": 6},
+    ]
+    manifest = corpora_manifest(settings, config.data, progress=False)
+    examples = read_manifest(manifest)
+    speech = [e for e in examples if e.audio_path is not None]
+    text = [e for e in examples if e.audio_path is None]
+    assert len(speech) == 2 * 8 * 2 + 2 and all(Path(e.audio_path).is_relative_to(ravdess) for e in speech)
+    assert sum(e.label == "neutral" for e in speech) == 2 * 2 * 2 + 2  # calm -> neutral, as the entry asks
+    assert len(text) == 6 and len({e.call_id for e in text}) == 2  # a whole dialogue from each split
+    assert manifest.parent.parent == settings.home / "corpora"
+    assert all(e.split for e in examples)  # written with the split training uses (RAVDESS: by actor)
+    assert all(len({e.split for e in speech if e.speaker == s}) == 1 for s in {e.speaker for e in speech})
+    manifest.write_text("")  # the mix is made once per recipe: an unchanged recipe reads it back
+    assert corpora_manifest(settings, config.data, progress=False) == manifest and manifest.read_text() == ""
+    config.data.corpora[1]["take"] = 3
+    assert corpora_manifest(settings, config.data, progress=False) != manifest  # another recipe, another mix
+
+    for corpora, message in [
+        ([{"name": "ravdes", "path": "ravdess"}], "unknown corpus"),
+        ([{"name": "ravdess"}], "needs a path"),
+        ([{"name": "ravdess", "path": "ravdess", "limit": 3}], "unknown option 'limit'"),
+        ([{"name": "dailydialog", "path": "dd", "take": 0}], "take must be a positive integer"),
+        ([{"name": "meld", "path": "nowhere"}], "no corpus folder at"),
+        ([{"name": "synthetic", "voices": 3}], "unknown option 'voices'"),
+    ]:
+        config.data.corpora = corpora
+        with pytest.raises(ConfigError, match=message):
+            corpora_manifest(settings, config.data, progress=False)
+
+
+def test_corpus_of_reads_the_loaders_id_prefixes():
+    from training.data.corpora import corpus_of
+
+    assert corpus_of("ravdess-03-01-05-01-01-01-07") == "ravdess"
+    assert corpus_of("crema-d-1001_DFA_ANG_XX") == "crema-d" and corpus_of("meld-test-dia3_utt0") == "meld"
+    assert corpus_of("dailydialog-train-00001-t00") == "dailydialog" and corpus_of("goemotions-eebbqej") == "goemotions"
+    assert corpus_of("en-call0001-t00") is None and corpus_of("ravdess") is None
+
+
+def test_default_recipe_reads_the_shared_datasets_by_name(capsys):
+    from training.train import RECIPES_DIR, ConfigError, TrainConfig
+
+    config = TrainConfig.from_yaml("default")
+    assert config.recipe == str(RECIPES_DIR / "default.yaml")
+    assert {c["name"] for c in config.data.corpora} == {"ravdess", "meld", "dailydialog", "goemotions", "synthetic"}
+    assert config.model.fusion["speaker_norm"] is True and config.data.speech_layer == 3
+    assert config.data.channel == "phone" and config.train.text_dropout > 0 and config.train.speech_dropout > 0
+    with pytest.raises(ConfigError, match="the package's recipes: comparison, default, proposed"):
+        TrainConfig.from_yaml("defualt")

@@ -84,6 +84,7 @@ __all__ = [
     "RAVDESS_STATEMENTS",
     "TESS_EMOTIONS",
     "Corpus",
+    "corpus_of",
     "load_crema_d",
     "load_dailydialog",
     "load_goemotions",
@@ -646,3 +647,13 @@ CORPORA: dict[str, Corpus] = {
     )
 }  # fmt: skip
 """Name -> :class:`Corpus`, in the order ``emotion data list`` shows them."""
+
+
+def corpus_of(example_id: str) -> str | None:
+    """The registered corpus an example comes from, by the ``<name>-`` prefix its loader gives every
+    id (``ravdess-03-01-...``, ``meld-test-dia3_utt0``); None for other ids (synthetic calls, a
+    user's own manifest)."""
+    for name in sorted(CORPORA, key=len, reverse=True):
+        if example_id.startswith(f"{name}-"):
+            return name
+    return None
