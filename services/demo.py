@@ -1,7 +1,7 @@
 """``emotion demo``, the main job: calls in, emotion events out, on the real local stack.
 
-1. the model bundle (assembled once) and the default trained model (trained once on the synthetic
-   demo corpus when there is none: :func:`training.train.ensure_default_model`);
+1. the model bundle (assembled once) and the default trained model (the shipped one, copied into
+   ``<home>/trained/default`` when that holds none: :func:`training.train.ensure_default_model`);
 2. the Triton model repository exported from them, and the stack up (Kafka, Redis, Triton, Prometheus);
 3. the five services as ``emotion serve NAME`` processes, and the dashboard;
 4. calls streamed to ``calls.audio`` (generated synthetic calls, or the given audio files / manifest),
@@ -35,8 +35,8 @@ SILENT_CALL_S = 45.0
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.description = (
-        "The main job. Brings the local stack up, trains the default model on the synthetic demo corpus if "
-        "there is none yet (once, a few minutes), serves the models in Triton, starts the five services and the "
+        "The main job. Brings the local stack up, serves the default model (the shipped one, trained on "
+        "real speech and text corpora, unless you trained or promoted another) in Triton, starts the five services and the "
         "dashboard, streams call audio and prints each emotion event as it arrives. Without --calls or audio it "
         "streams generated calls until Ctrl-C; with them it stops once every utterance has its event, prints a "
         "per-call summary and exits 0."
@@ -146,7 +146,7 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     t0 = time.monotonic()
     with contextlib.redirect_stdout(info):
         bundle.fetch(settings, progress=progress)
-        ensure_default_model(settings, progress=progress)
+        ensure_default_model(settings)
         export_repository(settings)
         print(stack.up(settings).table())
     services = ServiceProcesses(settings)

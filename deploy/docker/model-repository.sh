@@ -6,8 +6,8 @@
 #   model-repository.sh              what `emotion demo` does before the stack starts (services/demo.py):
 #                                    1. the offline model bundle: `emotion models fetch` (verified and
 #                                       left alone when present);
-#                                    2. the default trained model, trained once on the synthetic demo
-#                                       corpus when <home>/trained/default holds none
+#                                    2. the default trained model: the shipped one, copied into
+#                                       <home>/trained/default when that holds none
 #                                       (training.train.ensure_default_model, as the demo does);
 #                                    3. `emotion export --no-load` (Triton is not up yet).
 #   model-repository.sh serve DIR    make the trained model folder DIR the served one: it becomes
@@ -53,7 +53,7 @@ case ${1:-} in
     echo "model-repository: default trained model"
     python3 -c 'from shared.settings import load_settings
 from training.train import ensure_default_model
-print(ensure_default_model(load_settings(), progress=False))'
+print(ensure_default_model(load_settings()))'
     echo "model-repository: export"
     exec emotion export --no-load
     ;;

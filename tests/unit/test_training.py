@@ -444,13 +444,17 @@ def test_train_and_eval_commands_on_the_tiny_bundle(tiny_env, tmp_path, capsys):
 
     parser = evaluate_cli.add_arguments(argparse.ArgumentParser())
     args = parser.parse_args(["--manifest", str(manifest), "--model", str(out), "--json", "--no-progress",
-                              "--split", "all"])  # fmt: skip
+                              "--split", "all", "--by", "language"])  # fmt: skip
     assert evaluate_cli.main(args, settings) == 0
     stdout = capsys.readouterr().out
     assert stdout.count("\n") == 1
     result = json.loads(stdout)
     # evaluated on the layer it was trained on, although the settings say the last one
     assert result["n"] == 14 and set(result) >= {"accuracy", "precision", "recall", "f1", "report", "confusion"}
+    groups = result["by"]["groups"]  # the same predictions, per language
+    assert result["by"]["key"] == "language" and len(groups) >= 1 and sum(g["n"] for g in groups.values()) == 14
+    right = sum(round(g["accuracy"] * g["n"]) for g in groups.values())
+    assert right == round(result["accuracy"] * 14)
     assert (out / "eval" / "corpus" / "confusion_matrix.png").is_file()
 
     with pytest.raises(SystemExit, match="trained on text_encoder"):
@@ -483,3 +487,47 @@ def test_speaker_normalised_training_fits_the_prior_and_redraws_sessions(toy):
     np.testing.assert_allclose(model.speaker_norm.prior_var.numpy(), var, rtol=1e-6)
     assert [r.speaker_count for r in train_records] != before  # sessions drawn again for training
     assert len(history.epochs) == 2 and np.isfinite(history.epochs[-1].train_loss)
+
+
+def test_the_shipped_model_is_served_when_the_home_has_none_and_a_trained_one_is_left_alone(tmp_path, monkeypatch):
+    from training import train as train_module
+    from training.checkpoint import ModelMeta, model_version, save_model
+    from training.models import FusionConfig, build_model
+    from training.train import ensure_default_model
+
+    shipped = tmp_path / "shipped" / "default"
+    model = build_model("proposed", FusionConfig(d_text=16, d_speech=8, d_model=16, n_heads=2))
+    save_model(shipped, model, ModelMeta("proposed", model.config.to_dict(), list(model.config.class_names)))
+    (shipped / "MODEL_CARD.md").write_text("# card\n")
+    monkeypatch.setattr(train_module, "SHIPPED_MODEL", shipped)
+    settings = load_settings(home=tmp_path / "home")
+    settings.default_model_dir.mkdir(parents=True)  # an interrupted copy: a folder without a model
+    (settings.default_model_dir / "model.yaml").write_text("half")
+
+    out = ensure_default_model(settings)
+    assert out == settings.default_model_dir and model_version(out) == model_version(shipped)
+    assert (out / "MODEL_CARD.md").read_text() == "# card\n"
+    assert not list(out.parent.glob(".default-*")), "the staging folder was left behind"
+
+    other = build_model("proposed", FusionConfig(d_text=16, d_speech=8, d_model=16, n_heads=2, dropout=0.2))
+    save_model(out, other, ModelMeta("proposed", other.config.to_dict(), list(other.config.class_names)))
+    trained = model_version(out)
+    assert ensure_default_model(settings) == out and model_version(out) == trained != model_version(shipped)
+
+    monkeypatch.setattr(train_module, "SHIPPED_MODEL", tmp_path / "none")
+    with pytest.raises(ConfigError, match="emotion train --recipe default"):
+        ensure_default_model(load_settings(home=tmp_path / "other"))
+
+
+def test_the_repository_ships_a_default_model_with_its_card():
+    from training.checkpoint import load_model
+    from training.train import SHIPPED_MODEL
+
+    model, meta = load_model(SHIPPED_MODEL)
+    card = (SHIPPED_MODEL / "MODEL_CARD.md").read_text()
+    for licence in ("CC BY-NC-SA 4.0", "GPL-3.0", "Apache-2.0", "non-commercial"):
+        assert licence in card
+    for version in meta.encoders.values():
+        assert version in card, f"the card does not name the encoder {version}"
+    assert sum(p.numel() for p in model.parameters()) < 5_000_000
+    assert meta.config.get("speaker_norm") is True
