@@ -37,16 +37,23 @@ def save_random_model(directory: Path, seed: int):
 
 
 @contextmanager
-def running_pipeline(settings, seed: int, instances: dict[str, int] | None = None) -> Iterator:
+def running_pipeline(
+    settings, seed: int, instances: dict[str, int] | None = None, shipped: bool = False
+) -> Iterator:
     """The whole stack and the five services (``emotion serve`` processes) on ``settings``, serving
-    a proposed model with random weights (``seed``); yields the :class:`ServiceProcesses`."""
+    a proposed model with random weights (``seed``), or with ``shipped`` the shipped default model
+    (as ``emotion demo`` does); yields the :class:`ServiceProcesses`."""
     from deploy.local import stack
     from deploy.local.services import ServiceProcesses
     from training.serving.export import export_repository
+    from training.train import ensure_default_model
 
     settings.triton.request_timeout_s = 300.0  # Whisper on a shared 2-core box: utterances queue
     settings.triton.startup_timeout_s = 480.0
-    save_random_model(settings.default_model_dir, seed)
+    if shipped:
+        ensure_default_model(settings)
+    else:
+        save_random_model(settings.default_model_dir, seed)
     export_repository(settings)
     services = ServiceProcesses(settings, instances=instances)
     try:

@@ -7,8 +7,8 @@ function; the test then reads ``utterances`` and ``emotions`` and checks:
 
 * exactly one event per utterance, with its call id, in order within each call;
 * as many utterances per call as the call has turns (voice-activity segmentation of real speech);
-* each event's probabilities and label equal what the in-process model (same encoders, same trained
-  weights, :mod:`training.models`) gives for the same utterance audio (read back from Redis) and
+* each event's probabilities and label equal what the in-process model (the shipped default model,
+  which ``emotion demo`` serves: same encoders, same speech encoder layer, same weights) gives for the same utterance audio (read back from Redis) and
   transcript, with each speaker's baseline accrued over the call's earlier utterances as training
   computes it (:func:`training.speakers.attach_baselines`; the served model normalises per speaker);
 * the two instances of each joining service split the partitions and the count stays exact;
@@ -60,7 +60,7 @@ def pipeline(tmp_path_factory):
     s = isolated_settings(tmp_path_factory, "itest-stream")
     s.kafka.num_partitions = 4
     s.prometheus.scrape_interval_s = 1.0
-    with running_pipeline(s, SEED, instances=DOUBLED) as services:
+    with running_pipeline(s, SEED, instances=DOUBLED, shipped=True) as services:
         yield s, services
 
 
@@ -156,17 +156,20 @@ def test_labels_equal_the_in_process_model(streamed):
     from threadpoolctl import threadpool_limits
 
     from shared.cache import FeatureCache
-    from training.checkpoint import load_model
+    from training.checkpoint import load_model, model_version
     from training.encoders import SpeechEncoder, TextEncoder
+    from training.encoders.speech import at_speech_layer, version_layer
     from training.features import FeatureRecord
     from training.models import collate
     from training.speakers import attach_baselines
 
     s = streamed.settings
     cache = FeatureCache(s)
-    model, _ = load_model(s.default_model_dir)
+    model, meta = load_model(s.default_model_dir)
     assert model.speaker_norm is not None
-    text_encoder, speech_encoder = TextEncoder.from_bundle(s, threads=1), SpeechEncoder.from_bundle(s, threads=1)
+    layer = version_layer(meta.encoders["speech_encoder"])  # the layer it was trained on, which export serves
+    text_encoder = TextEncoder.from_bundle(s, threads=1)
+    speech_encoder = SpeechEncoder.from_bundle(at_speech_layer(s, layer), threads=1)
     checked, flagged = 0, collections.Counter()
     examples: dict[str, FeatureRecord] = {}
     for u in sorted((streamed.utterances[e.utterance_id] for e in streamed.events), key=lambda u: (u.call_id, u.index)):
@@ -194,7 +197,7 @@ def test_labels_equal_the_in_process_model(streamed):
         if top2[1] - top2[0] > 2 * PROBS_ATOL:  # a clear winner: the labels must agree
             assert e.label == names[int(np.argmax(probs))], (e.utterance_id, e.probabilities, probs)
             checked += 1
-        assert e.model_version.startswith("proposed@")
+        assert e.model_version == model_version(s.default_model_dir)
         assert set(e.branches) == {"ca_moe", "sp_moe"}
         assert {"text", "speech", "graph", "fusion", "total"} <= set(e.latency_ms)
         flagged.update(e.missing_modalities)
