@@ -15,7 +15,8 @@ import pytest
 
 from tests.integration.conftest import isolated_settings
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
+"""Above the benchmark subprocess's own 1500 s limit, which then reports first, with its output."""
 
 
 @pytest.fixture(scope="module")

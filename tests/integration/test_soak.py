@@ -16,7 +16,8 @@ import pytest
 
 from tests.integration.conftest import isolated_settings
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1500)]
+"""Above the soak subprocess's own 1200 s limit, which then reports first, with its output."""
 
 
 def test_a_short_soak_passes_its_checks_and_writes_its_report(tmp_path_factory):

@@ -28,7 +28,9 @@ from shared.contracts import EmotionEvent, Utterance, decode
 from shared.settings import Settings
 from tests.integration.conftest import isolated_settings, running_pipeline
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(2700)]
+"""Above the fixtures' own limits (stack and services start-up, 600 s each; the stream's 900 s
+deadline), which then report first, with what they saw."""
 
 N_CALLS = 5
 SEED = 4321

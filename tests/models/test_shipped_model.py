@@ -38,7 +38,7 @@ def test_shipped_model_keeps_its_f1_on_held_out_ravdess_actors(bundle_settings, 
     from training.data.manifest import split_examples
     from training.encoders.speech import at_speech_layer, version_layer
     from training.evaluate import evaluate
-    from training.features import extract_features
+    from training.features import extract_features, feature_spec
 
     model, meta = load_model(SHIPPED_MODEL)
     card = json.loads((SHIPPED_MODEL / "slices.json").read_text())
@@ -49,6 +49,8 @@ def test_shipped_model_keeps_its_f1_on_held_out_ravdess_actors(bundle_settings, 
     assert len(held_out) == stated["n"], "the recipe's split of RAVDESS actors changed"
 
     settings = at_speech_layer(bundle_settings, version_layer(meta.encoders["speech_encoder"]))
+    # the bundle this machine assembled is, byte for byte, the one the model was trained on
+    assert feature_spec(settings, data["asr_model"]).encoders == meta.encoders
     records = extract_features(
         settings, held_out, tmp_path / "features", text_source=data["text_source"],
         workers=1, progress=False, asr_model=data["asr_model"], class_names=meta.class_names, channel=data["channel"],
