@@ -5,10 +5,11 @@ checks that the table names every case and nothing else).
 
 Outcomes:
 
-* ``events``     -- converted and processed: the call yields emotion events (``count`` of them when
-  given; at least one otherwise), and no dead letter names it;
+* ``events``     -- converted and processed: the call yields one emotion event per utterance, as
+  many utterances as the clean case ``same_as`` names (the same call, another format), and no
+  dead letter names it;
 * ``deadletter`` -- the message lands in ``deadletter`` from ``service`` with ``reason`` in its reason
-  (and the rest of its call, if any, is processed: ``count`` events when given);
+  (and the rest of its call, if any, is processed);
 * ``refused``    -- the publisher never sends it: ``emotion publish`` reports ``reason`` for that file
   and publishes the other files;
 * ``nothing``    -- valid input without speech: no utterance, no event, no dead letter.
@@ -31,8 +32,12 @@ class Case:
     reason: str = ""
     """A part of the dead letter's reason, or of the publisher's error."""
     service: str = "asr_alignment"
-    count: int | None = None
-    """Events expected from the call; None: at least one ("events") or any number ("deadletter")."""
+    same_as: str | None = None
+    """The clean case whose utterance count this one must equal exactly: a conversion that loses or
+    splits an utterance fails. None for the baselines themselves and for ``truncated-wav`` (fewer)."""
+    defect: str = ""
+    """A known defect that makes this case fail its count today: the test expects that failure
+    (strict xfail), so the fix shows as an unexpected pass and the note is removed with it."""
 
 
 CASES: tuple[Case, ...] = (
@@ -45,16 +50,19 @@ CASES: tuple[Case, ...] = (
     Case("truncated-wav", "file", "a WAV cut off at 60 % of its bytes (header says more)", "events"),
     Case("nan-samples", "file", "a float WAV holding NaN samples", "refused", "NaN or infinite"),
     Case("inf-samples", "file", "a float WAV holding infinite samples", "refused", "NaN or infinite"),
-    Case("pcm-u8", "file", "8-bit unsigned PCM WAV", "events"),
-    Case("pcm-24", "file", "24-bit PCM WAV", "events"),
-    Case("float-wav", "file", "32-bit float WAV", "events"),
-    Case("mu-law", "file", "G.711 mu-law WAV (telephony)", "events"),
-    Case("a-law", "file", "G.711 A-law WAV (telephony)", "events"),
+    Case("pcm-u8", "file", "8-bit unsigned PCM WAV", "events", same_as="telephony-8k-stereo",
+         defect="8-bit quantisation noise: 2 utterances where the clean call has 3 (segmentation; which turn is lost or merged is not isolated yet)"),
+    Case("pcm-24", "file", "24-bit PCM WAV", "events", same_as="telephony-8k-stereo"),
+    Case("float-wav", "file", "32-bit float WAV", "events", same_as="telephony-8k-stereo"),
+    Case("mu-law", "file", "G.711 mu-law WAV (telephony)", "events", same_as="telephony-8k-stereo"),
+    Case("a-law", "file", "G.711 A-law WAV (telephony)", "events", same_as="telephony-8k-stereo"),
     Case("telephony-8k-stereo", "file", "8 kHz stereo, agent and customer on their own channels", "events"),
     Case("mono-16k", "file", "16 kHz mono", "events"),
-    Case("resample-44k", "file", "44.1 kHz stereo (resampled to 16 kHz by the publisher)", "events"),
-    Case("four-channels", "file", "4 channels (mixed down to mono)", "events"),
-    Case("clipped", "file", "speech amplified 8x and clipped at full scale", "events"),
+    Case("resample-44k", "file", "44.1 kHz stereo (resampled to 16 kHz by the publisher)", "events", same_as="telephony-8k-stereo"),
+    Case("four-channels", "file", "4 channels (mixed down to mono)", "events", same_as="mono-16k",
+         defect="mixed to mono at 8 kHz: 2 utterances where the clean call has 3 (segmentation; which turn is lost or merged is not isolated yet)"),
+    Case("clipped", "file", "speech amplified 8x and clipped at full scale", "events", same_as="telephony-8k-stereo",
+         defect="background amplified 8x: 2 utterances where the clean call has 3 (segmentation; which turn is lost or merged is not isolated yet)"),
     Case("silence-only", "file", "10 s of digital silence", "nothing"),
     # ---- messages on calls.audio (any producer) ----
     Case("empty-payload", "message", "a record with no bytes", "deadletter", "empty payload"),
@@ -76,14 +84,15 @@ CASES: tuple[Case, ...] = (
     Case("inf-chunk", "message", "float32 chunk holding +Inf", "deadletter", "NaN or infinite"),
     Case("oversized-message", "message", "a 1.5 MB record (the services' limit is set to 1 MiB here)", "deadletter", "exceeds the limit"),
     Case("chunk-too-long", "message", "one chunk of 12 s (limit set to 10 s here)", "deadletter", "the limit is 10 s"),
-    Case("float32-call", "message", "a whole call as float32 chunks, 3x too loud (clipped)", "events"),
-    Case("int32-call", "message", "a whole call as int32 (24-bit left-aligned) chunks", "events"),
-    Case("int8-call", "message", "a whole call as signed 8-bit chunks", "events"),
+    Case("float32-call", "message", "a whole call as float32 chunks, 3x too loud (clipped)", "events", same_as="telephony-8k-stereo"),
+    Case("int32-call", "message", "a whole call as int32 (24-bit left-aligned) chunks", "events", same_as="telephony-8k-stereo"),
+    Case("int8-call", "message", "a whole call as signed 8-bit chunks", "events", same_as="telephony-8k-stereo",
+         defect="8-bit quantisation noise: 2 utterances where the clean call has 3 (segmentation; which turn is lost or merged is not isolated yet)"),
     Case("format-change", "message", "a chunk that switches the call from 8 to 16 kHz", "deadletter", "format changed mid-call"),
     Case("after-end", "message", "a chunk after the call's end_of_call", "deadletter", "after the end of call"),
-    Case("duplicate-chunks", "message", "every chunk of a call sent twice", "events"),
+    Case("duplicate-chunks", "message", "every chunk of a call sent twice", "events", same_as="telephony-8k-stereo"),
     Case("out-of-order", "message", "chunk 6 sent after chunk 7", "deadletter", "arrived after chunk 7"),
-    Case("never-ends", "message", "a call without end_of_call (flushed after the silence timeout)", "events"),
+    Case("never-ends", "message", "a call without end_of_call (flushed after the silence timeout)", "events", same_as="telephony-8k-stereo"),
     Case("over-call-limit", "message", "a call longer than segmentation.max_call_s (4 h by default; 30 s here)", "deadletter", "exceeds the limit of 30 s"),
     Case("bad-utterance", "message", "malformed JSON on utterances", "deadletter", "malformed JSON", service="text_encoder"),
     Case("bad-text-features", "message", "text features with an unsupported dtype on features.text", "deadletter", "unsupported dtype", service="graph_gat"),
