@@ -69,7 +69,6 @@ def ragged_rows(values: np.ndarray, lengths: np.ndarray | None) -> list[np.ndarr
     return [row[: int(k)] for row, k in zip(values, n, strict=True)]
 
 
-
 SPEAKER_BASELINE_INPUTS = ("SPEAKER_COUNT", "SPEAKER_MEAN", "SPEAKER_VAR")
 """The optional inputs of the trained models that carry each utterance's speaker baseline."""
 
