@@ -179,6 +179,11 @@ class ModelSettings(BaseModel):
     paper's "last hidden state"); ``k``, the output of transformer block ``k`` (0: the front-end's
     output). Whisper's encoder then runs only the first ``k`` blocks. Part of the speech encoder's
     served version and of the feature cache key, so a model trained on one layer never reads another."""
+    speech_level_dbfs: float | None = Field(default=-26.0, le=0.0)
+    """Active speech level (dBFS) each utterance is brought to before the speech encoder hears it
+    (None: as it arrives). A phone line's gain varies by tens of dB between handsets and calls;
+    Whisper's log-mel does not forgive that. -26: ITU-T P.56's telephone speech level. Part of the
+    speech encoder's version like ``speech_layer`` (``#level-26``)."""
     speaker_window: int = Field(default=32, ge=1)
     """Online per-speaker normalisation of the speech frames: an utterance is judged against the
     statistics of the same speaker's last ``speaker_window`` utterances in the call before it (kept

@@ -342,6 +342,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         choices=CONDITIONS,
         help="listen to the utterances through a simulated line first: g711 = clean 8 kHz mu-law phone line, "
         "phone = a random line per utterance (noise, gain, clipping, mu-law; the same for an utterance every run); "
+        "phone-voices = the same line after moving half the voices up to 3 semitones up or down (a training condition); "
         "the robustness conditions: the clean line with noise at 10 dB SNR, 20 dB quieter, or the voice shifted "
         "2 semitones up or down; default none",
     )
@@ -371,7 +372,7 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     """``emotion eval``: evaluate a model folder on a manifest; 0 on success."""
     from training.checkpoint import load_model
     from training.data import read_manifest
-    from training.encoders.speech import at_speech_layer, version_layer
+    from training.encoders.speech import SpeechReading
     from training.features import extract_features, feature_spec
 
     real_stdout = sys.stdout
@@ -383,8 +384,8 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         training = meta.training or {}
         asr_model = training.get("asr_model")
         text_source = training.get("text_source", "asr")
-        if meta.encoders.get("speech_encoder"):  # the speech encoder layer the model was trained on
-            settings = at_speech_layer(settings, version_layer(meta.encoders["speech_encoder"]))
+        if meta.encoders.get("speech_encoder"):  # read the speech encoder as the model was trained
+            settings = SpeechReading.of_version(meta.encoders["speech_encoder"]).applied(settings)
         current = feature_spec(settings, asr_model).encoders
         for role in ("text_encoder", "speech_encoder"):
             if meta.encoders.get(role) and meta.encoders[role] != current[role]:

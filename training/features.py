@@ -152,12 +152,12 @@ class FeatureSpec:
 def feature_spec(settings: Settings, asr_model: str | None = None) -> FeatureSpec:
     """The :class:`FeatureSpec` of the configured bundle (versions resolved without loading any model)."""
     from training.encoders.common import resolve_for
-    from training.encoders.speech import layer_version
+    from training.encoders.speech import SpeechReading
 
     return FeatureSpec(
         asr=resolve_for(settings, asr_model, "asr").version,
         text_encoder=resolve_for(settings, None, "text_encoder").version,
-        speech_encoder=layer_version(resolve_for(settings, None, "speech_encoder").version, settings.models.speech_layer),
+        speech_encoder=SpeechReading.of_settings(settings).version(resolve_for(settings, None, "speech_encoder").version),
         max_tokens=settings.models.max_tokens,
         max_frames=settings.models.max_frames,
     )

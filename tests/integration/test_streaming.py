@@ -26,7 +26,7 @@ import pytest
 
 from shared.contracts import EmotionEvent, Utterance, decode
 from shared.settings import Settings
-from tests.integration.conftest import isolated_settings, running_pipeline
+from tests.integration.conftest import Drain, isolated_settings, running_pipeline
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(2700)]
 """Above the fixtures' own limits (stack and services start-up, 600 s each; the stream's 900 s
@@ -48,6 +48,9 @@ class Streamed:
     utterances: dict[str, Utterance] = field(default_factory=dict)
     events: list[EmotionEvent] = field(default_factory=list)
     seconds: float = 0.0
+    drained: bool = False
+    """Every service had committed all its input and the reader had read to the end when it stopped
+    (:class:`~tests.integration.conftest.Drain`): no later duplicate can exist."""
 
 
 def _read_all(settings: Settings, topic: str, contract, seen: dict[tuple[int, int], object], consumer) -> None:
@@ -68,19 +71,14 @@ def pipeline(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def streamed(pipeline, tmp_path_factory) -> Streamed:
-    from kafka import TopicPartition
-
     from services.publish import load_call, publish_calls
-    from shared.kafka_io import make_consumer
+    from shared.kafka_io import TailReader
     from training.data.calls import generate_calls
 
     s, services = pipeline
     calls = generate_calls(tmp_path_factory.mktemp("calls"), N_CALLS, seed=SEED, progress=False)
     out = Streamed(s, calls)
-    consumer = make_consumer(s, None, None)
-    parts = [TopicPartition(t, p) for t in (s.topics.utterances, s.topics.emotions) for p in range(s.kafka.num_partitions)]
-    consumer.assign(parts)
-    consumer.seek_to_beginning()
+    consumer = TailReader(s, [s.topics.utterances, s.topics.emotions], from_beginning=True)
     t0 = time.monotonic()
     report = publish_calls(s, [load_call(c.path, language=c.language) for c in calls], pace="fast", progress=False)
     assert report.calls == N_CALLS
@@ -88,20 +86,21 @@ def streamed(pipeline, tmp_path_factory) -> Streamed:
     events: dict = {}
     expected_turns = sum(len(c.turns) for c in calls)
     deadline = time.monotonic() + 900
-    settled_at = None
+    drain = Drain(s)
     while time.monotonic() < deadline:
         services.check()
-        for records in consumer.poll(timeout_ms=1000).values():
+        for records in consumer.poll(1000).values():
             for r in records:
                 contract = Utterance if r.topic == s.topics.utterances else EmotionEvent
                 (utterances if contract is Utterance else events)[(r.partition, r.offset)] = decode(r.value, contract)
         ids = {u.utterance_id for u in utterances.values()}
         done = len(ids) >= expected_turns and ids <= {e.utterance_id for e in events.values()}
-        if done and settled_at is None:
-            settled_at = time.monotonic()
-            out.seconds = settled_at - t0
-        if settled_at is not None and time.monotonic() - settled_at > 8:  # late duplicates would show by now
+        if done and not out.seconds:
+            out.seconds = time.monotonic() - t0
+        if done and drain.reached(consumer):
+            out.drained = True
             break
+    drain.close()
     consumer.close()
     out.utterances = {u.utterance_id: u for u in utterances.values()}
     out.events = [events[k] for k in sorted(events, key=lambda k: events[k].created_at)]
@@ -111,6 +110,7 @@ def streamed(pipeline, tmp_path_factory) -> Streamed:
 
 def test_one_event_per_utterance_in_order(streamed):
     assert streamed.utterances, "no utterance came out of the ASR alignment service"
+    assert streamed.drained, "the pipeline never drained: a service still had uncommitted input"
     counts = collections.Counter(e.utterance_id for e in streamed.events)
     duplicated = {u: n for u, n in counts.items() if n > 1}
     assert not duplicated, f"utterances with several events: {duplicated}"
@@ -158,9 +158,10 @@ def test_labels_equal_the_in_process_model(streamed):
     from threadpoolctl import threadpool_limits
 
     from shared.cache import FeatureCache
+    from shared.redaction import redact
     from training.checkpoint import load_model, model_version
     from training.encoders import SpeechEncoder, TextEncoder
-    from training.encoders.speech import at_speech_layer, version_layer
+    from training.encoders.speech import SpeechReading
     from training.features import FeatureRecord
     from training.models import collate
     from training.speakers import attach_baselines
@@ -169,9 +170,9 @@ def test_labels_equal_the_in_process_model(streamed):
     cache = FeatureCache(s)
     model, meta = load_model(s.default_model_dir)
     assert model.speaker_norm is not None
-    layer = version_layer(meta.encoders["speech_encoder"])  # the layer it was trained on, which export serves
+    reading = SpeechReading.of_version(meta.encoders["speech_encoder"])  # as it was trained, which export serves
     text_encoder = TextEncoder.from_bundle(s, threads=1)
-    speech_encoder = SpeechEncoder.from_bundle(at_speech_layer(s, layer), threads=1)
+    speech_encoder = SpeechEncoder.from_bundle(reading.applied(s), threads=1)
     checked, flagged = 0, collections.Counter()
     examples: dict[str, FeatureRecord] = {}
     for u in sorted((streamed.utterances[e.utterance_id] for e in streamed.events), key=lambda u: (u.call_id, u.index)):
@@ -200,10 +201,26 @@ def test_labels_equal_the_in_process_model(streamed):
             assert e.label == names[int(np.argmax(probs))], (e.utterance_id, e.probabilities, probs)
             checked += 1
         assert e.model_version == model_version(s.default_model_dir)
+        # every other field: the utterance it answers, each branch's distribution, the stage latencies
+        u = streamed.utterances[e.utterance_id]
+        shown = redact(u.text, s.events.redact)
+        assert (e.call_id, e.speaker, e.start, e.end, e.transcript) == (u.call_id, u.speaker, u.start, u.end, shown)
         assert set(e.branches) == {"ca_moe", "sp_moe"}
-        assert {"text", "speech", "graph", "fusion", "total"} <= set(e.latency_ms)
+        for branch, dist in e.branches.items():
+            assert list(dist) == names and sum(dist.values()) == pytest.approx(1.0, abs=1e-3), (branch, dist)
+            assert all(0.0 <= p <= 1.0 for p in dist.values()), (branch, dist)
+        assert set(e.latency_ms) == {"text", "speech", "graph", "fusion", "total"}
+        assert all(v >= 0 for v in e.latency_ms.values())
+        assert e.latency_ms["total"] >= max(e.latency_ms["text"], e.latency_ms["speech"], e.latency_ms["fusion"]) - 0.1
+        expected_missing = {"text"} if not u.text.strip() else set()
+        if not example.speech_mask.any():
+            expected_missing.add("speech")
+        if not u.words:
+            expected_missing.add("graph")  # no word, no token-frame edge
+        assert expected_missing <= set(e.missing_modalities) <= expected_missing | {"graph"}, (e.utterance_id, u.text)
         flagged.update(e.missing_modalities)
     assert checked >= len(streamed.events) // 2, f"only {checked} events had a clear label"
+    assert flagged["speech"] == 0, "every streamed utterance carries speech"
     print(f"labels checked on {checked} of {len(streamed.events)} events; missing modalities: {dict(flagged)}")
 
 

@@ -36,7 +36,7 @@ def test_shipped_model_keeps_its_f1_on_held_out_ravdess_actors(bundle_settings, 
         pytest.skip(f"RAVDESS is not at {DATASETS / 'ravdess'} (set EMOTION_DATASETS to the shared datasets folder)")
     from training.data.corpora import load_ravdess
     from training.data.manifest import split_examples
-    from training.encoders.speech import at_speech_layer, version_layer
+    from training.encoders.speech import SpeechReading
     from training.evaluate import evaluate
     from training.features import extract_features, feature_spec
 
@@ -48,12 +48,12 @@ def test_shipped_model_keeps_its_f1_on_held_out_ravdess_actors(bundle_settings, 
     held_out = [ex for ex in examples if ex.split == "test"]
     assert len(held_out) == stated["n"], "the recipe's split of RAVDESS actors changed"
 
-    settings = at_speech_layer(bundle_settings, version_layer(meta.encoders["speech_encoder"]))
+    settings = SpeechReading.of_version(meta.encoders["speech_encoder"]).applied(bundle_settings)
     # the bundle this machine assembled is, byte for byte, the one the model was trained on
     assert feature_spec(settings, data["asr_model"]).encoders == meta.encoders
     records = extract_features(
         settings, held_out, tmp_path / "features", text_source=data["text_source"],
-        workers=1, progress=False, asr_model=data["asr_model"], class_names=meta.class_names, channel=data["channel"],
+        workers=1, progress=False, asr_model=data["asr_model"], class_names=meta.class_names, channel=card["channel"],
     )  # fmt: skip
     metrics = evaluate(model, records)
     print(f"shipped model on {metrics.n} held-out RAVDESS clips: F1 {metrics.f1:.4f} (card: {stated['f1']:.4f})")

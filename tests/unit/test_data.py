@@ -14,7 +14,7 @@ import soundfile as sf
 
 from shared.settings import EMOTIONS
 from training.data.aihub import detect_encoding, load_aihub
-from training.data.audio import AudioError, estimate_f0, load_audio, resample
+from training.data.audio import AudioError, active_rms_db, estimate_f0, load_audio, normalise_level, resample
 from training.data.iemocap import load_iemocap, parse_emo_evaluation, session_folds
 from training.data.labels import normalize_emotion
 from training.data.manifest import (
@@ -469,6 +469,21 @@ def test_resampler_removes_content_above_the_new_nyquist():
     x = _tone(1.0, 16_000, freq=6000.0)  # above 4 kHz: must vanish at 8 kHz, not alias to 2 kHz
     y = resample(x, 16_000, 8_000, backend="numpy")
     assert np.sqrt(np.mean(y[200:-200] ** 2)) < 1e-3
+
+
+@pytest.mark.parametrize("gain_db", [-40.0, -20.0, 0.0, 12.0])
+def test_normalise_level_brings_the_active_speech_to_the_target(gain_db: float):
+    speech = _tone(1.0, 16_000, freq=300.0) * 0.3
+    speech[4000:9000] = 0.0  # a pause: not part of the active level
+    x = (speech * 10 ** (gain_db / 20)).astype(np.float32)
+    y = normalise_level(x, 16_000, -26.0)
+    assert y.dtype == np.float32 and y.shape == x.shape
+    assert active_rms_db(y, 16_000) == pytest.approx(-26.0, abs=0.01)
+    assert np.all(y[4000:9000] == 0.0)
+    # at most 40 dB of gain: a near-silent clip is not raised into loud noise; silence stays silence
+    faint = x * np.float32(10 ** (-90 / 20))
+    assert active_rms_db(normalise_level(faint, 16_000, -26.0), 16_000) == pytest.approx(active_rms_db(faint, 16_000) + 40.0, abs=0.01)
+    assert np.all(normalise_level(np.zeros(800, np.float32), 16_000, -26.0) == 0.0)
 
 
 @pytest.mark.parametrize("f0", [95.0, 180.0, 310.0])

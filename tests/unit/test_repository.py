@@ -249,6 +249,7 @@ def test_encoders_are_versioned_by_their_bundle_version(settings, tmp_path, monk
     served = parse((settings.model_repository / "speech_encoder" / "config.pbtxt").read_text())
     params = {k: v.string_value for k, v in served.parameters.items()}
     assert params["speech_layer"] == "3" and params["model_version"] == "enc@1#layer3"
+    assert params["speech_level_dbfs"] == ""  # trained on unlevelled audio: served so, whatever the settings say
 
 
 def test_an_old_unversioned_export_is_superseded(settings, tmp_path):

@@ -438,7 +438,7 @@ def test_train_and_eval_commands_on_the_tiny_bundle(tiny_env, tmp_path, capsys):
     meta = read_meta(out)
     assert meta.seed == 3 and set(meta.encoders) == {"asr", "text_encoder", "speech_encoder"}
     assert meta.encoders["text_encoder"].startswith("tiny-e5@")
-    assert meta.encoders["speech_encoder"].endswith("#layer1")  # the recipe's layer, recorded in the model
+    assert meta.encoders["speech_encoder"].endswith("#layer1#level-26")  # the recipe's layer and the level, recorded in the model
     assert settings.models.speech_layer is None
     capsys.readouterr()
 

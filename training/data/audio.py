@@ -6,7 +6,8 @@
   ``scipy.signal.resample_poly``); it uses SciPy when it is importable and an equivalent NumPy
   implementation otherwise.
 * :func:`write_wav` writes 16-bit PCM; :func:`estimate_f0` (YIN) and :func:`active_rms_db` are the
-  measurements the synthetic-corpus summary and the tests use.
+  measurements the synthetic-corpus summary and the tests use; :func:`normalise_level` brings an
+  utterance to a set active speech level (what the speech encoder hears, whatever the line's gain).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ __all__ = [
     "active_rms_db",
     "estimate_f0",
     "load_audio",
+    "normalise_level",
     "read_audio",
     "resample",
     "write_wav",
@@ -177,6 +179,21 @@ def active_rms_db(x: np.ndarray, sample_rate: int, *, floor_db: float = -35.0) -
         return float("-inf")
     active = power[power >= power.max() * 10 ** (floor_db / 10)]
     return float(10 * np.log10(active.mean()))
+
+
+def normalise_level(
+    x: np.ndarray, sample_rate: int, target_dbfs: float, *, max_gain_db: float = 40.0
+) -> np.ndarray:
+    """``x`` (float32) scaled so that its active speech level (:func:`active_rms_db`) is
+    ``target_dbfs``, with at most ``max_gain_db`` of gain or attenuation (a near-silent clip is not
+    raised into loud noise). All-zero audio comes back unchanged. ITU-T P.56 puts telephone speech
+    at -26 dBov, the default of ``models.speech_level_dbfs``."""
+    x = np.asarray(x, np.float32)
+    level = active_rms_db(x, sample_rate)
+    if not np.isfinite(level):
+        return x
+    gain_db = float(np.clip(target_dbfs - level, -max_gain_db, max_gain_db))
+    return x * np.float32(10 ** (gain_db / 20))
 
 
 def estimate_f0(

@@ -15,9 +15,12 @@ Two families are supported:
 Audio longer than ``chunk_seconds`` (30 s, Whisper's window) is encoded in consecutive chunks
 whose frames are concatenated before pooling.
 
-``layer`` (``models.speech_layer``) picks the hidden state the speech branch reads: the last by
-default (the paper), or the output of transformer block ``k`` (Whisper then runs only the first
-``k`` blocks); :func:`layer_version` names the result, so caches and trained models keep layers apart.
+A :class:`SpeechReading` says how the speech branch reads the encoder: ``layer``
+(``models.speech_layer``) picks the hidden state, the last by default (the paper) or the output of
+transformer block ``k`` (Whisper then runs only the first ``k`` blocks); ``level_dbfs``
+(``models.speech_level_dbfs``) brings each utterance to one active speech level first, so a quiet
+line sounds like a loud one. The reading is written into the encoder's version, so caches and
+trained models keep readings apart.
 
 :meth:`SpeechEncoder.encode_layers` gives every layer's frames of one utterance instead (front-end
 output, then each transformer block; ``num_layers`` of them), unpooled, for layer-wise probes.
@@ -26,6 +29,7 @@ output, then each transformer block; ``num_layers`` of them), unpooled, for laye
 from __future__ import annotations
 
 import logging
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 from math import ceil, floor, prod
@@ -34,6 +38,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+from training.data.audio import normalise_level
 
 from .audio import SAMPLE_RATE, to_mono_16k
 from .common import DEFAULT_THREADS, pick_device, resolve_for, set_threads, settings_device
@@ -97,23 +103,43 @@ class _Chunk:
     """Whisper: log-mel ``[n_mels, N]``; wav2vec2-style: model input values ``[samples]``."""
 
 
-def layer_version(version: str, layer: int | None) -> str:
-    """The version of a speech encoder's output read at ``layer``: its bundle version
-    (``name@digest``) for the last hidden state, ``name@digest#layer3`` for block 3's output."""
-    return version if layer is None else f"{version}#layer{layer}"
+@dataclass(frozen=True)
+class SpeechReading:
+    """How the speech branch reads the speech encoder: the hidden state (``layer``, None: the last;
+    ``models.speech_layer``) of the utterance brought to ``level_dbfs`` (None: as it arrives;
+    ``models.speech_level_dbfs``). Both change the frames, so both are written into the encoder's
+    version (``name@digest#layer3#level-26``), and caches, trained models and the served encoder
+    keep readings apart; a model's recorded version gives back the reading it was trained on."""
 
+    layer: int | None = None
+    level_dbfs: float | None = None
 
-def at_speech_layer(settings: Settings, layer: int | None) -> Settings:
-    """``settings`` reading the speech encoder at ``layer`` (a copy; ``settings`` itself when it does already)."""
-    if settings.models.speech_layer == layer:
-        return settings
-    return settings.model_copy(update={"models": settings.models.model_copy(update={"speech_layer": layer})})
+    @classmethod
+    def of_settings(cls, settings: Settings) -> SpeechReading:
+        return cls(settings.models.speech_layer, settings.models.speech_level_dbfs)
 
+    @classmethod
+    def of_version(cls, version: str) -> SpeechReading:
+        """The reading a :meth:`version` string names (a plain bundle version: the last layer, no level)."""
+        layer = re.search(r"#layer(\d+)", version)
+        level = re.search(r"#level(-?\d+(?:\.\d+)?)", version)
+        return cls(int(layer.group(1)) if layer else None, float(level.group(1)) if level else None)
 
-def version_layer(version: str) -> int | None:
-    """The layer a :func:`layer_version` string names (None: the last hidden state)."""
-    _, sep, layer = version.rpartition("#layer")
-    return int(layer) if sep and layer.isdigit() else None
+    def version(self, bundle_version: str) -> str:
+        """``bundle_version`` (``name@digest``) with this reading named after it."""
+        out = bundle_version
+        if self.layer is not None:
+            out += f"#layer{self.layer}"
+        if self.level_dbfs is not None:
+            out += f"#level{self.level_dbfs:g}"
+        return out
+
+    def applied(self, settings: Settings) -> Settings:
+        """``settings`` reading the encoder this way (a copy; ``settings`` itself when it already does)."""
+        if SpeechReading.of_settings(settings) == self:
+            return settings
+        models = settings.models.model_copy(update={"speech_layer": self.layer, "speech_level_dbfs": self.level_dbfs})
+        return settings.model_copy(update={"models": models})
 
 
 class SpeechEncoder:
@@ -130,7 +156,7 @@ class SpeechEncoder:
         threads: int | None = DEFAULT_THREADS,
         batch_size: int = 16,
         chunk_seconds: float = 30.0,
-        layer: int | None = None,
+        reading: SpeechReading = SpeechReading(),
     ) -> None:
         from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
 
@@ -168,14 +194,16 @@ class SpeechEncoder:
             self.min_samples = field
             max_chunk = chunk_seconds
         self.chunk_samples = int(min(chunk_seconds, max_chunk) * SAMPLE_RATE)
+        layer = reading.layer
         if layer is not None and not 0 <= layer < self.num_layers:
             raise ValueError(
                 f"{name} has hidden states 0..{self.num_layers - 1} (0: the front-end, {self.num_layers - 1}: the last), "
                 f"not layer {layer} (models.speech_layer)"
             )
+        self.reading = reading
         self.layer = layer
         """The hidden state read (None: the last)."""
-        self.version = layer_version(version, layer)
+        self.version = reading.version(version)
 
     # ---- construction from the bundle -----------------------------------------------------------
 
@@ -188,7 +216,7 @@ class SpeechEncoder:
         device: str | None = "auto",
         threads: int | None = DEFAULT_THREADS,
         batch_size: int = 16,
-        layer: int | None = None,
+        reading: SpeechReading = SpeechReading(),
     ) -> SpeechEncoder:
         return cls(
             resolved.path,
@@ -198,7 +226,7 @@ class SpeechEncoder:
             device=device,
             threads=threads,
             batch_size=batch_size,
-            layer=layer,
+            reading=reading,
         )
 
     @classmethod
@@ -211,11 +239,11 @@ class SpeechEncoder:
         batch_size: int = 16,
     ) -> SpeechEncoder:
         """The configured (``settings.models.speech_encoder``) or named speech encoder of the bundle,
-        read at ``settings.models.speech_layer``."""
+        read as the settings say (:meth:`SpeechReading.of_settings`)."""
         return cls.from_resolved(
             resolve_for(settings, name, "speech_encoder"),
             max_frames=settings.models.max_frames,
-            layer=settings.models.speech_layer,
+            reading=SpeechReading.of_settings(settings),
             device=settings_device(settings, device),
             threads=threads,
             batch_size=batch_size,
@@ -226,6 +254,13 @@ class SpeechEncoder:
     @property
     def frames_per_second(self) -> float:
         return 1.0 / self.stride_s
+
+    def _heard(self, waveform: np.ndarray, sample_rate: int) -> np.ndarray:
+        """``waveform`` as the encoder hears it: mono 16 kHz, at the reading's level."""
+        audio = to_mono_16k(waveform, sample_rate)
+        if self.reading.level_dbfs is None or not audio.size:
+            return audio
+        return normalise_level(audio, SAMPLE_RATE, self.reading.level_dbfs)
 
     def _chunks(self, item: int, audio: np.ndarray) -> list[_Chunk]:
         chunks = []
@@ -261,7 +296,7 @@ class SpeechEncoder:
         """Encode utterances (any sample rate; resampled to 16 kHz) to ``max_frames`` frames each."""
         if isinstance(waveforms, np.ndarray) and waveforms.ndim == 1:
             raise TypeError("encode() takes a list of waveforms")
-        audios = [to_mono_16k(w, sample_rate) for w in waveforms]
+        audios = [self._heard(w, sample_rate) for w in waveforms]
         durations = np.array([len(a) / SAMPLE_RATE for a in audios], np.float32)
         chunks = [c for i, a in enumerate(audios) if len(a) for c in self._chunks(i, a)]
         # Equal-length chunks share a forward pass (no padding: Whisper has no attention mask).
@@ -298,7 +333,7 @@ class SpeechEncoder:
         front-end's output (Whisper: the convolutions plus positions; wav2vec2-style: the projected
         CNN features), layer ``l`` the ``l``-th transformer block's and the last is the final hidden
         state (final layer norm included; what :meth:`encode` reads unless ``layer`` picks another) -- for layer-wise probes such as SUPERB's weighted sum."""
-        audio = to_mono_16k(waveform, sample_rate)
+        audio = self._heard(waveform, sample_rate)
         if not len(audio):
             return np.zeros((self.num_layers, 0, self.dim), np.float32)
         hidden = [self._run(c.inputs[None], all_layers=True)[:, 0] for c in self._chunks(0, audio)]

@@ -161,7 +161,7 @@ def _bundle_config(path: Path) -> dict:
 
 def _encoder_candidate(settings: Settings, name: str) -> _Candidate:
     from training.bundle import resolve
-    from training.encoders.speech import layer_version
+    from training.encoders.speech import SpeechReading
 
     resolved = resolve(settings, name)
     if name == "asr":
@@ -171,7 +171,7 @@ def _encoder_candidate(settings: Settings, name: str) -> _Candidate:
     else:
         config = _bundle_config(resolved.path)
         dim = int(config["d_model"] if config.get("model_type") == "whisper" else config["hidden_size"])
-        spec = speech_encoder_spec(settings, layer_version(resolved.version, settings.models.speech_layer), dim, resolved.name)
+        spec = speech_encoder_spec(settings, SpeechReading.of_settings(settings).version(resolved.version), dim, resolved.name)
     return _Candidate(spec, source=str(resolved.path))
 
 
@@ -201,11 +201,11 @@ def _trained_candidates(settings: Settings, model_dir: Path, names: list[str]) -
 
 
 def _as_trained(settings: Settings, model_dir: Path) -> Settings:
-    """``settings`` with the speech encoder layer the trained model in ``model_dir`` was trained on
-    (``models.speech_layer``; recorded in its speech encoder version), so that the served
-    ``speech_encoder`` always gives the frames the served model expects."""
+    """``settings`` reading the speech encoder as the trained model in ``model_dir`` was trained
+    (layer and level, :class:`~training.encoders.speech.SpeechReading`, recorded in its speech
+    encoder version), so that the served ``speech_encoder`` always gives the frames the served model expects."""
     from training.checkpoint import META_FILE, read_meta
-    from training.encoders.speech import at_speech_layer, version_layer
+    from training.encoders.speech import SpeechReading
 
     if not (model_dir / META_FILE).is_file():
         return settings
@@ -213,20 +213,19 @@ def _as_trained(settings: Settings, model_dir: Path) -> Settings:
         trained_on = (read_meta(model_dir).encoders or {}).get("speech_encoder")
     except Exception:  # noqa: BLE001 - an unreadable model is reported by the trained models' export
         return settings
-    layer = version_layer(trained_on) if trained_on else settings.models.speech_layer
-    if layer == settings.models.speech_layer:
+    reading = SpeechReading.of_version(trained_on) if trained_on else SpeechReading.of_settings(settings)
+    if reading == SpeechReading.of_settings(settings):
         return settings
-    log.info("%s was trained on speech encoder layer %s: the speech_encoder model serves that layer "
-             "(models.speech_layer is %s)", model_dir, "last" if layer is None else layer,
-             settings.models.speech_layer)  # fmt: skip
-    return at_speech_layer(settings, layer)
+    log.info("%s was trained on the speech encoder read as %s: the speech_encoder model serves that "
+             "(the settings say %s)", model_dir, reading, SpeechReading.of_settings(settings))  # fmt: skip
+    return reading.applied(settings)
 
 
 def _check_encoders(settings: Settings, model_dir: Path) -> list[str]:
     """Warnings when the trained model was trained on other encoders than the bundle serves."""
     from training.bundle import resolve
     from training.checkpoint import read_meta
-    from training.encoders.speech import layer_version
+    from training.encoders.speech import SpeechReading
     from training.models import FusionConfig
 
     meta = read_meta(model_dir)
@@ -236,7 +235,7 @@ def _check_encoders(settings: Settings, model_dir: Path) -> list[str]:
         try:
             actual = resolve(settings, role).version
             if role == "speech_encoder":
-                actual = layer_version(actual, settings.models.speech_layer)
+                actual = SpeechReading.of_settings(settings).version(actual)
         except Exception:  # noqa: BLE001 - the encoder's own export reports bundle problems
             continue
         if actual != expected:

@@ -159,6 +159,7 @@ def speech_encoder_spec(settings: Settings, model_version: str, dim: int, model_
             "model_version": model_version,
             "model_name": model_name or settings.models.speech_encoder,
             "speech_layer": "" if settings.models.speech_layer is None else str(settings.models.speech_layer),
+            "speech_level_dbfs": "" if settings.models.speech_level_dbfs is None else f"{settings.models.speech_level_dbfs:g}",
         },
     )
 

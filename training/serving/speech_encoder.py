@@ -28,8 +28,12 @@ class TritonPythonModel(TritonModelBase):
     def load(self, settings, params):
         from training.encoders.speech import SpeechEncoder
 
-        if "speech_layer" in params:  # the layer this repository was exported for, whatever the environment says
+        # the reading this repository was exported for, whatever the environment says
+        if "speech_layer" in params:
             settings.models.speech_layer = int(params["speech_layer"]) if params["speech_layer"] else None
+        if "speech_level_dbfs" in params:
+            level = params["speech_level_dbfs"]
+            settings.models.speech_level_dbfs = float(level) if level else None
         self.encoder = SpeechEncoder.from_bundle(
             settings, name=params.get("model_name") or None, device=self.device, threads=self.threads
         )
