@@ -361,6 +361,18 @@ class TailReader:
                 self._next[tp] = batch[-1].offset + 1
         return records
 
+    def at_end(self) -> bool:
+        """Whether every partition has been read to its end as the broker reports it now (False
+        when the broker cannot say)."""
+        try:
+            if self.consumer is None:
+                self._reopen()
+            ends = self.consumer.end_offsets(list(self._next))
+        except KafkaError as exc:
+            log.info("end offsets unavailable (%s: %s)", type(exc).__name__, exc)
+            return False
+        return all(self._next[tp] >= end for tp, end in ends.items())
+
     def _discard(self) -> None:
         """Let the wedged client go (closed on a thread of its own: its close may wait out a bound)."""
         old, self.consumer = self.consumer, None

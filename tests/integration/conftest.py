@@ -36,6 +36,30 @@ def save_random_model(directory: Path, seed: int):
     return model
 
 
+class Drain:
+    """Proof that the pipeline has drained, in place of a quiet period: every service's consumer
+    group has committed every message of its input topics (lag 0; a service commits only after its
+    outputs are acknowledged, so nothing is being processed, held in a batch or waiting for a
+    replay), and the test's ``reader`` (a :class:`~shared.kafka_io.TailReader`) has then read each
+    of its partitions to the end. Anything a service will ever publish for the messages so far is
+    in the reader's hands."""
+
+    def __init__(self, settings) -> None:
+        from benchmarks.monitor import LagSampler
+        from benchmarks.pipeline import pipeline_inputs
+
+        self._lag = LagSampler(settings, pipeline_inputs(settings))
+        self.lag: dict[str, int] = {}
+        """The lag of each service at the last :meth:`reached`."""
+
+    def reached(self, reader) -> bool:
+        self.lag = self._lag.lag()
+        return not any(self.lag.values()) and reader.at_end()
+
+    def close(self) -> None:
+        self._lag.close()
+
+
 @contextmanager
 def running_pipeline(
     settings, seed: int, instances: dict[str, int] | None = None, shipped: bool = False

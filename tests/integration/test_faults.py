@@ -29,14 +29,13 @@ import pytest
 
 from deploy.local.services import PIPELINE
 from shared.contracts import EmotionEvent, Utterance, decode
-from tests.integration.conftest import isolated_settings, running_pipeline
+from tests.integration.conftest import Drain, isolated_settings, running_pipeline
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(2700)]
 """Above the fixtures' own limits (stack and services start-up, 600 s each; the stream's 900 s
 deadline), which then report first, with what they saw."""
 
 SEED = 1357
-SETTLE_S = 8.0
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +54,8 @@ class Run:
     events: list[EmotionEvent] = field(default_factory=list)
     fault_at: float = 0.0
     """Wall time of the fault."""
+    drained: bool = False
+    """Every service had committed all its input, and the reader had read it all (``Drain``)."""
     streamed_at: dict[str, float] = field(default_factory=dict)
     """Wall time each call's first chunk was sent (in real time: second t of it is sent t later)."""
 
@@ -99,8 +100,8 @@ def _stream_with_fault(s, services, tmp_path, fault: str) -> Run:
         on_sent=lambda chunk: run.streamed_at.setdefault(chunk.call_id, time.time()))))  # fmt: skip
     publisher.start()
     injector: threading.Thread | None = None
-    t0 = time.monotonic()
-    deadline, last_new = t0 + 900, t0
+    drain: Drain | None = None
+    deadline = time.monotonic() + 900
     try:
         while time.monotonic() < deadline:
             for records in reader.poll(500).values():
@@ -110,7 +111,6 @@ def _stream_with_fault(s, services, tmp_path, fault: str) -> Run:
                         run.utterances.setdefault(u.utterance_id, u)
                     else:
                         run.events.append(decode(r.value, EmotionEvent))
-                    last_new = time.monotonic()
             # the fault: once the service has shown work on these calls (mid-call, mid-stream)
             progressed = run.events if fault in ("text_encoder", "speech_encoder", "graph_gat", "moe_fusion") else run.utterances
             if injector is None and progressed:
@@ -121,9 +121,14 @@ def _stream_with_fault(s, services, tmp_path, fault: str) -> Run:
                 services.check()
                 answered = {e.utterance_id for e in run.events}
                 complete = len(run.utterances) >= sum(run.turns.values()) and set(run.utterances) <= answered
-                if complete and published and time.monotonic() - last_new > SETTLE_S:
-                    break
+                if complete and published:
+                    drain = drain or Drain(s)  # made after the fault: its clients never met it
+                    if drain.reached(reader):
+                        run.drained = True
+                        break
     finally:
+        if drain is not None:
+            drain.close()
         reader.close()
         publisher.join(timeout=120)
         if injector is not None:
@@ -140,6 +145,7 @@ def test_one_event_per_utterance_through_the_fault(pipeline, tmp_path, fault):
     s, services = pipeline
     run = _stream_with_fault(s, services, tmp_path, fault)
     assert run.fault_at, "the fault was never injected (no progress on the calls)"
+    assert run.drained, "the pipeline never drained after the fault: a service still had uncommitted input"
     expected = {f"{call_id}:{i:05d}" for call_id, n in run.turns.items() for i in range(n)}
     assert set(run.utterances) == expected, "the utterances of a run without a fault: none lost, none added by a replay"
     by_utterance: dict[str, list[EmotionEvent]] = collections.defaultdict(list)
