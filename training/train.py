@@ -185,11 +185,11 @@ class DataSection:
     """Feature cache (None: ``<home>/features``)."""
     workers: int = 2
     """Feature extraction processes."""
-    channel: Literal["none", "g711", "phone"] = "none"
+    channel: Literal["none", "g711", "phone", "phone-voices"] = "none"
     """Listening condition of the spoken utterances (:data:`training.data.telephony.CONDITIONS`):
     ``phone`` puts each through a random simulated phone line (noise, gain, clipping, mu-law, 8 kHz
-    band), drawn from its id; utterances that already went through one (the synthetic corpus) are
-    left as they are."""
+    band), drawn from its id; ``phone-voices`` moves half the voices up to 3 semitones first;
+    utterances that already went through a line (the synthetic corpus) are left as they are."""
     corpora: list[dict] = field(default_factory=list)
     """Without a manifest, the corpora to train on, mixed: each ``{name, path, take, ...}`` with
     ``name`` an ``emotion data list`` corpus or ``synthetic`` (the default synthetic corpus),
@@ -865,11 +865,11 @@ def prepare_features(
 ) -> tuple[dict[str, list[FeatureRecord]], dict[str, str]]:
     """Features of the manifest split into ``train`` / ``val`` / ``test`` (cached), and the
     encoder versions they were computed with."""
-    from training.encoders.speech import at_speech_layer
+    from training.encoders.speech import SpeechReading
     from training.features import extract_features, feature_spec
 
     if data.speech_layer is not None:
-        settings = at_speech_layer(settings, data.speech_layer)
+        settings = SpeechReading(data.speech_layer, settings.models.speech_level_dbfs).applied(settings)
     examples = load_examples(manifest, data)
     records = extract_features(
         settings, examples, data.cache_dir, data.text_source, data.workers, progress,

@@ -570,6 +570,6 @@ def test_default_recipe_reads_the_shared_datasets_by_name(capsys):
     assert config.recipe == str(RECIPES_DIR / "default.yaml")
     assert {c["name"] for c in config.data.corpora} == {"ravdess", "meld", "dailydialog", "goemotions", "synthetic"}
     assert config.model.fusion["speaker_norm"] is True and config.data.speech_layer == 3
-    assert config.data.channel == "phone" and config.train.text_dropout > 0 and config.train.speech_dropout > 0
+    assert config.data.channel == "phone-voices" and config.train.text_dropout > 0 and config.train.speech_dropout > 0
     with pytest.raises(ConfigError, match="the package's recipes: comparison, default, proposed"):
         TrainConfig.from_yaml("defualt")

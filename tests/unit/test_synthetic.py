@@ -343,6 +343,25 @@ def test_robustness_conditions_change_one_thing_each():
     assert pitch_shift(vowel, sr, 0).tolist() == vowel.tolist() and set(ROBUSTNESS) < set(CONDITIONS)
 
 
+def test_phone_voices_is_the_phone_line_after_a_voice_shift_for_half_the_utterances():
+    from training.data.telephony import VOICE_SEMITONES, hear, pitch_shift, voice_shift
+
+    sr = 16_000
+    t = np.arange(sr) / sr
+    vowel = sum(0.2 / k * np.sin(2 * np.pi * 140 * k * t) for k in range(1, 10)).astype(np.float32)
+    shifts = {f"u{i}": voice_shift(f"u{i}") for i in range(200)}
+    assert shifts == {k: voice_shift(k) for k in shifts}  # drawn from the key: always the same voice
+    moved = [v for v in shifts.values() if v != 0.0]
+    assert 70 <= len(moved) <= 130 and all(abs(v) <= VOICE_SEMITONES for v in moved)
+    assert min(moved) < -2 and max(moved) > 2
+    kept = next(k for k, v in shifts.items() if v == 0.0)
+    shifted = next(k for k, v in shifts.items() if abs(v) > 1.0)
+    # the voice moves, then the utterance hears exactly the line (and noise) ``phone`` gives it
+    assert np.array_equal(hear(vowel, sr, "phone-voices", kept), hear(vowel, sr, "phone", kept))
+    assert np.array_equal(hear(vowel, sr, "phone-voices", shifted),
+                          hear(pitch_shift(vowel, sr, shifts[shifted]), sr, "phone", shifted))
+
+
 def test_feature_extraction_hears_each_utterance_through_its_condition_once(tmp_path):
     from training.data.manifest import Example
     from training.features import FeatureExtractor, example_key

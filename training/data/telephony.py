@@ -30,7 +30,7 @@ import numpy as np
 from training.data.audio import active_rms_db, resample
 
 __all__ = ["BAND_HZ", "CONDITIONS", "NARROWBAND_SR", "ROBUSTNESS", "Channel", "apply_channel", "condition_channel",
-           "hear", "noise", "pitch_shift", "sample_channel"]
+           "hear", "noise", "pitch_shift", "sample_channel", "voice_shift"]
 
 NARROWBAND_SR = 8_000
 BAND_HZ = (300.0, 3400.0)
@@ -89,7 +89,11 @@ ROBUSTNESS: tuple[str, ...] = ("g711-snr10", "g711-quiet20", "g711-pitch+2", "g7
 """The robustness conditions of the model card: a clean phone line (``g711``) with, each alone,
 line noise at 10 dB SNR, the level 20 dB down, or the voice shifted 2 semitones up or down."""
 
-CONDITIONS: tuple[str, ...] = ("none", "g711", "phone", *ROBUSTNESS)
+VOICE_SEMITONES = 3.0
+"""``phone-voices``: half the utterances keep their voice, the other half move by a shift drawn
+uniformly within this many semitones either way (pitch and formants: a higher or lower voice)."""
+
+CONDITIONS: tuple[str, ...] = ("none", "g711", "phone", "phone-voices", *ROBUSTNESS)
 """Listening conditions for training and evaluation audio (``data.channel``, ``emotion eval --channel``):
 
 * ``none``: the audio as recorded;
@@ -97,6 +101,9 @@ CONDITIONS: tuple[str, ...] = ("none", "g711", "phone", *ROBUSTNESS)
 * ``phone``: a random phone line per utterance (:func:`sample_channel`: noise at 10-30 dB SNR,
   gain and drift, occasional clipping, mu-law 70 % of the time), drawn from the utterance's key,
   so that an utterance always hears the same line;
+* ``phone-voices``: the same random line as ``phone``, the voice first moved up or down for half the
+  utterances (:func:`voice_shift`): a training condition, so that the model meets more voices than
+  its corpus's actors;
 * :data:`ROBUSTNESS`: ``g711-snr10`` (noise of a kind drawn from the key at 10 dB SNR),
   ``g711-quiet20`` (20 dB quieter), ``g711-pitch+2`` / ``g711-pitch-2`` (:func:`pitch_shift`
   before the line).
@@ -114,8 +121,8 @@ def condition_channel(condition: str, key: str) -> Channel | None:
         return Channel(True, kind, 10.0, 0.0, 0.0, 0.0, None, True)
     if condition == "g711-quiet20":
         return Channel(True, None, None, -20.0, 0.0, 0.0, None, True)
-    if condition == "phone":
-        return sample_channel(_key_rng(condition, key))
+    if condition in ("phone", "phone-voices"):
+        return sample_channel(_key_rng("phone", key))
     raise ValueError(f"unknown listening condition {condition!r}; choose from {', '.join(CONDITIONS)}")
 
 
@@ -127,7 +134,17 @@ def hear(speech: np.ndarray, sample_rate: int, condition: str, key: str) -> np.n
         return np.asarray(speech, np.float32)
     if condition.startswith("g711-pitch"):
         speech = pitch_shift(speech, sample_rate, float(condition.removeprefix("g711-pitch")))
+    if condition == "phone-voices":
+        speech = pitch_shift(speech, sample_rate, voice_shift(key))
+        condition = "phone"  # then the very line (and noise) ``phone`` gives this utterance
     return apply_channel(speech, sample_rate, line, _key_rng(f"{condition}-noise", key), sample_rate)
+
+
+def voice_shift(key: str) -> float:
+    """The semitones ``phone-voices`` moves the utterance keyed ``key`` by: 0 for half of them,
+    otherwise uniform in ±:data:`VOICE_SEMITONES`."""
+    rng = _key_rng("phone-voices", key)
+    return 0.0 if rng.random() < 0.5 else float(rng.uniform(-VOICE_SEMITONES, VOICE_SEMITONES))
 
 
 def pitch_shift(x: np.ndarray, sample_rate: int, semitones: float, n_fft: int = 1024) -> np.ndarray:
