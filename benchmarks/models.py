@@ -140,9 +140,24 @@ def _median_s(fn: Callable[[], object], min_repeats: int, budget_s: float) -> tu
     return statistics.median(times), len(times)
 
 
+def _disagreement(via_triton: dict[str, np.ndarray], in_process: dict[str, np.ndarray]) -> float:
+    """The largest difference between the numeric outputs of one request both ways, relative to
+    the largest magnitude of that output in process (0: the same numbers)."""
+    worst = 0.0
+    for name, ours in in_process.items():
+        ours = np.asarray(ours)
+        if name not in via_triton or ours.dtype.kind not in "biuf":
+            continue
+        theirs = np.asarray(via_triton[name]).astype(np.float64).reshape(ours.shape)
+        scale = max(float(np.abs(ours).max(initial=0.0)), 1e-6)
+        worst = max(worst, float(np.abs(theirs - ours.astype(np.float64)).max(initial=0.0)) / scale)
+    return worst
+
+
 def latency_table(settings: Settings, samples: Samples, batches: dict[str, tuple[int, ...]], budget_s: float,
                   device: str = "cpu") -> list[dict]:  # fmt: skip
-    """Per model and batch: ms per request and per utterance, through Triton and in-process."""
+    """Per model and batch: ms per request and per utterance, through Triton and in-process, and how
+    far apart the two answers to the same request are (``max_rel_diff``)."""
     rows = []
     for name in MODELS:
         served = TritonModel(settings, name)
@@ -152,6 +167,7 @@ def latency_table(settings: Settings, samples: Samples, batches: dict[str, tuple
             min_repeats = 1 if name == "asr" and b > 1 else 3
             via_triton, n_t = _median_s(lambda: served.infer(inputs, OUTPUTS[name]), min_repeats, budget_s)
             in_process, n_l = _median_s(lambda: local.infer([inputs]), min_repeats, budget_s)
+            diff = _disagreement(served.infer(inputs, OUTPUTS[name]), local.infer([inputs])[0])
             rows.append({
                 "model": name, "batch": b, "repeats": min(n_t, n_l),
                 "triton_ms": round(1000 * via_triton, 2), "in_process_ms": round(1000 * in_process, 2),
@@ -159,6 +175,7 @@ def latency_table(settings: Settings, samples: Samples, batches: dict[str, tuple
                 "in_process_ms_per_utterance": round(1000 * in_process / b, 3),
                 "overhead_ms": round(1000 * (via_triton - in_process), 2),
                 "triton_vs_in_process": round(via_triton / in_process, 3),
+                "max_rel_diff": round(diff, 6),
             })  # fmt: skip
             log.info("model %s batch %d: triton %.1f ms, in-process %.1f ms", name, b, 1000 * via_triton, 1000 * in_process)
         served.close()

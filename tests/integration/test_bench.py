@@ -77,6 +77,9 @@ def test_triton_is_compared_with_the_same_model_code_in_process(bench):
     for r in rows.values():
         assert r["triton_ms"] > 0 and r["in_process_ms"] > 0
         assert r["triton_ms_per_utterance"] == pytest.approx(r["triton_ms"] / r["batch"], rel=1e-2)
+        if r["model"] != "asr":  # Whisper's word times depend on the BLAS threads: test_triton_models pins them
+            # the same request gives the same answer both ways (float16 frames: within their rounding)
+            assert r["max_rel_diff"] < 1e-2, r
     batching = {r["model"]: r for r in results["batching"]}
     assert batching["text_encoder"]["concurrent"]["rows_per_execution"] > 1  # the dynamic batcher merged requests
     assert batching["asr"]["concurrent"]["rows_per_execution"] == 1  # Whisper: one utterance per execution

@@ -329,15 +329,12 @@ def test_prometheus_picks_up_registered_target(running: RunningStack) -> None:
 # ---- stack controller ----------------------------------------------------------------------
 
 
-def test_second_up_is_fast_noop(running: RunningStack) -> None:
+def test_second_up_is_a_noop(running: RunningStack) -> None:
+    """A second ``up`` finds every process healthy and starts nothing (same pids)."""
     before = _pids(stack.status(running.settings))
-    t0 = time.monotonic()
     again = stack.up(running.settings)
-    elapsed = time.monotonic() - t0
-    print(f"\n[stack] second up: {elapsed:.2f}s")
     assert again.all_healthy
     assert _pids(again) == before
-    assert elapsed < 5
 
 
 def test_port_taken_is_reported(running: RunningStack, tmp_path: Path) -> None:

@@ -18,11 +18,10 @@ Run with ``-s`` to see the start time, memory and per-model latency figures.
 from __future__ import annotations
 
 import shutil
-import statistics
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +56,6 @@ class Served:
     start_s: float
     rss_mb: float | None
     pss_mb: float
-    latency_ms: dict[str, list[float]] = field(default_factory=dict)
 
     def model(self, name: str) -> TritonModel:
         return TritonModel(self.settings, name)
@@ -133,13 +131,6 @@ def local(served):
     }
 
 
-def _timed(store: dict[str, list[float]], name: str, fn, *args, **kwargs):
-    t0 = time.perf_counter()
-    out = fn(*args, **kwargs)
-    store.setdefault(name, []).append((time.perf_counter() - t0) * 1e3)
-    return out
-
-
 def _word_spans(transcript: str, words) -> np.ndarray:
     from training.models import timed_word_spans
 
@@ -169,16 +160,15 @@ def via_triton(served, utterances):
     models = {n: served.model(n) for n in ("asr", "text_encoder", "speech_encoder", "graph_gat", "moe_fusion")}
     for m in models.values():
         m.wait_ready(60)
-    lat = served.latency_ms
     results = []
     for wave in utterances:
-        asr = _timed(lat, "asr", models["asr"].infer, {"AUDIO": wave[None]}, ASR_OUT)
+        asr = models["asr"].infer({"AUDIO": wave[None]}, ASR_OUT)
         transcript, words = asr["TEXT"][0, 0].decode(), words_from_json(asr["WORDS"][0, 0])
-        text = _timed(lat, "text_encoder", models["text_encoder"].infer, {"TEXT": np.array([[transcript]], object)}, TEXT_OUT)
-        speech = _timed(lat, "speech_encoder", models["speech_encoder"].infer, {"AUDIO": wave[None]}, SPEECH_OUT)
+        text = models["text_encoder"].infer({"TEXT": np.array([[transcript]], object)}, TEXT_OUT)
+        speech = models["speech_encoder"].infer({"AUDIO": wave[None]}, SPEECH_OUT)
         spans = _word_spans(transcript, words)
-        graph = _timed(lat, "graph_gat", models["graph_gat"].infer, _graph_inputs(text, speech, [spans]), GRAPH_OUT)
-        fusion = _timed(lat, "moe_fusion", models["moe_fusion"].infer, _fusion_inputs(text, speech, graph["GRAPH"]), FUSION_OUT)
+        graph = models["graph_gat"].infer(_graph_inputs(text, speech, [spans]), GRAPH_OUT)
+        fusion = models["moe_fusion"].infer(_fusion_inputs(text, speech, graph["GRAPH"]), FUSION_OUT)
         results.append(dict(asr=asr, transcript=transcript, words=words, spans=spans, text=text, speech=speech, graph=graph, fusion=fusion))
     return results
 
@@ -202,7 +192,7 @@ def _reference(model, text: dict, speech: dict, transcripts: list[str], words: l
 
 @pytest.fixture(scope="module")
 def in_process(local, utterances, via_triton, served):
-    """The same pipeline in-process, utterance by utterance; latencies recorded beside Triton's.
+    """The same pipeline in-process, utterance by utterance.
 
     BLAS and OpenMP are limited to one thread, as in Triton (``OMP_NUM_THREADS=1``): Whisper's word
     timestamps depend on it (faster-whisper's numpy feature extraction on multi-threaded OpenBLAS
@@ -216,14 +206,13 @@ def in_process(local, utterances, via_triton, served):
 def _in_process(local, utterances, served):
     from training.models import UtteranceFeatures, collate
 
-    lat: dict[str, list[float]] = {}
     results = []
     model = local["model"]
     for wave in utterances:
-        tr = _timed(lat, "asr", local["asr"].transcribe, wave)
+        tr = local["asr"].transcribe(wave)
         words = [{"text": w.text, "start": w.start, "end": w.end, "probability": w.probability} for w in tr.words]
-        emb_t = _timed(lat, "text_encoder", local["text"].encode, [tr.text])
-        emb_s = _timed(lat, "speech_encoder", local["speech"].encode, [wave])
+        emb_t = local["text"].encode([tr.text])
+        emb_s = local["speech"].encode([wave])
         text = {"HIDDEN": emb_t.hidden.astype(np.float16), "MASK": emb_t.mask, "OFFSETS": emb_t.offsets}
         speech = {"FRAMES": emb_s.frames.astype(np.float16), "MASK": emb_s.mask, "FRAME_TIMES": emb_s.frame_times}
         batch = collate([UtteranceFeatures(
@@ -231,11 +220,10 @@ def _in_process(local, utterances, served):
             speech_frames=speech["FRAMES"][0], speech_mask=speech["MASK"][0], frame_times=speech["FRAME_TIMES"][0],
             transcript=tr.text, words=words)], edge_rule=model.config.edge_rule)
         with torch.inference_mode():
-            graph = _timed(lat, "graph_gat", model.time_aligned_graph, batch)
+            graph = model.time_aligned_graph(batch)
             batch.graph = graph
-            out = _timed(lat, "moe_fusion", model, batch)
+            out = model(batch)
         results.append(dict(transcript=tr, words=words, text=text, speech=speech, probs=out.probs.numpy(), graph=graph.numpy()))
-    served.latency_ms.update({f"local:{k}": v for k, v in lat.items()})
     return results
 
 
@@ -354,17 +342,6 @@ def test_config_parameters_name_the_served_versions(served):
     assert served.model("moe_fusion").parameters()["model_version"] == trained
     assert served.model("graph_gat").parameters()["model_version"] == trained
     assert served.model("moe_fusion").parameters()["class_names"].split(",") == list(FusionConfig().class_names)
-
-
-def test_latency_report(served, via_triton, in_process):
-    """Batch-1 latency per model, Triton (gRPC round trip included) vs in-process (printed)."""
-    lat = served.latency_ms
-    lines = [f"{'model':16} {'triton ms':>10} {'in-process ms':>14}"]
-    for name in ("asr", "text_encoder", "speech_encoder", "graph_gat", "moe_fusion"):
-        tri, loc = statistics.median(lat[name]), statistics.median(lat[f"local:{name}"])
-        lines.append(f"{name:16} {tri:10.1f} {loc:14.1f}")
-        assert tri > 0 and loc > 0
-    print("\nbatch-1 latency, median of 3 utterances (shared 2-core CPU):\n" + "\n".join(lines))
 
 
 def test_new_weights_become_version_2_and_rollback_serves_version_1(served, via_triton):
