@@ -1,9 +1,11 @@
 """``emotion publish`` and ``emotion consume`` as processes, on a real Kafka of their own.
 
 Only Kafka runs (free ports, fresh home): three synthetic stereo calls are published concurrently
-and read back from ``calls.audio`` (each call in order on one partition, byte-exact audio); a bad
-file fails the command without stopping the good one; a few emotion events (one delivered twice,
-one of another call) come back from ``emotion consume --json --call`` exactly once each.
+and read back from ``calls.audio`` (each call in order on one partition, byte-exact audio); a
+manifest, a raw PCM file and raw PCM on stdin arrive byte-exact with their rates, channels, roles
+and languages; a bad file fails the command without stopping the good one; a few emotion events
+(one delivered twice, one of another call) come back from ``emotion consume --json --call``
+exactly once each.
 """
 
 from __future__ import annotations
@@ -119,6 +121,65 @@ def test_publish_reports_a_bad_file_and_publishes_the_rest(kafka_settings, tmp_p
     records = read_topic(kafka_settings, kafka_settings.topics.audio,
                          lambda rs: any(r.key == b"good-call" and b'"end_of_call":true' in r.value for r in rs))
     assert any(r.key == b"good-call" for r in records)
+
+
+def _chunks_of(settings: Settings, call_ids: set[str]) -> dict[str, list[AudioChunk]]:
+    """Every audio chunk of ``call_ids`` on the audio topic, in order, once each call has ended."""
+
+    def ended(records) -> bool:
+        return {r.key.decode() for r in records if b'"end_of_call":true' in r.value} >= call_ids
+
+    out: dict[str, list[AudioChunk]] = defaultdict(list)
+    for r in sorted(read_topic(settings, settings.topics.audio, ended), key=lambda r: (r.partition, r.offset)):
+        if r.key.decode() in call_ids:
+            out[r.key.decode()].append(decode(r.value, AudioChunk))
+    return out
+
+
+def test_publish_a_manifest_and_raw_pcm_from_a_file_and_stdin(kafka_settings, tmp_path):
+    rng = np.random.default_rng(11)
+    mono = np.round(rng.normal(0, 900, 12_000)).astype(np.int16)  # 1.5 s at 8 kHz
+    stereo = np.round(rng.normal(0, 900, (16_000, 2))).astype(np.int16)  # 1 s at 16 kHz
+    sf.write(str(tmp_path / "a.wav"), mono, 8000, subtype="PCM_16")
+    sf.write(str(tmp_path / "b.flac"), stereo, 16000, subtype="PCM_16")
+    manifest = tmp_path / "calls.jsonl"
+    manifest.write_text(
+        json.dumps({"audio": "a.wav", "call_id": "man-a", "language": "ko"}) + "\n"
+        + json.dumps({"audio": str(tmp_path / "b.flac"), "call_id": "man-b", "channels": ["customer", "agent"]}) + "\n"
+    )
+    run = emotion(kafka_settings, "publish", "--manifest", str(manifest), "--language", "en", "--no-progress")
+    assert run.returncode == 0, run.stderr
+    assert "published 2 call(s)" in run.stdout
+    got = _chunks_of(kafka_settings, {"man-a", "man-b"})
+    a, b = got["man-a"], got["man-b"]
+    assert np.concatenate([c.pcm.to_array() for c in a]).tobytes() == mono.tobytes()  # relative to the manifest
+    assert {(c.sample_rate, c.channels, tuple(c.channel_roles), c.language) for c in a} == {(8000, 1, ("mono",), "ko")}
+    assert np.concatenate([c.pcm.to_array() for c in b]).tobytes() == stereo.reshape(-1).tobytes()
+    assert {(c.sample_rate, c.channels, tuple(c.channel_roles), c.language) for c in b} == \
+        {(16000, 2, ("customer", "agent"), "en")}  # the manifest's roles; --language for a call without one
+    assert [c.seq for c in a] == list(range(len(a))) and a[-1].end_of_call and not any(c.end_of_call for c in a[:-1])
+
+    # raw s16le: a file, then the same audio on stdin (sox ... - | emotion publish --raw 8000 -)
+    raw = tmp_path / "raw-call.pcm"
+    raw.write_bytes(mono.tobytes())
+    run = emotion(kafka_settings, "publish", "--raw", "8000", str(raw), "--id-prefix", "raw-", "--no-progress")
+    assert run.returncode == 0, run.stderr
+    env = {**os.environ, **settings_env(kafka_settings)}
+    piped = subprocess.run([sys.executable, "-m", "services.cli", "publish", "--raw", "16000", "--raw-channels", "2",
+                            "--id-prefix", "pipe-", "--no-progress", "-"], cwd=PROJECT_ROOT, env=env,
+                           input=stereo.tobytes(), capture_output=True, timeout=300)  # fmt: skip
+    assert piped.returncode == 0, piped.stderr.decode()
+    records = read_topic(kafka_settings, kafka_settings.topics.audio, lambda rs: sum(
+        b'"end_of_call":true' in r.value and (r.key.startswith(b"raw-") or r.key.startswith(b"pipe-")) for r in rs) >= 2)
+    ids = {r.key.decode() for r in records if r.key.startswith((b"raw-", b"pipe-"))}
+    assert len(ids) == 2, ids
+    by_id = _chunks_of(kafka_settings, ids)
+    file_call = next(v for k, v in by_id.items() if k.startswith("raw-"))
+    pipe_call = next(v for k, v in by_id.items() if k.startswith("pipe-"))
+    assert np.concatenate([c.pcm.to_array() for c in file_call]).tobytes() == mono.tobytes()
+    assert {(c.sample_rate, c.channels) for c in file_call} == {(8000, 1)}
+    assert np.concatenate([c.pcm.to_array() for c in pipe_call]).tobytes() == stereo.reshape(-1).tobytes()
+    assert {(c.sample_rate, c.channels, tuple(c.channel_roles)) for c in pipe_call} == {(16000, 2, ("agent", "customer"))}
 
 
 def test_consume_prints_each_event_of_the_call_once(kafka_settings):
