@@ -464,6 +464,28 @@ def test_train_and_eval_commands_on_the_tiny_bundle(tiny_env, tmp_path, capsys):
         evaluate_cli.main(args, electra)
 
 
+def test_compare_command_on_the_tiny_bundle(tiny_env, tmp_path, capsys):
+    """``emotion compare --models ... --seeds 2`` as a user types it: two rows, two seeds each, on
+    the same cached features; the Markdown table on stdout and the report files on disk."""
+    from training import compare as compare_cli
+
+    settings, manifest = tiny_env
+    out = tmp_path / "comparison"
+    parser = compare_cli.add_arguments(argparse.ArgumentParser())
+    args = parser.parse_args(["--manifest", str(manifest), "--out", str(out), "--seeds", "2", "--no-progress",
+                              "--models", "cnn_speech", "proposed-top-1", "train.epochs=1", "data.workers=1",
+                              *SMALL_MODEL])  # fmt: skip
+    assert compare_cli.main(args, settings) == 0
+    table = capsys.readouterr().out
+    results = json.loads((out / "results.json").read_text())
+    assert [r["slug"] for r in results["table"]] == ["cnn-speech", "proposed-top-1"]
+    for row in results["table"]:
+        assert row["seeds"] == [0, 1] and row["label"] in table
+    assert (out / "comparison.png").is_file() and (out / "confusion_proposed-top-1.png").is_file()
+    assert (out / "results.md").read_text().strip() in table
+    assert compare_cli.main(parser.parse_args(["--manifest", str(manifest), "--models", "no-such-row"]), settings) == 2
+
+
 def test_train_command_rejects_a_bad_override(tmp_path, caplog):
     from training import train as train_cli
 
