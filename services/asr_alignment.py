@@ -63,12 +63,12 @@ import numpy as np
 
 from services.inference import TritonService
 from services.segmentation import ChannelSegmenter, Segment
+from shared.alignment import words_from_json
 from shared.cache import content_key
 from shared.contracts import ArrayPayload, AudioChunk, ContractError, Utterance, Word
 from shared.runtime import Context, Deferred, ProcessResult, Reject
 from shared.settings import SegmentationSettings, Settings
 from shared.triton_client import InFlight
-from training.serving.asr import words_from_json
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from services.join import JoinService, Parts, utterance_parts
+from shared.alignment import timed_word_spans
 from shared.contracts import ArrayPayload, Contract, GraphFeatures, SpeechFeatures, TextFeatures, Utterance
 from shared.settings import Settings
-from training.alignment import timed_word_spans
 
 
 def speaker_baseline_inputs(speech: Sequence[SpeechFeatures], dim: int) -> dict[str, np.ndarray]:

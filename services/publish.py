@@ -140,7 +140,7 @@ def _fit_rate(pcm: np.ndarray, sample_rate: int) -> tuple[np.ndarray, int]:
     filter: the same as SciPy's, without SciPy's multi-second import)."""
     if sample_rate <= KEEP_RATE_MAX:
         return pcm, sample_rate
-    from training.data.audio import resample
+    from shared.audio import resample
 
     x = pcm.astype(np.float32) / 32768.0
     out = np.stack([resample(x[:, c], sample_rate, KEEP_RATE_MAX, backend="numpy") for c in range(x.shape[1])], axis=1)
@@ -171,7 +171,7 @@ def load_call(
     file's channels (default ``agent,customer``); a mono file is ``mono`` unless one role is given;
     more than two channels are mixed down to mono.  Raises :class:`AudioSourceError` naming the file.
     """
-    from training.data.audio import AudioError, read_audio
+    from shared.audio import AudioError, read_audio
 
     p = Path(path)
     try:

@@ -4,8 +4,8 @@ A call's channel arrives as chunks of PCM at the telephony rate (8 kHz) or 16 kH
 :class:`ChannelSegmenter` turns that stream, chunk by chunk, into :class:`Segment` s of 16 kHz
 int16 audio, each one stretch of speech:
 
-1. :class:`StreamResampler` resamples to 16 kHz with the polyphase filter of
-   :func:`training.data.audio.resample`, holding back the few input samples the filter still needs,
+1. :class:`~shared.audio.StreamResampler` resamples to 16 kHz with the polyphase filter of
+   :func:`shared.audio.resample`, holding back the few input samples the filter still needs,
    so chunked resampling gives exactly the samples of one resampling of the whole stream;
 2. the Silero VAD that ships inside faster-whisper (ONNX, fully offline) scores every 32 ms window
    (512 samples); its recurrent state and the previous window's last 64 samples are carried from
@@ -31,16 +31,13 @@ Positions are sample indices at 16 kHz from the start of the call (:data:`SAMPLE
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
-from math import gcd
 
 import numpy as np
 
+from shared.audio import SAMPLE_RATE, StreamResampler
 from shared.settings import SegmentationSettings
-from training.data.audio import resample
 
-SAMPLE_RATE = 16_000
 WINDOW = 512
 """Samples per Silero VAD window (32 ms)."""
 CONTEXT = 64
@@ -50,64 +47,6 @@ NEG_THRESHOLD_OFFSET = 0.15
 """A window scoring below ``vad_threshold`` minus this is silence (Silero's hysteresis)."""
 SPLIT_PAUSE = int(0.1 * SAMPLE_RATE)
 """The shortest pause at which a too-long utterance is split."""
-_FILTER_HALF_LEN = 10
-"""Half-length of the resampling filter per unit of ``max(up, down)`` (as ``resample_poly``)."""
-
-
-class StreamResampler:
-    """:func:`training.data.audio.resample` to 16 kHz over a stream of chunks.
-
-    ``carry`` holds the last input samples (starting at an input index that is a multiple of the
-    decimation factor, so that output samples line up with the one-shot ones), ``seen`` counts the
-    input samples fed and ``emitted`` the output samples returned.
-    """
-
-    def __init__(self, orig_sr: int, carry: np.ndarray | None = None, seen: int = 0, emitted: int = 0):
-        g = gcd(int(orig_sr), SAMPLE_RATE)
-        self.orig_sr = int(orig_sr)
-        self.up, self.down = SAMPLE_RATE // g, int(orig_sr) // g
-        self.margin = math.ceil(_FILTER_HALF_LEN * max(self.up, self.down) / self.up) + 1
-        """Input samples on either side of an output sample that its filter reads."""
-        self.carry = np.zeros(0, np.float32) if carry is None else np.asarray(carry, np.float32)
-        self.seen = seen
-        self.emitted = emitted
-
-    @property
-    def identity(self) -> bool:
-        return self.up == self.down
-
-    def _resample_carry(self, start: int, stop: int) -> np.ndarray:
-        """Output samples ``[start, stop)`` computed from the carry."""
-        origin = self.seen - self.carry.size
-        offset = origin * self.up // self.down
-        y = resample(self.carry, self.orig_sr, SAMPLE_RATE) if self.carry.size else np.zeros(0, np.float32)
-        return y[start - offset : stop - offset]
-
-    def feed(self, x: np.ndarray) -> np.ndarray:
-        """The 16 kHz samples that ``x`` completes (the filter's look-ahead is held back)."""
-        x = np.asarray(x, np.float32)
-        if self.identity:
-            self.seen += x.size
-            self.emitted += x.size
-            return x
-        self.carry = np.concatenate([self.carry, x])
-        self.seen += x.size
-        stop = max(self.emitted, ((self.seen - 1 - self.margin) * self.up) // self.down + 1)
-        out = self._resample_carry(self.emitted, stop) if stop > self.emitted else np.zeros(0, np.float32)
-        self.emitted = stop
-        origin = self.seen - self.carry.size
-        keep_from = max(origin, (self.emitted * self.down // self.up - self.margin) // self.down * self.down)
-        self.carry = self.carry[keep_from - origin :]
-        return out
-
-    def flush(self) -> np.ndarray:
-        """The rest of the stream's output (the end is zero-padded, as one-shot resampling does)."""
-        stop = -(-self.seen * self.up // self.down)
-        out = np.zeros(0, np.float32)
-        if not self.identity and stop > self.emitted:
-            out = self._resample_carry(self.emitted, stop)
-        self.carry, self.emitted = np.zeros(0, np.float32), stop
-        return out
 
 
 @dataclass

@@ -65,7 +65,7 @@ def _write_files(base: Path, out: Path) -> dict[str, Path]:
     """One file per file case, made from the 8 kHz stereo call ``base``."""
     import soundfile as sf
 
-    from training.data.audio import resample
+    from shared.audio import resample
 
     data, sr = sf.read(str(base), dtype="float32", always_2d=True)
     raw = base.read_bytes()

@@ -155,7 +155,7 @@ def _fusion_inputs(text: dict, speech: dict, graph: np.ndarray) -> dict[str, np.
 @pytest.fixture(scope="module")
 def via_triton(served, utterances):
     """Each utterance alone (batch 1) through the five Triton models, in pipeline order."""
-    from training.serving.asr import words_from_json
+    from shared.alignment import words_from_json
 
     models = {n: served.model(n) for n in ("asr", "text_encoder", "speech_encoder", "graph_gat", "moe_fusion")}
     for m in models.values():
@@ -273,7 +273,7 @@ def test_graph_and_fusion_equal_the_in_process_model(via_triton, in_process, loc
 
 
 def test_batched_and_concurrent_requests_give_the_same_results(served, utterances, via_triton):
-    from training.serving.asr import words_from_json
+    from shared.alignment import words_from_json
     from training.serving.triton_base import pad_rows
 
     n = len(utterances)

@@ -20,7 +20,7 @@ from shared.settings import SegmentationSettings, load_settings
 from shared.state import StateStore
 from shared.triton_client import TritonError
 from tests.unit.conftest import REDIS_PASSWORD
-from training.data.audio import resample
+from shared.audio import resample
 from training.data.espeak import synthesize
 
 RATE = 8000

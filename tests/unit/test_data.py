@@ -14,7 +14,8 @@ import soundfile as sf
 
 from shared.settings import EMOTIONS
 from training.data.aihub import detect_encoding, load_aihub
-from training.data.audio import AudioError, active_rms_db, estimate_f0, load_audio, normalise_level, resample
+from shared.audio import AudioError, resample
+from training.data.audio import active_rms_db, estimate_f0, load_audio, normalise_level
 from training.data.iemocap import load_iemocap, parse_emo_evaluation, session_folds
 from training.data.labels import normalize_emotion
 from training.data.manifest import (

@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
-from services.segmentation import SAMPLE_RATE, ChannelSegmenter, StreamResampler, segment_all
+from services.segmentation import SAMPLE_RATE, ChannelSegmenter, segment_all
+from shared.audio import StreamResampler
 from shared.settings import SegmentationSettings
-from training.data.audio import resample
+from shared.audio import resample
 from training.data.espeak import synthesize
 
 RATE = 8000

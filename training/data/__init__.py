@@ -15,7 +15,7 @@ generate_corpus``) so that reading datasets does not need espeak-ng.
 """
 
 from training.data.aihub import load_aihub
-from training.data.audio import AudioError, load_audio, resample
+from training.data.audio import load_audio
 from training.data.iemocap import load_iemocap, session_folds
 from training.data.labels import normalize_emotion
 from training.data.manifest import (
@@ -30,7 +30,6 @@ from training.data.manifest import (
 
 __all__ = [
     "SPLITS",
-    "AudioError",
     "Example",
     "ManifestError",
     "assign_splits",
@@ -39,7 +38,6 @@ __all__ = [
     "load_iemocap",
     "normalize_emotion",
     "read_manifest",
-    "resample",
     "session_folds",
     "split_examples",
     "write_manifest",

@@ -1,10 +1,8 @@
-"""Audio I/O and small signal utilities for the datasets.
+"""Audio I/O and small signal utilities for the datasets (decoding and resampling themselves are
+:mod:`shared.audio`'s, which the services use too).
 
-* :func:`load_audio` reads WAV/FLAC/OGG through ``soundfile`` (8-bit unsigned, 16/24/32-bit PCM,
-  float, any channel count, any sample rate) and returns mono float32 at the requested rate.
-* :func:`resample` is a polyphase FIR resampler (Kaiser-windowed sinc, the same design as
-  ``scipy.signal.resample_poly``); it uses SciPy when it is importable and an equivalent NumPy
-  implementation otherwise.
+* :func:`load_audio` reads WAV/FLAC/OGG (:func:`shared.audio.read_audio`) and returns mono float32
+  at the requested rate (:func:`shared.audio.resample`).
 * :func:`write_wav` writes 16-bit PCM; :func:`estimate_f0` (YIN) and :func:`active_rms_db` are the
   measurements the synthetic-corpus summary and the tests use; :func:`normalise_level` brings an
   utterance to a set active speech level (what the speech encoder hears, whatever the line's gain).
@@ -12,52 +10,15 @@
 
 from __future__ import annotations
 
-from functools import cache
-from math import gcd
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import soundfile as sf
-from numpy.lib.stride_tricks import sliding_window_view
 
+from shared.audio import ResampleBackend, read_audio, resample
 from shared.prosody import yin
 
-__all__ = [
-    "AudioError",
-    "active_rms_db",
-    "estimate_f0",
-    "load_audio",
-    "normalise_level",
-    "read_audio",
-    "resample",
-    "write_wav",
-]
-
-ResampleBackend = Literal["auto", "scipy", "numpy"]
-
-_KAISER_BETA = 5.0
-_HALF_LEN_FACTOR = 10  # filter half-length per unit of max(up, down), as resample_poly
-
-
-class AudioError(Exception):
-    """An audio file is missing, unreadable, corrupt, empty or holds non-finite samples."""
-
-
-def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
-    """The file's samples as float32 ``[frames, channels]`` in [-1, 1], and its sample rate."""
-    p = Path(path)
-    if not p.is_file():
-        raise AudioError(f"{p}: audio file not found")
-    try:
-        data, sr = sf.read(str(p), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
-        raise AudioError(f"{p}: cannot decode audio ({e})") from e
-    if data.shape[0] == 0 or data.shape[1] == 0:
-        raise AudioError(f"{p}: audio file holds no samples")
-    if not np.all(np.isfinite(data)):
-        raise AudioError(f"{p}: audio holds NaN or infinite samples")
-    return data, int(sr)
+__all__ = ["active_rms_db", "estimate_f0", "load_audio", "normalise_level", "write_wav"]
 
 
 def load_audio(
@@ -82,84 +43,6 @@ def write_wav(path: str | Path, samples: np.ndarray, sample_rate: int) -> Path:
     pcm = np.round(np.clip(np.asarray(samples, dtype=np.float64), -1.0, 1.0) * 32767.0)
     sf.write(str(p), pcm.astype(np.int16), int(sample_rate), subtype="PCM_16", format="WAV")
     return p
-
-
-# ---- resampling --------------------------------------------------------------------------------
-
-
-def resample(
-    x: np.ndarray, orig_sr: int, target_sr: int, *, backend: ResampleBackend = "auto"
-) -> np.ndarray:
-    """Resample 1-D ``x`` from ``orig_sr`` to ``target_sr`` with a polyphase anti-aliasing FIR.
-
-    The output has ``ceil(len(x) * target_sr / orig_sr)`` samples and float32 dtype. ``backend``
-    ``"auto"`` uses ``scipy.signal.resample_poly`` when SciPy is installed, else the NumPy
-    implementation (same filter, same alignment; results agree to float rounding).
-    """
-    if orig_sr <= 0 or target_sr <= 0:
-        raise ValueError(f"sample rates must be positive, got {orig_sr} -> {target_sr}")
-    x = np.asarray(x, dtype=np.float32)
-    if x.ndim != 1:
-        raise ValueError(f"resample expects a 1-D signal, got shape {x.shape}")
-    g = gcd(int(orig_sr), int(target_sr))
-    up, down = int(target_sr) // g, int(orig_sr) // g
-    if up == down or x.size == 0:
-        return x.copy()
-    if backend in ("auto", "scipy"):
-        try:
-            from scipy.signal import resample_poly
-        except ImportError:
-            if backend == "scipy":
-                raise
-        else:
-            return resample_poly(x, up, down).astype(np.float32, copy=False)
-    return _resample_poly_numpy(x, up, down)
-
-
-def _lowpass_taps(up: int, down: int) -> tuple[np.ndarray, int]:
-    """Kaiser-windowed sinc, cutoff at the lower Nyquist, DC gain ``up`` (resample_poly's design)."""
-    max_rate = max(up, down)
-    half_len = _HALF_LEN_FACTOR * max_rate
-    n_taps = 2 * half_len + 1
-    cutoff = 1.0 / max_rate  # in units of the upsampled Nyquist frequency
-    m = np.arange(n_taps, dtype=np.float64) - half_len
-    h = cutoff * np.sinc(cutoff * m) * np.kaiser(n_taps, _KAISER_BETA)
-    return h * (up / h.sum()), half_len
-
-
-@cache
-def _polyphase_bank(up: int, down: int) -> tuple[np.ndarray, int, int]:
-    """``(bank [up, taps], taps, half_len)`` with ``bank[p, k] = h[p + up*(taps-1-k)]``
-    (each phase's taps, reversed so that a window of the input can be dotted with them)."""
-    h, half_len = _lowpass_taps(up, down)
-    n_taps = -(-h.size // up)
-    padded = np.zeros(n_taps * up)
-    padded[: h.size] = h
-    bank = padded.reshape(n_taps, up).T[:, ::-1]
-    return np.ascontiguousarray(bank), n_taps, half_len
-
-
-def _resample_poly_numpy(x: np.ndarray, up: int, down: int) -> np.ndarray:
-    """Polyphase upsample-filter-downsample, computing only the kept output samples.
-
-    Output ``m`` is the filtered upsampled signal at ``t = m*down + half_len`` (the filter's
-    centre, so no delay): ``sum_i h[t % up + up*i] * x[t // up - i]``. Outputs ``m = r + up*j``
-    share one phase and read input windows ``down`` apart, so each of the ``up`` residues is one
-    matrix-vector product over a strided sliding-window view (no gathers, no copies).
-    """
-    bank, n_taps, half_len = _polyphase_bank(up, down)
-    n_out = -(-x.size * up // down)
-    back = half_len // up + n_taps + down + 2  # zeros so that no window runs off the end
-    xpad = np.concatenate([np.zeros(n_taps), x.astype(np.float64), np.zeros(back)])
-    windows = sliding_window_view(xpad, n_taps)  # windows[s, k] = xpad[s + k]
-    out = np.empty(n_out, dtype=np.float32)
-    for r in range(min(up, n_out)):
-        t0 = r * down + half_len
-        n_j = len(range(r, n_out, up))
-        first = t0 // up + 1  # window whose last sample is x[t0 // up]
-        rows = windows[first : first + (n_j - 1) * down + 1 : down]
-        out[r::up] = rows @ bank[t0 % up]
-    return out
 
 
 # ---- measurements ------------------------------------------------------------------------------

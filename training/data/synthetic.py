@@ -42,7 +42,8 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from training.data.audio import active_rms_db, estimate_f0, resample, write_wav
+from shared.audio import resample
+from training.data.audio import active_rms_db, estimate_f0, write_wav
 from training.data.espeak import (
     EspeakError,
     espeak_version,

@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from training.data.audio import active_rms_db, resample
+from shared.audio import resample
+from training.data.audio import active_rms_db
 
 __all__ = ["BAND_HZ", "CONDITIONS", "NARROWBAND_SR", "ROBUSTNESS", "Channel", "apply_channel", "condition_channel",
            "hear", "noise", "pitch_shift", "sample_channel", "voice_shift"]

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.data.audio import resample
-
-SAMPLE_RATE = 16_000
+from shared.audio import SAMPLE_RATE, resample
 
 
 def to_mono_16k(waveform: np.ndarray, sample_rate: int) -> np.ndarray:

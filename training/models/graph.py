@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.nn import GATConv
 
-from training.alignment import WordSpan, timed_word_spans, word_char_spans  # noqa: F401 (re-exported)
+from shared.alignment import WordSpan, timed_word_spans, word_char_spans  # noqa: F401 (re-exported)
 
 from .config import EdgeRule
 from .layers import Projection

@@ -10,7 +10,7 @@ Inputs (one utterance per row; see :mod:`training.serving.repository` for the wh
 
 Outputs: ``TEXT`` BYTES ``[B, 1]``, ``LANGUAGE`` BYTES ``[B, 1]`` (given or detected),
 ``WORDS`` BYTES ``[B, 1]`` (UTF-8 JSON list of ``{"text", "start", "end", "probability"}``,
-seconds from the start of the row; :func:`words_from_json` decodes it), ``DURATION`` FP32 ``[B, 1]``.
+seconds from the start of the row; :func:`shared.alignment.words_from_json` decodes it), ``DURATION`` FP32 ``[B, 1]``.
 
 Batching: Whisper decoding is sequential and not batch-friendly on CPU, so the rows of a dynamic
 batch are transcribed one after another by :class:`training.encoders.asr.Transcriber` (the same
@@ -19,27 +19,10 @@ object and settings as in-process transcription); batching only saves round trip
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 import numpy as np
 
+from shared.alignment import words_to_json
 from training.serving.triton_base import TritonModelBase, decode_strings, ragged_rows, to_bytes_array
-
-
-def words_to_json(words: list[Any]) -> str:
-    """``training.encoders.asr.Word`` objects (or mappings) -> the ``WORDS`` JSON text."""
-    def fields(w: Any) -> dict[str, Any]:
-        if isinstance(w, dict):
-            return {k: w[k] for k in ("text", "start", "end", "probability")}
-        return {"text": w.text, "start": w.start, "end": w.end, "probability": w.probability}
-
-    return json.dumps([fields(w) for w in words], ensure_ascii=False)
-
-
-def words_from_json(value: bytes | str) -> list[dict[str, Any]]:
-    """One ``WORDS`` element -> a list of ``{"text", "start", "end", "probability"}``."""
-    return json.loads(value.decode("utf-8") if isinstance(value, bytes) else value)
 
 
 class TritonPythonModel(TritonModelBase):

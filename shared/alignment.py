@@ -1,14 +1,16 @@
-"""Words to character spans to times: the alignment half of the time-aligned graph, without torch.
+"""Whisper's words and their spans: the alignment half of the time-aligned graph, without torch.
 
 Whisper gives each recognised word a time span; :func:`timed_word_spans` locates each word in the
 transcript (its ``[start, end)`` characters), so that text tokens, through their own character
 spans, can be joined to the speech frames inside their words' times
-(:func:`training.models.time_aligned_edges`).  Kept free of torch so that light processes (the
-graph service's client side, ``emotion consume``) can import it.
+(:func:`training.models.time_aligned_edges`). :func:`words_to_json` / :func:`words_from_json`
+are the words' wire format (the ``asr`` Triton model's ``WORDS`` output). Kept free of torch so
+that light processes (the services, ``emotion consume``) can import it.
 """
 
 from __future__ import annotations
 
+import json
 import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -82,3 +84,21 @@ def timed_word_spans(transcript: str, words: Sequence[Any]) -> list[WordSpan]:
     fields = [_word_fields(w) for w in words]
     spans = word_char_spans(transcript, [text for text, _, _ in fields])
     return [(s[0], s[1], start, end) for s, (_, start, end) in zip(spans, fields, strict=True) if s is not None]
+
+
+def words_to_json(words: Sequence[Any]) -> str:
+    """Words (objects with ``text``, ``start``, ``end``, ``probability``, or such mappings) -> the
+    ``WORDS`` JSON text: a list of ``{"text", "start", "end", "probability"}``, seconds from the
+    start of the utterance."""
+
+    def fields(w: Any) -> dict[str, Any]:
+        if isinstance(w, Mapping):
+            return {k: w[k] for k in ("text", "start", "end", "probability")}
+        return {"text": w.text, "start": w.start, "end": w.end, "probability": w.probability}
+
+    return json.dumps([fields(w) for w in words], ensure_ascii=False)
+
+
+def words_from_json(value: bytes | str) -> list[dict[str, Any]]:
+    """One ``WORDS`` element -> a list of ``{"text", "start", "end", "probability"}``."""
+    return json.loads(value.decode("utf-8") if isinstance(value, bytes) else value)
