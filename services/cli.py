@@ -70,7 +70,12 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from shared.runtime import ServiceRuntime
 
     configure_logging(settings.runtime.log_level, settings.runtime.log_format, service=args.name)
-    runtime = ServiceRuntime(SERVICES[args.name](settings), settings, group_id=args.group)
+    targets = None
+    if settings.runtime.register_scrape_target:  # the local stack's Prometheus finds services by file
+        from deploy.local.prometheus import FileScrapeTargets
+
+        targets = FileScrapeTargets(settings)
+    runtime = ServiceRuntime(SERVICES[args.name](settings), settings, group_id=args.group, scrape_targets=targets)
     runtime.install_signal_handlers()
     runtime.run(ready_file=args.ready_file)
     return 0

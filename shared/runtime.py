@@ -44,6 +44,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 from kafka.errors import KafkaError
@@ -217,11 +218,25 @@ class BatchReport:
     """A dependency failed: nothing of the batch was committed; it will be replayed."""
 
 
+class ScrapeTargets(Protocol):
+    """Where a service instance announces its ``/metrics`` endpoint to Prometheus. The local stack
+    injects its file-based discovery (``deploy.local.prometheus.FileScrapeTargets``); elsewhere
+    (Kubernetes, compose) Prometheus finds the pods itself and nothing is injected."""
+
+    def register(self, service: str, instance_id: str, port: int) -> Any:
+        """Announce ``instance_id`` of ``service`` on ``port``; returns what :meth:`unregister` takes."""
+
+    def unregister(self, target: Any) -> None:
+        """Withdraw a target :meth:`register` announced."""
+
+
 class ServiceRuntime:
     """Runs one :class:`Service` until stopped (SIGTERM/SIGINT or :meth:`stop`)."""
 
-    def __init__(self, service: Service, settings: Settings, group_id: str | None = None):
+    def __init__(self, service: Service, settings: Settings, group_id: str | None = None,
+                 scrape_targets: ScrapeTargets | None = None):  # fmt: skip
         self.service = service
+        self.scrape_targets = scrape_targets
         self.settings = settings
         self.group_id = group_id or f"emotion-{service.name}"
         self.instance_id = f"{service.name}-{uuid.uuid4().hex[:8]}"
@@ -231,7 +246,7 @@ class ServiceRuntime:
         """Set once the service is set up, registered and subscribed."""
         self._consumer: KafkaConsumer | None = None
         self._producer: KafkaProducer | None = None
-        self._target_file: Path | None = None
+        self._target: Any = None
         self._last_lag = 0.0
         self._last_tick = 0.0
         self._contracts = service.inputs()
@@ -254,10 +269,8 @@ class ServiceRuntime:
     def start(self) -> None:
         s = self.settings
         self.metrics_port = self.metrics.serve(s.runtime.metrics_host, s.runtime.metrics_port)
-        if s.runtime.register_scrape_target:
-            from deploy.local.prometheus import register_scrape_target
-
-            self._target_file = register_scrape_target(s, self.service.name, self.instance_id, self.metrics_port)
+        if self.scrape_targets is not None:
+            self._target = self.scrape_targets.register(self.service.name, self.instance_id, self.metrics_port)
         self._ctx = Context(settings=s, metrics=self.metrics, cache=FeatureCache(s), state=StateStore(s),
                             instance_id=self.instance_id, owns=self.owns)  # fmt: skip
         self.service.setup(self._ctx)
@@ -310,10 +323,8 @@ class ServiceRuntime:
         self.service.close()
         if self._ctx is not None:
             self._ctx.state.close()
-        if self._target_file is not None:
-            from deploy.local.prometheus import unregister_scrape_target
-
-            unregister_scrape_target(self._target_file)
+        if self.scrape_targets is not None and self._target is not None:
+            self.scrape_targets.unregister(self._target)
         log.info("%s: stopped", self.instance_id)
 
     def run(self, max_batches: int | None = None, ready_file: Path | None = None) -> None:

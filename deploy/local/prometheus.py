@@ -52,6 +52,20 @@ def unregister_scrape_target(path: Path) -> None:
     Path(path).unlink(missing_ok=True)
 
 
+class FileScrapeTargets:
+    """The local stack's :class:`shared.runtime.ScrapeTargets`: a target file per instance in
+    Prometheus's file-based discovery folder (:func:`register_scrape_target`)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def register(self, service: str, instance_id: str, port: int) -> Path:
+        return register_scrape_target(self.settings, service, instance_id, port)
+
+    def unregister(self, target: Path) -> None:
+        unregister_scrape_target(target)
+
+
 class Prometheus(Component):
     name = "prometheus"
     stop_timeout_s = 20.0

@@ -30,6 +30,7 @@ from collections.abc import Sequence
 
 from shared.contracts import EmotionEvent
 from shared.metrics import ServiceMetrics
+from shared.runtime import ScrapeTargets
 from shared.settings import EMOTIONS, Settings
 
 Turn = tuple[str, str, str]
@@ -113,8 +114,10 @@ class SyntheticServices:
 
     def __init__(self, settings: Settings, services: Sequence[str] = ("asr_alignment", "text_encoder"),
                  interval_s: float = 0.25,
-                 errors: int = 2, deadletters: int = 1, seed: int = 0):
+                 errors: int = 2, deadletters: int = 1, seed: int = 0, scrape_targets: ScrapeTargets | None = None):
         self.settings = settings
+        self.scrape_targets = scrape_targets
+        """Where Prometheus learns of each fake service (None: nowhere)."""
         self.services = list(services)
         self.interval_s = interval_s
         self.errors = errors
@@ -130,14 +133,13 @@ class SyntheticServices:
     def start(self) -> "SyntheticServices":
         from prometheus_client import start_http_server
 
-        from deploy.local.prometheus import register_scrape_target
-
         host = self.settings.runtime.metrics_host
         for name, m in self.metrics.items():
             server, _thread = start_http_server(0, addr=host, registry=m.registry)
             self._servers.append(server)
             port = server.server_address[1]
-            self._targets.append(register_scrape_target(self.settings, name, f"synthetic-{uuid.uuid4().hex[:6]}", port))
+            if self.scrape_targets is not None:
+                self._targets.append(self.scrape_targets.register(name, f"synthetic-{uuid.uuid4().hex[:6]}", port))
             m.up.labels(name).set(1)
             if name == "moe_fusion":  # exported at 0 from the start, so that a rate sees the first events
                 m.event_latency.labels(name)
@@ -192,15 +194,13 @@ class SyntheticServices:
             self.tick()
 
     def stop(self) -> None:
-        from deploy.local.prometheus import unregister_scrape_target
-
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
         for m in self.metrics.values():
             m.up.labels(m.service).set(0)
-        for path in self._targets:
-            unregister_scrape_target(path)
+        for target in self._targets:
+            self.scrape_targets.unregister(target)  # type: ignore[union-attr]
         for server in self._servers:
             server.shutdown()
             server.server_close()
@@ -214,11 +214,12 @@ class SyntheticServices:
 
 def main() -> int:
     """Fake metrics for every service and a new scripted call every few seconds, until Ctrl-C."""
+    from deploy.local.prometheus import FileScrapeTargets
     from shared.settings import load_settings
 
     settings = load_settings()
     scripts = [ESCALATING, CALM, WORRIED]
-    with SyntheticServices(settings, services=list(_PROFILE)) as services:
+    with SyntheticServices(settings, services=list(_PROFILE), scrape_targets=FileScrapeTargets(settings)) as services:
         n = 0
         print(f"synthetic traffic for stack {settings.stack_name}: Ctrl-C to stop", flush=True)
         try:

@@ -19,6 +19,7 @@ import pytest
 from services.dashboard.server import EMOTION_COLOURS, DashboardServer
 from services.dashboard.synthetic import CALM, ESCALATING, SyntheticServices, scripted_call
 from deploy.local.process import free_port
+from deploy.local.prometheus import FileScrapeTargets
 from tests.integration.browser import Dom, check_screenshot, get_json, hex_rgb, run_browser, wait_for
 
 pytestmark = pytest.mark.integration
@@ -31,7 +32,7 @@ def traffic(stack_settings):
     """Three fake services scraped by Prometheus, the dashboard reading from the end of the topic,
     then two scripted calls produced to the emotions topic (and counted by the fake moe_fusion)."""
     s = stack_settings
-    services = SyntheticServices(s, services=SERVICES, errors=2, deadletters=1).start()
+    services = SyntheticServices(s, services=SERVICES, errors=2, deadletters=1, scrape_targets=FileScrapeTargets(s)).start()
     server = DashboardServer(s, "127.0.0.1", free_port(), backlog=0).start()
     try:
         wait_for("the dashboard's Kafka reader", lambda: get_json(server.url + "/healthz")["events"]["assigned"], 60)

@@ -55,7 +55,10 @@ def _prometheus(settings, query):
 @pytest.fixture(scope="module")
 def running_service(stack_settings):
     service = TextEncoderService(stack_settings)
-    runtime = ServiceRuntime(service, stack_settings, group_id="test-text-encoder")
+    from deploy.local.prometheus import FileScrapeTargets
+
+    runtime = ServiceRuntime(service, stack_settings, group_id="test-text-encoder",
+                             scrape_targets=FileScrapeTargets(stack_settings))  # as `emotion serve` runs it
     thread = threading.Thread(target=runtime.run, name="text-encoder", daemon=True)
     thread.start()
     assert runtime.started.wait(timeout=180), "the service did not start"

@@ -37,6 +37,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -391,10 +392,12 @@ def rollback(settings: Settings, name: str, repository: Path | None = None) -> E
 def load_into_triton(settings: Settings, names: list[str]) -> list[str]:
     """Ask a running Triton (``settings.triton``, explicit model control) to (re)load ``names``;
     returns the models loaded, ``[]`` when no server listens."""
-    from deploy.local.process import accepts_connections
-
     t = settings.triton
-    if not names or not accepts_connections(t.host, t.http_port):
+    if not names:
+        return []
+    try:
+        socket.create_connection((t.host, t.http_port), timeout=1.0).close()
+    except OSError:  # no Triton listens
         return []
     import tritonclient.http as httpclient
 
