@@ -1,5 +1,6 @@
 """The shared service loop against in-memory fakes of the Kafka clients."""
 
+import time
 from collections import namedtuple
 
 import pytest
