@@ -1,15 +1,20 @@
 """The README's run command, ``emotion demo``, as a fresh machine runs it (only the model bundle is
 shared): it serves the shipped default model without training (there is none in its new home),
 brings the stack up, starts the five services and the dashboard, streams two generated calls,
-prints one JSON event per utterance, exits 0 and leaves nothing running."""
+prints one JSON event per utterance, exits 0 and leaves nothing running. Then the other ways a
+user runs it: their own audio files and a manifest (the event table and the per-call summary),
+and a live demo stopped with Ctrl-C (exit 130, nothing left running)."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -50,3 +55,79 @@ def test_demo_with_calls_runs_end_to_end_and_shuts_down(tmp_path_factory):
     assert "dashboard: http://127.0.0.1:" in done.stdout + done.stderr
     for port in (s.kafka.port, s.redis.port, s.triton.grpc_port, s.prometheus.port):
         assert not _listening(port), f"port {port} still open after the demo"
+
+
+def _stopped(s) -> None:
+    for port in (s.kafka.port, s.redis.port, s.triton.grpc_port, s.prometheus.port):
+        assert not _listening(port), f"port {port} still open after the demo"
+
+
+@pytest.mark.timeout(1500)
+def test_demo_with_audio_files_and_a_manifest_prints_the_table_and_the_summary(tmp_path_factory, tmp_path):
+    from training.data.calls import generate_calls
+
+    s = isolated_settings(tmp_path_factory, "itest-demo-files")
+    s.triton.startup_timeout_s = 480.0
+    first, second = generate_calls(tmp_path / "calls", 2, seed=21, utterances_per_call=(2, 3), progress=False)
+    manifest = tmp_path / "calls.jsonl"
+    manifest.write_text(json.dumps({"audio": str(second.path), "call_id": "manifest-call", "language": second.language}) + "\n")
+    env = {**os.environ, **settings_env(s)}
+    done = subprocess.run(
+        [sys.executable, "-m", "services.cli", "demo", str(first.path), "--manifest", str(manifest), "--no-progress",
+         "--dashboard-port", "0"],
+        env=env, capture_output=True, text=True, timeout=1200,
+    )  # fmt: skip
+    out = done.stdout
+    assert done.returncode == 0, out[-3000:] + done.stderr[-5000:]
+    assert "2 calls, " in out and " emotion events in " in out, out[-3000:]
+    n_events = int(re.search(r"2 calls, (\d+) emotion events", out).group(1))
+    assert n_events >= len(first.turns) + len(second.turns) - 2  # the segmenter may join or split a turn or two
+    # the live table: a row per event, each naming its call and a label of the model
+    rows = [line for line in out.splitlines() if first.call_id in line or "manifest-call" in line]
+    assert sum(first.call_id in r for r in rows) >= 2 and sum("manifest-call" in r for r in rows) >= 2, out[-3000:]
+    # the summary after the table: a block per call (its utterances, the escalation verdict), then the count
+    counts = {call: int(n) for call, n in re.findall(r"^(\S+)  (\d+) utterance\(s\)  ", out, flags=re.M)}
+    assert set(counts) == {first.call_id, "manifest-call"} and sum(counts.values()) == n_events, out[-3000:]
+    assert re.search(r"^2 call\(s\), \d+ escalated$", out, flags=re.M)
+    _stopped(s)
+
+
+@pytest.mark.timeout(1500)
+def test_ctrl_c_stops_a_live_demo_and_everything_it_started(tmp_path_factory):
+    s = isolated_settings(tmp_path_factory, "itest-demo-live")
+    s.triton.startup_timeout_s = 480.0
+    env = {**os.environ, **settings_env(s)}
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "demo", "--json", "--no-progress", "--dashboard-port", "0"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    lines: dict[str, list[str]] = {"stdout": [], "stderr": []}
+    first_event = threading.Event()
+
+    def read(stream, name: str) -> None:
+        for line in stream:
+            lines[name].append(line)
+            if name == "stdout" and line.startswith("{"):
+                first_event.set()
+
+    readers = [threading.Thread(target=read, args=(demo.stdout, "stdout"), daemon=True),
+               threading.Thread(target=read, args=(demo.stderr, "stderr"), daemon=True)]  # fmt: skip
+    for t in readers:
+        t.start()
+    try:
+        assert first_event.wait(1200), "no event from the live demo: " + "".join(lines["stderr"][-40:])
+        event = json.loads(next(line for line in lines["stdout"] if line.startswith("{")))
+        assert event["contract"] == "emotion_event"
+        dashboard = re.search(r"dashboard: http://127\.0\.0\.1:(\d+)", "".join(lines["stderr"]))
+        assert dashboard, "the demo did not say where its dashboard is"
+        os.killpg(demo.pid, signal.SIGINT)  # Ctrl-C in a terminal: the whole foreground process group
+        assert demo.wait(300) == 130
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGKILL)
+            demo.wait(30)
+    for t in readers:
+        t.join(10)
+    assert "stopping (Ctrl-C)" in "".join(lines["stderr"])
+    _stopped(s)
+    assert not _listening(int(dashboard.group(1))), "the dashboard still listens after Ctrl-C"
