@@ -180,7 +180,7 @@ def latency_table(settings: Settings, samples: Samples, batches: dict[str, tuple
             log.info("model %s batch %d: triton %.1f ms, in-process %.1f ms", name, b, 1000 * via_triton, 1000 * in_process)
         served.close()
         local.finalize()
-        del local
+        local = None  # released before the next model loads
         gc.collect()
     return rows
 
