@@ -258,9 +258,3 @@ class ChannelSegmenter:
             start, voiced, silence_start, pause = meta["speech"]
             seg.speech = _Speech(start, voiced, silence_start, tuple(pause) if pause else None)
         return seg
-
-
-def segment_all(settings: SegmentationSettings, samples: np.ndarray, sample_rate: int) -> list[Segment]:
-    """One-shot segmentation of a whole recording (the reference the streaming one matches)."""
-    seg = ChannelSegmenter(settings, sample_rate)
-    return seg.feed(samples) + seg.flush()

@@ -182,10 +182,6 @@ class Service(ABC):
     def close(self) -> None:
         """Release what :meth:`setup` opened."""
 
-    @classmethod
-    def topic_of(cls, settings: Settings, attr: str) -> str:
-        return getattr(settings.topics, attr)
-
 
 @dataclass
 class _Pending:

@@ -253,12 +253,15 @@ def test_encoders_are_versioned_by_their_bundle_version(settings, tmp_path, monk
 
 
 def test_an_old_unversioned_export_is_superseded(settings, tmp_path):
-    """A folder written by the plain ``write_model`` (no export.json) gets a proper version 2."""
-    from training.serving.repository import write_model
+    """A folder as an older exporter wrote it (config and version 1, no export.json) gets a proper version 2."""
+    from training.serving.repository import model_py, render_config
 
     save(tmp_path / "m", seed=0)
     spec = moe_fusion_spec(settings, "old", "/x", d_text=1, d_speech=1, d_graph=1, class_names=["a"])
-    write_model(spec, settings)
+    root = settings.model_repository / spec.name
+    (root / "1").mkdir(parents=True)
+    (root / "config.pbtxt").write_text(render_config(spec, settings))
+    (root / "1" / "model.py").write_text(model_py(spec))
     report = export_repository(settings, tmp_path / "m", models=["moe_fusion"])
     assert (report["moe_fusion"].status, report["moe_fusion"].version) == ("written", 2)
 

@@ -3,10 +3,9 @@
 import numpy as np
 import pytest
 
-from services.segmentation import SAMPLE_RATE, ChannelSegmenter, segment_all
-from shared.audio import StreamResampler
+from services.segmentation import SAMPLE_RATE, ChannelSegmenter, Segment
+from shared.audio import StreamResampler, resample
 from shared.settings import SegmentationSettings
-from shared.audio import resample
 from training.data.espeak import synthesize
 
 RATE = 8000
@@ -16,6 +15,12 @@ PHRASES = (
     "I would like to cancel my subscription, please.",
     "Sure, let me check that for you right now.",
 )
+
+
+def segment_all(settings: SegmentationSettings, samples: np.ndarray, sample_rate: int) -> list[Segment]:
+    """One-shot segmentation of a whole recording (the reference the streaming one matches)."""
+    seg = ChannelSegmenter(settings, sample_rate)
+    return seg.feed(samples) + seg.flush()
 
 
 def speech(text: str) -> np.ndarray:

@@ -309,13 +309,3 @@ def read_export(version_dir: Path) -> dict:
     except (OSError, ValueError):
         return {}
 
-
-def write_model(spec: ModelSpec, settings: Settings, version: int = 1, repository: Path | None = None) -> Path:
-    """Write one model's config and versioned ``model.py`` in place (no version bookkeeping; see
-    :func:`training.serving.export.export_repository` for that); returns the model's folder."""
-    root = (repository or settings.model_repository) / spec.name
-    (root / str(version)).mkdir(parents=True, exist_ok=True)
-    atomic_write(root / "config.pbtxt", render_config(spec, settings))
-    atomic_write(root / str(version) / "model.py", model_py(spec))
-    log.info("wrote Triton model %s version %d to %s", spec.name, version, root)
-    return root
