@@ -61,7 +61,7 @@ from typing import Any
 
 import numpy as np
 
-from services.inference import TritonService
+from services.triton_service import TritonService
 from services.segmentation import ChannelSegmenter, Segment
 from shared.alignment import words_from_json
 from shared.cache import content_key

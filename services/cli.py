@@ -175,7 +175,7 @@ COMMANDS: tuple[Command, ...] = (
             "or all with --from-beginning; de-duplicated by utterance id; filtered by --call. --summary prints each "
             "call's emotion timeline per speaker and flags an escalation when the customer stays negative (anger, "
             "disgust, fear, sadness) for --escalation-turns utterances in a row or grows more negative over them.",
-            _configure_module("services.consume")),
+            _configure_module("services.event_reader")),
     Command("dashboard", "the operators' live dashboard (throughput, lag, latency, emotions)",
             "Serve the dashboard page: per-service throughput, consumer lag, stage latency, batch sizes, errors and "
             "dead letters from Prometheus, and live per-call emotion timelines from the emotions topic.",

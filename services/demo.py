@@ -83,7 +83,7 @@ class EventPrinter:
     """Prints events as they arrive and keeps what the summary needs."""
 
     def __init__(self, settings: Settings, as_json: bool):
-        from services.consume import EventTable
+        from services.event_reader import EventTable
 
         self.settings = settings
         self.as_json = as_json
@@ -132,7 +132,7 @@ class EventPrinter:
 def main(args: argparse.Namespace, settings: Settings) -> int:
     from deploy.local import stack
     from deploy.local.services import ServiceProcesses
-    from services.consume import render_summaries, summarize_calls
+    from services.event_reader import render_summaries, summarize_calls
     from services.dashboard.server import DashboardServer
     from services.publish import publish_calls
     from training import bundle

@@ -20,7 +20,7 @@ import time
 from abc import abstractmethod
 from collections.abc import Sequence
 
-from services.inference import TritonService
+from services.triton_service import TritonService
 from shared.contracts import Contract, SpeechFeatures, TextFeatures, Utterance, decode
 from shared.runtime import Context, Reject
 from shared.settings import Settings, TopicSettings

@@ -22,7 +22,7 @@ import json
 
 import numpy as np
 
-from services.inference import TritonService
+from services.triton_service import TritonService
 from shared.cache import content_key
 from shared.contracts import ArrayPayload, ContractError, SpeakerBaseline, SpeechFeatures, Utterance
 from shared.runtime import Context, Reject

@@ -11,7 +11,7 @@ import json
 
 import numpy as np
 
-from services.inference import TritonService
+from services.triton_service import TritonService
 from shared.cache import content_key
 from shared.contracts import ArrayPayload, TextFeatures, Utterance
 from shared.settings import Settings

@@ -16,7 +16,7 @@ import pytest
 import soundfile as sf
 
 from services import cli
-from services.consume import (
+from services.event_reader import (
     EventTable,
     consume_events,
     format_event,
@@ -380,7 +380,7 @@ def test_event_table_writes_rows_or_json_lines():
 def test_consume_command_json_and_summary(settings, tmp_path, monkeypatch, capsys):
     events = [event("A", 0, "agent"), event("A", 1, label="anger"), event("A", 2, label="disgust"),
               event("A", 3, label="anger"), event("B", 0)]
-    monkeypatch.setattr("services.consume.open_reader", lambda *a, **k: FakeConsumer([[e.encode() for e in events]]))
+    monkeypatch.setattr("services.event_reader.open_reader", lambda *a, **k: FakeConsumer([[e.encode() for e in events]]))
     home = ["--home", str(tmp_path / "home")]
     rc = cli.main([*home, "consume", "--json", "--from-beginning", "--timeout", "0.2", "--call", "A", "--summary"])
     out = capsys.readouterr()
