@@ -250,23 +250,37 @@ class TritonPythonModel:
 '''
 
 
-def test_triton_loads_and_serves_python_model(running: RunningStack) -> None:
-    """A model written after start is loaded through the repository API (explicit mode)."""
+@pytest.fixture
+def add_one(running: RunningStack) -> str:
+    """The ``add_one`` Python-backend model, written into the repository after the start and loaded
+    through the repository API (explicit mode); whichever test needs it first loads it, so the
+    tests pass in any order (and after ``test_down_stops_everything`` brought the stack up again)."""
     import tritonclient.grpc as grpcclient
 
     s = running.settings
     model_dir = s.model_repository / "add_one"
-    (model_dir / "1").mkdir(parents=True)
-    (model_dir / "config.pbtxt").write_text(textwrap.dedent(_ADD_ONE_CONFIG))
-    (model_dir / "1" / "model.py").write_text(textwrap.dedent(_ADD_ONE_MODEL))
-
+    if not (model_dir / "1" / "model.py").is_file():
+        (model_dir / "1").mkdir(parents=True, exist_ok=True)
+        (model_dir / "config.pbtxt").write_text(textwrap.dedent(_ADD_ONE_CONFIG))
+        (model_dir / "1" / "model.py").write_text(textwrap.dedent(_ADD_ONE_MODEL))
     client = grpcclient.InferenceServerClient(url=s.triton.grpc_url)
     try:
         assert client.is_server_ready()
-        t0 = time.monotonic()
-        client.load_model("add_one")
-        print(f"\n[triton] python-backend model loaded in {time.monotonic() - t0:.1f}s")
-        assert client.is_model_ready("add_one")
+        if not client.is_model_ready("add_one"):
+            client.load_model("add_one")
+    finally:
+        client.close()
+    return "add_one"
+
+
+def test_triton_loads_and_serves_python_model(running: RunningStack, add_one: str) -> None:
+    """A model written after start is loaded through the repository API and answers."""
+    import tritonclient.grpc as grpcclient
+
+    s = running.settings
+    client = grpcclient.InferenceServerClient(url=s.triton.grpc_url)
+    try:
+        assert client.is_model_ready(add_one)
         x = np.arange(8, dtype=np.float32).reshape(2, 4)
         inp = grpcclient.InferInput("X", list(x.shape), "FP32")
         inp.set_data_from_numpy(x)
@@ -363,7 +377,7 @@ def test_second_stack_runs_beside(running: RunningStack, tmp_path: Path) -> None
     assert stack.status(running.settings).all_healthy
 
 
-def test_status_reports_health_and_memory(running: RunningStack) -> None:
+def test_status_reports_health_and_memory(running: RunningStack, add_one: str) -> None:
     st = stack.status(running.settings)
     print("\n" + st.table())
     print("[stack] RSS MB per component: " + ", ".join(f"{c.name}={c.rss_mb}" for c in st.components) + f", total={st.total_rss_mb}")
@@ -376,10 +390,12 @@ def test_status_reports_health_and_memory(running: RunningStack) -> None:
     as_dict = json.loads(json.dumps(st.as_dict()))  # JSON-serialisable
     assert as_dict["all_healthy"] is True
     assert set(as_dict["components"]) == {"kafka", "redis", "triton", "prometheus"}
-    assert st.get("triton").extra["models"] == ["add_one"]
+    assert st.get("triton").extra["models"] == [add_one]
 
 
-def test_down_stops_everything(running: RunningStack) -> None:
+def test_down_stops_everything(running: RunningStack, add_one: str) -> None:
+    """Down stops every component, Triton's backend stubs (of the loaded model) included, and frees
+    every port; the stack is then brought up again for whatever test runs next."""
     s = running.settings
     records = {c.name: PidRecord.read(s.run_dir / "pids" / f"{c.name}.pid") for c in stack.status(s).components}
     after = stack.down(s)
@@ -392,3 +408,4 @@ def test_down_stops_everything(running: RunningStack) -> None:
     for c in after.components:
         for port in c.ports.values():
             assert port_is_free("127.0.0.1", port), f"{c.name} port {port} still bound"
+    assert stack.up(s, timeout_s=300).all_healthy  # the module's stack, for the tests after this one
