@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from deploy.local.process import free_port
-from services import inference
+from services import triton_service
 from services.asr_alignment import AsrAlignmentService, guard_words, hallucination, is_ngram_loop
 from shared.cache import FeatureCache
 from shared.contracts import ArrayPayload, AudioChunk, Utterance
@@ -93,7 +93,7 @@ def settings(tmp_path, redis_port):
 @pytest.fixture
 def fake_asr(monkeypatch):
     fake = FakeAsr()
-    monkeypatch.setattr(inference, "TritonModel", lambda settings, name: fake)
+    monkeypatch.setattr(triton_service, "TritonModel", lambda settings, name: fake)
     return fake
 
 

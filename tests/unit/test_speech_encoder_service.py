@@ -5,7 +5,7 @@ from contextlib import contextmanager
 import numpy as np
 import pytest
 
-from services import inference
+from services import triton_service
 from services.speech_encoder import SpeechEncoderService
 from shared.contracts import ArrayPayload, SpeechFeatures, Utterance
 from shared.metrics import ServiceMetrics
@@ -127,7 +127,7 @@ class FakeSpeechEncoder:
 @pytest.fixture
 def fake(monkeypatch):
     model = FakeSpeechEncoder()
-    monkeypatch.setattr(inference, "TritonModel", lambda settings, name: model)
+    monkeypatch.setattr(triton_service, "TritonModel", lambda settings, name: model)
     return model
 
 
