@@ -68,8 +68,8 @@ def _calls(args: argparse.Namespace, settings: Settings, batch: int) -> list:
 
     # a call id is used once (the ASR service refuses audio after a call's end): new ids every run
     stamp = time.strftime("%H%M%S")
-    if args.audio or args.manifest:
-        given = [load_call(p) for p in args.audio] if args.audio else calls_from_manifest(args.manifest)
+    if args.audio or args.manifest:  # both, when both are given
+        given = [load_call(p) for p in args.audio] + (calls_from_manifest(args.manifest) if args.manifest else [])
         return [dataclasses.replace(c, call_id=f"{c.call_id}-{stamp}") for c in given[: args.calls or None]]
     out = settings.home / "demo" / "calls"
     prefix = f"demo-{stamp}"

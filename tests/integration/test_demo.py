@@ -2,19 +2,17 @@
 shared): it serves the shipped default model without training (there is none in its new home),
 brings the stack up, starts the five services and the dashboard, streams two generated calls,
 prints one JSON event per utterance, exits 0 and leaves nothing running. Then the other ways a
-user runs it: their own audio files and a manifest (the event table and the per-call summary),
-and a live demo stopped with Ctrl-C (exit 130, nothing left running)."""
+user runs it: their own audio files and a manifest together (the event table and the per-call
+summary)."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
-import threading
 
 import pytest
 
@@ -87,47 +85,7 @@ def test_demo_with_audio_files_and_a_manifest_prints_the_table_and_the_summary(t
     assert sum(first.call_id in r for r in rows) >= 2 and sum("manifest-call" in r for r in rows) >= 2, out[-3000:]
     # the summary after the table: a block per call (its utterances, the escalation verdict), then the count
     counts = {call: int(n) for call, n in re.findall(r"^(\S+)  (\d+) utterance\(s\)  ", out, flags=re.M)}
-    assert set(counts) == {first.call_id, "manifest-call"} and sum(counts.values()) == n_events, out[-3000:]
+    called = {re.sub(r"-\d{6}$", "", call) for call in counts}  # the demo stamps each run's call ids with the time
+    assert called == {first.call_id, "manifest-call"} and sum(counts.values()) == n_events, out[-3000:]
     assert re.search(r"^2 call\(s\), \d+ escalated$", out, flags=re.M)
     _stopped(s)
-
-
-@pytest.mark.timeout(1500)
-def test_ctrl_c_stops_a_live_demo_and_everything_it_started(tmp_path_factory):
-    s = isolated_settings(tmp_path_factory, "itest-demo-live")
-    s.triton.startup_timeout_s = 480.0
-    env = {**os.environ, **settings_env(s)}
-    demo = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "demo", "--json", "--no-progress", "--dashboard-port", "0"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )  # fmt: skip
-    lines: dict[str, list[str]] = {"stdout": [], "stderr": []}
-    first_event = threading.Event()
-
-    def read(stream, name: str) -> None:
-        for line in stream:
-            lines[name].append(line)
-            if name == "stdout" and line.startswith("{"):
-                first_event.set()
-
-    readers = [threading.Thread(target=read, args=(demo.stdout, "stdout"), daemon=True),
-               threading.Thread(target=read, args=(demo.stderr, "stderr"), daemon=True)]  # fmt: skip
-    for t in readers:
-        t.start()
-    try:
-        assert first_event.wait(1200), "no event from the live demo: " + "".join(lines["stderr"][-40:])
-        event = json.loads(next(line for line in lines["stdout"] if line.startswith("{")))
-        assert event["contract"] == "emotion_event"
-        dashboard = re.search(r"dashboard: http://127\.0\.0\.1:(\d+)", "".join(lines["stderr"]))
-        assert dashboard, "the demo did not say where its dashboard is"
-        os.killpg(demo.pid, signal.SIGINT)  # Ctrl-C in a terminal: the whole foreground process group
-        assert demo.wait(300) == 130
-    finally:
-        if demo.poll() is None:
-            os.killpg(demo.pid, signal.SIGKILL)
-            demo.wait(30)
-    for t in readers:
-        t.join(10)
-    assert "stopping (Ctrl-C)" in "".join(lines["stderr"])
-    _stopped(s)
-    assert not _listening(int(dashboard.group(1))), "the dashboard still listens after Ctrl-C"

@@ -365,11 +365,11 @@ class _Counter:
         return sum(self.calls.values())
 
 
-def test_feature_cache_hit_text_sources_and_new_encoder_version(tiny_env, monkeypatch):
+def test_feature_cache_hit_text_sources_and_new_encoder_version(tiny_env, monkeypatch, tmp_path):
     from training.data import read_manifest
 
     settings, manifest = tiny_env
-    cache = settings.home / "features"  # the default cache, shared with the CLI test
+    cache = tmp_path / "features"  # a cache of its own: it counts every computation from empty, in any test order
     examples = read_manifest(manifest)[:6]
     counter = _Counter(monkeypatch)
     first = extract_features(settings, examples, cache, progress=False, threads=1)
