@@ -68,6 +68,7 @@ from shared.cache import content_key
 from shared.contracts import ArrayPayload, AudioChunk, ContractError, Utterance, Word
 from shared.runtime import Context, Deferred, ProcessResult, Reject
 from shared.settings import SegmentationSettings, Settings
+from shared.state import StateStore
 from shared.triton_client import InFlight
 
 log = logging.getLogger(__name__)
@@ -326,9 +327,15 @@ class AsrAlignmentService(TritonService):
     def _channel_key(self, call_id: str, channel: int) -> str:
         return self.ctx.state.key("asr", "channel", call_id, str(channel))
 
-    @property
-    def _active_key(self) -> str:
-        return self.ctx.state.key("asr", "active")
+    _active_key = StateStore.key("asr", "active")
+    """Calls whose audio is held in their segmenters, scored by the wall time of their last chunk."""
+
+    @classmethod
+    def open_calls(cls, state: StateStore) -> list[str]:
+        """Calls whose audio is still held, not yet cut into utterances: they have neither ended
+        nor been flushed by the silence timeout (the ``asr_alignment`` instances' shared state)."""
+        with state.guard() as r:
+            return [m.decode() for m in r.zrange(cls._active_key, 0, -1)]
 
     def _load(self, call_id: str) -> CallState:
         """The call's newest state: in memory while a batch that touched it is in flight, else Redis."""

@@ -37,27 +37,58 @@ def save_random_model(directory: Path, seed: int):
 
 
 class Drain:
-    """Proof that the pipeline has drained, in place of a quiet period: every service's consumer
-    group has committed every message of its input topics (lag 0; a service commits only after its
-    outputs are acknowledged, so nothing is being processed, held in a batch or waiting for a
-    replay), and the test's ``reader`` (a :class:`~shared.kafka_io.TailReader`) has then read each
-    of its partitions to the end. Anything a service will ever publish for the messages so far is
-    in the reader's hands."""
+    """Proof that the pipeline has drained, in place of a quiet period, checked in this order:
+
+    1. no call's audio is held by the ASR service (every call has ended or been flushed by the
+       silence timeout, and those utterances are acknowledged: a call that never sends
+       ``end_of_call`` has its chunks committed long before its last utterance exists);
+    2. every service's consumer group has committed every message of its input topics (lag 0; a
+       service commits only after its outputs are acknowledged, so nothing is being processed,
+       held in a batch or waiting for a replay);
+    3. the test's ``reader`` (a :class:`~shared.kafka_io.TailReader`) has read each of its
+       partitions to the end.
+
+    Anything a service will ever publish for the messages so far is then in the reader's hands.
+    :meth:`why_not` says which step failed last."""
 
     def __init__(self, settings) -> None:
         from benchmarks.monitor import LagSampler
         from benchmarks.pipeline import pipeline_inputs
+        from shared.state import StateStore
 
         self._lag = LagSampler(settings, pipeline_inputs(settings))
+        self._state = StateStore(settings)
+        self.open_calls: list[str] = []
         self.lag: dict[str, int] = {}
         """The lag of each service at the last :meth:`reached`."""
+        self.reader_at_end: bool | None = None
 
     def reached(self, reader) -> bool:
+        from services.asr_alignment import AsrAlignmentService
+
+        self.open_calls = AsrAlignmentService.open_calls(self._state)
+        self.lag, self.reader_at_end = {}, None
+        if self.open_calls:
+            return False
         self.lag = self._lag.lag()
-        return not any(self.lag.values()) and reader.at_end()
+        if any(self.lag.values()):
+            return False
+        self.reader_at_end = reader.at_end()
+        return self.reader_at_end
+
+    def why_not(self) -> str:
+        """What the last :meth:`reached` found still in flight."""
+        if self.open_calls:
+            return f"calls still held by the ASR service: {self.open_calls}"
+        if any(self.lag.values()):
+            return f"services behind their input (consumer lag): { {k: v for k, v in self.lag.items() if v} }"
+        if self.reader_at_end is False:
+            return "the test's reader had not read its topics to their end"
+        return "drained"
 
     def close(self) -> None:
         self._lag.close()
+        self._state.close()
 
 
 @contextmanager

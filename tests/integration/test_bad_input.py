@@ -48,6 +48,8 @@ class Outcomes:
     """From the first message to the last outcome, once every case had one and the pipeline drained
     (``Drain``: every service had committed all its input, so no late utterance, duplicate or
     stray dead letter can follow); 0 when that never happened."""
+    not_drained: str = ""
+    """When it never drained: what was still in flight at the deadline (``Drain.why_not``)."""
 
 
 @pytest.fixture(scope="module")
@@ -277,6 +279,7 @@ def outcomes(pipeline, tmp_path_factory) -> Outcomes:
         if _done(out, bool(published)) and drain.reached(reader):  # every outcome, then nothing in flight
             out.seconds = last_new - t0
             break
+    out.not_drained = "" if out.seconds else drain.why_not()
     drain.close()
     reader.close()
     publisher.join(timeout=60)
@@ -290,7 +293,7 @@ def outcomes(pipeline, tmp_path_factory) -> Outcomes:
 
 
 def test_every_case_got_its_outcome_and_the_pipeline_drained(outcomes):
-    assert outcomes.seconds > 0, "the pipeline never drained, or some case never reached its outcome: " + ", ".join(
+    assert outcomes.seconds > 0, f"the pipeline never drained ({outcomes.not_drained}), or some case never reached its outcome: " + ", ".join(
         c.id for c in CASES
         if (c.outcome == "events" and not outcomes.events[c.id])
         or (c.outcome == "deadletter" and not any(d.service == c.service for d in outcomes.deadletters[c.id]))

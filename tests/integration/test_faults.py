@@ -56,6 +56,8 @@ class Run:
     """Wall time of the fault."""
     drained: bool = False
     """Every service had committed all its input, and the reader had read it all (``Drain``)."""
+    not_drained: str = ""
+    """When it never drained: what was still missing or in flight at the deadline."""
     streamed_at: dict[str, float] = field(default_factory=dict)
     """Wall time each call's first chunk was sent (in real time: second t of it is sent t later)."""
 
@@ -126,6 +128,11 @@ def _stream_with_fault(s, services, tmp_path, fault: str) -> Run:
                     if drain.reached(reader):
                         run.drained = True
                         break
+        answered = {e.utterance_id for e in run.events}
+        run.not_drained = drain.why_not() if drain is not None else (
+            f"{len(run.utterances)} of {sum(run.turns.values())} utterances read, "
+            f"{len(set(run.utterances) & answered)} of them answered; the publisher "
+            f"{'had' if published else 'had not'} finished")  # fmt: skip
     finally:
         if drain is not None:
             drain.close()
@@ -140,12 +147,19 @@ def _stream_with_fault(s, services, tmp_path, fault: str) -> Run:
 FAULTS = [*PIPELINE, "kafka", "triton", "redis"]
 
 
+def _log_tails(services, lines: int = 25) -> str:
+    """The last lines of every service's log: what a failed run needs to be understood."""
+    from deploy.local.process import tail
+
+    return "\n".join(f"--- {p.label}: {p.log_path}\n{tail(p.log_path, lines)}" for p in services.processes)
+
+
 @pytest.mark.parametrize("fault", FAULTS, ids=[f"kill-{f}" if f in PIPELINE else f"restart-{f}" for f in FAULTS])
 def test_one_event_per_utterance_through_the_fault(pipeline, tmp_path, fault):
     s, services = pipeline
     run = _stream_with_fault(s, services, tmp_path, fault)
     assert run.fault_at, "the fault was never injected (no progress on the calls)"
-    assert run.drained, "the pipeline never drained after the fault: a service still had uncommitted input"
+    assert run.drained, f"the pipeline never drained after the fault: {run.not_drained}\n" + _log_tails(services)
     expected = {f"{call_id}:{i:05d}" for call_id, n in run.turns.items() for i in range(n)}
     assert set(run.utterances) == expected, "the utterances of a run without a fault: none lost, none added by a replay"
     by_utterance: dict[str, list[EmotionEvent]] = collections.defaultdict(list)

@@ -51,6 +51,8 @@ class Streamed:
     drained: bool = False
     """Every service had committed all its input and the reader had read to the end when it stopped
     (:class:`~tests.integration.conftest.Drain`): no later duplicate can exist."""
+    not_drained: str = ""
+    """When it never drained: what was still in flight at the deadline (``Drain.why_not``)."""
     dashboard: dict | BaseException | None = None
     """What the live-dashboard check saw right after the stream (its figures, or what it raised)."""
 
@@ -102,6 +104,7 @@ def streamed(pipeline, tmp_path_factory) -> Streamed:
         if done and drain.reached(consumer):
             out.drained = True
             break
+    out.not_drained = "" if out.drained else drain.why_not()
     drain.close()
     consumer.close()
     out.utterances = {u.utterance_id: u for u in utterances.values()}
@@ -121,7 +124,7 @@ def streamed(pipeline, tmp_path_factory) -> Streamed:
 
 def test_one_event_per_utterance_in_order(streamed):
     assert streamed.utterances, "no utterance came out of the ASR alignment service"
-    assert streamed.drained, "the pipeline never drained: a service still had uncommitted input"
+    assert streamed.drained, f"the pipeline never drained: {streamed.not_drained}"
     counts = collections.Counter(e.utterance_id for e in streamed.events)
     duplicated = {u: n for u, n in counts.items() if n > 1}
     assert not duplicated, f"utterances with several events: {duplicated}"
