@@ -92,4 +92,6 @@ CASES: tuple[Case, ...] = (
     Case("over-call-limit", "message", "a call longer than segmentation.max_call_s (4 h by default; 30 s here)", "deadletter", "exceeds the limit of 30 s"),
     Case("bad-utterance", "message", "malformed JSON on utterances", "deadletter", "malformed JSON", service="text_encoder"),
     Case("bad-text-features", "message", "text features with an unsupported dtype on features.text", "deadletter", "unsupported dtype", service="graph_gat"),
+    Case("expired-audio", "message", "an utterance whose audio is gone from Redis (expired) and not inline", "deadletter", "missing or expired", service="speech_encoder"),
+    Case("bad-graph-features", "message", "a graph embedding with an unsupported dtype on features.graph", "deadletter", "unsupported dtype", service="moe_fusion"),
 )

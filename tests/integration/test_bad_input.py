@@ -20,7 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shared.contracts import ArrayPayload, AudioChunk, DeadLetter, EmotionEvent, TextFeatures, Utterance, decode
+from shared.contracts import (
+    ArrayPayload, AudioChunk, DeadLetter, EmotionEvent, GraphFeatures, TextFeatures, Utterance, decode,
+)
 from tests.integration.bad_input_cases import CASES, Case
 from tests.integration.conftest import Drain, isolated_settings, running_pipeline
 
@@ -170,6 +172,13 @@ def _messages(s, call) -> list[tuple[str, str, bytes]]:
             hidden=ArrayPayload.from_array(np.zeros((2, 2), np.float16)), mask=ArrayPayload.from_array(np.ones(2, np.int8)),
             offsets=ArrayPayload.from_array(np.zeros((2, 2), np.int32))).encode()),
             "hidden": {"dtype": "complex64", "shape": [1], "data": "AAAAAAAAAAA="}}, s.topics.text_features),
+        one("expired-audio", Utterance(call_id="expired-audio", utterance_id="expired-audio:00000", index=0, start=0,
+                                       end=1, text="hello", audio_key="emotion:audio:expired-audio:00000").encode(),
+            s.topics.utterances),
+        one("bad-graph-features", {**json.loads(GraphFeatures(
+            call_id="bad-graph-features", utterance_id="bad-graph-features:00000", model_version="x",
+            embedding=ArrayPayload.from_array(np.zeros(4, np.float32)), edges=0).encode()),
+            "embedding": {"dtype": "complex64", "shape": [1], "data": "AAAAAAAAAAA="}}, s.topics.graph_features),
     ]  # fmt: skip
     pcm = call.pcm.astype(np.float32) / 32768
     converted = {
@@ -250,6 +259,7 @@ def outcomes(pipeline, tmp_path_factory) -> Outcomes:
     out = Outcomes(controls={control_a.call_id: len(control_a.turns), control_b.call_id: len(control_b.turns)})
     out.sent = {key: value for topic, key, value in messages if sum(1 for m in messages if m[1] == key) == 1}
 
+    injected = {value for topic, _, value in messages if topic == s.topics.utterances}
     reader = TailReader(s, [s.topics.utterances, s.topics.emotions, s.topics.deadletter])
     sources = [load_call(c.path, language=c.language) for c in (control_a, control_b)]
     sources += [file_source(path, case_id, None, base.language) for case_id, path in files.items()]
@@ -269,8 +279,8 @@ def outcomes(pipeline, tmp_path_factory) -> Outcomes:
                     e = decode(r.value, EmotionEvent)
                     out.events[e.call_id].append(e)
                 elif r.topic == s.topics.utterances:
-                    if r.value == out.sent["bad-utterance"]:
-                        continue  # the case's own malformed message; anything else must decode
+                    if r.value in injected:
+                        continue  # a case's own message on this topic; anything else must decode
                     u = decode(r.value, Utterance)
                     out.utterances[u.call_id].add(u.utterance_id)
                 else:
