@@ -31,23 +31,35 @@ from dataclasses import dataclass
 import numpy as np
 
 from benchmarks.pipeline import triton_delta, triton_statistics
-from services.graph_gat import word_span_inputs
+from services.graph_gat import word_spans
 from shared.contracts import Utterance
 from shared.settings import Settings
 from shared.triton_client import TritonModel
+from shared.triton_models import (
+    TRITON_MODELS,
+    AsrTensors,
+    FeatureRows,
+    GraphGatTensors,
+    MoeFusionTensors,
+    SpeechEncoderTensors,
+    TextEncoderTensors,
+    asr_request,
+    speech_encoder_request,
+    text_encoder_request,
+)
 from training.serving.repository import versions
-from training.serving.triton_base import pad_rows
 
 log = logging.getLogger(__name__)
 
-MODELS = ("asr", "text_encoder", "speech_encoder", "graph_gat", "moe_fusion")
+MODELS = tuple(TRITON_MODELS)
 OUTPUTS = {
-    "asr": ["TEXT", "LANGUAGE", "WORDS"],
-    "text_encoder": ["HIDDEN", "MASK", "OFFSETS"],
-    "speech_encoder": ["FRAMES", "MASK", "FRAME_TIMES"],
-    "graph_gat": ["GRAPH", "EDGES"],
-    "moe_fusion": ["PROBS", "CA_PROBS", "SP_PROBS"],
+    "asr": [AsrTensors.TEXT.name, AsrTensors.DETECTED_LANGUAGE.name, AsrTensors.WORDS.name],
+    "text_encoder": list(TextEncoderTensors.output_names()),
+    "speech_encoder": [SpeechEncoderTensors.FRAMES.name, SpeechEncoderTensors.MASK.name, SpeechEncoderTensors.FRAME_TIMES.name],
+    "graph_gat": list(GraphGatTensors.output_names()),
+    "moe_fusion": [MoeFusionTensors.PROBS.name, *MoeFusionTensors.BRANCHES.values()],
 }
+"""What the benchmark asks each model for: what the services ask for."""
 
 
 @dataclass
@@ -66,19 +78,20 @@ class Samples:
     def inputs(self, model: str, rows: slice) -> dict[str, np.ndarray]:
         us = self.utterances[rows]
         if model == "asr":
-            audio, length = pad_rows(self.audio[rows])
-            return {"AUDIO": audio, "LENGTH": length, "LANGUAGE": np.array([[u.language or ""] for u in us], object)}
+            return asr_request(self.audio[rows], [u.language or "" for u in us])
         if model == "text_encoder":
-            return {"TEXT": np.array([[u.text] for u in us], object)}
+            return text_encoder_request([u.text for u in us])
         if model == "speech_encoder":
-            audio, length = pad_rows(self.audio[rows])
-            return {"AUDIO": audio, "LENGTH": length}
+            return speech_encoder_request(self.audio[rows])
         t, s = self.text, self.speech
-        common = {"TEXT": t["HIDDEN"][rows], "TEXT_MASK": t["MASK"][rows], "SPEECH": s["FRAMES"][rows],
-                  "SPEECH_MASK": s["MASK"][rows]}  # fmt: skip
+        features = FeatureRows(
+            text_hidden=t[TextEncoderTensors.HIDDEN.name][rows], text_mask=t[TextEncoderTensors.MASK.name][rows],
+            token_offsets=t[TextEncoderTensors.OFFSETS.name][rows], speech_frames=s[SpeechEncoderTensors.FRAMES.name][rows],
+            speech_mask=s[SpeechEncoderTensors.MASK.name][rows], frame_times=s[SpeechEncoderTensors.FRAME_TIMES.name][rows],
+        )  # fmt: skip
         if model == "graph_gat":
-            return {**common, "OFFSETS": t["OFFSETS"][rows], "FRAME_TIMES": s["FRAME_TIMES"][rows], **word_span_inputs(us)}
-        return {**common, "GRAPH": self.graph[rows]}
+            return features.graph_gat_request(word_spans(us))
+        return features.moe_fusion_request(self.graph[rows])
 
 
 def collect_samples(settings: Settings, utterances: list[Utterance], n: int) -> Samples:
@@ -105,7 +118,8 @@ def collect_samples(settings: Settings, utterances: list[Utterance], n: int) -> 
     every = slice(0, n)
     samples.text = TritonModel(settings, "text_encoder").infer(samples.inputs("text_encoder", every), OUTPUTS["text_encoder"])
     samples.speech = TritonModel(settings, "speech_encoder").infer(samples.inputs("speech_encoder", every), OUTPUTS["speech_encoder"])
-    samples.graph = TritonModel(settings, "graph_gat").infer(samples.inputs("graph_gat", every), ["GRAPH"])["GRAPH"]
+    graph = GraphGatTensors.GRAPH.name
+    samples.graph = TritonModel(settings, "graph_gat").infer(samples.inputs("graph_gat", every), [graph])[graph]
     return samples
 
 

@@ -70,6 +70,7 @@ from shared.runtime import Context, Deferred, ProcessResult, Reject
 from shared.settings import SegmentationSettings, Settings
 from shared.state import StateStore
 from shared.triton_client import InFlight
+from shared.triton_models import AsrTensors, asr_request
 
 log = logging.getLogger(__name__)
 
@@ -225,12 +226,11 @@ class _Transcription:
         metrics = service.ctx.metrics.cache
         metrics.labels(service.name, "hit").inc(len(pending) - len(self.misses))
         metrics.labels(service.name, "miss").inc(len(self.misses))
-        requests = [{
-            "AUDIO": (pending[i].segment.audio.astype(np.float32) / 32768)[None],
-            "LENGTH": np.array([[pending[i].segment.audio.size]], np.int32),
-            "LANGUAGE": np.array([[pending[i].call.language or ""]], dtype=object),
-        } for i in self.misses]  # fmt: skip
-        self.requests: InFlight | None = service.model.submit_many(requests, ["TEXT", "LANGUAGE", "WORDS"]) if requests else None
+        # one request per segment: Whisper decodes rows one by one, so Triton's instances share them out
+        requests = [asr_request([pending[i].segment.audio.astype(np.float32) / 32768], [pending[i].call.language or ""])
+                    for i in self.misses]  # fmt: skip
+        outputs = [AsrTensors.TEXT.name, AsrTensors.DETECTED_LANGUAGE.name, AsrTensors.WORDS.name]
+        self.requests: InFlight | None = service.model.submit_many(requests, outputs) if requests else None
 
     def wait(self, timeout_s: float) -> bool:
         return self.requests is None or self.requests.wait(timeout_s)
@@ -241,8 +241,9 @@ class _Transcription:
         if self.requests is not None:
             fresh = []
             for i, out in zip(self.misses, self.requests.result(), strict=True):
-                self.transcripts[i] = {"text": _text(out["TEXT"][0, 0]), "language": _text(out["LANGUAGE"][0, 0]),
-                                       "words": words_from_json(out["WORDS"][0, 0])}  # fmt: skip
+                self.transcripts[i] = {"text": _text(out[AsrTensors.TEXT.name][0, 0]),
+                                       "language": _text(out[AsrTensors.DETECTED_LANGUAGE.name][0, 0]),
+                                       "words": words_from_json(out[AsrTensors.WORDS.name][0, 0])}  # fmt: skip
                 fresh.append((self.keys[i], json.dumps(self.transcripts[i]).encode()))
             svc.ctx.cache.put_many(fresh)
             self.requests = None

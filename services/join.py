@@ -21,15 +21,42 @@ from abc import abstractmethod
 from collections.abc import Sequence
 
 from services.triton_service import TritonService
+import numpy as np
+
 from shared.contracts import Contract, SpeechFeatures, TextFeatures, Utterance, decode
 from shared.runtime import Context, Reject
 from shared.settings import Settings, TopicSettings
 from shared.state import UtteranceJoin
+from shared.triton_models import FeatureRows
 
 log = logging.getLogger(__name__)
 
 Parts = dict[str, Contract]
 """One completed utterance: part name -> its message."""
+
+
+def feature_rows(joined: Sequence[Parts]) -> FeatureRows:
+    """The text and speech features of joined utterances, stacked row for row, with each one's
+    speaker baseline (zeros and count 0, the model's prior alone, when the speech features carry
+    none: version 1 messages)."""
+    text: list[TextFeatures] = [j["text"] for j in joined]  # type: ignore[misc]
+    speech: list[SpeechFeatures] = [j["speech"] for j in joined]  # type: ignore[misc]
+    frames = np.stack([s.frames.to_array() for s in speech])
+    dim = frames.shape[-1]
+    mean, var = np.zeros((len(speech), dim), np.float32), np.zeros((len(speech), dim), np.float32)
+    count = np.zeros((len(speech), 1), np.float32)
+    for i, s in enumerate(speech):
+        if s.baseline is not None and s.baseline.utterances > 0:
+            mean[i], var[i], count[i, 0] = s.baseline.mean.to_array(), s.baseline.var.to_array(), s.baseline.utterances
+    return FeatureRows(
+        text_hidden=np.stack([t.hidden.to_array() for t in text]),
+        text_mask=np.stack([t.mask.to_array() for t in text]),
+        token_offsets=np.stack([t.offsets.to_array() for t in text]),
+        speech_frames=frames,
+        speech_mask=np.stack([s.mask.to_array() for s in speech]),
+        frame_times=np.stack([s.frame_times.to_array() for s in speech]),
+        speaker_mean=mean, speaker_var=var, speaker_count=count,
+    )
 
 
 def utterance_parts(topics: TopicSettings) -> dict[str, tuple[str, type[Contract]]]:

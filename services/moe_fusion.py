@@ -14,14 +14,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from services.graph_gat import stack_features
-from services.join import JoinService, Parts, utterance_parts
+from services.join import JoinService, Parts, feature_rows, utterance_parts
 from shared.contracts import EmotionEvent, GraphFeatures, SpeechFeatures, Utterance
 from shared.redaction import redact
 from shared.runtime import Context
 from shared.settings import Settings
-
-BRANCH_OUTPUTS = {"ca_moe": "CA_PROBS", "sp_moe": "SP_PROBS"}
+from shared.triton_models import MoeFusionTensors as T
 
 
 def missing_modalities(utterance: Utterance, speech: SpeechFeatures, graph: GraphFeatures) -> list[str]:
@@ -62,29 +60,27 @@ class MoeFusionService(JoinService):
         super().setup(ctx)
         params = self.model_parameters
         self.class_names = [c for c in params.get("class_names", "").split(",") if c]
-        self.branches = [b for b in params.get("branches", "").split(",") if b in BRANCH_OUTPUTS]
+        self.branches = [b for b in params.get("branches", "").split(",") if b in T.BRANCHES]
         if not self.class_names:
             raise RuntimeError("the moe_fusion model does not name its classes (class_names parameter)")
         ctx.metrics.event_latency.labels(self.name)  # the series exists before the first event
 
     def complete(self, joined: Sequence[Parts]) -> list[EmotionEvent]:
         graphs: list[GraphFeatures] = [j["graph"] for j in joined]  # type: ignore[misc]
-        inputs = stack_features(joined)
-        del inputs["OFFSETS"], inputs["FRAME_TIMES"]
-        inputs["GRAPH"] = np.stack([g.embedding.to_array() for g in graphs]).astype(np.float32)
-        out = self.model.infer(inputs, ["PROBS", *(BRANCH_OUTPUTS[b] for b in self.branches)])
+        request = feature_rows(joined).moe_fusion_request(np.stack([g.embedding.to_array() for g in graphs]))
+        out = self.model.infer(request, [T.PROBS.name, *(T.BRANCHES[b] for b in self.branches)])
         now = time.time()
         events = []
         for i, parts in enumerate(joined):
             u: Utterance = parts["utterance"]  # type: ignore[assignment]
-            probs = out["PROBS"][i]
+            probs = out[T.PROBS.name][i]
             label = self.class_names[int(np.argmax(probs))]
             latency = stage_latencies(parts, now)
             events.append(EmotionEvent(
                 message_id=EmotionEvent.event_id(u.utterance_id, self.model_version), call_id=u.call_id, utterance_id=u.utterance_id, speaker=u.speaker, start=u.start, end=u.end,
                 transcript=redact(u.text, self.redact_mode), label=label,
                 probabilities={c: float(p) for c, p in zip(self.class_names, probs, strict=True)},
-                branches={b: {c: float(p) for c, p in zip(self.class_names, out[BRANCH_OUTPUTS[b]][i], strict=True)}
+                branches={b: {c: float(p) for c, p in zip(self.class_names, out[T.BRANCHES[b]][i], strict=True)}
                           for b in self.branches},
                 model_version=self.model_version,
                 missing_modalities=missing_modalities(u, parts["speech"], graphs[i]),  # type: ignore[arg-type]

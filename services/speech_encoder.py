@@ -29,6 +29,8 @@ from shared.runtime import Context, Reject
 from shared.settings import Settings
 from shared.speaker_norm import FrameStatistics
 from shared.state import SpeakerBaselines
+from shared.triton_models import SpeechEncoderTensors as T
+from shared.triton_models import speech_encoder_request
 
 
 def utterance_audio(utterance: Utterance, stored: bytes | None) -> np.ndarray:
@@ -118,18 +120,14 @@ class SpeechEncoderService(TritonService):
 
     def _encode(self, rows: list[int], audio: dict[int, np.ndarray], keys: dict[int, str]) -> dict[int, dict]:
         """One Triton request for the uncached utterances; caches and returns their features."""
-        waves = [to_float(audio[i]) for i in rows]
-        padded = np.zeros((len(waves), max(w.size for w in waves)), np.float32)
-        for r, w in enumerate(waves):
-            padded[r, : w.size] = w
-        lengths = np.array([[w.size] for w in waves], np.int32)
-        out = self.model.infer({"AUDIO": padded, "LENGTH": lengths}, ["FRAMES", "MASK", "FRAME_TIMES"])
+        request = speech_encoder_request([to_float(audio[i]) for i in rows])
+        out = self.model.infer(request, [T.FRAMES.name, T.MASK.name, T.FRAME_TIMES.name])
         fresh = {}
         for r, i in enumerate(rows):
             fresh[i] = {
-                "frames": ArrayPayload.from_array(out["FRAMES"][r], "float16").model_dump(),
-                "mask": ArrayPayload.from_array(out["MASK"][r], "bool").model_dump(),
-                "frame_times": ArrayPayload.from_array(out["FRAME_TIMES"][r], "float32").model_dump(),
+                "frames": ArrayPayload.from_array(out[T.FRAMES.name][r], "float16").model_dump(),
+                "mask": ArrayPayload.from_array(out[T.MASK.name][r], "bool").model_dump(),
+                "frame_times": ArrayPayload.from_array(out[T.FRAME_TIMES.name][r], "float32").model_dump(),
             }
         self.ctx.cache.put_many([(keys[i], json.dumps(f).encode()) for i, f in fresh.items()])
         return fresh

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
-
 from services.triton_service import TritonService
 from shared.cache import content_key
 from shared.contracts import ArrayPayload, TextFeatures, Utterance
 from shared.settings import Settings
+from shared.triton_models import TextEncoderTensors as T
+from shared.triton_models import text_encoder_request
 
 
 class TextEncoderService(TritonService):
@@ -35,14 +35,13 @@ class TextEncoderService(TritonService):
         self.ctx.metrics.cache.labels(self.name, "miss").inc(len(misses))
         features: list[dict | None] = [json.loads(v) if v is not None else None for v in cached]
         if misses:
-            texts = np.array([[batch[i].text] for i in misses], dtype=object)
-            out = self.model.infer({"TEXT": texts}, ["HIDDEN", "MASK", "OFFSETS"])
+            out = self.model.infer(text_encoder_request([batch[i].text for i in misses]), T.output_names())
             fresh = []
             for row, i in enumerate(misses):
                 f = {
-                    "hidden": ArrayPayload.from_array(out["HIDDEN"][row], "float16").model_dump(),
-                    "mask": ArrayPayload.from_array(out["MASK"][row]).model_dump(),
-                    "offsets": ArrayPayload.from_array(out["OFFSETS"][row], "int32").model_dump(),
+                    "hidden": ArrayPayload.from_array(out[T.HIDDEN.name][row], "float16").model_dump(),
+                    "mask": ArrayPayload.from_array(out[T.MASK.name][row]).model_dump(),
+                    "offsets": ArrayPayload.from_array(out[T.OFFSETS.name][row], "int32").model_dump(),
                 }
                 features[i] = f
                 fresh.append((keys[i], json.dumps(f).encode()))

@@ -138,7 +138,7 @@ def _word_spans(transcript: str, words) -> np.ndarray:
 
 
 def _graph_inputs(text: dict, speech: dict, spans: list[np.ndarray]) -> dict[str, np.ndarray]:
-    from training.serving.triton_base import pad_rows
+    from shared.triton_models import pad_rows
 
     padded, counts = pad_rows([s if len(s) else np.zeros((1, 4)) for s in spans], np.float64)
     counts[[len(s) == 0 for s in spans]] = 0
@@ -274,7 +274,7 @@ def test_graph_and_fusion_equal_the_in_process_model(via_triton, in_process, loc
 
 def test_batched_and_concurrent_requests_give_the_same_results(served, utterances, via_triton):
     from shared.alignment import words_from_json
-    from training.serving.triton_base import pad_rows
+    from shared.triton_models import pad_rows
 
     n = len(utterances)
     audio, lengths = pad_rows(utterances)

@@ -7,7 +7,8 @@ import types
 import numpy as np
 import pytest
 
-from services.graph_gat import GraphGatService, word_span_inputs
+from services.graph_gat import GraphGatService, word_spans
+from shared.triton_models import FeatureRows
 from services.moe_fusion import MoeFusionService
 from shared.contracts import (
     ArrayPayload,
@@ -116,11 +117,15 @@ def test_digit_redaction_masks_card_numbers_digit_runs_and_spoken_digits(said, s
 
 
 def test_graph_service_locates_the_words_and_pads_them():
-    spans = word_span_inputs([
+    located = word_spans([
         Utterance(call_id="c", utterance_id="c:0", index=0, start=0, end=1, text="Hello, world",
                   words=[Word(text="Hello,", start=0.0, end=0.4), Word(text="world", start=0.5, end=0.9)]),
         Utterance(call_id="c", utterance_id="c:1", index=1, start=1, end=2, text=""),
     ])
+    rows = FeatureRows(np.zeros((2, 3, 4)), np.ones((2, 3)), np.zeros((2, 3, 2)), np.zeros((2, 5, 4)), np.ones((2, 5)),
+                       np.zeros((2, 5, 2)))  # fmt: skip
+    spans = rows.graph_gat_request(located)
+    assert "SPEAKER_MEAN" not in spans, "no baseline given: the model's prior alone"
     assert spans["WORD_SPANS"].shape == (2, 2, 4) and spans["WORD_SPANS"].dtype == np.float64
     assert spans["WORD_COUNT"].ravel().tolist() == [2, 0]
     assert spans["WORD_SPANS"][0, 1].tolist() == [7, 12, 0.5, 0.9]

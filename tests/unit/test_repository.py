@@ -31,7 +31,8 @@ from training.serving.repository import (
     text_encoder_spec,
     versions,
 )
-from training.serving.triton_base import TritonModelBase, pad_rows, ragged_rows
+from shared.triton_models import Tensor, TritonModelTensors, pad_rows
+from training.serving.triton_base import TritonModelBase, ragged_rows
 
 SMALL = FusionConfig(
     d_text=24, d_speech=20, d_graph=16, d_model=16, gat_hidden=16, gat_heads=2, n_heads=2,
@@ -296,9 +297,14 @@ def test_ragged_helpers_round_trip():
         ragged_rows(padded, np.array([[6], [1], [1]]))
 
 
+class _DoublerTensors(TritonModelTensors):
+    model = "doubler"
+    inputs = (Tensor("X", "FP32", (1,)),)
+    outputs = (Tensor("Y", "FP32", (1,)),)
+
+
 class _Doubler(TritonModelBase):
-    inputs = ("X",)
-    outputs = ("Y",)
+    tensors = _DoublerTensors
 
     def run(self, batch):
         if (batch["X"] < 0).any():

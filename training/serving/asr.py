@@ -22,13 +22,12 @@ from __future__ import annotations
 import numpy as np
 
 from shared.alignment import words_to_json
+from shared.triton_models import AsrTensors as T
 from training.serving.triton_base import TritonModelBase, decode_strings, ragged_rows, to_bytes_array
 
 
 class TritonPythonModel(TritonModelBase):
-    inputs = ("AUDIO",)
-    optional_inputs = ("LENGTH", "LANGUAGE")
-    outputs = ("TEXT", "LANGUAGE", "WORDS", "DURATION")
+    tensors = T
 
     def load(self, settings, params):
         from training.encoders.asr import Transcriber
@@ -49,16 +48,16 @@ class TritonPythonModel(TritonModelBase):
     def infer(self, items):
         out = []
         for item in items:
-            audio = np.asarray(item["AUDIO"], np.float32)
-            rows = ragged_rows(audio, item.get("LENGTH"))
-            languages = decode_strings(item.get("LANGUAGE")) or [""] * len(rows)
+            audio = np.asarray(item[T.AUDIO.name], np.float32)
+            rows = ragged_rows(audio, item.get(T.LENGTH.name))
+            languages = decode_strings(item.get(T.LANGUAGE.name)) or [""] * len(rows)
             if len(languages) != len(rows):
                 raise ValueError(f"{len(languages)} LANGUAGE values for {len(rows)} AUDIO rows")
             transcripts = [self.transcriber.transcribe(a, language=lang or None) for a, lang in zip(rows, languages, strict=True)]
             out.append({
-                "TEXT": to_bytes_array([t.text for t in transcripts]),
-                "LANGUAGE": to_bytes_array([t.language or "" for t in transcripts]),
-                "WORDS": to_bytes_array([words_to_json(t.words) for t in transcripts]),
-                "DURATION": np.array([[t.duration] for t in transcripts], np.float32).reshape(-1, 1),
+                T.TEXT.name: to_bytes_array([t.text for t in transcripts]),
+                T.DETECTED_LANGUAGE.name: to_bytes_array([t.language or "" for t in transcripts]),
+                T.WORDS.name: to_bytes_array([words_to_json(t.words) for t in transcripts]),
+                T.DURATION.name: np.array([[t.duration] for t in transcripts], np.float32).reshape(-1, 1),
             })
         return out

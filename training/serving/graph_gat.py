@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.serving.triton_base import SPEAKER_BASELINE_INPUTS, TritonModelBase, ragged_rows, speaker_baseline
+from shared.triton_models import GraphGatTensors as T
+from training.serving.triton_base import TritonModelBase, ragged_rows, speaker_baseline
 
 
 class TritonPythonModel(TritonModelBase):
-    inputs = ("TEXT", "TEXT_MASK", "OFFSETS", "SPEECH", "SPEECH_MASK", "FRAME_TIMES", "WORD_SPANS")
-    optional_inputs = ("WORD_COUNT", *SPEAKER_BASELINE_INPUTS)
-    outputs = ("GRAPH", "EDGES")
+    tensors = T
 
     def load(self, settings, params):
         from training.checkpoint import load_model, model_version
@@ -52,13 +51,14 @@ class TritonPythonModel(TritonModelBase):
 
         examples, sizes = [], []
         for item in items:
-            spans = ragged_rows(np.asarray(item["WORD_SPANS"], np.float64), item.get("WORD_COUNT"))
+            spans = ragged_rows(np.asarray(item[T.WORD_SPANS.name], np.float64), item.get(T.WORD_COUNT.name))
             sizes.append(len(spans))
             for b, word_spans in enumerate(spans):
                 examples.append(UtteranceFeatures(
-                    text_hidden=item["TEXT"][b], text_mask=item["TEXT_MASK"][b], token_offsets=item["OFFSETS"][b],
-                    speech_frames=item["SPEECH"][b], speech_mask=item["SPEECH_MASK"][b],
-                    frame_times=item["FRAME_TIMES"][b], word_spans=[tuple(s) for s in word_spans],
+                    text_hidden=item[T.TEXT.name][b], text_mask=item[T.TEXT_MASK.name][b],
+                    token_offsets=item[T.OFFSETS.name][b], speech_frames=item[T.SPEECH.name][b],
+                    speech_mask=item[T.SPEECH_MASK.name][b], frame_times=item[T.FRAME_TIMES.name][b],
+                    word_spans=[tuple(s) for s in word_spans],
                     **speaker_baseline(item, b),
                 ))
         batch = collate(examples, edge_rule=self.config.edge_rule, class_names=self.config.class_names).to(self.device)
@@ -67,6 +67,6 @@ class TritonPythonModel(TritonModelBase):
         edges = batch.edge_counts.cpu().numpy().astype(np.int32).reshape(-1, 1)
         out, start = [], 0
         for n in sizes:
-            out.append({"GRAPH": graph[start : start + n], "EDGES": edges[start : start + n]})
+            out.append({T.GRAPH.name: graph[start : start + n], T.EDGES.name: edges[start : start + n]})
             start += n
         return out

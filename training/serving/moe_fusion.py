@@ -16,15 +16,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.serving.triton_base import SPEAKER_BASELINE_INPUTS, TritonModelBase, speaker_baseline
-
-BRANCH_OUTPUTS = {"CA_PROBS": "ca_moe", "SP_PROBS": "sp_moe"}
+from shared.triton_models import MoeFusionTensors as T
+from training.serving.triton_base import TritonModelBase, speaker_baseline
 
 
 class TritonPythonModel(TritonModelBase):
-    inputs = ("TEXT", "TEXT_MASK", "SPEECH", "SPEECH_MASK", "GRAPH")
-    optional_inputs = SPEAKER_BASELINE_INPUTS
-    outputs = ("PROBS", "LOGITS", "CA_PROBS", "SP_PROBS")
+    tensors = T
 
     def load(self, settings, params):
         from training.checkpoint import load_model, model_version
@@ -42,14 +39,14 @@ class TritonPythonModel(TritonModelBase):
         from training.models import FusionBatch
 
         fusion_batch = FusionBatch.coerce({
-            "text": batch["TEXT"], "text_mask": batch["TEXT_MASK"], "speech": batch["SPEECH"],
-            "speech_mask": batch["SPEECH_MASK"], "graph": batch["GRAPH"], **speaker_baseline(batch),
+            "text": batch[T.TEXT.name], "text_mask": batch[T.TEXT_MASK.name], "speech": batch[T.SPEECH.name],
+            "speech_mask": batch[T.SPEECH_MASK.name], "graph": batch[T.GRAPH.name], **speaker_baseline(batch),
         }).to(self.device)
         with torch.inference_mode():
             out = self.model(fusion_batch)
         probs = out.probs.float().cpu().numpy()
-        result = {"PROBS": probs, "LOGITS": out.logits.float().cpu().numpy()}
-        for name, branch in BRANCH_OUTPUTS.items():
+        result = {T.PROBS.name: probs, T.LOGITS.name: out.logits.float().cpu().numpy()}
+        for branch, name in T.BRANCHES.items():
             logits = out.branch_logits.get(branch)
             result[name] = np.zeros_like(probs) if logits is None else torch.softmax(logits.float(), -1).cpu().numpy()
         return result

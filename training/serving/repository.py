@@ -14,33 +14,8 @@ per GPU where GPUs exist and a CPU instance elsewhere, so the same repository se
 a new export is picked up by a reload and a rollback is removing the newest folder (see
 :mod:`training.serving.export`).
 
-Tensor contracts (``B`` = batch dimension, present on every tensor because every model has
-``max_batch_size > 0``; all but ``asr`` have dynamic batching; ``T`` = ``models.max_tokens``, ``F`` =
-``models.max_frames``, both 128)::
-
-    asr             AUDIO FP32 [B, N] (ragged)    -> TEXT BYTES [B, 1]
-                    LENGTH INT32 [B, 1] (opt.)       LANGUAGE BYTES [B, 1]
-                    LANGUAGE BYTES [B, 1] (opt.)     WORDS BYTES [B, 1]  (JSON list of
-                                                       {"text", "start", "end", "probability"})
-                                                     DURATION FP32 [B, 1]
-    text_encoder    TEXT BYTES [B, 1]             -> HIDDEN FP16 [B, T, Dt], MASK BOOL [B, T],
-                                                     OFFSETS INT32 [B, T, 2]
-    speech_encoder  AUDIO FP32 [B, N] (ragged)    -> FRAMES FP16 [B, F, Ds], MASK BOOL [B, F],
-                    LENGTH INT32 [B, 1] (opt.)       FRAME_TIMES FP32 [B, F, 2], DURATION FP32 [B, 1]
-    graph_gat       TEXT FP16 [B, T, Dt], TEXT_MASK BOOL [B, T], OFFSETS INT32 [B, T, 2],
-                    SPEECH FP16 [B, F, Ds], SPEECH_MASK BOOL [B, F], FRAME_TIMES FP32 [B, F, 2],
-                    WORD_SPANS FP64 [B, W, 4] (ragged), WORD_COUNT INT32 [B, 1] (opt.)
-                                                  -> GRAPH FP32 [B, Dg], EDGES INT32 [B, 1]
-    moe_fusion      TEXT FP16 [B, T, Dt], TEXT_MASK BOOL [B, T], SPEECH FP16 [B, F, Ds],
-                    SPEECH_MASK BOOL [B, F], GRAPH FP32 [B, Dg]
-                                                  -> PROBS, LOGITS, CA_PROBS, SP_PROBS FP32 [B, C]
-
-Variable lengths: ``AUDIO`` rows are zero-padded to the longest utterance of the request, with
-``LENGTH`` giving each row's real sample count (without ``LENGTH`` every row is used whole);
-``WORD_SPANS`` rows ``(char_start, char_end, t_start, t_end)`` are zero-padded (a zero row is no
-word) with optional ``WORD_COUNT``.  These inputs have ``allow_ragged_batch``, so the dynamic
-batcher also merges requests of different lengths; the Python backend receives them as separate
-requests and handles each at its own length (no cross-request padding).
+The tensors of each model (names, data types, shapes) are declared in :mod:`shared.triton_models`;
+a spec here sizes them (``T``, ``F``, the widths, the classes) and adds the model's parameters.
 """
 
 from __future__ import annotations
@@ -53,6 +28,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shared.settings import Settings
+from shared.triton_models import (
+    AsrTensors,
+    GraphGatTensors,
+    MoeFusionTensors,
+    SpeechEncoderTensors,
+    Tensor,
+    TextEncoderTensors,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,23 +44,12 @@ EXPORT_FILE = "export.json"
 
 
 @dataclass(frozen=True)
-class Tensor:
-    name: str
-    dtype: str  # Triton type without the TYPE_ prefix: FP32, FP16, INT32, BOOL, STRING ...
-    dims: tuple[int, ...]
-    optional: bool = False
-    """Inputs only: the client may leave it out (``optional: true``)."""
-    ragged: bool = False
-    """Inputs only: requests of different shapes may share a dynamic batch (``allow_ragged_batch``)."""
-
-
-@dataclass(frozen=True)
 class ModelSpec:
     name: str
     module: str
     """Python module that defines ``TritonPythonModel``."""
-    inputs: tuple[Tensor, ...]
-    outputs: tuple[Tensor, ...]
+    tensors: tuple[tuple[Tensor, ...], tuple[Tensor, ...]]
+    """Inputs and outputs, sized (:meth:`shared.triton_models.TritonModelTensors.sized`)."""
     parameters: dict[str, str] = field(default_factory=dict)
     max_batch_size: int | None = None
     """None: ``settings.triton.max_batch_size``."""
@@ -87,6 +59,14 @@ class ModelSpec:
     """Whether Triton's dynamic batcher merges concurrent requests into one execution."""
     instances: int | None = None
     """Instances of the model; None: ``settings.triton.instances_per_model``."""
+
+    @property
+    def inputs(self) -> tuple[Tensor, ...]:
+        return self.tensors[0]
+
+    @property
+    def outputs(self) -> tuple[Tensor, ...]:
+        return self.tensors[1]
 
     @property
     def model_version(self) -> str:
@@ -101,17 +81,7 @@ def asr_spec(settings: Settings, model_version: str, model_name: str | None = No
     return ModelSpec(
         name="asr",
         module="training.serving.asr",
-        inputs=(
-            Tensor("AUDIO", "FP32", (-1,), ragged=True),
-            Tensor("LENGTH", "INT32", (1,), optional=True),
-            Tensor("LANGUAGE", "STRING", (1,), optional=True),
-        ),
-        outputs=(
-            Tensor("TEXT", "STRING", (1,)),
-            Tensor("LANGUAGE", "STRING", (1,)),
-            Tensor("WORDS", "STRING", (1,)),
-            Tensor("DURATION", "FP32", (1,)),
-        ),
+        tensors=AsrTensors.sized(),
         parameters={
             "model_version": model_version,
             "model_name": model_name or settings.models.asr,
@@ -137,8 +107,7 @@ def text_encoder_spec(settings: Settings, model_version: str, dim: int, model_na
     return ModelSpec(
         name="text_encoder",
         module="training.serving.text_encoder",
-        inputs=(Tensor("TEXT", "STRING", (1,)),),
-        outputs=(Tensor("HIDDEN", "FP16", (t, dim)), Tensor("MASK", "BOOL", (t,)), Tensor("OFFSETS", "INT32", (t, 2))),
+        tensors=TextEncoderTensors.sized(T=t, Dt=dim),
         parameters={"model_version": model_version, "model_name": model_name or settings.models.text_encoder},
     )
 
@@ -148,13 +117,7 @@ def speech_encoder_spec(settings: Settings, model_version: str, dim: int, model_
     return ModelSpec(
         name="speech_encoder",
         module="training.serving.speech_encoder",
-        inputs=(Tensor("AUDIO", "FP32", (-1,), ragged=True), Tensor("LENGTH", "INT32", (1,), optional=True)),
-        outputs=(
-            Tensor("FRAMES", "FP16", (f, dim)),
-            Tensor("MASK", "BOOL", (f,)),
-            Tensor("FRAME_TIMES", "FP32", (f, 2)),
-            Tensor("DURATION", "FP32", (1,)),
-        ),
+        tensors=SpeechEncoderTensors.sized(F=f, Ds=dim),
         parameters={
             "model_version": model_version,
             "model_name": model_name or settings.models.speech_encoder,
@@ -166,16 +129,6 @@ def speech_encoder_spec(settings: Settings, model_version: str, dim: int, model_
 
 def _trained_parameters(model_version: str, trained_model_dir: Path | str, extra: dict[str, str] | None = None) -> dict[str, str]:
     return {"model_version": model_version, "trained_model_dir": str(trained_model_dir), **(extra or {})}
-
-
-def _speaker_baseline_tensors(d_speech: int) -> tuple[Tensor, ...]:
-    """The speaker's baseline before the utterance (``services.graph_gat.speaker_baseline_inputs``):
-    optional; left out, the model normalises the frames with its prior alone."""
-    return (
-        Tensor("SPEAKER_MEAN", "FP32", (d_speech,), optional=True),
-        Tensor("SPEAKER_VAR", "FP32", (d_speech,), optional=True),
-        Tensor("SPEAKER_COUNT", "FP32", (1,), optional=True),
-    )
 
 
 def graph_gat_spec(
@@ -193,18 +146,7 @@ def graph_gat_spec(
     return ModelSpec(
         name="graph_gat",
         module="training.serving.graph_gat",
-        inputs=(
-            Tensor("TEXT", "FP16", (t, d_text)),
-            Tensor("TEXT_MASK", "BOOL", (t,)),
-            Tensor("OFFSETS", "INT32", (t, 2)),
-            Tensor("SPEECH", "FP16", (f, d_speech)),
-            Tensor("SPEECH_MASK", "BOOL", (f,)),
-            Tensor("FRAME_TIMES", "FP32", (f, 2)),
-            Tensor("WORD_SPANS", "FP64", (-1, 4), ragged=True),
-            Tensor("WORD_COUNT", "INT32", (1,), optional=True),
-            *_speaker_baseline_tensors(d_speech),
-        ),
-        outputs=(Tensor("GRAPH", "FP32", (d_graph,)), Tensor("EDGES", "INT32", (1,))),
+        tensors=GraphGatTensors.sized(T=t, F=f, Dt=d_text, Ds=d_speech, Dg=d_graph),
         parameters=_trained_parameters(model_version, trained_model_dir, {"edge_rule": edge_rule}),
     )
 
@@ -225,15 +167,7 @@ def moe_fusion_spec(
     return ModelSpec(
         name="moe_fusion",
         module="training.serving.moe_fusion",
-        inputs=(
-            Tensor("TEXT", "FP16", (t, d_text)),
-            Tensor("TEXT_MASK", "BOOL", (t,)),
-            Tensor("SPEECH", "FP16", (f, d_speech)),
-            Tensor("SPEECH_MASK", "BOOL", (f,)),
-            Tensor("GRAPH", "FP32", (d_graph,)),
-            *_speaker_baseline_tensors(d_speech),
-        ),
-        outputs=tuple(Tensor(n, "FP32", (c,)) for n in ("PROBS", "LOGITS", "CA_PROBS", "SP_PROBS")),
+        tensors=MoeFusionTensors.sized(T=t, F=f, Dt=d_text, Ds=d_speech, Dg=d_graph, C=c),
         parameters=_trained_parameters(
             model_version, trained_model_dir, {"class_names": ",".join(class_names), "branches": ",".join(branches)}
         ),

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from shared.triton_models import SpeechEncoderTensors as T
 from training.serving.triton_base import TritonModelBase, ragged_rows
 
 
 class TritonPythonModel(TritonModelBase):
-    inputs = ("AUDIO",)
-    optional_inputs = ("LENGTH",)
-    outputs = ("FRAMES", "MASK", "FRAME_TIMES", "DURATION")
+    tensors = T
 
     def load(self, settings, params):
         from training.encoders.speech import SpeechEncoder
@@ -39,16 +38,16 @@ class TritonPythonModel(TritonModelBase):
         )
 
     def infer(self, items):
-        waves = [ragged_rows(np.asarray(item["AUDIO"], np.float32), item.get("LENGTH")) for item in items]
+        waves = [ragged_rows(np.asarray(item[T.AUDIO.name], np.float32), item.get(T.LENGTH.name)) for item in items]
         emb = self.encoder.encode([w for rows in waves for w in rows])
         out, start = [], 0
         for rows in waves:
             end = start + len(rows)
             out.append({
-                "FRAMES": emb.frames[start:end].astype(np.float16),
-                "MASK": emb.mask[start:end],
-                "FRAME_TIMES": emb.frame_times[start:end].astype(np.float32),
-                "DURATION": emb.durations[start:end].reshape(-1, 1).astype(np.float32),
+                T.FRAMES.name: emb.frames[start:end].astype(np.float16),
+                T.MASK.name: emb.mask[start:end],
+                T.FRAME_TIMES.name: emb.frame_times[start:end].astype(np.float32),
+                T.DURATION.name: emb.durations[start:end].reshape(-1, 1).astype(np.float32),
             })
             start = end
         return out

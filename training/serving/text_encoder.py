@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.serving.triton_base import TritonModelBase
+from shared.triton_models import TextEncoderTensors as T
+from training.serving.triton_base import TritonModelBase, decode_strings
 
 
 class TritonPythonModel(TritonModelBase):
-    inputs = ("TEXT",)
-    outputs = ("HIDDEN", "MASK", "OFFSETS")
+    tensors = T
 
     def load(self, settings, params):
         from training.encoders.text import TextEncoder
@@ -21,10 +21,9 @@ class TritonPythonModel(TritonModelBase):
         self.encoder = TextEncoder.from_bundle(settings, name=params.get("model_name") or None, device=self.device)
 
     def run(self, batch):
-        texts = [t.decode("utf-8", "replace") if isinstance(t, bytes) else str(t) for t in batch["TEXT"].reshape(-1)]
-        emb = self.encoder.encode(texts)
+        emb = self.encoder.encode(decode_strings(batch[T.TEXT.name]))
         return {
-            "HIDDEN": emb.hidden.astype(np.float16),
-            "MASK": emb.mask.astype(bool),
-            "OFFSETS": emb.offsets.astype(np.int32),
+            T.HIDDEN.name: emb.hidden.astype(np.float16),
+            T.MASK.name: emb.mask.astype(bool),
+            T.OFFSETS.name: emb.offsets.astype(np.int32),
         }

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from shared.triton_models import SPEAKER_BASELINE, SPEAKER_COUNT, SPEAKER_MEAN, SPEAKER_VAR, TritonModelTensors
+
 log = logging.getLogger(__name__)
 
 Item = dict[str, "np.ndarray | None"]
@@ -43,19 +45,6 @@ def decode_strings(array: np.ndarray | None) -> list[str]:
     return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in np.asarray(array, dtype=object).reshape(-1)]
 
 
-def pad_rows(rows: list[np.ndarray], dtype: type | np.dtype = np.float32) -> tuple[np.ndarray, np.ndarray]:
-    """Client side of the ragged inputs: rows ``[n_i, ...]`` -> zero-padded ``[B, max n_i, ...]``
-    and their lengths ``INT32 [B, 1]`` (``AUDIO`` + ``LENGTH``, ``WORD_SPANS`` + ``WORD_COUNT``)."""
-    arrays = [np.asarray(r, dtype) for r in rows]
-    width = max((len(a) for a in arrays), default=0)
-    tail = next((a.shape[1:] for a in arrays if a.ndim > 1), ())
-    out = np.zeros((len(arrays), width, *tail), dtype)
-    for i, a in enumerate(arrays):
-        if len(a):
-            out[i, : len(a)] = a
-    return out, np.array([[len(a)] for a in arrays], np.int32).reshape(-1, 1)
-
-
 def ragged_rows(values: np.ndarray, lengths: np.ndarray | None) -> list[np.ndarray]:
     """Rows of a padded ``[B, N, ...]`` tensor cut to ``lengths[b]`` (``[B]`` or ``[B, 1]``); every
     row whole when ``lengths`` is None."""
@@ -69,28 +58,35 @@ def ragged_rows(values: np.ndarray, lengths: np.ndarray | None) -> list[np.ndarr
     return [row[: int(k)] for row, k in zip(values, n, strict=True)]
 
 
-SPEAKER_BASELINE_INPUTS = ("SPEAKER_COUNT", "SPEAKER_MEAN", "SPEAKER_VAR")
-"""The optional inputs of the trained models that carry each utterance's speaker baseline."""
-
-
 def speaker_baseline(item: Item | dict[str, np.ndarray], row: int | None = None) -> dict[str, np.ndarray]:
     """The ``speaker_count`` / ``speaker_mean`` / ``speaker_var`` fields (of
     ``training.models.FusionBatch``, or of ``UtteranceFeatures`` for one ``row``) from a request's
     ``SPEAKER_*`` inputs; empty when the client sent none (the model's prior alone)."""
-    if item.get("SPEAKER_COUNT") is None or item.get("SPEAKER_MEAN") is None or item.get("SPEAKER_VAR") is None:
+    if any(item.get(t.name) is None for t in SPEAKER_BASELINE):
         return {}
-    count = np.asarray(item["SPEAKER_COUNT"], np.float32).reshape(-1)
-    mean, var = np.asarray(item["SPEAKER_MEAN"], np.float32), np.asarray(item["SPEAKER_VAR"], np.float32)
+    count = np.asarray(item[SPEAKER_COUNT.name], np.float32).reshape(-1)
+    mean, var = np.asarray(item[SPEAKER_MEAN.name], np.float32), np.asarray(item[SPEAKER_VAR.name], np.float32)
     if row is None:
         return {"speaker_count": count, "speaker_mean": mean, "speaker_var": var}
     return {"speaker_count": float(count[row]), "speaker_mean": mean[row], "speaker_var": var[row]}
 
 
 class TritonModelBase:
-    inputs: tuple[str, ...] = ()
-    """Required inputs; the first one gives the request's batch size."""
-    optional_inputs: tuple[str, ...] = ()
-    outputs: tuple[str, ...] = ()
+    tensors: type[TritonModelTensors]
+    """The model's tensors (:mod:`shared.triton_models`): what is read from each request and written back."""
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """Required inputs; the first one gives the request's batch size."""
+        return self.tensors.required_inputs()
+
+    @property
+    def optional_inputs(self) -> tuple[str, ...]:
+        return self.tensors.optional_inputs()
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return self.tensors.output_names()
 
     def initialize(self, args: dict[str, Any]) -> None:
         import torch
