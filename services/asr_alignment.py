@@ -491,13 +491,19 @@ class AsrAlignmentService(TritonService):
         return pending
 
     # ---- timers ----------------------------------------------------------------------------
-    def tick(self, now: float) -> list[Utterance]:
+    def tick(self, now: float, caught_up_since: float) -> list[Utterance]:
         """Flush the calls of this instance's partitions that sent nothing for ``silence_timeout_s``,
-        as if they had ended.  The runtime ticks only once the service has caught up, so their
-        audio is not waiting in a backlog; a call on another instance's partitions may be (that
-        instance flushes it), and a call a batch in flight has touched has just sent audio."""
+        as if they had ended.  Only silence heard while caught up counts: until the service has
+        been caught up for a whole timeout (after a start, a rebalance, a backlog, a Kafka or
+        Triton outage) no call is silent, since its audio may have been held up on the way (a
+        flush cuts the call's segmentation where the audio stopped, so a call flushed by mistake
+        is cut into other utterances than its audio holds).  A call on another instance's
+        partitions may be in that instance's backlog (it flushes it), and a call a batch in
+        flight has touched has just sent audio."""
+        idle_since = now - self.seg_settings.silence_timeout_s
+        if caught_up_since > idle_since:
+            return []
         with self.ctx.state.guard() as r:
-            idle_since = now - self.seg_settings.silence_timeout_s
             silent = [m.decode() for m in r.zrangebyscore(self._active_key, "-inf", idle_since)]
         silent = [c for c in silent if c not in self._live and self.ctx.owns(self.input_topic, c.encode("utf-8"))]
         calls = {call_id: self._load(call_id) for call_id in silent}

@@ -10,9 +10,12 @@ downstream consumers de-duplicate on ``utterance_id``.
 
 A service that joins several inputs (graph, fusion) declares them in :meth:`Service.inputs`; one
 with timers (the ASR service's silence-timeout flush) returns outputs from :meth:`Service.tick`,
-which runs when the service has caught up with its input: its last poll drained what the broker
-had for it (fewer records than ``max_batch``), so "no audio for a while" is never a backlog.  A
-tick's outputs queue behind the batches in flight and are completed in their turn.
+which runs when the service has caught up with its input, and is told since when it has been
+caught up without a break: every poll drained what the broker had for it (fewer records than
+``max_batch``), the broker confirmed it at each tick (end offsets within a batch of the
+positions), and its partitions stayed the same.  So "no audio for a while" is never a backlog
+nor a broker outage: a consumer cut off from the broker polls nothing too.  A tick's outputs
+queue behind the batches in flight and are completed in their turn.
 
 Pipelining.  ``process`` may return a :class:`Deferred` instead of its results: the batch's
 inference is still running (requests in flight at Triton).  The loop then polls and submits the
@@ -172,11 +175,14 @@ class Service(ABC):
         """The batches processed since the last :meth:`delivered` were dropped (a dependency
         failed) and will be replayed: forget whatever state they computed."""
 
-    def tick(self, now: float) -> list[Output | Contract]:
+    def tick(self, now: float, caught_up_since: float) -> list[Output | Contract]:
         """Timers: called at most every ``runtime.tick_interval_s``, when the service has caught
-        up with its input (so "no audio for a while" is not a backlog), possibly while batches are
-        in flight.  The outputs are produced after those batches' and acknowledged, then passed to
-        :meth:`delivered` in that order, as a batch's would be."""
+        up with its input, possibly while batches are in flight.  ``caught_up_since`` is the wall
+        time since which it has been caught up without a break (no backlog, the broker reachable,
+        the same partitions): a timer that fires on silence counts only the silence after it, as
+        before it input may have been held up.  The outputs are produced after the batches' in
+        flight and acknowledged, then passed to :meth:`delivered` in that order, as a batch's
+        would be."""
         return []
 
     def close(self) -> None:
@@ -251,6 +257,12 @@ class ServiceRuntime:
         self._in_flight: deque[_Batch] = deque()
         self._caught_up = False
         """The last poll drained what the broker had for this instance (timers may run)."""
+        self._caught_up_since: float | None = None
+        """Wall time since which this instance has been caught up without a break, as the broker
+        confirmed at each tick (:meth:`_confirm_caught_up`); None while it is not."""
+        self._confirmed_partitions: frozenset[TopicPartition] = frozenset()
+        self._has_timers = type(service).tick is not Service.tick
+        """Only a service with timers asks the broker whether it has caught up (a request per tick)."""
 
     # ---- lifecycle -------------------------------------------------------------------------
     def stop(self, *_args) -> None:
@@ -294,6 +306,7 @@ class ServiceRuntime:
                     self.service.name, len(self._in_flight))  # fmt: skip
         self._in_flight.clear()
         self.service.abandon()
+        self._behind()
         close_aside(self._consumer)
         self._consumer = self._make_consumer()
 
@@ -334,7 +347,7 @@ class ServiceRuntime:
             while not self._stop.is_set() and (max_batches is None or done < max_batches):
                 if self.run_once():
                     done += 1
-                if self._caught_up:  # only now can a quiet call be told from a backlog
+                if self._has_timers:
                     self.run_tick()
             self._drain()
         finally:
@@ -361,8 +374,44 @@ class ServiceRuntime:
             first = False
             if time.monotonic() >= deadline or not polled:
                 break
-        self._caught_up = len(records) < rt.max_batch
+        if len(records) < rt.max_batch:
+            self._caught_up = True
+        else:
+            self._behind()  # a whole batch: maybe a backlog
         return records
+
+    def _behind(self) -> None:
+        """Input may be waiting at the broker: timers wait, and their silence starts again."""
+        self._caught_up, self._caught_up_since = False, None
+
+    def _confirm_caught_up(self) -> float | None:
+        """Since when this instance has been caught up without a break; None while it is not.
+
+        An empty poll alone proves nothing: a consumer cut off from the broker polls nothing
+        either (a Kafka restart looked like silence on every call, and the ASR service flushed
+        calls mid-utterance).  So the broker is asked: the end offsets of the instance's
+        partitions must be within a batch of its positions.  New partitions (a rebalance) start
+        the stretch again: their input was someone else's until now."""
+        consumer = self._consumer
+        partitions = frozenset(consumer.assignment()) if consumer is not None and self._caught_up else frozenset()
+        if not partitions:
+            self._behind()
+            return None
+        timeout_ms = self.settings.runtime.poll_timeout_ms
+        try:
+            ends = consumer.end_offsets(list(partitions), timeout_ms=timeout_ms)
+            backlog = sum(max(0, ends[tp] - consumer.position(tp, timeout_ms=timeout_ms)) for tp in partitions)
+        except (KafkaError, AssertionError, KeyError) as exc:  # the broker away, or a partition revoked meanwhile
+            log.debug("%s: could not confirm it is caught up: %s", self.service.name, exc)
+            self._behind()
+            return None
+        if backlog >= self.settings.runtime.max_batch:
+            self._behind()
+            return None
+        if self._caught_up_since is None or partitions != self._confirmed_partitions:
+            self._caught_up_since = time.time()
+        self._confirmed_partitions = partitions
+        return self._caught_up_since
 
     def owns(self, topic: str, key: bytes) -> bool:
         """See :attr:`Context.owns`."""
@@ -385,15 +434,18 @@ class ServiceRuntime:
             self.metrics.stage_seconds.labels(self.service.name, stage).observe(dt)
 
     def run_tick(self, force: bool = False) -> int:
-        """Run :meth:`Service.tick` when it is due; returns the number of outputs produced (or
-        queued behind the batches in flight)."""
+        """Run :meth:`Service.tick` when it is due (``force``: now) and the instance is caught up;
+        returns the number of outputs produced (or queued behind the batches in flight)."""
         now = time.monotonic()
         if not force and now - self._last_tick < self.settings.runtime.tick_interval_s:
             return 0
         self._last_tick = now
+        caught_up_since = self._confirm_caught_up()
+        if caught_up_since is None:
+            return 0
         svc = self.service
         try:
-            outputs = [o if isinstance(o, Output) else Output(o) for o in svc.tick(time.time())]
+            outputs = [o if isinstance(o, Output) else Output(o) for o in svc.tick(time.time(), caught_up_since)]
             if outputs:
                 pending = [_Pending(record=None, message=o.message) for o in outputs]
                 tick = _Batch([], pending, pending, Completed([[o] for o in outputs]), BatchReport(), time.perf_counter())
@@ -416,14 +468,14 @@ class ServiceRuntime:
         Returns the report of the batch completed (or dropped after a failure) now; None when none was."""
         full = len(self._in_flight) >= self.settings.runtime.max_in_flight
         if full:
-            self._caught_up = False  # not polling: input may be piling up at the broker
+            self._behind()  # not polling: input may be piling up at the broker
         try:
             records = [] if full else self._poll_batch(quick=bool(self._in_flight))
         except KafkaError as exc:  # the broker restarting: nothing was taken, nothing to rewind
             self.metrics.errors.labels(self.service.name, type(exc).__name__).inc()
             log.warning("%s: poll failed (%s); trying again in %.1f s", self.service.name, exc,
                         self.settings.runtime.retry_backoff_s)  # fmt: skip
-            self._caught_up = False
+            self._behind()
             if self._consumer is not None and self._consumer.wedged:
                 self._replace_wedged_consumer()
             self._stop.wait(self.settings.runtime.retry_backoff_s)
@@ -503,6 +555,7 @@ class ServiceRuntime:
         dropped = [r for b in self._in_flight for r in b.records] + list(records or [])
         self._in_flight.clear()
         svc.abandon()
+        self._behind()  # what was dropped is input not taken in: a quiet call may be waiting in it
         self.metrics.errors.labels(svc.name, type(exc).__name__).inc()
         log.warning("%s: %d message(s) not processed (%s); retrying in %.1f s", svc.name, len(dropped), exc,
                     self.settings.runtime.retry_backoff_s)  # fmt: skip

@@ -25,6 +25,8 @@ from training.data.espeak import synthesize
 
 RATE = 8000
 CHUNK = RATE // 2
+LISTENING = 0.0
+"""``caught_up_since`` of a runtime that has been caught up for as long as anyone can remember."""
 PASSWORD = REDIS_PASSWORD
 
 
@@ -370,23 +372,44 @@ def test_a_silent_call_is_flushed_by_tick_even_after_a_restart(make_service, ste
     got = feed(svc, all_chunks[:cut])
     assert len(got) == 1
     now = time.time()
-    assert svc.tick(now) == []
+    assert svc.tick(now, LISTENING) == []
     restarted = AsrAlignmentService(settings)
     restarted.setup(Context(settings=settings, metrics=ServiceMetrics("asr_alignment"), cache=FeatureCache(settings),
                             state=StateStore(settings), instance_id="b"))  # fmt: skip
-    flushed = restarted.tick(now + settings.segmentation.silence_timeout_s + 1)
+    flushed = restarted.tick(now + settings.segmentation.silence_timeout_s + 1, LISTENING)
     assert [(u.utterance_id, u.speaker) for u in flushed] == [("call-1:00001", "customer")]
     assert flushed[0].end == pytest.approx(cut * CHUNK / RATE, abs=0.01)
     content = lambda utts: [u.model_dump(exclude={"message_id", "created_at"}) for u in utts]  # noqa: E731
     restarted.abandon()  # not acknowledged: the runtime drops what the tick computed
-    again = restarted.tick(now + 60)
+    again = restarted.tick(now + 60, LISTENING)
     assert content(again) == content(flushed)  # flushed again, identically
     restarted.delivered(again)
-    assert restarted.tick(now + 60) == []
+    assert restarted.tick(now + 60, LISTENING) == []
     assert restarted.ctx.state.redis.zcard(restarted._active_key) == 0
     # the call may still go on: its numbering and clock carry on
     later = feed(restarted, all_chunks[cut:])
     assert later[0].index == 2 and later[0].start >= flushed[0].end
+
+
+def test_a_call_is_not_silent_until_the_service_has_been_caught_up_for_a_whole_timeout(make_service, stereo_call, settings):
+    """Seen in the Kafka-restart fault test: the consumer, cut off from the broker, polled nothing,
+    the call looked silent and was flushed mid-utterance, and its audio, held up at the publisher,
+    came back cut into other utterances.  Silence before the runtime caught up does not count."""
+    pcm, spans = stereo_call
+    all_chunks = chunks(pcm)
+    svc = make_service()
+    cut = int((spans[1][2] - 0.5) * RATE) // CHUNK  # the audio stops arriving while the customer speaks
+    feed(svc, all_chunks[:cut])
+    timeout = settings.segmentation.silence_timeout_s
+    now = time.time() + 3 * timeout  # silent for three timeouts ...
+    assert svc.tick(now, caught_up_since=now - timeout + 1) == []  # ... but caught up (the broker back) for less than one
+    assert svc.ctx.state.redis.zcard(svc._active_key) == 1  # still open, its segmentation untouched
+    rest = utterances_of(run(svc, all_chunks[cut:]))  # the held-up audio arrives: cut as if nothing happened
+    uninterrupted = feed(make_service(), chunks(pcm, call_id="call-2"))
+    assert len(uninterrupted) > 2
+    assert [(u.index, u.speaker, u.start, u.end) for u in rest] == [
+        (u.index, u.speaker, u.start, u.end) for u in uninterrupted if u.index >= 1]
+    assert svc.tick(now, caught_up_since=now - timeout - 1) == []  # ended: nothing left to flush
 
 
 def test_only_the_instance_that_holds_a_calls_partition_flushes_it(make_service, stereo_call, settings):
@@ -405,9 +428,9 @@ def test_only_the_instance_that_holds_a_calls_partition_flushes_it(make_service,
 
     asked = []
     other = instance(lambda topic, key: asked.append((topic, key)) or False)
-    assert other.tick(later) == []
+    assert other.tick(later, LISTENING) == []
     assert asked == [("calls.audio", b"call-1")]
-    [flushed] = instance(lambda topic, key: True).tick(later)
+    [flushed] = instance(lambda topic, key: True).tick(later, LISTENING)
     assert flushed.utterance_id == "call-1:00001"
 
 
@@ -421,9 +444,9 @@ def test_a_call_in_flight_is_not_silent_and_a_call_goes_on_from_a_flush_not_yet_
     feed(svc, all_chunks[: cut - 4])
     in_flight = svc.process(all_chunks[cut - 4 : cut])  # processed, not delivered yet
     later = time.time() + settings.segmentation.silence_timeout_s + 1
-    assert svc.tick(later) == []  # its newest audio is in memory, not in Redis
+    assert svc.tick(later, LISTENING) == []  # its newest audio is in memory, not in Redis
     svc.delivered(utterances_of(in_flight.result()))
-    [flushed] = svc.tick(later)  # not delivered yet
+    [flushed] = svc.tick(later, LISTENING)  # not delivered yet
     assert flushed.utterance_id == "call-1:00001"
     rest = utterances_of(run(svc, all_chunks[cut:], deliver=False))  # the call goes on from the flushed state
     assert [u.index for u in rest] == [2, 3] and rest[0].start >= flushed.end

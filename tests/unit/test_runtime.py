@@ -4,6 +4,8 @@ import time
 from collections import namedtuple
 
 import pytest
+from kafka import TopicPartition
+from kafka.errors import KafkaTimeoutError
 
 from shared.contracts import DeadLetter, TextFeatures, Utterance, decode
 from shared.contracts import ArrayPayload
@@ -39,13 +41,20 @@ class FakeProducer:
 
 
 class FakeConsumer:
+    """Records of the partitions it is assigned (``utterances``/0 at least); its broker can be away."""
+
     wedged = False  # as shared.kafka_io.BoundedConsumer: its calls fail by their bound, none answered
 
     def __init__(self, records):
         self.records, self.pos, self.commits, self.seeks = records, 0, [], []
         self.closed = False
+        self.broker_away = False
+        """While set, the broker does not answer: polls get nothing, offset look-ups fail."""
+        self.partitions = {TopicPartition("utterances", 0)} | {TopicPartition(r.topic, r.partition) for r in records}
 
     def poll(self, timeout_ms=0, max_records=None):
+        if self.broker_away:  # as kafka-python: a consumer cut off from the broker polls nothing
+            return {}
         batch = self.records[self.pos:self.pos + (max_records or 500)]
         self.pos += len(batch)
         return {"tp": batch} if batch else {}
@@ -58,7 +67,17 @@ class FakeConsumer:
         self.pos = min(self.pos, next(i for i, r in enumerate(self.records) if r.offset == offset))
 
     def assignment(self):
-        return set()
+        return set(self.partitions)
+
+    def end_offsets(self, partitions, timeout_ms=None):
+        if self.broker_away:
+            raise KafkaTimeoutError("Failed to get offsets by timestamps in 1000.0 ms")
+        return {tp: 1 + max((r.offset for r in self.records if (r.topic, r.partition) == tp), default=-1)
+                for tp in partitions}  # fmt: skip
+
+    def position(self, tp, timeout_ms=None):
+        unread = [r.offset for r in self.records[self.pos:] if (r.topic, r.partition) == tp]
+        return min(unread) if unread else self.end_offsets([tp])[tp]
 
     def close(self, autocommit=True, timeout_ms=None):
         self.closed = True
@@ -176,7 +195,7 @@ class JoinLikeService(Service):
     def delivered(self, outputs):
         self.delivered_ids += [o.utterance_id for o in outputs]
 
-    def tick(self, now):
+    def tick(self, now, caught_up_since):
         out, self.timer_outputs = self.timer_outputs, []
         return out
 
@@ -330,7 +349,7 @@ class TimedDeferringService(DeferringService):
         super().__init__()
         self.timer_outputs = []
 
-    def tick(self, now):
+    def tick(self, now, caught_up_since):
         out, self.timer_outputs = self.timer_outputs, []
         return out
 
@@ -365,15 +384,56 @@ def test_a_full_pipeline_is_not_caught_up(tmp_path):
     assert not r._caught_up and len(r._in_flight) == 1
 
 
+class ListeningService(UpperService):
+    """Remembers each tick's ``caught_up_since``."""
+
+    def __init__(self):
+        self.ticks = []
+
+    def tick(self, now, caught_up_since):
+        self.ticks.append(caught_up_since)
+        return []
+
+
+def test_timers_count_only_the_time_the_broker_confirms_the_instance_caught_up(tmp_path):
+    """An empty poll proves nothing: cut off from the broker, a consumer polls nothing too (the
+    Kafka-restart fault test once saw the ASR service flush calls as silent mid-utterance)."""
+    recs = [Record("utterances", 0, i, b"c", _utt(i)) for i in range(40)]
+    r = _runtime(recs, tmp_path, max_batch=8, tick_interval_s=0.0)
+    r.service = svc = ListeningService()
+    r.run_once()
+    assert r.run_tick() == 0 and svc.ticks == []  # a whole batch polled: maybe a backlog
+    r._consumer.pos = 36  # 4 records waiting, fewer than a batch: as good as caught up
+    r._caught_up = True
+    started = time.time()
+    r.run_tick(), r.run_tick()
+    assert len(svc.ticks) == 2 and svc.ticks[0] == svc.ticks[1] >= started  # one unbroken stretch
+    r._consumer.broker_away = True
+    assert r.run_once() is None and r._caught_up  # nothing polled ...
+    assert r.run_tick() == 0 and len(svc.ticks) == 2  # ... but the broker does not confirm it
+    r._consumer.broker_away = False
+    back = time.time()
+    r.run_once()  # the 4 records waiting
+    r.run_tick()
+    assert len(svc.ticks) == 3 and svc.ticks[2] >= back  # a new stretch: the silence starts again
+    r._consumer.partitions.add(TopicPartition("utterances", 1))  # a rebalance
+    moved = time.time()
+    r.run_tick()
+    assert svc.ticks[3] >= moved
+    r._consumer.pos = 0  # a backlog of a whole batch or more
+    assert r.run_tick() == 0 and len(svc.ticks) == 4
+
+
 def test_a_failed_timer_drops_the_batches_in_flight_with_it(tmp_path):
     class FailingTimer(TimedDeferringService):
-        def tick(self, now):
+        def tick(self, now, caught_up_since):
             raise Retry("redis went away")
 
     recs = [Record("utterances", 0, 0, b"c", _utt(0))]
     r = _runtime(recs, tmp_path, max_batch=1, max_in_flight=4, poll_timeout_ms=1)
     r.service = svc = FailingTimer()
-    r.run_once()
+    r.run_once(), r.run_once()  # the batch in flight, then an empty poll: caught up
+    assert r._caught_up and len(r._in_flight) == 1
     assert r.run_tick(force=True) == 0
     assert svc.abandoned == 1 and not r._in_flight and r._consumer.seeks == [("utterances", 0, 0)]
 
@@ -400,8 +460,6 @@ def test_a_model_away_during_a_triton_restart_is_waited_out_and_a_bad_request_is
 def test_a_wedged_consumer_is_replaced_and_the_batches_in_flight_are_replayed(tmp_path, monkeypatch):
     """A consumer whose calls fail by their bound with none answered (its I/O loop stuck) is let go:
     the batch in flight is dropped uncommitted, and a new member reads from the committed offsets."""
-    from kafka.errors import KafkaTimeoutError
-
     recs = [Record("utterances", 0, i, b"c", _utt(i)) for i in range(4)]
     r = _runtime(recs, tmp_path, max_batch=2)
     old = r._consumer
