@@ -160,6 +160,11 @@ COMMANDS: tuple[Command, ...] = (
             "Train and evaluate every model of the paper's table (unimodal baselines, early and late fusion, CA-MoE, "
             "SP-MoE, the proposed model with top-1 and top-2 gating) over several seeds; writes results.json, "
             "results.md and plots.", _configure_module("training.compare")),
+    Command("contracts", "the message contract of each topic, as JSON Schema",
+            "List the versioned message contracts and the topics that carry them, print one contract's JSON Schema "
+            "(draft 2020-12: what the services accept, the contract name and version pinned), or write them all "
+            "with --out (the published copies are docs/contracts/). A consumer in any language validates a topic's "
+            "messages with them.", _configure_module("services.contract_schemas")),
     Command("serve", "run one streaming service",
             "Run a streaming service on the shared runtime until SIGTERM/Ctrl-C: consume, batch, infer through "
             "Triton, produce, commit, expose Prometheus metrics.", _configure_serve),

@@ -12,6 +12,7 @@ old one decodable until every producer has moved on.
 from __future__ import annotations
 
 import base64
+import inspect
 import json
 import time
 import uuid
@@ -34,11 +35,12 @@ class ContractError(ValueError):
 class ArrayPayload(BaseModel):
     """A numpy array on the wire: little-endian bytes, base64-encoded."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
 
-    dtype: str
+    dtype: str = Field(json_schema_extra={"enum": sorted(_DTYPES)})
     shape: list[Annotated[int, Field(ge=0)]]
     data: str
+    """The array's little-endian bytes in C order, base64-encoded."""
 
     @field_validator("dtype")
     @classmethod
@@ -71,13 +73,15 @@ class ArrayPayload(BaseModel):
 class Contract(BaseModel):
     """Base of every message: the contract name and version, a unique id and a creation time."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
     contract: ClassVar[str]
     version: ClassVar[int]
 
     v: int = 1
     message_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    """Unique per message (an emotion event's is idempotent: :meth:`EmotionEvent.event_id`)."""
     created_at: float = Field(default_factory=time.time)
+    """When the message was made: seconds since the Unix epoch."""
 
     def encode(self) -> bytes:
         body = self.model_dump(mode="json")
@@ -110,7 +114,7 @@ class AudioChunk(Contract):
 
 
 class Word(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
     text: str
     start: float = Field(ge=0)
     end: float = Field(ge=0)
@@ -162,7 +166,7 @@ class SpeakerBaseline(BaseModel):
     blends it with its prior and z-scores the utterance's frames with it; ``utterances`` = 0 (the
     first utterance of a speaker) means the prior alone."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
     utterances: int = Field(ge=0)
     mean: ArrayPayload
     """``[dim]`` float32."""
@@ -271,6 +275,34 @@ CONTRACTS: dict[tuple[str, int], type[Contract]] = {
     (c.contract, c.version): c
     for c in (AudioChunk, Utterance, TextFeatures, SpeechFeaturesV1, SpeechFeatures, GraphFeatures, EmotionEvent, DeadLetter)
 }
+
+
+JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+
+def json_schema(contract: type[Contract]) -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of ``contract`` as it travels: what :func:`decode` accepts,
+    with the ``contract`` name and the version ``v`` pinned, so that a consumer in any language
+    can validate the messages of a topic without this package."""
+    schema = contract.model_json_schema(mode="validation")
+    properties = schema.pop("properties")
+    properties.pop("v")
+    doc = inspect.cleandoc(contract.__doc__ or "")
+    return {
+        "$schema": JSON_SCHEMA_DIALECT,
+        "$id": f"urn:emotion:contract:{contract.contract}:v{contract.version}",
+        "title": f"{contract.contract} v{contract.version}",
+        **({"description": doc} if doc else {}),
+        "type": "object",
+        "properties": {
+            "contract": {"const": contract.contract, "description": "The contract's name."},
+            "v": {"const": contract.version, "description": "The contract's version."},
+            **properties,
+        },
+        "required": ["contract", "v", *schema.pop("required", [])],
+        "additionalProperties": schema.pop("additionalProperties", False),
+        **({"$defs": schema["$defs"]} if "$defs" in schema else {}),
+    }
 
 
 def decode(raw: bytes | None, expect: type[Contract] | None = None) -> Contract:

@@ -259,3 +259,43 @@ def test_two_instances_split_the_partitions(streamed):
             assert len(held[0] | held[1]) == len(topics) * s.kafka.num_partitions, (name, held)
     finally:
         admin.close()
+
+
+def test_a_second_client_reads_every_event_and_each_fits_the_published_schema(streamed):
+    """Interoperability: confluent-kafka (librdkafka, an independent Kafka client) reads the
+    ``emotions`` topic with the documented SCRAM credentials, and every event validates against
+    the JSON Schema published in docs/contracts, read as a consumer in another language would."""
+    import json
+    from pathlib import Path
+
+    import confluent_kafka
+    import jsonschema
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    s = streamed.settings
+    published = Path(__file__).resolve().parents[2] / "docs" / "contracts" / "emotion_event.v1.schema.json"
+    validator = jsonschema.Draft202012Validator(json.loads(published.read_text()))
+    assert confluent_kafka.libversion()[0] >= "2", confluent_kafka.libversion()
+    consumer = Consumer({
+        "bootstrap.servers": s.kafka.bootstrap, "security.protocol": s.kafka.security_protocol,
+        "sasl.mechanism": s.kafka.sasl_mechanism, "sasl.username": s.kafka.username,
+        "sasl.password": s.kafka_password, "group.id": "itest-second-client", "enable.auto.commit": False,
+    })  # fmt: skip
+    try:
+        partitions = consumer.list_topics(s.topics.emotions, timeout=30).topics[s.topics.emotions].partitions
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(s.topics.emotions, p), timeout=30)[1] for p in partitions}
+        consumer.assign([TopicPartition(s.topics.emotions, p, OFFSET_BEGINNING) for p in partitions])
+        read: dict[tuple[int, int], dict] = {}
+        deadline = time.monotonic() + 120
+        while any(n and (p, n - 1) not in read for p, n in ends.items()) and time.monotonic() < deadline:
+            message = consumer.poll(1.0)
+            if message is None:
+                continue
+            assert message.error() is None, message.error()
+            read[(message.partition(), message.offset())] = json.loads(message.value())
+    finally:
+        consumer.close()
+    assert len(read) >= sum(ends.values()) >= len(streamed.events), f"read {len(read)} of {ends}"
+    invalid = {k: [e.message for e in validator.iter_errors(v)] for k, v in read.items() if not validator.is_valid(v)}
+    assert not invalid, f"events that break the published schema: {invalid}"
+    assert {e.message_id for e in streamed.events} <= {v["message_id"] for v in read.values()}
