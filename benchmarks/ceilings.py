@@ -55,12 +55,24 @@ def asr_ceiling(settings: Settings, workload: Workload, n: int, workers: int, th
         texts = list(pool.map(lambda s: transcriber().transcribe(s.audio, language=s.language).text, segments))
         wall = time.perf_counter() - t0
     audio_s = workload.audio_seconds(n)
-    log.info("asr ceiling %dx%d: %d utterances of %d calls in %.1f s -> %.2fx realtime",
-             workers, threads, len(segments), n, wall, audio_s / wall)  # fmt: skip
+    log.info(
+        "asr ceiling %dx%d: %d utterances of %d calls in %.1f s -> %.2fx realtime",
+        workers,
+        threads,
+        len(segments),
+        n,
+        wall,
+        audio_s / wall,
+    )
     return {
-        "workers": workers, "threads": threads, "calls": n, "audio_s": round(audio_s, 2),
-        "utterances": len(segments), "words": sum(len(t.split()) for t in texts),
-        "segmentation_s": round(t_segmented - t0, 2), "wall_s": round(wall, 2),
+        "workers": workers,
+        "threads": threads,
+        "calls": n,
+        "audio_s": round(audio_s, 2),
+        "utterances": len(segments),
+        "words": sum(len(t.split()) for t in texts),
+        "segmentation_s": round(t_segmented - t0, 2),
+        "wall_s": round(wall, 2),
         "throughput_x": round(audio_s / wall, 3),
     }
 
@@ -89,10 +101,15 @@ def chain_ceiling(settings: Settings, workload: Workload, n: int, model_dir: Pat
         text = text_encoder.encode([t.text])
         speech = speech_encoder.encode([s.audio])
         example = UtteranceFeatures(
-            text_hidden=text.hidden[0], text_mask=text.mask[0], token_offsets=text.offsets[0],
-            speech_frames=speech.frames[0], speech_mask=speech.mask[0], frame_times=speech.frame_times[0],
-            transcript=t.text, words=t.words,
-        )  # fmt: skip
+            text_hidden=text.hidden[0],
+            text_mask=text.mask[0],
+            token_offsets=text.offsets[0],
+            speech_frames=speech.frames[0],
+            speech_mask=speech.mask[0],
+            frame_times=speech.frame_times[0],
+            transcript=t.text,
+            words=t.words,
+        )
         with torch.inference_mode():
             probs = model(collate([example], edge_rule=model.config.edge_rule).to(device)).probs[0]
         return model.config.class_names[int(probs.argmax())]
@@ -103,9 +120,19 @@ def chain_ceiling(settings: Settings, workload: Workload, n: int, model_dir: Pat
     labels = [one(s) for call in workload.calls[:n] for s in segment_call(call, settings.segmentation)]
     wall = time.perf_counter() - t0
     audio_s = workload.audio_seconds(n)
-    log.info("chain ceiling (%d threads): %d utterances of %d calls in %.1f s -> %.2fx realtime",
-             threads, len(labels), n, wall, audio_s / wall)  # fmt: skip
+    log.info(
+        "chain ceiling (%d threads): %d utterances of %d calls in %.1f s -> %.2fx realtime",
+        threads,
+        len(labels),
+        n,
+        wall,
+        audio_s / wall,
+    )
     return {
-        "threads": threads, "calls": n, "audio_s": round(audio_s, 2), "utterances": len(labels),
-        "wall_s": round(wall, 2), "throughput_x": round(audio_s / wall, 3),
+        "threads": threads,
+        "calls": n,
+        "audio_s": round(audio_s, 2),
+        "utterances": len(labels),
+        "wall_s": round(wall, 2),
+        "throughput_x": round(audio_s / wall, 3),
     }

@@ -19,8 +19,9 @@ log = logging.getLogger(__name__)
 HEADS = ("ca_moe", "sp_moe", "proposed")
 
 
-def fusion_table(config: FusionConfig, batches: tuple[int, ...], threads: tuple[int, ...], rounds: int,
-                 repeats: int = 20) -> list[dict]:  # fmt: skip
+def fusion_table(
+    config: FusionConfig, batches: tuple[int, ...], threads: tuple[int, ...], rounds: int, repeats: int = 20
+) -> list[dict]:
     """One row per head, thread count and batch: parameters, fastest-of-``rounds`` ms/utterance."""
     import torch
 
@@ -36,10 +37,19 @@ def fusion_table(config: FusionConfig, batches: tuple[int, ...], threads: tuple[
     for name, t, b in cells:
         model = models[name]
         fusion_params = parameter_count(model) - (parameter_count(model.gat) if getattr(model, "gat", None) else 0)
-        rows.append({
-            "model": name, "threads": t, "batch": b, "ms_per_utterance": round(best[(name, t, b)], 3),
-            "parameters": parameter_count(model), "parameters_after_gat": fusion_params,
-            "paper_ms_per_utterance": PAPER_FUSION_MS.get(name),
-        })  # fmt: skip
-    log.info("fusion heads: %s", ", ".join(f"{r['model']} b{r['batch']} t{r['threads']} {r['ms_per_utterance']:.2f} ms" for r in rows))
+        rows.append(
+            {
+                "model": name,
+                "threads": t,
+                "batch": b,
+                "ms_per_utterance": round(best[(name, t, b)], 3),
+                "parameters": parameter_count(model),
+                "parameters_after_gat": fusion_params,
+                "paper_ms_per_utterance": PAPER_FUSION_MS.get(name),
+            }
+        )
+    log.info(
+        "fusion heads: %s",
+        ", ".join(f"{r['model']} b{r['batch']} t{r['threads']} {r['ms_per_utterance']:.2f} ms" for r in rows),
+    )
     return rows

@@ -49,20 +49,41 @@ TOPIC = "stress"
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--restarts", type=int, default=50, help="broker restarts (default 50)")
-    parser.add_argument("--clients", choices=("project", "raw"), default="project",
-                        help="the project's bounded clients (shared.kafka_io, default) or bare kafka-python ones")
+    parser.add_argument(
+        "--clients",
+        choices=("project", "raw"),
+        default="project",
+        help="the project's bounded clients (shared.kafka_io, default) or bare kafka-python ones",
+    )
     parser.add_argument("--producers", type=int, default=2, help="producer threads (default 2)")
     parser.add_argument("--committers", type=int, default=2, help="consumers in one group that commit (default 2)")
     parser.add_argument("--rate", type=float, default=40.0, help="records per second per producer (default 40)")
-    parser.add_argument("--up", type=float, nargs=2, default=(3.0, 8.0), metavar=("MIN", "MAX"),
-                        help="seconds of traffic between restarts, drawn uniformly (default 3 8)")
-    parser.add_argument("--slack", type=float, default=None,
-                        help="seconds a call may run past its own timeout before it counts as blocked (default: "
-                             "kafka.call_grace_s, the project's bound, plus 1 s of measuring tolerance)")
-    parser.add_argument("--drain", type=float, default=120.0, help="seconds the group gets to catch up at the end (default 120)")
-    parser.add_argument("--cpu-load", type=int, default=0, metavar="N",
-                        help="busy processes running beside the clients, to starve their I/O threads the way the "
-                             "pipeline's encoders do on a 2-core CI machine (default 0)")
+    parser.add_argument(
+        "--up",
+        type=float,
+        nargs=2,
+        default=(3.0, 8.0),
+        metavar=("MIN", "MAX"),
+        help="seconds of traffic between restarts, drawn uniformly (default 3 8)",
+    )
+    parser.add_argument(
+        "--slack",
+        type=float,
+        default=None,
+        help="seconds a call may run past its own timeout before it counts as blocked (default: "
+        "kafka.call_grace_s, the project's bound, plus 1 s of measuring tolerance)",
+    )
+    parser.add_argument(
+        "--drain", type=float, default=120.0, help="seconds the group gets to catch up at the end (default 120)"
+    )
+    parser.add_argument(
+        "--cpu-load",
+        type=int,
+        default=0,
+        metavar="N",
+        help="busy processes running beside the clients, to starve their I/O threads the way the "
+        "pipeline's encoders do on a 2-core CI machine (default 0)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder for kafka-restarts-<clients>.{json,md}")
     return parser
@@ -135,11 +156,23 @@ class CallClock:
                 for r in self._running.values():
                     if r.blocked is None and now - r.t0 > r.bound_s:
                         frame = frames.get(r.thread)
-                        stack = [f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in traceback.extract_stack(frame)][-12:] if frame else []
+                        stack = (
+                            [f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in traceback.extract_stack(frame)][
+                                -12:
+                            ]
+                            if frame
+                            else []
+                        )
                         r.blocked = Blocked(r.role, r.call, r.bound_s, self.restart, stack)
                         self.blocked.append(r.blocked)
-                        log.warning("BLOCKED %s.%s past its %.1f s bound at restart %d:\n  %s",
-                                    r.role, r.call, r.bound_s, self.restart, "\n  ".join(stack))
+                        log.warning(
+                            "BLOCKED %s.%s past its %.1f s bound at restart %d:\n  %s",
+                            r.role,
+                            r.call,
+                            r.bound_s,
+                            self.restart,
+                            "\n  ".join(stack),
+                        )
 
     def stop(self) -> None:
         self._stop.set()
@@ -176,20 +209,34 @@ class Clients:
             return make_producer(self.settings, on_bound=self._on_bound, client_id="stress-producer")
         from kafka import KafkaProducer
 
-        return KafkaProducer(**{**client_options(self.settings), "client_id": "stress-producer"},
-                             enable_idempotence=True, acks="all", retries=2_147_483_647, linger_ms=5)
+        return KafkaProducer(
+            **{**client_options(self.settings), "client_id": "stress-producer"},
+            enable_idempotence=True,
+            acks="all",
+            retries=2_147_483_647,
+            linger_ms=5,
+        )
 
     def consumer(self, group: str | None):
         from shared.kafka_io import client_options, make_consumer
 
-        options = dict(client_id=f"stress-{'committer' if group else 'reader'}", max_poll_records=200,
-                       session_timeout_ms=10_000, heartbeat_interval_ms=3_000)
+        options = dict(
+            client_id=f"stress-{'committer' if group else 'reader'}",
+            max_poll_records=200,
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=3_000,
+        )
         if self.kind == "project":
             return make_consumer(self.settings, group, None, on_bound=self._on_bound, **options)
         from kafka import KafkaConsumer
 
-        return KafkaConsumer(**{**client_options(self.settings), **options}, group_id=group,
-                             enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=2000)
+        return KafkaConsumer(
+            **{**client_options(self.settings), **options},
+            group_id=group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=2000,
+        )
 
     def admin(self):
         from shared.kafka_io import client_options, make_admin
@@ -201,14 +248,24 @@ class Clients:
         return KafkaAdminClient(**{**client_options(self.settings), "client_id": "stress-admin"})
 
 
-def _producer_loop(k: int, clients: Clients, clock: CallClock, ledger: Ledger, rate: float, stop: threading.Event) -> None:
+def _producer_loop(
+    k: int, clients: Clients, clock: CallClock, ledger: Ledger, rate: float, stop: threading.Event
+) -> None:
     request_s = clients.settings.kafka.request_timeout_ms / 1000
     producer = clients.producer()
     n, pending = 0, None
     while not stop.is_set():
         record_id = pending or f"p{k}-{n}"
         try:
-            future = clock.call("producer", "send", request_s + SLACK[0], producer.send, TOPIC, key=record_id.encode(), value=record_id.encode())
+            future = clock.call(
+                "producer",
+                "send",
+                request_s + SLACK[0],
+                producer.send,
+                TOPIC,
+                key=record_id.encode(),
+                value=record_id.encode(),
+            )
             clock.call("producer", "get", 10 + SLACK[0], future.get, timeout=10)
             ledger.acked.add(record_id)
             pending = None
@@ -242,7 +299,9 @@ def _committer_loop(clients: Clients, clock: CallClock, ledger: Ledger, stop: th
             continue
         offsets = {tp: OffsetAndMetadata(records[-1].offset + 1, "", -1) for tp, records in polled.items()}
         try:
-            clock.call("committer", "commit", request_ms / 1000 + SLACK[0], consumer.commit, offsets, timeout_ms=request_ms)
+            clock.call(
+                "committer", "commit", request_ms / 1000 + SLACK[0], consumer.commit, offsets, timeout_ms=request_ms
+            )
         except Exception:
             pass  # not committed: the records come again (at-least-once)
         with ledger.lock:
@@ -271,8 +330,22 @@ def _reader_loop(clients: Clients, clock: CallClock, ledger: Ledger, stop: threa
                     ledger.reader_received.update(r.value.decode() for r in records)
             if time.monotonic() - last_offsets > 2:
                 last_offsets = time.monotonic()
-                clock.call("reader", "end_offsets", request_ms / 1000 + SLACK[0], consumer.end_offsets, partitions, timeout_ms=request_ms)
-                clock.call("reader", "position", request_ms / 1000 + SLACK[0], consumer.position, partitions[0], timeout_ms=request_ms)
+                clock.call(
+                    "reader",
+                    "end_offsets",
+                    request_ms / 1000 + SLACK[0],
+                    consumer.end_offsets,
+                    partitions,
+                    timeout_ms=request_ms,
+                )
+                clock.call(
+                    "reader",
+                    "position",
+                    request_ms / 1000 + SLACK[0],
+                    consumer.position,
+                    partitions[0],
+                    timeout_ms=request_ms,
+                )
         except Exception:
             stop.wait(0.5)
     try:
@@ -323,7 +396,9 @@ def _restart_broker(settings: Settings, hard: bool) -> float:
     stack.down(settings, ["kafka"])
     # a killed broker's accepted connections linger in FIN-WAIT for a moment, holding its ports
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not all(port_is_free(settings.kafka.host, p) for p in (settings.kafka.port, settings.kafka.controller_port)):
+    while time.monotonic() < deadline and not all(
+        port_is_free(settings.kafka.host, p) for p in (settings.kafka.port, settings.kafka.controller_port)
+    ):
         time.sleep(0.5)
     stack.up(settings, ["kafka"], timeout_s=180)
     return time.monotonic() - t0
@@ -352,12 +427,25 @@ def run(args: argparse.Namespace, settings: Settings) -> dict:
     clock, ledger, stop = CallClock(), Ledger(), threading.Event()
     clients = Clients(s, args.clients)
     producers_stop = threading.Event()
-    threads = [threading.Thread(target=_producer_loop, args=(k, clients, clock, ledger, args.rate, producers_stop), daemon=True, name=f"producer-{k}")
-               for k in range(args.producers)]
-    threads += [threading.Thread(target=_committer_loop, args=(clients, clock, ledger, stop), daemon=True, name=f"committer-{k}")
-                for k in range(args.committers)]
-    threads += [threading.Thread(target=_reader_loop, args=(clients, clock, ledger, stop), daemon=True, name="reader"),
-                threading.Thread(target=_admin_loop, args=(clients, clock, stop), daemon=True, name="admin")]
+    threads = [
+        threading.Thread(
+            target=_producer_loop,
+            args=(k, clients, clock, ledger, args.rate, producers_stop),
+            daemon=True,
+            name=f"producer-{k}",
+        )
+        for k in range(args.producers)
+    ]
+    threads += [
+        threading.Thread(
+            target=_committer_loop, args=(clients, clock, ledger, stop), daemon=True, name=f"committer-{k}"
+        )
+        for k in range(args.committers)
+    ]
+    threads += [
+        threading.Thread(target=_reader_loop, args=(clients, clock, ledger, stop), daemon=True, name="reader"),
+        threading.Thread(target=_admin_loop, args=(clients, clock, stop), daemon=True, name="admin"),
+    ]
     burners = [multiprocessing.Process(target=_burn, daemon=True, name=f"cpu-load-{k}") for k in range(args.cpu_load)]
     for p in burners:
         p.start()
@@ -395,11 +483,16 @@ def run(args: argparse.Namespace, settings: Settings) -> dict:
         "restarts": args.restarts,
         "cpu_load": args.cpu_load,
         "hard_restarts": args.restarts // 2,
-        "broker_away_s": {"median": round(sorted(away)[len(away) // 2], 1) if away else None, "max": round(max(away), 1) if away else None},
+        "broker_away_s": {
+            "median": round(sorted(away)[len(away) // 2], 1) if away else None,
+            "max": round(max(away), 1) if away else None,
+        },
         "wall_s": round(time.monotonic() - t_start, 1),
         "slack_s": args.slack,
-        "calls": {name: {"count": len(d), "max_s": round(max(d), 2), "p99_s": round(sorted(d)[int(0.99 * (len(d) - 1))], 2)}
-                  for name, d in sorted(clock.durations.items())},
+        "calls": {
+            name: {"count": len(d), "max_s": round(max(d), 2), "p99_s": round(sorted(d)[int(0.99 * (len(d) - 1))], 2)}
+            for name, d in sorted(clock.durations.items())
+        },
         "errors": dict(clock.errors.most_common()),
         "failed_by_bound": dict(clients.bounded),
         "blocked": [asdict(b) for b in clock.blocked],
@@ -416,26 +509,49 @@ def run(args: argparse.Namespace, settings: Settings) -> dict:
 
 
 def render(summary: dict) -> str:
-    lines = [f"# Kafka client calls across {summary['restarts']} broker restarts ({summary['clients']} clients)", "",
-             f"kafka-python {summary['kafka_python']}; {summary['hard_restarts']} of the restarts SIGKILL, the rest SIGTERM; "
-             f"broker away median {summary['broker_away_s']['median']} s, longest {summary['broker_away_s']['max']} s; "
-             f"run {summary['wall_s']} s; {summary.get('cpu_load', 0)} busy process(es) beside the clients. A call is blocked when it runs {summary['slack_s']} s past its own timeout.", "",
-             "| call | count | p99 s | max s |", "| --- | ---: | ---: | ---: |"]
+    lines = [
+        f"# Kafka client calls across {summary['restarts']} broker restarts ({summary['clients']} clients)",
+        "",
+        f"kafka-python {summary['kafka_python']}; {summary['hard_restarts']} of the restarts SIGKILL, the rest SIGTERM; "
+        f"broker away median {summary['broker_away_s']['median']} s, longest {summary['broker_away_s']['max']} s; "
+        f"run {summary['wall_s']} s; {summary.get('cpu_load', 0)} busy process(es) beside the clients. A call is blocked when it runs {summary['slack_s']} s past its own timeout.",
+        "",
+        "| call | count | p99 s | max s |",
+        "| --- | ---: | ---: | ---: |",
+    ]
     lines += [f"| {name} | {c['count']} | {c['p99_s']} | {c['max_s']} |" for name, c in summary["calls"].items()]
-    lines += ["", f"**Calls blocked past their bound: {len(summary['blocked'])}**; threads stuck at the end: "
-              f"{', '.join(summary['threads_stuck_at_end']) or 'none'}.", ""]
+    lines += [
+        "",
+        f"**Calls blocked past their bound: {len(summary['blocked'])}**; threads stuck at the end: "
+        f"{', '.join(summary['threads_stuck_at_end']) or 'none'}.",
+        "",
+    ]
     for b in summary["blocked"]:
         took = "never returned" if b["returned_after_s"] is None else f"returned after {b['returned_after_s']} s"
-        lines += [f"- {b['role']}.{b['call']} (bound {b['bound_s']} s, restart {b['at_restart']}): {took}", "  ```",
-                  *[f"  {f}" for f in b["stack"]], "  ```"]
-    lines += ["", f"Delivery: {summary['acked']} records acknowledged; the group received {summary['group_received']} "
-              f"({summary['group_duplicates']} repeats); **{summary['missing_after_dedup']} acknowledged records missing** "
-              "after de-duplication.", "", "Errors raised by calls (each met by its caller: retried or re-polled):", ""]
+        lines += [
+            f"- {b['role']}.{b['call']} (bound {b['bound_s']} s, restart {b['at_restart']}): {took}",
+            "  ```",
+            *[f"  {f}" for f in b["stack"]],
+            "  ```",
+        ]
+    lines += [
+        "",
+        f"Delivery: {summary['acked']} records acknowledged; the group received {summary['group_received']} "
+        f"({summary['group_duplicates']} repeats); **{summary['missing_after_dedup']} acknowledged records missing** "
+        "after de-duplication.",
+        "",
+        "Errors raised by calls (each met by its caller: retried or re-polled):",
+        "",
+    ]
     lines += [f"- {k}: {v}" for k, v in summary["errors"].items()] or ["- none"]
     if summary["clients"] == "project":
         failed = summary.get("failed_by_bound", {})
-        lines += ["", "Calls failed by the project's bound (`shared.kafka_io.CallBound`), per client role: "
-                  + (", ".join(f"{role} {n}" for role, n in sorted(failed.items())) or "none") + "."]
+        lines += [
+            "",
+            "Calls failed by the project's bound (`shared.kafka_io.CallBound`), per client role: "
+            + (", ".join(f"{role} {n}" for role, n in sorted(failed.items())) or "none")
+            + ".",
+        ]
     return "\n".join(lines) + "\n"
 
 

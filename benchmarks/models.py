@@ -55,7 +55,11 @@ MODELS = tuple(TRITON_MODELS)
 OUTPUTS = {
     "asr": [AsrTensors.TEXT.name, AsrTensors.DETECTED_LANGUAGE.name, AsrTensors.WORDS.name],
     "text_encoder": list(TextEncoderTensors.output_names()),
-    "speech_encoder": [SpeechEncoderTensors.FRAMES.name, SpeechEncoderTensors.MASK.name, SpeechEncoderTensors.FRAME_TIMES.name],
+    "speech_encoder": [
+        SpeechEncoderTensors.FRAMES.name,
+        SpeechEncoderTensors.MASK.name,
+        SpeechEncoderTensors.FRAME_TIMES.name,
+    ],
     "graph_gat": list(GraphGatTensors.output_names()),
     "moe_fusion": [MoeFusionTensors.PROBS.name, *MoeFusionTensors.BRANCHES.values()],
 }
@@ -85,10 +89,13 @@ class Samples:
             return speech_encoder_request(self.audio[rows])
         t, s = self.text, self.speech
         features = FeatureRows(
-            text_hidden=t[TextEncoderTensors.HIDDEN.name][rows], text_mask=t[TextEncoderTensors.MASK.name][rows],
-            token_offsets=t[TextEncoderTensors.OFFSETS.name][rows], speech_frames=s[SpeechEncoderTensors.FRAMES.name][rows],
-            speech_mask=s[SpeechEncoderTensors.MASK.name][rows], frame_times=s[SpeechEncoderTensors.FRAME_TIMES.name][rows],
-        )  # fmt: skip
+            text_hidden=t[TextEncoderTensors.HIDDEN.name][rows],
+            text_mask=t[TextEncoderTensors.MASK.name][rows],
+            token_offsets=t[TextEncoderTensors.OFFSETS.name][rows],
+            speech_frames=s[SpeechEncoderTensors.FRAMES.name][rows],
+            speech_mask=s[SpeechEncoderTensors.MASK.name][rows],
+            frame_times=s[SpeechEncoderTensors.FRAME_TIMES.name][rows],
+        )
         if model == "graph_gat":
             return features.graph_gat_request(word_spans(us))
         return features.moe_fusion_request(self.graph[rows])
@@ -116,8 +123,12 @@ def collect_samples(settings: Settings, utterances: list[Utterance], n: int) -> 
         chosen, audio = [chosen[i % len(chosen)] for i in range(n)], [audio[i % len(audio)] for i in range(n)]
     samples = Samples(chosen, audio, {}, {}, np.zeros(0))
     every = slice(0, n)
-    samples.text = TritonModel(settings, "text_encoder").infer(samples.inputs("text_encoder", every), OUTPUTS["text_encoder"])
-    samples.speech = TritonModel(settings, "speech_encoder").infer(samples.inputs("speech_encoder", every), OUTPUTS["speech_encoder"])
+    samples.text = TritonModel(settings, "text_encoder").infer(
+        samples.inputs("text_encoder", every), OUTPUTS["text_encoder"]
+    )
+    samples.speech = TritonModel(settings, "speech_encoder").infer(
+        samples.inputs("speech_encoder", every), OUTPUTS["speech_encoder"]
+    )
     graph = GraphGatTensors.GRAPH.name
     samples.graph = TritonModel(settings, "graph_gat").infer(samples.inputs("graph_gat", every), [graph])[graph]
     return samples
@@ -134,10 +145,15 @@ def load_in_process(settings: Settings, name: str, device: str = "cpu"):
         client.close()
     folder = settings.model_repository / name
     model = importlib.import_module(f"training.serving.{name}").TritonPythonModel()
-    model.initialize({
-        "model_config": json.dumps(config), "model_repository": str(folder), "model_version": str(versions(folder)[-1]),
-        "model_instance_kind": "GPU" if device.startswith("cuda") else "CPU", "model_instance_device_id": "0",
-    })  # fmt: skip
+    model.initialize(
+        {
+            "model_config": json.dumps(config),
+            "model_repository": str(folder),
+            "model_version": str(versions(folder)[-1]),
+            "model_instance_kind": "GPU" if device.startswith("cuda") else "CPU",
+            "model_instance_device_id": "0",
+        }
+    )
     return model
 
 
@@ -168,8 +184,9 @@ def _disagreement(via_triton: dict[str, np.ndarray], in_process: dict[str, np.nd
     return worst
 
 
-def latency_table(settings: Settings, samples: Samples, batches: dict[str, tuple[int, ...]], budget_s: float,
-                  device: str = "cpu") -> list[dict]:  # fmt: skip
+def latency_table(
+    settings: Settings, samples: Samples, batches: dict[str, tuple[int, ...]], budget_s: float, device: str = "cpu"
+) -> list[dict]:
     """Per model and batch: ms per request and per utterance, through Triton and in-process, and how
     far apart the two answers to the same request are (``max_rel_diff``)."""
     rows = []
@@ -182,16 +199,23 @@ def latency_table(settings: Settings, samples: Samples, batches: dict[str, tuple
             via_triton, n_t = _median_s(lambda: served.infer(inputs, OUTPUTS[name]), min_repeats, budget_s)
             in_process, n_l = _median_s(lambda: local.infer([inputs]), min_repeats, budget_s)
             diff = _disagreement(served.infer(inputs, OUTPUTS[name]), local.infer([inputs])[0])
-            rows.append({
-                "model": name, "batch": b, "repeats": min(n_t, n_l),
-                "triton_ms": round(1000 * via_triton, 2), "in_process_ms": round(1000 * in_process, 2),
-                "triton_ms_per_utterance": round(1000 * via_triton / b, 3),
-                "in_process_ms_per_utterance": round(1000 * in_process / b, 3),
-                "overhead_ms": round(1000 * (via_triton - in_process), 2),
-                "triton_vs_in_process": round(via_triton / in_process, 3),
-                "max_rel_diff": round(diff, 6),
-            })  # fmt: skip
-            log.info("model %s batch %d: triton %.1f ms, in-process %.1f ms", name, b, 1000 * via_triton, 1000 * in_process)
+            rows.append(
+                {
+                    "model": name,
+                    "batch": b,
+                    "repeats": min(n_t, n_l),
+                    "triton_ms": round(1000 * via_triton, 2),
+                    "in_process_ms": round(1000 * in_process, 2),
+                    "triton_ms_per_utterance": round(1000 * via_triton / b, 3),
+                    "in_process_ms_per_utterance": round(1000 * in_process / b, 3),
+                    "overhead_ms": round(1000 * (via_triton - in_process), 2),
+                    "triton_vs_in_process": round(via_triton / in_process, 3),
+                    "max_rel_diff": round(diff, 6),
+                }
+            )
+            log.info(
+                "model %s batch %d: triton %.1f ms, in-process %.1f ms", name, b, 1000 * via_triton, 1000 * in_process
+            )
         served.close()
         local.finalize()
         local = None  # released before the next model loads
@@ -215,12 +239,22 @@ def batching_gain(settings: Settings, samples: Samples, concurrency: dict[str, i
                 done += c
             wall = time.perf_counter() - t0
             stats = triton_delta(before, triton_statistics(settings)).get(name, {})
-            result[label] = {"concurrency": c, "utterances": done, "utterances_per_s": round(done / wall, 2),
-                             "rows_per_execution": stats.get("rows_per_execution")}  # fmt: skip
+            result[label] = {
+                "concurrency": c,
+                "utterances": done,
+                "utterances_per_s": round(done / wall, 2),
+                "rows_per_execution": stats.get("rows_per_execution"),
+            }
         result["gain"] = round(result["concurrent"]["utterances_per_s"] / result["sequential"]["utterances_per_s"], 3)
-        log.info("model %s: %.1f -> %.1f utterances/s with %d in flight (x%.2f, %.1f rows per execution)", name,
-                 result["sequential"]["utterances_per_s"], result["concurrent"]["utterances_per_s"],
-                 concurrency[name], result["gain"], result["concurrent"]["rows_per_execution"] or 0)  # fmt: skip
+        log.info(
+            "model %s: %.1f -> %.1f utterances/s with %d in flight (x%.2f, %.1f rows per execution)",
+            name,
+            result["sequential"]["utterances_per_s"],
+            result["concurrent"]["utterances_per_s"],
+            concurrency[name],
+            result["gain"],
+            result["concurrent"]["rows_per_execution"] or 0,
+        )
         served.close()
         rows.append(result)
     return rows

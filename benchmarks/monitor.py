@@ -118,12 +118,19 @@ class ProcessSampler:
         for label, t in self._tracks.items():
             cpu = max(0.0, t.cpu - t.cpu0)
             rss = t.rss or [0.0]
-            out[label] = {"cpu_s": round(cpu, 2), "cores": round(cpu / self.wall_s, 3) if self.wall_s else 0.0,
-                          "rss_mb_peak": round(max(rss), 1), "rss_mb_mean": round(sum(rss) / len(rss), 1)}  # fmt: skip
+            out[label] = {
+                "cpu_s": round(cpu, 2),
+                "cores": round(cpu / self.wall_s, 3) if self.wall_s else 0.0,
+                "rss_mb_peak": round(max(rss), 1),
+                "rss_mb_mean": round(sum(rss) / len(rss), 1),
+            }
         total_cpu = sum(v["cpu_s"] for v in out.values())
-        out["total"] = {"cpu_s": round(total_cpu, 2), "cores": round(total_cpu / self.wall_s, 3) if self.wall_s else 0.0,
-                        "rss_mb_peak": round(sum(v["rss_mb_peak"] for v in out.values()), 1),
-                        "rss_mb_mean": round(sum(v["rss_mb_mean"] for v in out.values()), 1)}  # fmt: skip
+        out["total"] = {
+            "cpu_s": round(total_cpu, 2),
+            "cores": round(total_cpu / self.wall_s, 3) if self.wall_s else 0.0,
+            "rss_mb_peak": round(sum(v["rss_mb_peak"] for v in out.values()), 1),
+            "rss_mb_mean": round(sum(v["rss_mb_mean"] for v in out.values()), 1),
+        }
         return out
 
 
@@ -141,7 +148,9 @@ class LagSampler:
         self._admin = make_admin(settings)
         self._consumer = make_consumer(settings, None, None)
         self._partitions = {
-            service: [TopicPartition(t, p) for t in topics for p in sorted(self._consumer.partitions_for_topic(t) or [])]
+            service: [
+                TopicPartition(t, p) for t in topics for p in sorted(self._consumer.partitions_for_topic(t) or [])
+            ]
             for service, (_, topics) in self.inputs.items()
         }
         self.series: list[tuple[float, dict[str, int]]] = []
@@ -156,7 +165,9 @@ class LagSampler:
         out = {}
         for service, (group, _) in self.inputs.items():
             done = committed.get(group, {})
-            out[service] = sum(max(0, ends[tp] - max(0, done[tp].offset if tp in done else 0)) for tp in self._partitions[service])
+            out[service] = sum(
+                max(0, ends[tp] - max(0, done[tp].offset if tp in done else 0)) for tp in self._partitions[service]
+            )
         return out
 
     def start(self) -> LagSampler:

@@ -51,8 +51,14 @@ def percentiles(values: list[float] | np.ndarray) -> dict[str, float]:
     if a.size == 0:
         return {"n": 0}
     p50, p95, p99 = np.percentile(a, [50, 95, 99])
-    return {"n": int(a.size), "p50": round(float(p50), 4), "p95": round(float(p95), 4), "p99": round(float(p99), 4),
-            "mean": round(float(a.mean()), 4), "max": round(float(a.max()), 4)}  # fmt: skip
+    return {
+        "n": int(a.size),
+        "p50": round(float(p50), 4),
+        "p95": round(float(p95), 4),
+        "p99": round(float(p99), 4),
+        "mean": round(float(a.mean()), 4),
+        "max": round(float(a.max()), 4),
+    }
 
 
 class Collector:
@@ -152,7 +158,9 @@ def triton_statistics(settings: Settings) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {}
     for m in stats:
         inf = m.get("inference_stats", {})
-        row = out.setdefault(m["name"], {"requests": 0, "executions": 0, "inferences": 0, "queue_ns": 0, "compute_ns": 0})
+        row = out.setdefault(
+            m["name"], {"requests": 0, "executions": 0, "inferences": 0, "queue_ns": 0, "compute_ns": 0}
+        )
         row["requests"] += int(inf.get("success", {}).get("count", 0))
         row["executions"] += int(m.get("execution_count", 0))
         row["inferences"] += int(m.get("inference_count", 0))
@@ -203,8 +211,15 @@ def pipeline_inputs(settings: Settings) -> dict[str, tuple[str, list[str]]]:
     return {name: (f"emotion-{name}", list(SERVICES[name](settings).inputs())) for name in PIPELINE}
 
 
-def run_calls(settings: Settings, services: ServiceProcesses, workload: Workload, n: int, pace: str, tag: str,
-              timeout_s: float | None = None) -> RunOutcome:  # fmt: skip
+def run_calls(
+    settings: Settings,
+    services: ServiceProcesses,
+    workload: Workload,
+    n: int,
+    pace: str,
+    tag: str,
+    timeout_s: float | None = None,
+) -> RunOutcome:
     """Stream the first ``n`` workload calls at ``pace`` and measure (see the module docstring)."""
     calls = workload.audio(n, tag)
     audio_s = sum(c.duration for c in calls)
@@ -217,8 +232,15 @@ def run_calls(settings: Settings, services: ServiceProcesses, workload: Workload
     lag.start()
     log.info("bench %s: %d call(s), %.0f s of audio, %s", tag, n, audio_s, pace)
     t_start = time.time()
-    report = publish_calls(settings, calls, pace=pace, chunk_ms=CHUNK_MS, progress=False, concurrency=n,  # type: ignore[arg-type]
-                           on_sent=timeline.on_sent)  # fmt: skip
+    report = publish_calls(
+        settings,
+        calls,
+        pace=pace,
+        chunk_ms=CHUNK_MS,
+        progress=False,
+        concurrency=n,  # type: ignore[arg-type]
+        on_sent=timeline.on_sent,
+    )
     if not report.ok:
         raise RuntimeError(f"bench {tag}: publishing failed: {report.summary()}")
     published = time.monotonic()
@@ -243,14 +265,31 @@ def run_calls(settings: Settings, services: ServiceProcesses, workload: Workload
     lag.close()
     triton = triton_delta(triton_before, triton_statistics(settings))
     cache_after = cache_counts(settings)
-    cache = {svc: {k: v - cache_before.get(svc, {}).get(k, 0.0) for k, v in counts.items()} for svc, counts in cache_after.items()}
-    result = _summarise(settings, tag, n, pace, audio_s, t_start, timeline, collector, processes, lags, lag.series,
-                        triton, cache)  # fmt: skip
+    cache = {
+        svc: {k: v - cache_before.get(svc, {}).get(k, 0.0) for k, v in counts.items()}
+        for svc, counts in cache_after.items()
+    }
+    result = _summarise(
+        settings, tag, n, pace, audio_s, t_start, timeline, collector, processes, lags, lag.series, triton, cache
+    )
     return RunOutcome(result, [u for u, _ in collector.utterances.values()])
 
 
-def _summarise(settings: Settings, tag: str, n: int, pace: str, audio_s: float, t_start: float, timeline: Timeline,
-               collector: Collector, processes: dict, lags: dict, lag_series: list, triton: dict, cache: dict) -> dict:  # fmt: skip
+def _summarise(
+    settings: Settings,
+    tag: str,
+    n: int,
+    pace: str,
+    audio_s: float,
+    t_start: float,
+    timeline: Timeline,
+    collector: Collector,
+    processes: dict,
+    lags: dict,
+    lag_series: list,
+    triton: dict,
+    cache: dict,
+) -> dict:
     seg = settings.segmentation
     stages: dict[str, list[float]] = {s: [] for s in STAGES}
     overall = []
@@ -273,20 +312,38 @@ def _summarise(settings: Settings, tag: str, n: int, pace: str, audio_s: float, 
     calls_without = sorted(set(timeline.sent) - {u.call_id for u, _ in collector.utterances.values()})
     hits = {svc: round(c.get("hit", 0) / max(1.0, c.get("hit", 0) + c.get("miss", 0)), 3) for svc, c in cache.items()}
     result = {
-        "tag": tag, "calls": n, "pace": pace, "audio_s": round(audio_s, 2), "wall_s": round(wall, 2),
+        "tag": tag,
+        "calls": n,
+        "pace": pace,
+        "audio_s": round(audio_s, 2),
+        "wall_s": round(wall, 2),
         "throughput_x": round(audio_s / wall, 3) if wall > 0 else None,
         "rtf": round(wall / audio_s, 4) if audio_s > 0 else None,
-        "utterances": len(collector.utterances), "events": len(collector.events), "missing_events": missing,
-        "calls_without_utterances": calls_without, "duplicate_events": collector.duplicates,
+        "utterances": len(collector.utterances),
+        "events": len(collector.events),
+        "missing_events": missing,
+        "calls_without_utterances": calls_without,
+        "duplicate_events": collector.duplicates,
         "deadletters": [d.reason for d in collector.deadletters],
         "latency_s": {"overall": percentiles(overall), "stages": {s: percentiles(v) for s, v in stages.items()}},
         "latencies_s": [round(x, 3) for x in overall],
-        "lag": lags, "lag_series": lag_series, "processes": processes,
+        "lag": lags,
+        "lag_series": lag_series,
+        "processes": processes,
         "cores_used": processes.get("total", {}).get("cores"),
-        "triton": triton, "cache": cache, "cache_hit_ratio": hits,
+        "triton": triton,
+        "cache": cache,
+        "cache_hit_ratio": hits,
         "started_at": round(t_start, 3),
     }
-    log.info("bench %s: %d utterances, %d events in %.1f s -> %.2fx realtime; latency p50 %.2f s p95 %.2f s",
-             tag, result["utterances"], result["events"], wall, result["throughput_x"] or 0,
-             result["latency_s"]["overall"].get("p50", float("nan")), result["latency_s"]["overall"].get("p95", float("nan")))  # fmt: skip
+    log.info(
+        "bench %s: %d utterances, %d events in %.1f s -> %.2fx realtime; latency p50 %.2f s p95 %.2f s",
+        tag,
+        result["utterances"],
+        result["events"],
+        wall,
+        result["throughput_x"] or 0,
+        result["latency_s"]["overall"].get("p50", float("nan")),
+        result["latency_s"]["overall"].get("p95", float("nan")),
+    )
     return result

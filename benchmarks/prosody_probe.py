@@ -266,9 +266,13 @@ def _cache_path(
 
 
 def feature_tables(
-    paths: Sequence[Path], extractors: Sequence[str], channel: str, cache: Path, workers: int,
+    paths: Sequence[Path],
+    extractors: Sequence[str],
+    channel: str,
+    cache: Path,
+    workers: int,
     speech_encoder: ResolvedModel | None = None,
-) -> dict[str, FeatureTable]:  # fmt: skip
+) -> dict[str, FeatureTable]:
     """Each extractor's :class:`FeatureTable`, from the cache or computed (``workers`` processes;
     ``speech_encoder``: the bundle model of the ``encoder`` extractor)."""
     from tqdm.auto import tqdm
@@ -286,8 +290,9 @@ def feature_tables(
     values: dict[str, list[np.ndarray]] = {name: [] for name in todo}
     cpu = dict.fromkeys(todo, 0.0)
     audio_s = 0.0
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker,
-                             initargs=(todo, channel, speech_encoder)) as pool:  # fmt: skip
+    with ProcessPoolExecutor(
+        workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(todo, channel, speech_encoder)
+    ) as pool:
         results = pool.map(_extract, [str(p) for p in paths], chunksize=8)
         desc = f"{'+'.join(todo)} ({channel})"
         for vectors, seconds, duration in tqdm(results, total=len(paths), desc=desc, unit="clip"):
@@ -401,9 +406,13 @@ class LayerWeightedProbe:
 
 
 def online_features(
-    x: np.ndarray, speakers: np.ndarray, rows: np.ndarray, prior: FeaturePrior, prior_weight: float,
+    x: np.ndarray,
+    speakers: np.ndarray,
+    rows: np.ndarray,
+    prior: FeaturePrior,
+    prior_weight: float,
     rng: np.random.Generator,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``rows`` normalised online, each speaker's clips in a random order: ``(rows in processing
     order, their features, clips of the speaker seen before each)``."""
     order, out, seen = [], [], []
@@ -425,9 +434,17 @@ def _scores(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
 
 
 def evaluate(
-    x: np.ndarray, y: np.ndarray, speakers: np.ndarray, folds: Sequence[np.ndarray], *, c: float,
-    prior_weights: Sequence[float], orders: int, seed: int, model: Callable[[], Any] | None = None,
-) -> dict[str, Any]:  # fmt: skip
+    x: np.ndarray,
+    y: np.ndarray,
+    speakers: np.ndarray,
+    folds: Sequence[np.ndarray],
+    *,
+    c: float,
+    prior_weights: Sequence[float],
+    orders: int,
+    seed: int,
+    model: Callable[[], Any] | None = None,
+) -> dict[str, Any]:
     """Per normalisation: the scores of every fold, their mean and SD, and the confusion matrix
     pooled over the folds; online rows also by clips seen and per prior weight (the first is the
     main row). ``model`` makes a fresh classifier (``fit``/``predict``; default :func:`classifier`
@@ -509,13 +526,15 @@ def opensmile_agreement(ours: FeatureTable, theirs: FeatureTable, speakers: np.n
             rows = speakers == s
             a_c[rows] -= a[rows].mean()
             b_c[rows] -= b[rows].mean()
-        out.append({
-            "ours": mine,
-            "opensmile": smile,
-            "pearson": float(np.corrcoef(a, b)[0, 1]),
-            "spearman": float(spearmanr(a, b).statistic),
-            "pearson_within_speaker": float(np.corrcoef(a_c, b_c)[0, 1]),
-        })  # fmt: skip
+        out.append(
+            {
+                "ours": mine,
+                "opensmile": smile,
+                "pearson": float(np.corrcoef(a, b)[0, 1]),
+                "spearman": float(spearmanr(a, b).statistic),
+                "pearson_within_speaker": float(np.corrcoef(a_c, b_c)[0, 1]),
+            }
+        )
     return out
 
 
@@ -530,8 +549,10 @@ def channel_robustness(phone: dict[str, FeatureTable], studio: dict[str, Feature
         a, b = phone[name].values[:, i].astype(np.float64), studio[name].values[:, i].astype(np.float64)
         return float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else None
 
-    pairs = [{"ours": mine, "opensmile": smile, "ours_r": r("prosody", mine), "opensmile_r": r("egemaps", smile)}
-             for mine, smile in OPENSMILE_PAIRS]  # fmt: skip
+    pairs = [
+        {"ours": mine, "opensmile": smile, "ours_r": r("prosody", mine), "opensmile_r": r("egemaps", smile)}
+        for mine, smile in OPENSMILE_PAIRS
+    ]
     medians = {}
     for name, table in phone.items():
         values = [r(name, f) for f in table.names]
@@ -590,58 +611,92 @@ def report_markdown(report: dict[str, Any]) -> str:
         lines += [report["speech_encoder_note"], ""]
     lines += _table(
         ["features", "normalisation", "weighted F1", "accuracy"],
-        [(f"{name} ({res['n_features']})", norm, _pm(res[norm]["f1"]), _pm(res[norm]["accuracy"]))
-         for name, res in results.items() for norm in NORMALISATIONS],
+        [
+            (f"{name} ({res['n_features']})", norm, _pm(res[norm]["f1"]), _pm(res[norm]["accuracy"]))
+            for name, res in results.items()
+            for norm in NORMALISATIONS
+        ],
         2,
-    )  # fmt: skip
+    )
     lines += _encoder_tables(report)
     lines += ["", "`speaker-online` by how many of the speaker's clips came before (pooled over folds and orders):", ""]
     lines += _table(
         ["features", "clips seen", "n", "weighted F1", "accuracy"],
-        [(name, b["seen"], b["n"], f"{100 * b['f1']:.1f}", f"{100 * b['accuracy']:.1f}")
-         for name, res in results.items() for b in res["online_by_seen"]],
+        [
+            (name, b["seen"], b["n"], f"{100 * b['f1']:.1f}", f"{100 * b['accuracy']:.1f}")
+            for name, res in results.items()
+            for b in res["online_by_seen"]
+        ],
         3,
-    )  # fmt: skip
+    )
     lines += ["", "`speaker-online` against the prior weight k0:", ""]
     lines += _table(
         ["features", "k0", "weighted F1", "accuracy"],
-        [(name, f"{r['prior_weight']:g}", _pm(r["f1"]), _pm(r["accuracy"]))
-         for name, res in results.items() for r in res["online_prior_weights"]],
+        [
+            (name, f"{r['prior_weight']:g}", _pm(r["f1"]), _pm(r["accuracy"]))
+            for name, res in results.items()
+            for r in res["online_prior_weights"]
+        ],
         3,
-    )  # fmt: skip
-    lines += ["", "Extraction cost (in the worker processes, one thread each; decoding and channel simulation "
-              "excluded):", ""]  # fmt: skip
+    )
+    lines += [
+        "",
+        "Extraction cost (in the worker processes, one thread each; decoding and channel simulation excluded):",
+        "",
+    ]
     lines += _table(
         ["features", "ms CPU per second of audio"],
         [(name, f"{ms:.1f}") for name, ms in report["extraction_ms_per_audio_s"].items()],
         1,
     )
     if report.get("opensmile_agreement"):
-        lines += ["", "openSMILE (research-only licence, not a dependency of this project) was importable from the "
-                  "interpreter that ran this, e.g. a throwaway virtual environment layered on `.venv`."]
-        lines += ["", f"Agreement with openSMILE {report['opensmile_version']} eGeMAPSv02 on the same audio "
-                  f"({report['clips']} clips; within speaker: both centred on each actor's mean):", ""]  # fmt: skip
+        lines += [
+            "",
+            "openSMILE (research-only licence, not a dependency of this project) was importable from the "
+            "interpreter that ran this, e.g. a throwaway virtual environment layered on `.venv`.",
+        ]
+        lines += [
+            "",
+            f"Agreement with openSMILE {report['opensmile_version']} eGeMAPSv02 on the same audio "
+            f"({report['clips']} clips; within speaker: both centred on each actor's mean):",
+            "",
+        ]
         lines += _table(
             ["ours", "openSMILE", "Pearson r", "Spearman rho", "r within speaker"],
-            [(f"`{a['ours']}`", f"`{a['opensmile']}`", f"{a['pearson']:.2f}", f"{a['spearman']:.2f}",
-              f"{a['pearson_within_speaker']:.2f}") for a in report["opensmile_agreement"]],
+            [
+                (
+                    f"`{a['ours']}`",
+                    f"`{a['opensmile']}`",
+                    f"{a['pearson']:.2f}",
+                    f"{a['spearman']:.2f}",
+                    f"{a['pearson_within_speaker']:.2f}",
+                )
+                for a in report["opensmile_agreement"]
+            ],
             3,
-        )  # fmt: skip
+        )
     elif report.get("opensmile_note"):
         lines += ["", report["opensmile_note"]]
     if report.get("channel_robustness"):
         rob = report["channel_robustness"]
         medians = ", ".join(f"{k} {v:.2f}" for k, v in rob["median"].items())
-        lines += ["", "Channel robustness: Pearson r between each functional on the phone channel and on the studio "
-                  f"original of the same clips (median over all functionals: {medians}):", ""]  # fmt: skip
+        lines += [
+            "",
+            "Channel robustness: Pearson r between each functional on the phone channel and on the studio "
+            f"original of the same clips (median over all functionals: {medians}):",
+            "",
+        ]
         lines += _table(
             ["ours", "r", "openSMILE", "r"],
             [(f"`{a['ours']}`", _r(a["ours_r"]), f"`{a['opensmile']}`", _r(a["opensmile_r"])) for a in rob["pairs"]],
             0,
         )
     best = report["best"]
-    lines += ["", f"Confusion matrix of the best row ({best['features']}, {best['normalisation']}), pooled over the "
-              f"folds: `{Path(report['confusion_png']).name}`."]  # fmt: skip
+    lines += [
+        "",
+        f"Confusion matrix of the best row ({best['features']}, {best['normalisation']}), pooled over the "
+        f"folds: `{Path(report['confusion_png']).name}`.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -660,8 +715,12 @@ def _encoder_tables(report: dict[str, Any]) -> list[str]:
         learned = {n: np.array(res[n]["layer_weights"]) for n in NORMALISATIONS if "layer_weights" in res[n]}
         if not learned:
             continue
-        lines += ["", f"Learned layer weights of {name} (softmax(w), mean ± SD over the folds; `speaker-online` "
-                  "uses the `speaker-offline` classifier):", ""]  # fmt: skip
+        lines += [
+            "",
+            f"Learned layer weights of {name} (softmax(w), mean ± SD over the folds; `speaker-online` "
+            "uses the `speaker-offline` classifier):",
+            "",
+        ]
         n = next(iter(learned.values())).shape[1]
         lines += _table(
             ["layer", *learned],
@@ -699,25 +758,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--dataset", type=Path, default=DATASET, help=f"RAVDESS folder (default {DATASET})")
-    parser.add_argument("--channel", choices=["studio", "phone"], default="phone",
-                        help="studio: the clips as recorded; phone: G.711 narrow band (default)")  # fmt: skip
-    parser.add_argument("--features", type=_feature_list, default=None, metavar="SET[,SET...]",
-                        help=f"feature sets, comma-separated, from {', '.join(FEATURE_SETS)} "
-                        "(default: every one available)")  # fmt: skip
+    parser.add_argument(
+        "--channel",
+        choices=["studio", "phone"],
+        default="phone",
+        help="studio: the clips as recorded; phone: G.711 narrow band (default)",
+    )
+    parser.add_argument(
+        "--features",
+        type=_feature_list,
+        default=None,
+        metavar="SET[,SET...]",
+        help=f"feature sets, comma-separated, from {', '.join(FEATURE_SETS)} (default: every one available)",
+    )
     parser.add_argument("--folds", type=int, default=6, help="cross-validation folds of whole actors (default 6)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the fold assignment and the online orders")
-    parser.add_argument("--orders", type=int, default=5,
-                        help="random clip orders per test actor for the online rows (default 5)")
-    parser.add_argument("--prior-weights", type=float, nargs="+", default=[8.0, 2.0, 32.0], metavar="K0",
-                        help="online prior weights in pseudo-clips, the first is the main row (default 8 2 32)")
+    parser.add_argument(
+        "--orders", type=int, default=5, help="random clip orders per test actor for the online rows (default 5)"
+    )
+    parser.add_argument(
+        "--prior-weights",
+        type=float,
+        nargs="+",
+        default=[8.0, 2.0, 32.0],
+        metavar="K0",
+        help="online prior weights in pseudo-clips, the first is the main row (default 8 2 32)",
+    )
     parser.add_argument("--C", type=float, default=1.0, help="inverse regularisation of the logistic regression")
     parser.add_argument("--no-opensmile", action="store_true", help="skip the openSMILE eGeMAPS comparison")
-    parser.add_argument("--no-robustness", action="store_true",
-                        help="phone channel: skip the studio features and phone-vs-studio correlations")
+    parser.add_argument(
+        "--no-robustness",
+        action="store_true",
+        help="phone channel: skip the studio features and phone-vs-studio correlations",
+    )
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="extraction processes")
     parser.add_argument("--cache", type=Path, default=CACHE, help=f"feature cache (default {CACHE})")
-    parser.add_argument("--out", type=Path, default=OUT,
-                        help=f"output stem: <out>.json, <out>.md, <out>-confusion.png (default {OUT})")  # fmt: skip
+    parser.add_argument(
+        "--out", type=Path, default=OUT, help=f"output stem: <out>.json, <out>.md, <out>-confusion.png (default {OUT})"
+    )
     return parser
 
 
@@ -771,8 +849,13 @@ def evaluate_feature_sets(
     empty and None unless ``encoder-layers`` or ``prosody+encoder`` is among ``sets``."""
     results: dict[str, Any] = {}
 
-    def add(label: str, x: np.ndarray, extractors: Sequence[str], scores: dict[str, Any] | None = None,
-            model: Callable[[], Any] | None = None) -> None:  # fmt: skip
+    def add(
+        label: str,
+        x: np.ndarray,
+        extractors: Sequence[str],
+        scores: dict[str, Any] | None = None,
+        model: Callable[[], Any] | None = None,
+    ) -> None:
         """Row ``label``: ``scores`` when already computed, else :func:`evaluate` of ``x`` (with ``model``)."""
         if scores is None:
             log.info("evaluating %s", label)
@@ -804,8 +887,12 @@ def evaluate_feature_sets(
     if best is not None and "encoder-layers" in sets:
         add(f"encoder-best-layer, layer {best}", enc.values[:, columns[best]], ["encoder"], layer(best))
     if "encoder-weighted" in sets:
-        add(f"encoder-weighted, {len(columns)} layers", enc.values, ["encoder"],
-            model=lambda: LayerWeightedProbe(len(columns), c))  # fmt: skip
+        add(
+            f"encoder-weighted, {len(columns)} layers",
+            enc.values,
+            ["encoder"],
+            model=lambda: LayerWeightedProbe(len(columns), c),
+        )
     if best is not None and "prosody+encoder" in sets:
         both = np.hstack([tables["prosody"].values.astype(np.float64), enc.values[:, columns[best]]])
         add(f"prosody+encoder, layer {best}", both, ["prosody", "encoder"])
@@ -825,21 +912,32 @@ def run(args: argparse.Namespace, command: str, settings: Settings | None = None
     selection = select_feature_sets(args.features, args.no_opensmile, settings)
     if not selection.sets:
         raise SystemExit("no feature set left to evaluate")
-    tables = feature_tables(paths, selection.extractors, args.channel, args.cache, args.workers,
-                            selection.speech_encoder)  # fmt: skip
+    tables = feature_tables(
+        paths, selection.extractors, args.channel, args.cache, args.workers, selection.speech_encoder
+    )
     folds = actor_folds(speakers, args.folds, args.seed)
 
     def score(x: np.ndarray, **kwargs: Any) -> dict[str, Any]:
-        return evaluate(x, y, speakers, folds, c=args.C, prior_weights=args.prior_weights, orders=args.orders,
-                        seed=args.seed, **kwargs)  # fmt: skip
+        return evaluate(
+            x,
+            y,
+            speakers,
+            folds,
+            c=args.C,
+            prior_weights=args.prior_weights,
+            orders=args.orders,
+            seed=args.seed,
+            **kwargs,
+        )
 
     results, encoder_layers, best_layer = evaluate_feature_sets(selection.sets, tables, score, args.C)
     best_features, best_norm = max(
         ((f, n) for f in results for n in NORMALISATIONS), key=lambda fn: results[fn[0]][fn[1]]["f1"]["mean"]
     )
     cm = results[best_features][best_norm]["confusion"]
-    png = confusion_matrix_png(Path(f"{args.out}-confusion.png"), cm, classes,
-                               title=f"{best_features}, {best_norm} ({args.channel})")  # fmt: skip
+    png = confusion_matrix_png(
+        Path(f"{args.out}-confusion.png"), cm, classes, title=f"{best_features}, {best_norm} ({args.channel})"
+    )
     report: dict[str, Any] = {
         "command": command,
         "finished": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -860,9 +958,7 @@ def run(args: argparse.Namespace, command: str, settings: Settings | None = None
         "folds": [sorted(set(speakers[f].tolist())) for f in folds],
         "prior_weights": list(args.prior_weights),
         "results": results,
-        "extraction_ms_per_audio_s": {
-            EXTRACTOR_LABELS[name]: 1000 * t.cpu_s / t.audio_s for name, t in tables.items()
-        },
+        "extraction_ms_per_audio_s": {EXTRACTOR_LABELS[name]: 1000 * t.cpu_s / t.audio_s for name, t in tables.items()},
         "best": {"features": best_features, "normalisation": best_norm},
         "confusion_png": str(png),
         "prosody_options": repr(ProsodyOptions()),

@@ -32,7 +32,10 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 def fusion_ms(results: dict, model: str = "proposed", batch: int = 32, threads: int = 1) -> float | None:
-    row = next((r for r in results.get("fusion", []) if (r["model"], r["batch"], r["threads"]) == (model, batch, threads)), None)
+    row = next(
+        (r for r in results.get("fusion", []) if (r["model"], r["batch"], r["threads"]) == (model, batch, threads)),
+        None,
+    )
     return row["ms_per_utterance"] if row else None
 
 
@@ -46,11 +49,16 @@ def ratios(results: dict) -> dict[str, float | None]:
             out[f"e2e_n{r['calls']}_vs_asr_ceiling"] = _ratio(r["throughput_x"], asr)
             out[f"e2e_n{r['calls']}_vs_chain"] = _ratio(r["throughput_x"], chain)
         out[f"latency_p95_n{r['calls']}_{r['pace']}_s"] = r["latency_s"]["overall"].get("p95")
-    for key in (f"e2e_n{TARGET_CALLS}_vs_asr_ceiling", f"e2e_n{TARGET_CALLS}_vs_chain", f"latency_p95_n{LATENCY_CALLS}_realtime_s"):
+    for key in (
+        f"e2e_n{TARGET_CALLS}_vs_asr_ceiling",
+        f"e2e_n{TARGET_CALLS}_vs_chain",
+        f"latency_p95_n{LATENCY_CALLS}_realtime_s",
+    ):
         out.setdefault(key, None)
     out["fusion_ms_per_utterance_batch32"] = fusion_ms(results)
-    cold = _run(results, TARGET_CALLS, "fast") or next(iter(sorted((r for r in results.get("e2e", []) if r["pace"] == "fast"),
-                                                             key=lambda r: -r["calls"])), None)  # fmt: skip
+    cold = _run(results, TARGET_CALLS, "fast") or next(
+        iter(sorted((r for r in results.get("e2e", []) if r["pace"] == "fast"), key=lambda r: -r["calls"])), None
+    )
     warm = results.get("cache", {}).get("warm")
     out["cache_warm_vs_cold_throughput"] = _ratio(warm["throughput_x"], cold["throughput_x"]) if warm and cold else None
     return out
@@ -59,8 +67,18 @@ def ratios(results: dict) -> dict[str, float | None]:
 TARGETS: tuple[tuple[str, str, str, float], ...] = (
     (f"e2e_n{TARGET_CALLS}_vs_asr_ceiling", f"end-to-end throughput at N={TARGET_CALLS} / ASR-only ceiling", ">=", 0.8),
     (f"e2e_n{TARGET_CALLS}_vs_chain", f"end-to-end throughput at N={TARGET_CALLS} / in-process chain", ">=", 1.5),
-    (f"latency_p95_n{LATENCY_CALLS}_realtime_s", f"p95 utterance-end-to-event latency at N={LATENCY_CALLS}, real time (s)", "<=", 2.0),
-    ("fusion_ms_per_utterance_batch32", "fusion (proposed, after the GAT) ms per utterance at batch 32, CPU, 1 thread", "<=", 2.0),
+    (
+        f"latency_p95_n{LATENCY_CALLS}_realtime_s",
+        f"p95 utterance-end-to-event latency at N={LATENCY_CALLS}, real time (s)",
+        "<=",
+        2.0,
+    ),
+    (
+        "fusion_ms_per_utterance_batch32",
+        "fusion (proposed, after the GAT) ms per utterance at batch 32, CPU, 1 thread",
+        "<=",
+        2.0,
+    ),
 )
 
 
@@ -86,90 +104,227 @@ def _fmt(v: Any, digits: int = 2) -> str:
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" if i == 0 else "---:" for i in range(len(header))) + " |"]
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "| " + " | ".join("---" if i == 0 else "---:" for i in range(len(header))) + " |",
+    ]
     lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
     return lines
 
 
 def markdown(results: dict, plots: dict[str, str] | None = None) -> str:
     m, w = results["machine"], results["workload"]
-    lines = [f"# Benchmark: {results['device']['name']}", "",
-             f"{results['started']} · {m['cpu']} · {m['cores']} cores · {m['memory_gb']} GB · {results['device']['kind'].upper()}"
-             f" · `{results['command']}` · {results['duration_s'] / 60:.0f} min", "",
-             f"Workload: {w['calls']} generated stereo 8 kHz agent/customer calls (English and Korean, "
-             f"{w['turns'][0]}-{w['turns'][1]} turns), {w['audio_s']:.0f} s of audio, seed {w['seed']}; "
-             f"model: {results['model']['version']} ({results['model']['weights']}).", ""]  # fmt: skip
+    lines = [
+        f"# Benchmark: {results['device']['name']}",
+        "",
+        f"{results['started']} · {m['cpu']} · {m['cores']} cores · {m['memory_gb']} GB · {results['device']['kind'].upper()}"
+        f" · `{results['command']}` · {results['duration_s'] / 60:.0f} min",
+        "",
+        f"Workload: {w['calls']} generated stereo 8 kHz agent/customer calls (English and Korean, "
+        f"{w['turns'][0]}-{w['turns'][1]} turns), {w['audio_s']:.0f} s of audio, seed {w['seed']}; "
+        f"model: {results['model']['version']} ({results['model']['weights']}).",
+        "",
+    ]
     lines += ["## Targets", ""]
-    lines += _table(["target", "field", "bound", "measured", "met"],
-                    [[t["what"], f"`{t['field']}`", t["target"], t["measured"],
-                      {True: "yes", False: "**no**", None: "not measured"}[t["met"]]] for t in results["targets"]])  # fmt: skip
+    lines += _table(
+        ["target", "field", "bound", "measured", "met"],
+        [
+            [
+                t["what"],
+                f"`{t['field']}`",
+                t["target"],
+                t["measured"],
+                {True: "yes", False: "**no**", None: "not measured"}[t["met"]],
+            ]
+            for t in results["targets"]
+        ],
+    )
     c = results.get("ceilings", {})
     if c:
         lines += ["", "## Ceilings (same audio, one process)", ""]
-        rows = [[f"bare faster-whisper, {r['workers']} worker(s) x {r['threads']} thread(s)", r["utterances"], r["wall_s"],
-                 r["throughput_x"]] for r in c.get("asr", [])]  # fmt: skip
+        rows = [
+            [
+                f"bare faster-whisper, {r['workers']} worker(s) x {r['threads']} thread(s)",
+                r["utterances"],
+                r["wall_s"],
+                r["throughput_x"],
+            ]
+            for r in c.get("asr", [])
+        ]
         if c.get("chain"):
             ch = c["chain"]
-            rows.append([f"whole model chain, one utterance at a time, {ch['threads']} threads", ch["utterances"], ch["wall_s"],
-                         ch["throughput_x"]])  # fmt: skip
+            rows.append(
+                [
+                    f"whole model chain, one utterance at a time, {ch['threads']} threads",
+                    ch["utterances"],
+                    ch["wall_s"],
+                    ch["throughput_x"],
+                ]
+            )
         lines += _table(["ceiling", "utterances", "wall s", "x real time"], rows)
         if c.get("asr_after"):
-            lines += ["", f"The faster split measured again after the stack was stopped: {c['asr_after']['throughput_x']:.2f}x "
-                      f"({100 * c['drift']:+.1f} %): how much the machine's speed drifted over the run (a shared host); "
-                      "the ratios use the measurement taken right before the largest end-to-end run."]  # fmt: skip
+            lines += [
+                "",
+                f"The faster split measured again after the stack was stopped: {c['asr_after']['throughput_x']:.2f}x "
+                f"({100 * c['drift']:+.1f} %): how much the machine's speed drifted over the run (a shared host); "
+                "the ratios use the measurement taken right before the largest end-to-end run.",
+            ]
     if results.get("e2e"):
         lines += ["", "## End to end (the five services on Kafka, Redis and Triton)", ""]
         rows = []
         for r in results["e2e"]:
             o = r["latency_s"]["overall"]
-            rows.append([r["pace"], r["calls"], r["audio_s"], r["wall_s"], r["throughput_x"], r["rtf"], o.get("p50"),
-                         o.get("p95"), o.get("p99"), f"{r['events']}/{r['utterances']}", r["duplicate_events"],
-                         max((v["max"] for v in r["lag"].values()), default=0), r["cores_used"]])  # fmt: skip
-        lines += _table(["pace", "calls", "audio s", "wall s", "x real time", "RTF", "latency p50 s", "p95 s", "p99 s",
-                         "events/utterances", "duplicates", "max lag (msgs)", "cores used"], rows)  # fmt: skip
+            rows.append(
+                [
+                    r["pace"],
+                    r["calls"],
+                    r["audio_s"],
+                    r["wall_s"],
+                    r["throughput_x"],
+                    r["rtf"],
+                    o.get("p50"),
+                    o.get("p95"),
+                    o.get("p99"),
+                    f"{r['events']}/{r['utterances']}",
+                    r["duplicate_events"],
+                    max((v["max"] for v in r["lag"].values()), default=0),
+                    r["cores_used"],
+                ]
+            )
+        lines += _table(
+            [
+                "pace",
+                "calls",
+                "audio s",
+                "wall s",
+                "x real time",
+                "RTF",
+                "latency p50 s",
+                "p95 s",
+                "p99 s",
+                "events/utterances",
+                "duplicates",
+                "max lag (msgs)",
+                "cores used",
+            ],
+            rows,
+        )
         lines += ["", "Latency by stage, p50 / p95 (s):", ""]
         stages = list(results["e2e"][0]["latency_s"]["stages"])
-        lines += _table(["pace", "calls", *stages],
-                        [[r["pace"], r["calls"], *(f"{_fmt(r['latency_s']['stages'][s].get('p50'))} / "
-                                                   f"{_fmt(r['latency_s']['stages'][s].get('p95'))}" for s in stages)]
-                         for r in results["e2e"]])  # fmt: skip
+        lines += _table(
+            ["pace", "calls", *stages],
+            [
+                [
+                    r["pace"],
+                    r["calls"],
+                    *(
+                        f"{_fmt(r['latency_s']['stages'][s].get('p50'))} / "
+                        f"{_fmt(r['latency_s']['stages'][s].get('p95'))}"
+                        for s in stages
+                    ),
+                ]
+                for r in results["e2e"]
+            ],
+        )
         big = _run(results, max(r["calls"] for r in results["e2e"]), "fast")
         if big:
-            lines += ["", f"CPU and memory per process, {big['calls']} calls as fast as possible ({big['wall_s']:.0f} s):", ""]
-            procs = sorted(((k, v) for k, v in big["processes"].items() if k != "total"), key=lambda kv: -kv[1]["cpu_s"])
-            lines += _table(["process", "CPU s", "cores", "RSS peak MB"],
-                            [[k, v["cpu_s"], v["cores"], v["rss_mb_peak"]] for k, v in procs] +
-                            [["total", big["processes"]["total"]["cpu_s"], big["processes"]["total"]["cores"],
-                              big["processes"]["total"]["rss_mb_peak"]]])  # fmt: skip
+            lines += [
+                "",
+                f"CPU and memory per process, {big['calls']} calls as fast as possible ({big['wall_s']:.0f} s):",
+                "",
+            ]
+            procs = sorted(
+                ((k, v) for k, v in big["processes"].items() if k != "total"), key=lambda kv: -kv[1]["cpu_s"]
+            )
+            lines += _table(
+                ["process", "CPU s", "cores", "RSS peak MB"],
+                [[k, v["cpu_s"], v["cores"], v["rss_mb_peak"]] for k, v in procs]
+                + [
+                    [
+                        "total",
+                        big["processes"]["total"]["cpu_s"],
+                        big["processes"]["total"]["cores"],
+                        big["processes"]["total"]["rss_mb_peak"],
+                    ]
+                ],
+            )
             if big.get("triton"):
                 lines += ["", "Triton during that run (per model):", ""]
-                lines += _table(["model", "requests", "rows per execution", "queue ms", "compute ms per execution"],
-                                [[k, v["requests"], v["rows_per_execution"], v["queue_ms"], v["compute_ms_per_execution"]]
-                                 for k, v in big["triton"].items()])  # fmt: skip
+                lines += _table(
+                    ["model", "requests", "rows per execution", "queue ms", "compute ms per execution"],
+                    [
+                        [k, v["requests"], v["rows_per_execution"], v["queue_ms"], v["compute_ms_per_execution"]]
+                        for k, v in big["triton"].items()
+                    ],
+                )
     cache = results.get("cache")
     if cache:
         cold, warm = cache["cold"], cache["warm"]
         lines += ["", "## Cache: the same audio streamed again", ""]
-        lines += _table(["run", "x real time", "latency p50 s", "p95 s", "hit ratio (asr / text / speech)"],
-                        [[name, r["throughput_x"], r["latency_s"]["overall"].get("p50"), r["latency_s"]["overall"].get("p95"),
-                          " / ".join(_fmt(r["cache_hit_ratio"].get(s)) for s in ("asr_alignment", "text_encoder", "speech_encoder"))]
-                         for name, r in (("cold", cold), ("warm", warm))])  # fmt: skip
+        lines += _table(
+            ["run", "x real time", "latency p50 s", "p95 s", "hit ratio (asr / text / speech)"],
+            [
+                [
+                    name,
+                    r["throughput_x"],
+                    r["latency_s"]["overall"].get("p50"),
+                    r["latency_s"]["overall"].get("p95"),
+                    " / ".join(
+                        _fmt(r["cache_hit_ratio"].get(s)) for s in ("asr_alignment", "text_encoder", "speech_encoder")
+                    ),
+                ]
+                for name, r in (("cold", cold), ("warm", warm))
+            ],
+        )
     if results.get("models"):
         lines += ["", "## Per model: Triton against the same code in-process (ms per request)", ""]
-        lines += _table(["model", "batch", "Triton ms", "in-process ms", "Triton ms/utt", "in-process ms/utt", "overhead ms"],
-                        [[r["model"], r["batch"], r["triton_ms"], r["in_process_ms"], r["triton_ms_per_utterance"],
-                          r["in_process_ms_per_utterance"], r["overhead_ms"]] for r in results["models"]])  # fmt: skip
+        lines += _table(
+            ["model", "batch", "Triton ms", "in-process ms", "Triton ms/utt", "in-process ms/utt", "overhead ms"],
+            [
+                [
+                    r["model"],
+                    r["batch"],
+                    r["triton_ms"],
+                    r["in_process_ms"],
+                    r["triton_ms_per_utterance"],
+                    r["in_process_ms_per_utterance"],
+                    r["overhead_ms"],
+                ]
+                for r in results["models"]
+            ],
+        )
     if results.get("batching"):
         lines += ["", "Dynamic batching under concurrency (single-utterance requests):", ""]
-        lines += _table(["model", "in flight", "utt/s one at a time", "utt/s in flight", "gain", "rows per execution"],
-                        [[r["model"], r["concurrent"]["concurrency"], r["sequential"]["utterances_per_s"],
-                          r["concurrent"]["utterances_per_s"], r["gain"], r["concurrent"]["rows_per_execution"]]
-                         for r in results["batching"]])  # fmt: skip
+        lines += _table(
+            ["model", "in flight", "utt/s one at a time", "utt/s in flight", "gain", "rows per execution"],
+            [
+                [
+                    r["model"],
+                    r["concurrent"]["concurrency"],
+                    r["sequential"]["utterances_per_s"],
+                    r["concurrent"]["utterances_per_s"],
+                    r["gain"],
+                    r["concurrent"]["rows_per_execution"],
+                ]
+                for r in results["batching"]
+            ],
+        )
     if results.get("fusion"):
         lines += ["", "## Fusion heads (after the GAT), beside the paper", ""]
-        lines += _table(["head", "parameters", "threads", "batch", "ms/utterance", "paper ms/utterance"],
-                        [[r["model"], f"{r['parameters']:,}", r["threads"], r["batch"], r["ms_per_utterance"],
-                          r["paper_ms_per_utterance"]] for r in results["fusion"]])  # fmt: skip
+        lines += _table(
+            ["head", "parameters", "threads", "batch", "ms/utterance", "paper ms/utterance"],
+            [
+                [
+                    r["model"],
+                    f"{r['parameters']:,}",
+                    r["threads"],
+                    r["batch"],
+                    r["ms_per_utterance"],
+                    r["paper_ms_per_utterance"],
+                ]
+                for r in results["fusion"]
+            ],
+        )
     gpu = results.get("gpu")
     lines += ["", "## GPU", "", gpu if isinstance(gpu, str) else f"See {gpu}."]
     if plots:
@@ -220,8 +375,13 @@ def plot(results: dict, out_dir: Path, prefix: str) -> dict[str, str]:
         for r in runs:
             if r["latencies_s"]:
                 xs = sorted(r["latencies_s"])
-                ax.step(xs, [(i + 1) / len(xs) for i in range(len(xs))], where="post",
-                        ls="-" if r["pace"] == "realtime" else ":", label=f"N={r['calls']} {r['pace']}")  # fmt: skip
+                ax.step(
+                    xs,
+                    [(i + 1) / len(xs) for i in range(len(xs))],
+                    where="post",
+                    ls="-" if r["pace"] == "realtime" else ":",
+                    label=f"N={r['calls']} {r['pace']}",
+                )
         ax.axvline(2.0, color="tab:red", ls="--", label="2 s target (N=4, real time)")
         ax.axhline(0.95, color="tab:gray", lw=0.8)
         ax.set_xscale("log")

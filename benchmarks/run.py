@@ -43,17 +43,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "           emotion bench --device cuda            (on a GPU host: reported separately, with the card)"
     )
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("--calls", type=int, nargs="+", default=None, metavar="N",
-                        help="concurrent calls of the end-to-end runs (default 1 4 16)")
-    parser.add_argument("--paces", nargs="+", choices=["fast", "realtime"], default=["fast", "realtime"],
-                        help="publish as fast as possible and/or in real time (default both)")
-    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="what to measure (default all)")
-    parser.add_argument("--turns", type=int, nargs=2, default=None, metavar=("MIN", "MAX"),
-                        help="turns per generated call (default 5 8)")
+    parser.add_argument(
+        "--calls",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="N",
+        help="concurrent calls of the end-to-end runs (default 1 4 16)",
+    )
+    parser.add_argument(
+        "--paces",
+        nargs="+",
+        choices=["fast", "realtime"],
+        default=["fast", "realtime"],
+        help="publish as fast as possible and/or in real time (default both)",
+    )
+    parser.add_argument(
+        "--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="what to measure (default all)"
+    )
+    parser.add_argument(
+        "--turns",
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=("MIN", "MAX"),
+        help="turns per generated call (default 5 8)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated calls")
-    parser.add_argument("--model", type=Path, default=None,
-                        help="trained model folder to serve (default: the default trained model, else random weights "
-                        "of the proposed model: the same cost)")  # fmt: skip
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="trained model folder to serve (default: the default trained model, else random weights "
+        "of the proposed model: the same cost)",
+    )
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where the models run")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 1 and 2 calls of 2-3 turns, small batches")
     parser.add_argument("--results", type=Path, default=RESULTS_DIR, help=f"where to write (default {RESULTS_DIR})")
@@ -72,7 +95,9 @@ def gpu_name() -> str | None:
     smi = shutil.which("nvidia-smi")
     if smi is None:
         return None
-    out = subprocess.run([smi, "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [smi, "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, check=False
+    )
     names = [line.strip() for line in out.stdout.splitlines() if line.strip()]
     return names[0] if out.returncode == 0 and names else None
 
@@ -83,13 +108,22 @@ def machine() -> dict:
     import torch
 
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    cpu = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), platform.processor())
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
+        platform.processor(),
+    )
     mem = Path("/proc/meminfo").read_text().split()[1] if Path("/proc/meminfo").exists() else "0"
     return {
-        "cpu": cpu, "cores": cores(), "memory_gb": round(int(mem) / 1024**2, 1), "os": f"{platform.system()} {platform.release()}",
-        "python": platform.python_version(), "torch": torch.__version__, "ctranslate2": ctranslate2.__version__,
-        "faster_whisper": faster_whisper.__version__, "gpu": gpu_name(),
-    }  # fmt: skip
+        "cpu": cpu,
+        "cores": cores(),
+        "memory_gb": round(int(mem) / 1024**2, 1),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "ctranslate2": ctranslate2.__version__,
+        "faster_whisper": faster_whisper.__version__,
+        "gpu": gpu_name(),
+    }
 
 
 def device_of(choice: str) -> dict:
@@ -145,7 +179,9 @@ def served_model(settings: Settings, bench: Settings, given: Path | None) -> tup
         dims = FusionConfig(d_text=TextEncoder.from_bundle(bench).dim, d_speech=SpeechEncoder.from_bundle(bench).dim)
         torch.manual_seed(0)
         model = build_model("proposed", dims).eval()
-        save_model(directory, model, ModelMeta("proposed", model.config.to_dict(), list(model.config.class_names), seed=0))
+        save_model(
+            directory, model, ModelMeta("proposed", model.config.to_dict(), list(model.config.class_names), seed=0)
+        )
     return directory, "random weights of the proposed model (no trained model yet; the cost is the same)"
 
 
@@ -176,16 +212,33 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     workload = Workload.generate(bench.run_dir / "calls", max(calls), args.seed, turns)  # type: ignore[arg-type]
     model_dir, weights = served_model(settings, bench, args.model)
     results: dict = {
-        "started": started, "command": "emotion " + " ".join(sys.argv[sys.argv.index("bench"):]) if "bench" in sys.argv else "emotion bench",
-        "machine": machine(), "device": device,
-        "workload": {"calls": len(workload.calls), "turns": list(turns), "seed": args.seed,
-                     "audio_s": round(workload.audio_seconds(max(calls)), 1)},
+        "started": started,
+        "command": "emotion " + " ".join(sys.argv[sys.argv.index("bench") :])
+        if "bench" in sys.argv
+        else "emotion bench",
+        "machine": machine(),
+        "device": device,
+        "workload": {
+            "calls": len(workload.calls),
+            "turns": list(turns),
+            "seed": args.seed,
+            "audio_s": round(workload.audio_seconds(max(calls)), 1),
+        },
         "model": {"dir": str(model_dir), "version": model_version(model_dir), "weights": weights},
-        "gpu": ("not run: no GPU on this machine; `emotion bench --device cuda` on a GPU host writes its own report "
-                "(gpu-<card>.md) beside this one") if device["kind"] == "cpu" else "this report is the GPU run",
-    }  # fmt: skip
-    steps = (2 + bool(needs_stack) if "ceilings" in sections else 0) + ("e2e" in sections) * len(calls) * len(args.paces) + \
-        ("cache" in sections) + 2 * ("models" in sections) + ("fusion" in sections)  # fmt: skip
+        "gpu": (
+            "not run: no GPU on this machine; `emotion bench --device cuda` on a GPU host writes its own report "
+            "(gpu-<card>.md) beside this one"
+        )
+        if device["kind"] == "cpu"
+        else "this report is the GPU run",
+    }
+    steps = (
+        (2 + bool(needs_stack) if "ceilings" in sections else 0)
+        + ("e2e" in sections) * len(calls) * len(args.paces)
+        + ("cache" in sections)
+        + 2 * ("models" in sections)
+        + ("fusion" in sections)
+    )
     bar = tqdm(total=steps + 1, desc="bench", unit="step", dynamic_ncols=True, disable=not sys.stderr.isatty())
 
     def step(what: str) -> None:
@@ -244,10 +297,17 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
             utterances = largest.utterances if largest else _fresh_utterances(bench, services, workload, max(calls))
             n_samples = 8 if quick else 32
             samples = models.collect_samples(bench, utterances, n_samples)
-            batches = {m: ((1, 2) if m == "asr" else (1, 4)) if quick else ((1, 8) if m == "asr" else (1, 8, 32))
-                       for m in models.MODELS}  # fmt: skip
-            results["models"] = models.latency_table(bench, samples, batches, budget_s=1.0 if quick else 3.0,
-                                                     device="cuda" if device["kind"] == "gpu" else "cpu")  # fmt: skip
+            batches = {
+                m: ((1, 2) if m == "asr" else (1, 4)) if quick else ((1, 8) if m == "asr" else (1, 8, 32))
+                for m in models.MODELS
+            }
+            results["models"] = models.latency_table(
+                bench,
+                samples,
+                batches,
+                budget_s=1.0 if quick else 3.0,
+                device="cuda" if device["kind"] == "gpu" else "cpu",
+            )
             bar.update()
             step("per model: dynamic batching under concurrency")
             asr_instances = bench.triton.asr_instances or _asr_default()
@@ -268,8 +328,9 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     if "fusion" in sections:
         step("fusion heads")
         meta = read_meta(model_dir)
-        results["fusion"] = fusion.fusion_table(FusionConfig.coerce(meta.config), (1, 32), (1, n_cores) if n_cores > 1 else (1,),
-                                                rounds=1 if quick else 3)  # fmt: skip
+        results["fusion"] = fusion.fusion_table(
+            FusionConfig.coerce(meta.config), (1, 32), (1, n_cores) if n_cores > 1 else (1,), rounds=1 if quick else 3
+        )
         bar.update()
     results["duration_s"] = round(time.monotonic() - t0, 1)
     paths = report.write(results, args.results, device["tag"])

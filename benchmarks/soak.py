@@ -48,12 +48,20 @@ DRAIN_LIMIT_S = 600.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--calls", type=int, default=16, help="concurrent calls (lines), each streaming in real time (default 16)")
+    parser.add_argument(
+        "--calls", type=int, default=16, help="concurrent calls (lines), each streaming in real time (default 16)"
+    )
     parser.add_argument("--minutes", type=float, default=10.0, help="how long the lines stream (default 10)")
-    parser.add_argument("--turns", type=int, nargs=2, default=(5, 8), metavar=("MIN", "MAX"), help="turns per call (default 5 8)")
+    parser.add_argument(
+        "--turns", type=int, nargs=2, default=(5, 8), metavar=("MIN", "MAX"), help="turns per call (default 5 8)"
+    )
     parser.add_argument("--seed", type=int, default=7, help="seed of the generated calls")
-    parser.add_argument("--interval", type=float, default=10.0, help="seconds between samples of lag and memory (default 10)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where Triton runs the models")
+    parser.add_argument(
+        "--interval", type=float, default=10.0, help="seconds between samples of lag and memory (default 10)"
+    )
+    parser.add_argument(
+        "--device", choices=("auto", "cpu", "cuda"), default="auto", help="where Triton runs the models"
+    )
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder for soak-<device>.{json,md,png}")
     parser.add_argument("--keep", action="store_true", help="leave the soak stack running afterwards")
     return parser
@@ -86,9 +94,18 @@ def _sources(workload, lines: int, minutes: float, seed: int):
     return [source(k) for k in range(count)]
 
 
-def verdicts(lag_series: list[tuple[float, dict[str, int]]], rss_series: dict[str, list[float]], lines: int,
-             answered: int, utterances: int, deadletters: int, max_batch: int, interval_s: float,
-             ceilings_mb: dict[str, float] | None = None, streamed_s: float | None = None) -> dict[str, dict]:  # fmt: skip
+def verdicts(
+    lag_series: list[tuple[float, dict[str, int]]],
+    rss_series: dict[str, list[float]],
+    lines: int,
+    answered: int,
+    utterances: int,
+    deadletters: int,
+    max_batch: int,
+    interval_s: float,
+    ceilings_mb: dict[str, float] | None = None,
+    streamed_s: float | None = None,
+) -> dict[str, dict]:
     """The three checks of the module docstring, each with its figures and whether it passed
     (``ok``: True or False; None for memory when the run is too short to judge it).
 
@@ -104,9 +121,13 @@ def verdicts(lag_series: list[tuple[float, dict[str, int]]], rss_series: dict[st
     half = len(asr) // 2
     first, second = max(asr[:half] or [0]), max(asr[half:] or [0])
     final = everything[-1] if everything else {}
-    lag = {"asr_first_half_max": first, "asr_second_half_max": second, "final": final,
-           "max": {svc: max(lags.get(svc, 0) for lags in everything) for svc in (final or {})},
-           "ok": second <= first + lines * max_batch and not any(final.values())}  # fmt: skip
+    lag = {
+        "asr_first_half_max": first,
+        "asr_second_half_max": second,
+        "final": final,
+        "max": {svc: max(lags.get(svc, 0) for lags in everything) for svc in (final or {})},
+        "ok": second <= first + lines * max_batch and not any(final.values()),
+    }
     growth = {}
     warm_at = max(1, math.ceil(WARM_UP_S / interval_s))
     for label, rss in rss_series.items():
@@ -114,7 +135,11 @@ def verdicts(lag_series: list[tuple[float, dict[str, int]]], rss_series: dict[st
         if len(rss) - warm_index < warm_at:  # less than a minute after the warm-up
             continue
         warm, end = rss[warm_index], rss[-1]
-        growth[label] = {"warm_mb": round(warm, 1), "end_mb": round(end, 1), "growth": round(end / warm - 1, 3) if warm else 0.0}
+        growth[label] = {
+            "warm_mb": round(warm, 1),
+            "end_mb": round(end, 1),
+            "growth": round(end / warm - 1, 3) if warm else 0.0,
+        }
     ceilings_mb = ceilings_mb or {}
     for label, ceiling in ceilings_mb.items():
         if label in growth:
@@ -127,8 +152,12 @@ def verdicts(lag_series: list[tuple[float, dict[str, int]]], rss_series: dict[st
 
     grown = [k for k, g in growth.items() if grew(k, g)]
     memory = {"processes": growth, "grown": grown, "ok": (not grown) if growth else None}
-    answers = {"utterances": utterances, "answered": answered, "deadletters": deadletters,
-               "ok": utterances > 0 and answered == utterances and deadletters == 0}  # fmt: skip
+    answers = {
+        "utterances": utterances,
+        "answered": answered,
+        "deadletters": deadletters,
+        "ok": utterances > 0 and answered == utterances and deadletters == 0,
+    }
     return {"lag": lag, "memory": memory, "answers": answers}
 
 
@@ -149,8 +178,11 @@ def markdown(result: dict) -> str:
     v = result["verdicts"]
     ok = lambda b: "not judged (run too short)" if b is None else "**met**" if b else "**not met**"  # noqa: E731
     drained = not any(v["lag"]["final"].values())
-    ending = (f"{result['wall_s'] / 60:.1f} min until drained." if drained else
-              f"{result['wall_s'] / 60:.1f} min, when the drain's limit ({DRAIN_LIMIT_S / 60:g} min) ran out with the lag above 0.")  # fmt: skip
+    ending = (
+        f"{result['wall_s'] / 60:.1f} min until drained."
+        if drained
+        else f"{result['wall_s'] / 60:.1f} min, when the drain's limit ({DRAIN_LIMIT_S / 60:g} min) ran out with the lag above 0."
+    )
     lines = [
         f"# Soak: {result['calls']} calls in real time for {result['minutes']:g} minutes ({result['device']['name']})",
         "",
@@ -274,24 +306,48 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         lag_stats = lag.stop()
         lag.close()
         collector.stop()
-        latencies = [collector.events[uid][1] - timeline.wall_time(u.call_id, u.end)
-                     for uid, (u, _) in collector.utterances.items() if uid in collector.events]  # fmt: skip
+        latencies = [
+            collector.events[uid][1] - timeline.wall_time(u.call_id, u.end)
+            for uid, (u, _) in collector.utterances.items()
+            if uid in collector.events
+        ]
         # the soak's own process keeps every message it read: not a pipeline process
         rss_series = {label: track.rss for label, track in sampler.tracks.items() if label != "bench"}
         result = {
-            "started": started, "command": "emotion " + " ".join(sys.argv[sys.argv.index("soak"):]) if "soak" in sys.argv else "emotion soak",
-            "device": device, "calls": args.calls, "minutes": args.minutes, "interval_s": args.interval,
-            "call_count": report.calls, "audio_s": round(report.audio_s, 1), "wall_s": round(wall, 1),
+            "started": started,
+            "command": "emotion " + " ".join(sys.argv[sys.argv.index("soak") :])
+            if "soak" in sys.argv
+            else "emotion soak",
+            "device": device,
+            "calls": args.calls,
+            "minutes": args.minutes,
+            "interval_s": args.interval,
+            "call_count": report.calls,
+            "audio_s": round(report.audio_s, 1),
+            "wall_s": round(wall, 1),
             "streamed_s": round(streamed_s, 1),
-            "utterances": len(collector.utterances), "events": len(collector.events),
-            "duplicate_events": collector.duplicates, "deadletters": [d.reason for d in collector.deadletters],
-            "latency_s": percentiles(latencies), "lag": lag_stats, "lag_series": lag.series,
-            "rss_series": rss_series, "processes": processes,
-            "verdicts": verdicts(lag.series, rss_series, args.calls, len(set(collector.utterances) & set(collector.events)),
-                                 len(collector.utterances), len(collector.deadletters), soak.runtime.max_batch,
-                                 args.interval, {"redis": _megabytes(soak.redis.maxmemory) + REDIS_OVERHEAD_MB},
-                                 streamed_s=streamed_s),
-        }  # fmt: skip
+            "utterances": len(collector.utterances),
+            "events": len(collector.events),
+            "duplicate_events": collector.duplicates,
+            "deadletters": [d.reason for d in collector.deadletters],
+            "latency_s": percentiles(latencies),
+            "lag": lag_stats,
+            "lag_series": lag.series,
+            "rss_series": rss_series,
+            "processes": processes,
+            "verdicts": verdicts(
+                lag.series,
+                rss_series,
+                args.calls,
+                len(set(collector.utterances) & set(collector.events)),
+                len(collector.utterances),
+                len(collector.deadletters),
+                soak.runtime.max_batch,
+                args.interval,
+                {"redis": _megabytes(soak.redis.maxmemory) + REDIS_OVERHEAD_MB},
+                streamed_s=streamed_s,
+            ),
+        }
     finally:
         services.stop()
         if not args.keep:
@@ -306,7 +362,9 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if any(v["ok"] is False for v in result["verdicts"].values()) else 0
 
 
-def _publish_until(publish_calls, settings: Settings, sources: list, lines: int, stop_at: float, on_sent, chunk_ms: float):
+def _publish_until(
+    publish_calls, settings: Settings, sources: list, lines: int, stop_at: float, on_sent, chunk_ms: float
+):
     """Stream ``sources`` on ``lines`` lines in real time; no new call starts after ``stop_at``
     (the calls under way finish)."""
     from services.publish import CallSource
@@ -321,7 +379,14 @@ def _publish_until(publish_calls, settings: Settings, sources: list, lines: int,
 
         return CallSource(source.name, source.duration, load)
 
-    report = publish_calls(settings, [gated(s) for s in sources], pace="realtime", chunk_ms=chunk_ms,
-                           progress=sys.stderr.isatty(), concurrency=lines, on_sent=on_sent)  # fmt: skip
+    report = publish_calls(
+        settings,
+        [gated(s) for s in sources],
+        pace="realtime",
+        chunk_ms=chunk_ms,
+        progress=sys.stderr.isatty(),
+        concurrency=lines,
+        on_sent=on_sent,
+    )
     report.failures = [f for f in report.failures if f.reason != "soak over"]
     return report

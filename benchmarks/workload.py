@@ -45,8 +45,9 @@ class Workload:
 
     @classmethod
     def generate(cls, out_dir: Path, n_calls: int, seed: int, turns: tuple[int, int]) -> Workload:
-        return cls(generate_calls(out_dir, n_calls, seed=seed, utterances_per_call=turns, call_prefix="bench",
-                                  progress=False))  # fmt: skip
+        return cls(
+            generate_calls(out_dir, n_calls, seed=seed, utterances_per_call=turns, call_prefix="bench", progress=False)
+        )
 
     def audio(self, n: int, tag: str) -> list[CallAudio]:
         """The first ``n`` calls, ready to publish, with call ids unique to ``tag``."""

@@ -75,11 +75,24 @@ from shared.triton_models import AsrTensors, asr_request
 log = logging.getLogger(__name__)
 
 HALLUCINATION_MARKERS: tuple[str, ...] = (
-    "thank you for watching", "thanks for watching", "thank you so much for watching", "please subscribe",
-    "subtitles by", "subtitled by", "captions by", "amara org", "transcribed by",
-    "시청해주셔서 감사합니다", "시청해 주셔서 감사합니다", "시청 감사합니다", "구독과 좋아요", "구독 좋아요", "구독 부탁",
-    "자막 제공", "mbc 뉴스",
-)  # fmt: skip
+    "thank you for watching",
+    "thanks for watching",
+    "thank you so much for watching",
+    "please subscribe",
+    "subtitles by",
+    "subtitled by",
+    "captions by",
+    "amara org",
+    "transcribed by",
+    "시청해주셔서 감사합니다",
+    "시청해 주셔서 감사합니다",
+    "시청 감사합니다",
+    "구독과 좋아요",
+    "구독 좋아요",
+    "구독 부탁",
+    "자막 제공",
+    "mbc 뉴스",
+)
 """Normalised phrases Whisper writes over silence, music or noise, never said in a call."""
 HALLUCINATION_TRANSCRIPTS: frozenset[str] = frozenset({"you", "구독", "좋아요", "구독해주세요", "자막"})
 """Normalised transcripts that are hallucinations when they are the whole transcript."""
@@ -160,11 +173,17 @@ class CallState:
 
     def fields(self) -> dict[str, str]:
         return {
-            "next_seq": str(self.next_seq), "next_index": str(self.next_index), "sample_rate": str(self.sample_rate),
-            "channels": str(self.channels), "roles": json.dumps(self.roles), "language": self.language or "",
-            "ended": str(int(self.ended)), "last_chunk": repr(self.last_chunk), "audio_s": repr(self.audio_s),
+            "next_seq": str(self.next_seq),
+            "next_index": str(self.next_index),
+            "sample_rate": str(self.sample_rate),
+            "channels": str(self.channels),
+            "roles": json.dumps(self.roles),
+            "language": self.language or "",
+            "ended": str(int(self.ended)),
+            "last_chunk": repr(self.last_chunk),
+            "audio_s": repr(self.audio_s),
             "missing": json.dumps(self.missing),
-        }  # fmt: skip
+        }
 
     @classmethod
     def from_fields(cls, call_id: str, raw: dict[bytes, bytes]) -> CallState:
@@ -172,11 +191,19 @@ class CallState:
             return cls(call_id)
         f = {k.decode(): v.decode() for k, v in raw.items()}
         return cls(
-            call_id, known=True, next_seq=int(f["next_seq"]), next_index=int(f["next_index"]),
-            sample_rate=int(f["sample_rate"]), channels=int(f["channels"]), roles=json.loads(f["roles"]),
-            language=f["language"] or None, ended=f["ended"] == "1", last_chunk=float(f["last_chunk"]),
-            audio_s=float(f.get("audio_s", 0.0)), missing=json.loads(f.get("missing", "[]")),
-        )  # fmt: skip
+            call_id,
+            known=True,
+            next_seq=int(f["next_seq"]),
+            next_index=int(f["next_index"]),
+            sample_rate=int(f["sample_rate"]),
+            channels=int(f["channels"]),
+            roles=json.loads(f["roles"]),
+            language=f["language"] or None,
+            ended=f["ended"] == "1",
+            last_chunk=float(f["last_chunk"]),
+            audio_s=float(f.get("audio_s", 0.0)),
+            missing=json.loads(f.get("missing", "[]")),
+        )
 
 
 @dataclass
@@ -227,8 +254,10 @@ class _Transcription:
         metrics.labels(service.name, "hit").inc(len(pending) - len(self.misses))
         metrics.labels(service.name, "miss").inc(len(self.misses))
         # one request per segment: Whisper decodes rows one by one, so Triton's instances share them out
-        requests = [asr_request([pending[i].segment.audio.astype(np.float32) / 32768], [pending[i].call.language or ""])
-                    for i in self.misses]  # fmt: skip
+        requests = [
+            asr_request([pending[i].segment.audio.astype(np.float32) / 32768], [pending[i].call.language or ""])
+            for i in self.misses
+        ]
         outputs = [AsrTensors.TEXT.name, AsrTensors.DETECTED_LANGUAGE.name, AsrTensors.WORDS.name]
         self.requests: InFlight | None = service.model.submit_many(requests, outputs) if requests else None
 
@@ -241,9 +270,11 @@ class _Transcription:
         if self.requests is not None:
             fresh = []
             for i, out in zip(self.misses, self.requests.result(), strict=True):
-                self.transcripts[i] = {"text": _text(out[AsrTensors.TEXT.name][0, 0]),
-                                       "language": _text(out[AsrTensors.DETECTED_LANGUAGE.name][0, 0]),
-                                       "words": words_from_json(out[AsrTensors.WORDS.name][0, 0])}  # fmt: skip
+                self.transcripts[i] = {
+                    "text": _text(out[AsrTensors.TEXT.name][0, 0]),
+                    "language": _text(out[AsrTensors.DETECTED_LANGUAGE.name][0, 0]),
+                    "words": words_from_json(out[AsrTensors.WORDS.name][0, 0]),
+                }
                 fresh.append((self.keys[i], json.dumps(self.transcripts[i]).encode()))
             svc.ctx.cache.put_many(fresh)
             self.requests = None
@@ -317,8 +348,9 @@ class AsrAlignmentService(TritonService):
         super().setup(ctx)
         self.settings = ctx.settings
         self.seg_settings = ctx.settings.segmentation
-        self._asr_config = json.dumps({**self.model_parameters, "languages": list(ctx.settings.models.languages)},
-                                      sort_keys=True)  # fmt: skip
+        self._asr_config = json.dumps(
+            {**self.model_parameters, "languages": list(ctx.settings.models.languages)}, sort_keys=True
+        )
         ctx.metrics.audio_seconds.labels(self.name)  # the series exists before the first chunk
 
     # ---- keys and state --------------------------------------------------------------------
@@ -351,19 +383,30 @@ class AsrAlignmentService(TritonService):
         call = CallState.from_fields(call_id, raw_call)
         for ch, raw in enumerate(raw_channels[: call.channels]):
             state = {k.decode(): v for k, v in raw.items()}
-            call.segmenters[ch] = (ChannelSegmenter.from_state(self.seg_settings, state) if state
-                                   else ChannelSegmenter(self.seg_settings, call.sample_rate))  # fmt: skip
+            call.segmenters[ch] = (
+                ChannelSegmenter.from_state(self.seg_settings, state)
+                if state
+                else ChannelSegmenter(self.seg_settings, call.sample_rate)
+            )
         return call
 
     @staticmethod
     def _snapshot(calls: dict[str, CallState], pending: list[_Pending]) -> _Snapshot:
         """The calls' state now (serialised, so later batches can move on) and the utterances to wait for."""
         return _Snapshot(
-            {c.call_id: _CallSnapshot(c, c.known, c.ended, c.active, c.fields(),
-                                      {} if c.ended else {ch: seg.state() for ch, seg in c.segmenters.items()})
-             for c in calls.values()},
+            {
+                c.call_id: _CallSnapshot(
+                    c,
+                    c.known,
+                    c.ended,
+                    c.active,
+                    c.fields(),
+                    {} if c.ended else {ch: seg.state() for ch, seg in c.segmenters.items()},
+                )
+                for c in calls.values()
+            },
             {p.utterance_id for p in pending},
-        )  # fmt: skip
+        )
 
     def _save(self, snapshot: _Snapshot) -> None:
         """Write a batch's state of its calls in one transaction."""
@@ -397,8 +440,11 @@ class AsrAlignmentService(TritonService):
             return
         snapshot = self._undelivered.popleft()
         if {o.utterance_id for o in outputs} != snapshot.expected:
-            log.error("delivered utterances %s are not the batch's %s; its state is not written (it will be replayed)",
-                      sorted(o.utterance_id for o in outputs), sorted(snapshot.expected))  # fmt: skip
+            log.error(
+                "delivered utterances %s are not the batch's %s; its state is not written (it will be replayed)",
+                sorted(o.utterance_id for o in outputs),
+                sorted(snapshot.expected),
+            )
             self.abandon()
             return
         self._save(snapshot)
@@ -438,8 +484,10 @@ class AsrAlignmentService(TritonService):
         if call.known and chunk.seq < call.next_seq:
             if chunk.seq in call.missing:
                 call.missing.remove(chunk.seq)
-                raise Reject(f"chunk {chunk.seq} of call {call.call_id} arrived after chunk {call.next_seq - 1}: "
-                             "a late chunk's audio cannot be put back in place; it is left out of the call")  # fmt: skip
+                raise Reject(
+                    f"chunk {chunk.seq} of call {call.call_id} arrived after chunk {call.next_seq - 1}: "
+                    "a late chunk's audio cannot be put back in place; it is left out of the call"
+                )
             log.info("call %s: chunk %d already taken in (next is %d); skipped", call.call_id, chunk.seq, call.next_seq)
             self.ctx.metrics.audio_chunks.labels(self.name, "duplicate").inc()
             return []
@@ -449,21 +497,29 @@ class AsrAlignmentService(TritonService):
             raise Reject(f"{chunk.channels} channels but channel roles {chunk.channel_roles}")
         fmt = (chunk.sample_rate, chunk.channels, list(chunk.channel_roles))
         if call.known and fmt != (call.sample_rate, call.channels, call.roles):
-            raise Reject(f"audio format changed mid-call: {call.sample_rate} Hz x {call.channels} {call.roles} "
-                         f"-> {chunk.sample_rate} Hz x {chunk.channels} {chunk.channel_roles}")  # fmt: skip
+            raise Reject(
+                f"audio format changed mid-call: {call.sample_rate} Hz x {call.channels} {call.roles} "
+                f"-> {chunk.sample_rate} Hz x {chunk.channels} {chunk.channel_roles}"
+            )
         samples = decode_pcm(chunk)
         seconds = samples.shape[0] / chunk.sample_rate
         limits = self.seg_settings
         if seconds > limits.max_chunk_s:
-            raise Reject(f"chunk {chunk.seq} holds {seconds:.1f} s of audio; the limit is {limits.max_chunk_s:g} s "
-                         "(stream a call in chunks of a few hundred milliseconds)")  # fmt: skip
+            raise Reject(
+                f"chunk {chunk.seq} holds {seconds:.1f} s of audio; the limit is {limits.max_chunk_s:g} s "
+                "(stream a call in chunks of a few hundred milliseconds)"
+            )
         if call.audio_s + seconds > limits.max_call_s:
-            raise Reject(f"call {call.call_id} exceeds the limit of {limits.max_call_s:g} s of audio "
-                         f"(segmentation.max_call_s) at chunk {chunk.seq}; its audio from here on is left out")  # fmt: skip
+            raise Reject(
+                f"call {call.call_id} exceeds the limit of {limits.max_call_s:g} s of audio "
+                f"(segmentation.max_call_s) at chunk {chunk.seq}; its audio from here on is left out"
+            )
         if chunk.seq > call.next_seq:
             log.warning("call %s: chunks %d..%d missing; carrying on", call.call_id, call.next_seq, chunk.seq - 1)
             self.ctx.metrics.audio_chunks.labels(self.name, "gap").inc()
-            call.missing = (call.missing + list(range(max(call.next_seq, chunk.seq - MISSING_KEPT), chunk.seq)))[-MISSING_KEPT:]
+            call.missing = (call.missing + list(range(max(call.next_seq, chunk.seq - MISSING_KEPT), chunk.seq)))[
+                -MISSING_KEPT:
+            ]
         if not call.known:
             call.known, (call.sample_rate, call.channels, call.roles) = True, fmt
             call.segmenters = {
@@ -512,8 +568,12 @@ class AsrAlignmentService(TritonService):
             completed = [(ch, s) for ch, seg in call.segmenters.items() for s in seg.flush()]
             call.active = False
             pending += self._number(call, completed)
-            log.info("call %s: no audio for %.0f s; flushed %d utterances",
-                     call.call_id, now - call.last_chunk, len(completed))  # fmt: skip
+            log.info(
+                "call %s: no audio for %.0f s; flushed %d utterances",
+                call.call_id,
+                now - call.last_chunk,
+                len(completed),
+            )
         snapshot = self._snapshot(calls, pending)
         utterances = _Transcription(self, pending).result()
         if utterances:  # written when they are delivered; until then later batches go on from memory
@@ -527,7 +587,9 @@ class AsrAlignmentService(TritonService):
     def _transcript_key(self, p: _Pending) -> str:
         """Cache key of a segment's transcript: the ASR model, its serving configuration, the
         language asked for and the segment's audio."""
-        return content_key("asr", self.model_version, self._asr_config, p.call.language or "", p.segment.audio.tobytes())
+        return content_key(
+            "asr", self.model_version, self._asr_config, p.call.language or "", p.segment.audio.tobytes()
+        )
 
     def _utterance(self, p: _Pending, text: str, language: str | None, words: list[dict[str, Any]]) -> Utterance:
         seg = p.segment
@@ -545,13 +607,26 @@ class AsrAlignmentService(TritonService):
         audio_key = f"emotion:audio:{utterance_id}"
         stored = self.ctx.cache.put(audio_key, pcm.tobytes(), ttl_s=self.settings.redis.audio_ttl_s)
         return Utterance(
-            call_id=p.call.call_id, utterance_id=utterance_id, index=p.index, speaker=p.speaker,
-            start=seg.start_s, end=seg.end_s, text=text.strip(), language=language,
-            words=[Word(text=w["text"], start=max(0.0, float(w["start"])), end=max(0.0, float(w["end"])),
-                        probability=min(1.0, max(0.0, float(w.get("probability", 1.0))))) for w in kept],
+            call_id=p.call.call_id,
+            utterance_id=utterance_id,
+            index=p.index,
+            speaker=p.speaker,
+            start=seg.start_s,
+            end=seg.end_s,
+            text=text.strip(),
+            language=language,
+            words=[
+                Word(
+                    text=w["text"],
+                    start=max(0.0, float(w["start"])),
+                    end=max(0.0, float(w["end"])),
+                    probability=min(1.0, max(0.0, float(w.get("probability", 1.0)))),
+                )
+                for w in kept
+            ],
             audio=None if stored else ArrayPayload.from_array(pcm, "int16"),
             audio_key=audio_key if stored else None,
-        )  # fmt: skip
+        )
 
 
 def _text(value: bytes | str) -> str:

@@ -47,11 +47,19 @@ def newest(name: str) -> type[Contract]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("name", nargs="?", choices=sorted({n for n, _ in CONTRACTS}),
-                   help="print this contract's JSON Schema (without NAME: list the contracts, their versions and topics)")  # fmt: skip
+    p.add_argument(
+        "name",
+        nargs="?",
+        choices=sorted({n for n, _ in CONTRACTS}),
+        help="print this contract's JSON Schema (without NAME: list the contracts, their versions and topics)",
+    )
     p.add_argument("--version", type=int, help="the contract version (default: the newest)")
-    p.add_argument("--out", type=Path, help="write every contract version's schema into this folder, "
-                   "one <name>.v<version>.schema.json each (e.g. docs/contracts)")  # fmt: skip
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="write every contract version's schema into this folder, "
+        "one <name>.v<version>.schema.json each (e.g. docs/contracts)",
+    )
 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:

@@ -49,10 +49,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("audio", nargs="*", type=Path, help="audio files to stream instead of generated calls")
     parser.add_argument("--calls", type=int, default=None, help="stream N calls, wait for all their events, then exit")
-    parser.add_argument("--manifest", type=Path, help="JSON-lines manifest of call audio to stream (see emotion publish)")
-    parser.add_argument("--pace", choices=["realtime", "fast"], default=None,
-                        help="realtime: as a phone line would (default when running live); fast: as fast as "
-                        "possible (default with --calls)")  # fmt: skip
+    parser.add_argument(
+        "--manifest", type=Path, help="JSON-lines manifest of call audio to stream (see emotion publish)"
+    )
+    parser.add_argument(
+        "--pace",
+        choices=["realtime", "fast"],
+        default=None,
+        help="realtime: as a phone line would (default when running live); fast: as fast as "
+        "possible (default with --calls)",
+    )
     parser.add_argument("--json", action="store_true", help="print each event as one JSON line instead of the table")
     parser.add_argument("--keep", action="store_true", help="leave the stack running afterwards")
     parser.add_argument("--dashboard-port", type=int, default=8088, help="port of the dashboard (0: any free port)")
@@ -73,8 +79,9 @@ def _calls(args: argparse.Namespace, settings: Settings, batch: int) -> list:
         return [dataclasses.replace(c, call_id=f"{c.call_id}-{stamp}") for c in given[: args.calls or None]]
     out = settings.home / "demo" / "calls"
     prefix = f"demo-{stamp}"
-    specs = generate_calls(out, batch, seed=args.seed, utterances_per_call=(5, 8), call_prefix=prefix,
-                           progress=not args.no_progress)  # fmt: skip
+    specs = generate_calls(
+        out, batch, seed=args.seed, utterances_per_call=(5, 8), call_prefix=prefix, progress=not args.no_progress
+    )
     args.seed += 1  # the next batch (live mode) gets new calls
     return [load_call(c.path, call_id=c.call_id, language=c.language) for c in specs]
 
@@ -155,8 +162,11 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     try:
         services.start()
         dashboard = DashboardServer(settings, "127.0.0.1", args.dashboard_port).start()
-        print(f"services up in {time.monotonic() - t0:.0f} s; dashboard: {dashboard.url}  logs: {settings.log_dir}",
-              file=info, flush=True)  # fmt: skip
+        print(
+            f"services up in {time.monotonic() - t0:.0f} s; dashboard: {dashboard.url}  logs: {settings.log_dir}",
+            file=info,
+            flush=True,
+        )
         printer = EventPrinter(settings, args.json)
         all_calls: set[str] = set()
         reader = threading.Thread(target=printer.run, args=(stop, all_calls), daemon=True)
@@ -180,7 +190,9 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         if not args.json:
             summaries = summarize_calls(list(printer.events.values()), negative=settings.events.negative_labels)
             print(render_summaries(summaries))
-        print(f"{len(all_calls)} calls, {len(printer.events)} emotion events in {time.monotonic() - t0:.0f} s", file=info)
+        print(
+            f"{len(all_calls)} calls, {len(printer.events)} emotion events in {time.monotonic() - t0:.0f} s", file=info
+        )
         return 0
     except KeyboardInterrupt:
         print("\nstopping (Ctrl-C) ...", file=sys.stderr)

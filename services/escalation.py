@@ -98,9 +98,13 @@ def _runs(flags: Sequence[bool]) -> list[tuple[int, int]]:
     return runs
 
 
-def detect_escalation(events: Iterable[EmotionEvent], turns: int = ESCALATION_TURNS,
-                      speaker: str = ESCALATION_SPEAKER, negative: Collection[str] = NEGATIVE_LABELS,
-                      min_final: float = RISING_MIN_FINAL) -> Escalation | None:
+def detect_escalation(
+    events: Iterable[EmotionEvent],
+    turns: int = ESCALATION_TURNS,
+    speaker: str = ESCALATION_SPEAKER,
+    negative: Collection[str] = NEGATIVE_LABELS,
+    min_final: float = RISING_MIN_FINAL,
+) -> Escalation | None:
     """The escalation of one call's ``events`` (any order, duplicates allowed), or None when it is calm.
 
     Finds the latest negative run and the latest rising trend of at least ``turns`` of the judged
@@ -123,21 +127,40 @@ def detect_escalation(events: Iterable[EmotionEvent], turns: int = ESCALATION_TU
         first, end = runs[-1]
         run = utts[first : end + 1]
         labels = tuple(e.label for e in run)
-        found.append(Escalation(
-            "negative_run", f"{len(run)} consecutive negative {who}utterances ({', '.join(labels)}) from "
-            f"{run[0].start:.1f} s", run[0].utterance_id, run[0].start, labels, len(run), end == last))
+        found.append(
+            Escalation(
+                "negative_run",
+                f"{len(run)} consecutive negative {who}utterances ({', '.join(labels)}) from {run[0].start:.1f} s",
+                run[0].utterance_id,
+                run[0].start,
+                labels,
+                len(run),
+                end == last,
+            )
+        )
 
     p = [negative_probability(e, negative) for e in utts]
     # flag i: p rises from utterance i to i + 1, so a stretch of flags (a, b) covers utterances a..b+1
-    trends = [(a, b + 1) for a, b in _runs([q > prev for prev, q in zip(p, p[1:])])
-              if b + 2 - a >= turns and p[b + 1] >= min_final]
+    trends = [
+        (a, b + 1)
+        for a, b in _runs([q > prev for prev, q in zip(p, p[1:])])
+        if b + 2 - a >= turns and p[b + 1] >= min_final
+    ]
     if trends:
         first, end = trends[-1]
         run = utts[first : end + 1]
-        found.append(Escalation(
-            "rising", f"negative probability rising {p[first]:.2f} -> {p[end]:.2f} over {len(run)} {who}utterances "
-            f"from {run[0].start:.1f} s", run[0].utterance_id, run[0].start, tuple(e.label for e in run), len(run),
-            end == last))
+        found.append(
+            Escalation(
+                "rising",
+                f"negative probability rising {p[first]:.2f} -> {p[end]:.2f} over {len(run)} {who}utterances "
+                f"from {run[0].start:.1f} s",
+                run[0].utterance_id,
+                run[0].start,
+                tuple(e.label for e in run),
+                len(run),
+                end == last,
+            )
+        )
 
     # ongoing first; then the negative run (listed first: sorted is stable)
     return sorted(found, key=lambda esc: not esc.ongoing)[0] if found else None

@@ -155,13 +155,24 @@ def _truncate(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-_ROW = ("{time:<8}  {call:<22}  {speaker:<8}  {span:>13}  {label:<9}  {conf:>4}  {text:<"
-        + str(TRANSCRIPT_WIDTH) + "}  {flags}")
+_ROW = (
+    "{time:<8}  {call:<22}  {speaker:<8}  {span:>13}  {label:<9}  {conf:>4}  {text:<"
+    + str(TRANSCRIPT_WIDTH)
+    + "}  {flags}"
+)
 
 
 def table_header() -> str:
-    return _ROW.format(time="time", call="call", speaker="speaker", span="start-end s", label="label", conf="conf",
-                       text="transcript", flags="flags").rstrip()
+    return _ROW.format(
+        time="time",
+        call="call",
+        speaker="speaker",
+        span="start-end s",
+        label="label",
+        conf="conf",
+        text="transcript",
+        flags="flags",
+    ).rstrip()
 
 
 def format_event(event: EmotionEvent) -> str:
@@ -221,8 +232,11 @@ class CallSummary:
         return sum(len(v) for v in self.timelines.values())
 
 
-def summarize_calls(events: Iterable[EmotionEvent], escalation_turns: int = ESCALATION_TURNS,
-                    negative: Collection[str] = NEGATIVE_LABELS) -> list[CallSummary]:
+def summarize_calls(
+    events: Iterable[EmotionEvent],
+    escalation_turns: int = ESCALATION_TURNS,
+    negative: Collection[str] = NEGATIVE_LABELS,
+) -> list[CallSummary]:
     """Per call (in order of first appearance): de-duplicated timelines per speaker (the first copy of
     an utterance wins) and the escalation (:func:`services.escalation.detect_escalation` over
     ``escalation_turns`` utterances, with ``negative`` labels)."""
@@ -274,18 +288,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.description = textwrap.fill(p.description or "", 100)
     p.epilog = EXAMPLES
     p.add_argument("--call", action="append", dest="calls", metavar="ID", help="only this call (repeatable)")
-    p.add_argument("--from-beginning", action="store_true",
-                   help="read the topic from its start (default: only events that arrive from now on)")
-    p.add_argument("--timeout", type=float, metavar="S",
-                   help="stop after S seconds without a new event (default: run until Ctrl-C)")
+    p.add_argument(
+        "--from-beginning",
+        action="store_true",
+        help="read the topic from its start (default: only events that arrive from now on)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        metavar="S",
+        help="stop after S seconds without a new event (default: run until Ctrl-C)",
+    )
     p.add_argument("--max-events", type=int, metavar="N", help="stop after N events")
     p.add_argument("--json", action="store_true", help="one JSON object per line, the event as it travelled")
-    p.add_argument("--summary", action="store_true",
-                   help="at the end, per call: each speaker's emotion timeline and an escalation flag "
-                   "(on stderr with --json)")
-    p.add_argument("--escalation-turns", type=int, default=ESCALATION_TURNS, metavar="N",
-                   help="customer utterances that make an escalation: N negative in a row, or a negative "
-                   f"probability rising over N (default {ESCALATION_TURNS})")
+    p.add_argument(
+        "--summary",
+        action="store_true",
+        help="at the end, per call: each speaker's emotion timeline and an escalation flag (on stderr with --json)",
+    )
+    p.add_argument(
+        "--escalation-turns",
+        type=int,
+        default=ESCALATION_TURNS,
+        metavar="N",
+        help="customer utterances that make an escalation: N negative in a row, or a negative "
+        f"probability rising over N (default {ESCALATION_TURNS})",
+    )
 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
@@ -300,8 +328,14 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
 
     table.header()
     try:
-        consume_events(settings, calls=args.calls, from_beginning=args.from_beginning, timeout_s=args.timeout,
-                       max_events=args.max_events, on_event=show)
+        consume_events(
+            settings,
+            calls=args.calls,
+            from_beginning=args.from_beginning,
+            timeout_s=args.timeout,
+            max_events=args.max_events,
+            on_event=show,
+        )
     except KeyboardInterrupt:
         pass
     except KafkaError as e:

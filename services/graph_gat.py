@@ -39,7 +39,12 @@ class GraphGatService(JoinService):
         request = feature_rows(joined).graph_gat_request(word_spans(utterances))
         out = self.model.infer(request, T.output_names())
         return [
-            GraphFeatures(call_id=u.call_id, utterance_id=u.utterance_id, model_version=self.model_version,
-                          embedding=ArrayPayload.from_array(out[T.GRAPH.name][i], "float32"), edges=int(out[T.EDGES.name][i, 0]))
+            GraphFeatures(
+                call_id=u.call_id,
+                utterance_id=u.utterance_id,
+                model_version=self.model_version,
+                embedding=ArrayPayload.from_array(out[T.GRAPH.name][i], "float32"),
+                edges=int(out[T.EDGES.name][i, 0]),
+            )
             for i, u in enumerate(utterances)
-        ]  # fmt: skip
+        ]

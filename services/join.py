@@ -55,7 +55,9 @@ def feature_rows(joined: Sequence[Parts]) -> FeatureRows:
         speech_frames=frames,
         speech_mask=np.stack([s.mask.to_array() for s in speech]),
         frame_times=np.stack([s.frame_times.to_array() for s in speech]),
-        speaker_mean=mean, speaker_var=var, speaker_count=count,
+        speaker_mean=mean,
+        speaker_var=var,
+        speaker_count=count,
     )
 
 

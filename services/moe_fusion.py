@@ -76,16 +76,26 @@ class MoeFusionService(JoinService):
             probs = out[T.PROBS.name][i]
             label = self.class_names[int(np.argmax(probs))]
             latency = stage_latencies(parts, now)
-            events.append(EmotionEvent(
-                message_id=EmotionEvent.event_id(u.utterance_id, self.model_version), call_id=u.call_id, utterance_id=u.utterance_id, speaker=u.speaker, start=u.start, end=u.end,
-                transcript=redact(u.text, self.redact_mode), label=label,
-                probabilities={c: float(p) for c, p in zip(self.class_names, probs, strict=True)},
-                branches={b: {c: float(p) for c, p in zip(self.class_names, out[T.BRANCHES[b]][i], strict=True)}
-                          for b in self.branches},
-                model_version=self.model_version,
-                missing_modalities=missing_modalities(u, parts["speech"], graphs[i]),  # type: ignore[arg-type]
-                latency_ms=latency,
-            ))  # fmt: skip
+            events.append(
+                EmotionEvent(
+                    message_id=EmotionEvent.event_id(u.utterance_id, self.model_version),
+                    call_id=u.call_id,
+                    utterance_id=u.utterance_id,
+                    speaker=u.speaker,
+                    start=u.start,
+                    end=u.end,
+                    transcript=redact(u.text, self.redact_mode),
+                    label=label,
+                    probabilities={c: float(p) for c, p in zip(self.class_names, probs, strict=True)},
+                    branches={
+                        b: {c: float(p) for c, p in zip(self.class_names, out[T.BRANCHES[b]][i], strict=True)}
+                        for b in self.branches
+                    },
+                    model_version=self.model_version,
+                    missing_modalities=missing_modalities(u, parts["speech"], graphs[i]),  # type: ignore[arg-type]
+                    latency_ms=latency,
+                )
+            )
             self.ctx.metrics.events.labels(self.name, label, u.speaker).inc()
             self.ctx.metrics.event_latency.labels(self.name).observe(latency["total"] / 1000)
         return events

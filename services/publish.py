@@ -345,9 +345,14 @@ def publish_calls(
     heap: list[tuple[float, int, _Stream]] = []
     streams: list[_Stream] = []
     known = all(s.duration > 0 for s in sources)
-    bar = tqdm(total=sum(s.duration for s in sources) if known else None, unit="s", desc="publish",
-               disable=not progress, dynamic_ncols=True,
-               bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} s of audio [{elapsed}<{remaining}]" if known else None)
+    bar = tqdm(
+        total=sum(s.duration for s in sources) if known else None,
+        unit="s",
+        desc="publish",
+        disable=not progress,
+        dynamic_ncols=True,
+        bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} s of audio [{elapsed}<{remaining}]" if known else None,
+    )
 
     def start_next(at: float) -> None:
         """Start the next call that loads (at ``at`` on the timeline); record the ones that do not."""
@@ -359,8 +364,15 @@ def publish_calls(
                 report.failures.append(CallFailure(source.name, str(e)))
                 continue
             step = chunk_frames(call.sample_rate, chunk_ms)
-            stream = _Stream(len(streams), source.name, call, at, chunk_call(call, chunk_ms), step,
-                             math.ceil(call.pcm.shape[0] / step))
+            stream = _Stream(
+                len(streams),
+                source.name,
+                call,
+                at,
+                chunk_call(call, chunk_ms),
+                step,
+                math.ceil(call.pcm.shape[0] / step),
+            )
             streams.append(stream)
             heapq.heappush(heap, (stream.due(), stream.order, stream))
             return
@@ -474,7 +486,7 @@ def manifest_sources(path: Path, roles: Sequence[str] | None, language: str | No
         try:
             obj = json.loads(line)
             if isinstance(obj, dict) and "audio" in obj and obj["audio"] is None:
-                sources.append(_failing_source(where, f"{where}: a text-only line (\"audio\": null): no audio to stream"))
+                sources.append(_failing_source(where, f'{where}: a text-only line ("audio": null): no audio to stream'))
                 continue
             audio = Path(obj["audio"])
             own_roles = parse_channel_roles(obj["channels"]) if obj.get("channels") else roles
@@ -486,15 +498,17 @@ def manifest_sources(path: Path, roles: Sequence[str] | None, language: str | No
     return sources
 
 
-def calls_from_manifest(path: str | Path, channel_roles: Sequence[str] | None = None,
-                        language: str | None = None) -> list[CallAudio]:
+def calls_from_manifest(
+    path: str | Path, channel_roles: Sequence[str] | None = None, language: str | None = None
+) -> list[CallAudio]:
     """Every call of a manifest (see :func:`manifest_sources`), read now; raises
     :class:`AudioSourceError` naming the first line or file that cannot be read."""
     return [source.load() for source in manifest_sources(Path(path), channel_roles, language)]
 
 
-def raw_source(path: str, sample_rate: int, channels: int, roles: Sequence[str] | None,
-               language: str | None) -> CallSource:
+def raw_source(
+    path: str, sample_rate: int, channels: int, roles: Sequence[str] | None, language: str | None
+) -> CallSource:
     """Raw s16le PCM from a file, or from standard input for ``-``."""
     call_id = "stdin" if path == "-" else Path(path).stem
 
@@ -545,27 +559,53 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter  # keeps the examples' lines
     p.description = textwrap.fill(p.description or "", 100)
     p.epilog = EXAMPLES
-    p.add_argument("sources", nargs="*", metavar="PATH",
-                   help="audio files or folders of them (any format libsndfile reads); with --raw, raw PCM files or -")
-    p.add_argument("--manifest", type=Path, action="append", default=[],
-                   help="JSON lines: audio (required), call_id, language, channels (roles); repeatable")
+    p.add_argument(
+        "sources",
+        nargs="*",
+        metavar="PATH",
+        help="audio files or folders of them (any format libsndfile reads); with --raw, raw PCM files or -",
+    )
+    p.add_argument(
+        "--manifest",
+        type=Path,
+        action="append",
+        default=[],
+        help="JSON lines: audio (required), call_id, language, channels (roles); repeatable",
+    )
     p.add_argument("--raw", type=int, metavar="RATE", help="the PATHs are raw s16le PCM at RATE Hz")
     p.add_argument("--raw-channels", type=int, default=1, choices=(1, 2), help="channels of --raw input (default 1)")
-    p.add_argument("--synthetic", type=int, metavar="N", default=0,
-                   help="also publish N generated agent/customer calls (espeak-ng; training/data/calls.py)")
+    p.add_argument(
+        "--synthetic",
+        type=int,
+        metavar="N",
+        default=0,
+        help="also publish N generated agent/customer calls (espeak-ng; training/data/calls.py)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the --synthetic calls (default 0)")
     p.add_argument("--languages", default="en,ko", help="languages of the --synthetic calls (default en,ko)")
-    p.add_argument("--turns", default="3,6", metavar="LO,HI",
-                   help="utterances per --synthetic call, inclusive range (default 3,6)")
+    p.add_argument(
+        "--turns", default="3,6", metavar="LO,HI", help="utterances per --synthetic call, inclusive range (default 3,6)"
+    )
     p.add_argument("--mono", action="store_true", help="--synthetic calls mixed to mono (default: stereo)")
-    p.add_argument("--synthetic-dir", type=Path,
-                   help="keep the --synthetic calls (wav + ground-truth json) here (default: a temporary folder)")
-    p.add_argument("--channel-roles", type=parse_channel_roles, metavar="ROLES",
-                   help="roles of a stereo source's channels (default agent,customer); mono sources are 'mono'")
+    p.add_argument(
+        "--synthetic-dir",
+        type=Path,
+        help="keep the --synthetic calls (wav + ground-truth json) here (default: a temporary folder)",
+    )
+    p.add_argument(
+        "--channel-roles",
+        type=parse_channel_roles,
+        metavar="ROLES",
+        help="roles of a stereo source's channels (default agent,customer); mono sources are 'mono'",
+    )
     p.add_argument("--language", help="language code sent with every call that has none of its own (e.g. en, ko)")
     p.add_argument("--id-prefix", default="", help="prepended to every call id (default: none)")
-    p.add_argument("--pace", choices=get_args(Pace), default="fast",
-                   help="realtime: each chunk when its audio would have been spoken; fast: no waiting (default)")
+    p.add_argument(
+        "--pace",
+        choices=get_args(Pace),
+        default="fast",
+        help="realtime: each chunk when its audio would have been spoken; fast: no waiting (default)",
+    )
     p.add_argument("--chunk-ms", type=float, default=200, help="audio per message in milliseconds (default 200)")
     p.add_argument("--concurrency", type=int, default=16, help="calls streamed at once (default 16)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -585,9 +625,15 @@ def collect_sources(args: argparse.Namespace, synthetic_dir: Path) -> list[CallS
         from training.data.calls import generate_calls
 
         lo, hi = (int(v) for v in args.turns.split(","))
-        calls = generate_calls(synthetic_dir, args.synthetic, seed=args.seed, utterances_per_call=(lo, hi),
-                               languages=args.languages.split(","), stereo=not args.mono,
-                               progress=not args.no_progress)
+        calls = generate_calls(
+            synthetic_dir,
+            args.synthetic,
+            seed=args.seed,
+            utterances_per_call=(lo, hi),
+            languages=args.languages.split(","),
+            stereo=not args.mono,
+            progress=not args.no_progress,
+        )
         sources += [file_source(c.path, c.call_id, c.channel_roles, c.language) for c in calls]
     return _unique_ids(sources, args.id_prefix)
 
@@ -602,8 +648,14 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         synthetic_dir = args.synthetic_dir or Path(tmp)
         sources = collect_sources(args, synthetic_dir)
         try:
-            report = publish_calls(settings, sources, pace=args.pace, chunk_ms=args.chunk_ms,
-                                   progress=not args.no_progress, concurrency=args.concurrency)
+            report = publish_calls(
+                settings,
+                sources,
+                pace=args.pace,
+                chunk_ms=args.chunk_ms,
+                progress=not args.no_progress,
+                concurrency=args.concurrency,
+            )
         except KafkaError as e:  # no broker: say where it was looked for
             print(f"cannot publish to Kafka at {settings.kafka.bootstrap}: {type(e).__name__}: {e}", file=sys.stderr)
             return 1

@@ -232,11 +232,13 @@ class ChannelSegmenter:
         """Everything needed to carry on later: scalars as JSON, the tail and filters as bytes."""
         sp = self.speech
         meta = {
-            "sample_rate": self.sample_rate, "tail_start": self.tail_start,
-            "processed": self.processed, "emitted_end": self.emitted_end,
+            "sample_rate": self.sample_rate,
+            "tail_start": self.tail_start,
+            "processed": self.processed,
+            "emitted_end": self.emitted_end,
             "resampler": [self.resampler.seen, self.resampler.emitted],
             "speech": None if sp is None else [sp.start, sp.voiced, sp.silence_start, sp.pause],
-        }  # fmt: skip
+        }
         return {
             "meta": json.dumps(meta).encode(),
             "tail": self.tail.astype("<i2").tobytes(),

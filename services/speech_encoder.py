@@ -97,9 +97,16 @@ class SpeechEncoderService(TritonService):
         baselines = self._baselines(batch, features)
         for i in audio:
             u = batch[i]
-            results[i] = [SpeechFeatures(call_id=u.call_id, utterance_id=u.utterance_id,
-                                         model_version=self.model_version, cached=cached[i] is not None,
-                                         speaker_baseline=baselines[i], **features[i])]  # fmt: skip
+            results[i] = [
+                SpeechFeatures(
+                    call_id=u.call_id,
+                    utterance_id=u.utterance_id,
+                    model_version=self.model_version,
+                    cached=cached[i] is not None,
+                    speaker_baseline=baselines[i],
+                    **features[i],
+                )
+            ]
         return results  # type: ignore[return-value]
 
     def _baselines(self, batch: list[Utterance], features: dict[int, dict]) -> dict[int, SpeakerBaseline]:
@@ -107,15 +114,20 @@ class SpeechEncoderService(TritonService):
         rows = sorted(features)
         frames = {i: ArrayPayload.model_validate(features[i]["frames"]).to_array() for i in rows}
         masks = {i: ArrayPayload.model_validate(features[i]["mask"]).to_array() for i in rows}
-        items = [(batch[i].call_id, batch[i].speaker, batch[i].index, FrameStatistics.of_utterance(frames[i], masks[i]))
-                 for i in rows]  # fmt: skip
+        items = [
+            (batch[i].call_id, batch[i].speaker, batch[i].index, FrameStatistics.of_utterance(frames[i], masks[i]))
+            for i in rows
+        ]
         dim = next(iter(frames.values())).shape[-1] if rows else 0
         before = self.baselines.record(items, dim)  # StateUnavailable: the batch is retried
         out = {}
         for i, stats in zip(rows, before):
             mean, var = stats.mean_var()
-            out[i] = SpeakerBaseline(utterances=stats.utterances, mean=ArrayPayload.from_array(mean, "float32"),
-                                     var=ArrayPayload.from_array(var, "float32"))  # fmt: skip
+            out[i] = SpeakerBaseline(
+                utterances=stats.utterances,
+                mean=ArrayPayload.from_array(mean, "float32"),
+                var=ArrayPayload.from_array(var, "float32"),
+            )
         return out
 
     def _encode(self, rows: list[int], audio: dict[int, np.ndarray], keys: dict[int, str]) -> dict[int, dict]:

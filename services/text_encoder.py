@@ -47,7 +47,14 @@ class TextEncoderService(TritonService):
                 fresh.append((keys[i], json.dumps(f).encode()))
             self.ctx.cache.put_many(fresh)
         return [
-            [TextFeatures(call_id=u.call_id, utterance_id=u.utterance_id, model_version=self.model_version,
-                          cached=cached[i] is not None, **features[i])]
+            [
+                TextFeatures(
+                    call_id=u.call_id,
+                    utterance_id=u.utterance_id,
+                    model_version=self.model_version,
+                    cached=cached[i] is not None,
+                    **features[i],
+                )
+            ]
             for i, u in enumerate(batch)
         ]

@@ -54,9 +54,7 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
     return data, int(sr)
 
 
-def resample(
-    x: np.ndarray, orig_sr: int, target_sr: int, *, backend: ResampleBackend = "auto"
-) -> np.ndarray:
+def resample(x: np.ndarray, orig_sr: int, target_sr: int, *, backend: ResampleBackend = "auto") -> np.ndarray:
     """Resample 1-D ``x`` from ``orig_sr`` to ``target_sr`` with a polyphase anti-aliasing FIR.
 
     The output has ``ceil(len(x) * target_sr / orig_sr)`` samples and float32 dtype. ``backend``

@@ -54,7 +54,9 @@ class FeatureCache:
 
     def _failed(self, exc: Exception) -> None:
         if self.available:
-            log.warning("redis unavailable (%s); running without cache for %.0f s", exc, self._settings.redis.retry_after_s)
+            log.warning(
+                "redis unavailable (%s); running without cache for %.0f s", exc, self._settings.redis.retry_after_s
+            )
         self.available = False
         self._down_until = time.monotonic() + self._settings.redis.retry_after_s
 

@@ -273,7 +273,16 @@ class DeadLetter(Contract):
 
 CONTRACTS: dict[tuple[str, int], type[Contract]] = {
     (c.contract, c.version): c
-    for c in (AudioChunk, Utterance, TextFeatures, SpeechFeaturesV1, SpeechFeatures, GraphFeatures, EmotionEvent, DeadLetter)
+    for c in (
+        AudioChunk,
+        Utterance,
+        TextFeatures,
+        SpeechFeaturesV1,
+        SpeechFeatures,
+        GraphFeatures,
+        EmotionEvent,
+        DeadLetter,
+    )
 }
 
 
@@ -332,7 +341,5 @@ def decode(raw: bytes | None, expect: type[Contract] | None = None) -> Contract:
     try:
         return cls.model_validate(obj)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()[:5]
-        )
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()[:5])
         raise ContractError(f"invalid {name} v{version}: {problems}") from exc

@@ -41,8 +41,9 @@ def client_options(settings: Settings) -> dict:
         "security_protocol": k.security_protocol,
     }
     if k.security_protocol.startswith("SASL"):
-        options.update(sasl_mechanism=k.sasl_mechanism, sasl_plain_username=k.username,
-                       sasl_plain_password=settings.kafka_password)  # fmt: skip
+        options.update(
+            sasl_mechanism=k.sasl_mechanism, sasl_plain_username=k.username, sasl_plain_password=settings.kafka_password
+        )
     return options
 
 
@@ -64,8 +65,9 @@ def make_producer(settings: Settings, on_bound: OnBound | None = None, **overrid
     return producer
 
 
-def make_consumer(settings: Settings, group_id: str | None, topics: list[str] | None,
-                  on_bound: OnBound | None = None, **overrides) -> BoundedConsumer:  # fmt: skip
+def make_consumer(
+    settings: Settings, group_id: str | None, topics: list[str] | None, on_bound: OnBound | None = None, **overrides
+) -> BoundedConsumer:
     """A consumer that never auto-commits; ``group_id=None`` gives a standalone reader. Its
     blocking calls are bounded (:class:`BoundedConsumer`)."""
     config = {
@@ -83,8 +85,9 @@ def make_consumer(settings: Settings, group_id: str | None, topics: list[str] | 
     }
     config.update(overrides)
     consumer = BoundedConsumer(**config)
-    consumer._call_bound = CallBound(consumer._net, "consumer", _default_bound_s(settings, config), on_bound,
-                                     settings.kafka.call_grace_s)  # fmt: skip
+    consumer._call_bound = CallBound(
+        consumer._net, "consumer", _default_bound_s(settings, config), on_bound, settings.kafka.call_grace_s
+    )
     if topics:
         consumer.subscribe(topics)
     return consumer
@@ -159,8 +162,11 @@ class CallBound:
         if net is None:
             return
         if not all(hasattr(net, a) for a in ("_io_thread", "_pending_waiters", "_pending_waiters_lock", "_invoke")):
-            log.warning("kafka-python %s lacks the NetworkSelector internals CallBound needs: %s calls are unbounded",
-                        kafka_version, role)  # fmt: skip
+            log.warning(
+                "kafka-python %s lacks the NetworkSelector internals CallBound needs: %s calls are unbounded",
+                kafka_version,
+                role,
+            )
             return
         self._run_unbounded, self._stop_unbounded = net.run, net.stop
         net.run, net.stop = self.run, self._stop  # instance attributes shadow the methods
@@ -193,9 +199,16 @@ class CallBound:
         client's I/O thread is (the evidence for an upstream report)."""
         self.bounded += 1
         self.in_a_row += 1
-        log.warning("kafka %s: %s failed by its bound after %.1f s (%d so far, %d in a row); the caller retries; "
-                    "the I/O thread is at:\n%s", self.role, what, waited_s, self.bounded, self.in_a_row,
-                    self._io_thread_stack())  # fmt: skip
+        log.warning(
+            "kafka %s: %s failed by its bound after %.1f s (%d so far, %d in a row); the caller retries; "
+            "the I/O thread is at:\n%s",
+            self.role,
+            what,
+            waited_s,
+            self.bounded,
+            self.in_a_row,
+            self._io_thread_stack(),
+        )
         if self.on_bound is not None:
             try:
                 self.on_bound(self.role)
@@ -309,7 +322,9 @@ class BoundedProducer(KafkaProducer):
             raise
 
     def close(self, timeout=None, null_logger=False):
-        return super().close(timeout=self._call_bound.default_s if timeout is None else timeout, null_logger=null_logger)
+        return super().close(
+            timeout=self._call_bound.default_s if timeout is None else timeout, null_logger=null_logger
+        )
 
 
 class TailReader:
@@ -329,13 +344,22 @@ class TailReader:
     client; ``overrides`` go to :func:`make_consumer` for every client it makes.
     """
 
-    def __init__(self, settings: Settings, topics: list[str], *, from_beginning: bool = False,
-                 consumer: BoundedConsumer | None = None, **overrides):  # fmt: skip
+    def __init__(
+        self,
+        settings: Settings,
+        topics: list[str],
+        *,
+        from_beginning: bool = False,
+        consumer: BoundedConsumer | None = None,
+        **overrides,
+    ):
         self.settings, self.topics, self._overrides = settings, list(topics), overrides
         self.replaced = 0
         """How many times a wedged client was replaced."""
         self.consumer = consumer if consumer is not None else make_consumer(settings, None, None, **overrides)
-        parts = [TopicPartition(t, p) for t in self.topics for p in sorted(self.consumer.partitions_for_topic(t) or [0])]
+        parts = [
+            TopicPartition(t, p) for t in self.topics for p in sorted(self.consumer.partitions_for_topic(t) or [0])
+        ]
         self.consumer.assign(parts)
         if from_beginning:
             self.consumer.seek_to_beginning(*parts)
@@ -376,8 +400,10 @@ class TailReader:
     def _discard(self) -> None:
         """Let the wedged client go (closed on a thread of its own: its close may wait out a bound)."""
         old, self.consumer = self.consumer, None
-        log.warning("reader of %s: its Kafka client is wedged; replacing it at the positions read so far",
-                    ", ".join(self.topics))  # fmt: skip
+        log.warning(
+            "reader of %s: its Kafka client is wedged; replacing it at the positions read so far",
+            ", ".join(self.topics),
+        )
         close_aside(old)
 
     def _reopen(self) -> None:

@@ -37,7 +37,9 @@ def configure_logging(level: str = "INFO", fmt: str = "text", service: str | Non
         handler.setFormatter(JsonFormatter(service))
     else:
         prefix = f"{service} " if service else ""
-        handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)-7s {prefix}%(name)s: %(message)s", "%H:%M:%S"))
+        handler.setFormatter(
+            logging.Formatter(f"%(asctime)s %(levelname)-7s {prefix}%(name)s: %(message)s", "%H:%M:%S")
+        )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -18,39 +18,78 @@ class ServiceMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.messages = Counter(
-            "emotion_messages_total", "Input messages by outcome (ok, deadletter)", ["service", "topic", "outcome"], registry=r
+            "emotion_messages_total",
+            "Input messages by outcome (ok, deadletter)",
+            ["service", "topic", "outcome"],
+            registry=r,
         )
         self.produced = Counter("emotion_produced_total", "Output messages by topic", ["service", "topic"], registry=r)
-        self.batch_size = Histogram("emotion_batch_size", "Messages per processed batch", ["service"], buckets=_BATCH_BUCKETS, registry=r)
+        self.batch_size = Histogram(
+            "emotion_batch_size", "Messages per processed batch", ["service"], buckets=_BATCH_BUCKETS, registry=r
+        )
         self.stage_seconds = Histogram(
-            "emotion_stage_seconds", "Time per batch in each stage of the service loop", ["service", "stage"],
-            buckets=_LATENCY_BUCKETS, registry=r,
+            "emotion_stage_seconds",
+            "Time per batch in each stage of the service loop",
+            ["service", "stage"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
-        self.errors = Counter("emotion_errors_total", "Failures by kind (retried unless dead-lettered)", ["service", "kind"], registry=r)
-        self.deadletters = Counter("emotion_deadletters_total", "Messages sent to the dead-letter topic", ["service", "error_type"], registry=r)
+        self.errors = Counter(
+            "emotion_errors_total", "Failures by kind (retried unless dead-lettered)", ["service", "kind"], registry=r
+        )
+        self.deadletters = Counter(
+            "emotion_deadletters_total", "Messages sent to the dead-letter topic", ["service", "error_type"], registry=r
+        )
         self.kafka_calls_bounded = Counter(
-            "emotion_kafka_calls_bounded", "Kafka client calls failed by their bound (no answer within their own timeout "
-            "plus kafka.call_grace_s), by client role", ["service", "role"], registry=r,
+            "emotion_kafka_calls_bounded",
+            "Kafka client calls failed by their bound (no answer within their own timeout "
+            "plus kafka.call_grace_s), by client role",
+            ["service", "role"],
+            registry=r,
         )
-        self.cache = Counter("emotion_cache_requests_total", "Feature cache look-ups", ["service", "result"], registry=r)
-        self.lag = Gauge("emotion_consumer_lag", "Messages behind the end of each input partition", ["service", "topic", "partition"], registry=r)
-        self.audio_seconds = Counter("emotion_audio_seconds_total", "Seconds of audio processed", ["service"], registry=r)
+        self.cache = Counter(
+            "emotion_cache_requests_total", "Feature cache look-ups", ["service", "result"], registry=r
+        )
+        self.lag = Gauge(
+            "emotion_consumer_lag",
+            "Messages behind the end of each input partition",
+            ["service", "topic", "partition"],
+            registry=r,
+        )
+        self.audio_seconds = Counter(
+            "emotion_audio_seconds_total", "Seconds of audio processed", ["service"], registry=r
+        )
         self.up = Gauge("emotion_service_up", "1 while the service loop runs", ["service"], registry=r)
         # joins (graph_gat, moe_fusion) and emotion events (moe_fusion)
-        self.join_pending = Gauge("emotion_join_pending", "Utterances waiting for a missing input of the join", ["service"], registry=r)
-        self.events = Counter("emotion_events_total", "Emotion events produced, by label and speaker", ["service", "label", "speaker"], registry=r)
+        self.join_pending = Gauge(
+            "emotion_join_pending", "Utterances waiting for a missing input of the join", ["service"], registry=r
+        )
+        self.events = Counter(
+            "emotion_events_total",
+            "Emotion events produced, by label and speaker",
+            ["service", "label", "speaker"],
+            registry=r,
+        )
         self.event_latency = Histogram(
-            "emotion_event_latency_seconds", "From the utterance message to its emotion event", ["service"],
-            buckets=_LATENCY_BUCKETS, registry=r,
+            "emotion_event_latency_seconds",
+            "From the utterance message to its emotion event",
+            ["service"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
 
         # the ASR alignment service
         self.audio_chunks = Counter(
-            "emotion_audio_chunks_total", "Audio chunks by outcome (ok, duplicate, gap, rejected)", ["service", "outcome"], registry=r
+            "emotion_audio_chunks_total",
+            "Audio chunks by outcome (ok, duplicate, gap, rejected)",
+            ["service", "outcome"],
+            registry=r,
         )
         self.utterances = Counter(
-            "emotion_utterances_total", "Utterances segmented, by speaker and transcript (text, empty, hallucination)",
-            ["service", "speaker", "transcript"], registry=r,
+            "emotion_utterances_total",
+            "Utterances segmented, by speaker and transcript (text, empty, hallucination)",
+            ["service", "speaker", "transcript"],
+            registry=r,
         )
 
     def serve(self, host: str, port: int) -> int:

@@ -235,8 +235,13 @@ class ScrapeTargets(Protocol):
 class ServiceRuntime:
     """Runs one :class:`Service` until stopped (SIGTERM/SIGINT or :meth:`stop`)."""
 
-    def __init__(self, service: Service, settings: Settings, group_id: str | None = None,
-                 scrape_targets: ScrapeTargets | None = None):  # fmt: skip
+    def __init__(
+        self,
+        service: Service,
+        settings: Settings,
+        group_id: str | None = None,
+        scrape_targets: ScrapeTargets | None = None,
+    ):
         self.service = service
         self.scrape_targets = scrape_targets
         self.settings = settings
@@ -279,8 +284,14 @@ class ServiceRuntime:
         self.metrics_port = self.metrics.serve(s.runtime.metrics_host, s.runtime.metrics_port)
         if self.scrape_targets is not None:
             self._target = self.scrape_targets.register(self.service.name, self.instance_id, self.metrics_port)
-        self._ctx = Context(settings=s, metrics=self.metrics, cache=FeatureCache(s), state=StateStore(s),
-                            instance_id=self.instance_id, owns=self.owns)  # fmt: skip
+        self._ctx = Context(
+            settings=s,
+            metrics=self.metrics,
+            cache=FeatureCache(s),
+            state=StateStore(s),
+            instance_id=self.instance_id,
+            owns=self.owns,
+        )
         self.service.setup(self._ctx)
         self._producer = make_producer(s, on_bound=self._count_bounded)
         self._consumer = self._make_consumer()
@@ -289,7 +300,11 @@ class ServiceRuntime:
         self.started.set()
         log.info(
             "%s: consuming %s as group %s, producing %s, metrics on :%d",
-            self.instance_id, ", ".join(self._contracts), self.group_id, self.service.output_topic, self.metrics_port,
+            self.instance_id,
+            ", ".join(self._contracts),
+            self.group_id,
+            self.service.output_topic,
+            self.metrics_port,
         )
 
     def _make_consumer(self):
@@ -302,8 +317,11 @@ class ServiceRuntime:
         """The consumer's calls fail by their bound, none answered: its I/O loop is stuck. The
         batches in flight are dropped (their offsets were never committed) and a new member joins
         the group, which resumes from the committed offsets."""
-        log.warning("%s: the Kafka consumer is wedged; dropping %d batch(es) in flight and joining the group again",
-                    self.service.name, len(self._in_flight))  # fmt: skip
+        log.warning(
+            "%s: the Kafka consumer is wedged; dropping %d batch(es) in flight and joining the group again",
+            self.service.name,
+            len(self._in_flight),
+        )
         self._in_flight.clear()
         self.service.abandon()
         self._behind()
@@ -364,7 +382,11 @@ class ServiceRuntime:
         deadline = time.monotonic() + rt.max_wait_ms / 1000
         first = True
         while len(records) < rt.max_batch and not self._stop.is_set():
-            timeout = (rt.max_wait_ms if quick else rt.poll_timeout_ms) if first else max(0, int((deadline - time.monotonic()) * 1000))
+            timeout = (
+                (rt.max_wait_ms if quick else rt.poll_timeout_ms)
+                if first
+                else max(0, int((deadline - time.monotonic()) * 1000))
+            )
             polled = self._consumer.poll(timeout_ms=timeout, max_records=rt.max_batch - len(records))
             for recs in polled.values():
                 records.extend(recs)
@@ -448,7 +470,9 @@ class ServiceRuntime:
             outputs = [o if isinstance(o, Output) else Output(o) for o in svc.tick(time.time(), caught_up_since)]
             if outputs:
                 pending = [_Pending(record=None, message=o.message) for o in outputs]
-                tick = _Batch([], pending, pending, Completed([[o] for o in outputs]), BatchReport(), time.perf_counter())
+                tick = _Batch(
+                    [], pending, pending, Completed([[o] for o in outputs]), BatchReport(), time.perf_counter()
+                )
                 self._in_flight.append(tick)  # behind the batches in flight, completed in its turn
                 if len(self._in_flight) == 1 and self._complete().failed:
                     return 0
@@ -473,8 +497,12 @@ class ServiceRuntime:
             records = [] if full else self._poll_batch(quick=bool(self._in_flight))
         except KafkaError as exc:  # the broker restarting: nothing was taken, nothing to rewind
             self.metrics.errors.labels(self.service.name, type(exc).__name__).inc()
-            log.warning("%s: poll failed (%s); trying again in %.1f s", self.service.name, exc,
-                        self.settings.runtime.retry_backoff_s)  # fmt: skip
+            log.warning(
+                "%s: poll failed (%s); trying again in %.1f s",
+                self.service.name,
+                exc,
+                self.settings.runtime.retry_backoff_s,
+            )
             self._behind()
             if self._consumer is not None and self._consumer.wedged:
                 self._replace_wedged_consumer()
@@ -557,8 +585,13 @@ class ServiceRuntime:
         svc.abandon()
         self._behind()  # what was dropped is input not taken in: a quiet call may be waiting in it
         self.metrics.errors.labels(svc.name, type(exc).__name__).inc()
-        log.warning("%s: %d message(s) not processed (%s); retrying in %.1f s", svc.name, len(dropped), exc,
-                    self.settings.runtime.retry_backoff_s)  # fmt: skip
+        log.warning(
+            "%s: %d message(s) not processed (%s); retrying in %.1f s",
+            svc.name,
+            len(dropped),
+            exc,
+            self.settings.runtime.retry_backoff_s,
+        )
         self._rewind(dropped)
         self._stop.wait(self.settings.runtime.retry_backoff_s)
         report.failed = True
@@ -568,8 +601,11 @@ class ServiceRuntime:
         """On stop: complete the batches still in flight (what cannot complete is replayed later)."""
         while self._in_flight:
             if not self._in_flight[0].results.wait(self.settings.runtime.shutdown_timeout_s):
-                log.warning("%s: %d batch(es) still in flight at shutdown; they will be replayed",
-                            self.service.name, len(self._in_flight))  # fmt: skip
+                log.warning(
+                    "%s: %d batch(es) still in flight at shutdown; they will be replayed",
+                    self.service.name,
+                    len(self._in_flight),
+                )
                 return
             self._complete()  # completed, or failed and every batch dropped
 
@@ -585,14 +621,23 @@ class ServiceRuntime:
             if len(messages) == 1:
                 log.exception("%s: a message failed", self.service.name)
                 return [Reject(f"{self.service.name} failed on this message: {type(exc).__name__}: {exc}")]
-            log.warning("%s: batch of %d failed (%s: %s); trying each message alone",
-                        self.service.name, len(messages), type(exc).__name__, exc)  # fmt: skip
+            log.warning(
+                "%s: batch of %d failed (%s: %s); trying each message alone",
+                self.service.name,
+                len(messages),
+                type(exc).__name__,
+                exc,
+            )
             return [result for m in messages for result in resolve(self._process([m]))]
 
     def _decode(self, record) -> _Pending:
         if record.value is not None and len(record.value) > self.settings.runtime.max_message_bytes:
-            return _Pending(record, error=f"message of {len(record.value)} bytes exceeds the limit of "
-                            f"{self.settings.runtime.max_message_bytes}", error_type="TooLarge")
+            return _Pending(
+                record,
+                error=f"message of {len(record.value)} bytes exceeds the limit of "
+                f"{self.settings.runtime.max_message_bytes}",
+                error_type="TooLarge",
+            )
         try:
             return _Pending(record, message=decode(record.value, self._contracts.get(record.topic)))
         except ContractError as exc:
@@ -606,8 +651,14 @@ class ServiceRuntime:
                 futures.append(self._send(self.settings.topics.deadletter, self._dead_letter(p)))
                 report.deadlettered += 1
                 self.metrics.deadletters.labels(self.service.name, p.error_type).inc()
-                log.warning("%s: dead-lettered %s[%d]@%d: %s", self.service.name, p.record.topic,
-                            p.record.partition, p.record.offset, p.error)
+                log.warning(
+                    "%s: dead-lettered %s[%d]@%d: %s",
+                    self.service.name,
+                    p.record.topic,
+                    p.record.partition,
+                    p.record.offset,
+                    p.error,
+                )
                 continue
             for out in p.outputs:
                 topic = out.topic or self.service.output_topic
@@ -627,11 +678,16 @@ class ServiceRuntime:
         raw = r.value or b""
         truncated = len(raw) > DEADLETTER_PAYLOAD_LIMIT
         return DeadLetter(
-            service=self.service.name, reason=p.error or "unknown", error_type=p.error_type,
-            source_topic=r.topic, partition=r.partition, offset=r.offset,
+            service=self.service.name,
+            reason=p.error or "unknown",
+            error_type=p.error_type,
+            source_topic=r.topic,
+            partition=r.partition,
+            offset=r.offset,
             source_key=r.key.decode("utf-8", "replace") if r.key else None,
             payload_b64=base64.b64encode(raw[:DEADLETTER_PAYLOAD_LIMIT]).decode("ascii"),
-            payload_bytes=len(raw), payload_truncated_at=DEADLETTER_PAYLOAD_LIMIT if truncated else None,
+            payload_bytes=len(raw),
+            payload_truncated_at=DEADLETTER_PAYLOAD_LIMIT if truncated else None,
         )
 
     def _commit(self, records: list) -> None:

@@ -235,9 +235,7 @@ class SegmentationSettings(BaseModel):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="EMOTION_", env_nested_delimiter="__", env_file=".env", extra="ignore"
-    )
+    model_config = SettingsConfigDict(env_prefix="EMOTION_", env_nested_delimiter="__", env_file=".env", extra="ignore")
 
     home: Path = PROJECT_ROOT / "var"
     """Run directory: logs, data, secrets, model bundle and generated configs live under it."""
@@ -338,7 +336,11 @@ def settings_env(settings: Settings) -> dict[str, str]:
     def walk(prefix: str, value: object, default: object) -> None:
         if isinstance(value, dict):
             for k, v in value.items():
-                walk(f"{prefix}__{k.upper()}" if prefix else k.upper(), v, (default or {}).get(k) if isinstance(default, dict) else None)
+                walk(
+                    f"{prefix}__{k.upper()}" if prefix else k.upper(),
+                    v,
+                    (default or {}).get(k) if isinstance(default, dict) else None,
+                )
         elif value != default and value is not None and not prefix.endswith("PASSWORD"):  # files, not secrets, travel
             env[f"EMOTION_{prefix}"] = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
 

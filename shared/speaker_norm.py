@@ -145,8 +145,12 @@ class FrameStatistics:
         return cls(int(real.shape[0] > 0), int(real.shape[0]), real.sum(axis=0), (real * real).sum(axis=0))
 
     def __add__(self, other: FrameStatistics) -> FrameStatistics:
-        return FrameStatistics(self.utterances + other.utterances, self.frames + other.frames,
-                               self.total + other.total, self.squares + other.squares)  # fmt: skip
+        return FrameStatistics(
+            self.utterances + other.utterances,
+            self.frames + other.frames,
+            self.total + other.total,
+            self.squares + other.squares,
+        )
 
     @classmethod
     def sum(cls, items: Sequence[FrameStatistics], dim: int) -> FrameStatistics:

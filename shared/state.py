@@ -44,10 +44,14 @@ class StateStore:
         r = settings.redis
         self.ttl_s = r.state_ttl_s
         self.redis = client or redis.Redis(
-            host=r.host, port=r.port, password=settings.redis_password, db=r.db,
-            socket_timeout=max(2.0, r.socket_timeout_s), socket_connect_timeout=max(2.0, r.socket_timeout_s),
+            host=r.host,
+            port=r.port,
+            password=settings.redis_password,
+            db=r.db,
+            socket_timeout=max(2.0, r.socket_timeout_s),
+            socket_connect_timeout=max(2.0, r.socket_timeout_s),
             retry=RedisRetry(ExponentialBackoff(cap=1.0, base=0.05), 3),
-        )  # fmt: skip
+        )
 
     @staticmethod
     def key(*parts: str) -> str:
@@ -100,7 +104,9 @@ class UtteranceJoin:
         if part not in self.parts:
             raise ValueError(f"{self.name}: unknown join part {part!r}; expected one of {self.parts}")
         with self.state.guard():
-            status = int(self._put(keys=self._keys(utterance_id), args=[part, value, len(self.parts), self.state.ttl_s]))
+            status = int(
+                self._put(keys=self._keys(utterance_id), args=[part, value, len(self.parts), self.state.ttl_s])
+            )
         return JoinResult(utterance_id, complete=status == 1, already_done=status == -1)
 
     def parts_of(self, utterance_ids: Sequence[str]) -> list[dict[str, bytes]]:

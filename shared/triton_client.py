@@ -32,8 +32,14 @@ class TritonError(RuntimeError):
         self.retryable = retryable
 
 
-_MODEL_AWAY = ("failed to connect", "not ready", "unknown model", "no available versions", "is not found",
-               "unavailable")  # fmt: skip
+_MODEL_AWAY = (
+    "failed to connect",
+    "not ready",
+    "unknown model",
+    "no available versions",
+    "is not found",
+    "unavailable",
+)
 """Messages of a model that is not (or no longer, or not yet) loaded: Triton starting, shutting down
 (it unloads every model before it stops listening) or loading a new version.  A dependency failure
 to wait out, never a verdict on the request: retrying them is what keeps a Triton restart from
@@ -94,7 +100,9 @@ class TritonModel:
         tensors = []
         for name, array in inputs.items():
             if array.dtype.kind in ("U", "S", "O"):
-                array = np.asarray([s.encode("utf-8") if isinstance(s, str) else s for s in array.ravel()], dtype=object).reshape(array.shape)
+                array = np.asarray(
+                    [s.encode("utf-8") if isinstance(s, str) else s for s in array.ravel()], dtype=object
+                ).reshape(array.shape)
                 dtype = "BYTES"
             else:
                 dtype = np_to_triton_dtype(array.dtype)
@@ -127,8 +135,14 @@ class InFlight:
         m = self.model
         for i in todo:
             try:
-                m._client.async_infer(m.name, self.tensors[i], functools.partial(self._answered, i), model_version=m.version,
-                                      outputs=self.wanted, client_timeout=m.settings.triton.request_timeout_s)  # fmt: skip
+                m._client.async_infer(
+                    m.name,
+                    self.tensors[i],
+                    functools.partial(self._answered, i),
+                    model_version=m.version,
+                    outputs=self.wanted,
+                    client_timeout=m.settings.triton.request_timeout_s,
+                )
             except InferenceServerException as exc:  # refused before it was sent
                 self._answered(i, None, exc)
 
@@ -162,8 +176,15 @@ class InFlight:
             if not retry or attempt == attempts - 1:
                 raise TritonError(f"{m.name}: {first.message() or first}", retryable=retry) from first
             delay = m.settings.triton.retry_backoff_s * (2**attempt)
-            log.warning("triton %s unavailable (%s); retry %d/%d of %d request(s) in %.1f s",
-                        m.name, first.status(), attempt + 1, attempts - 1, len(errors), delay)  # fmt: skip
+            log.warning(
+                "triton %s unavailable (%s); retry %d/%d of %d request(s) in %.1f s",
+                m.name,
+                first.status(),
+                attempt + 1,
+                attempts - 1,
+                len(errors),
+                delay,
+            )
             time.sleep(delay)
             self._send(sorted(errors))
         raise AssertionError("unreachable")

@@ -47,8 +47,13 @@ class ModelMeta:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "registry_name": self.registry_name, "config": self.config, "class_names": self.class_names,
-            "encoders": self.encoders, "seed": self.seed, "created_at": self.created_at, "training": self.training,
+            "registry_name": self.registry_name,
+            "config": self.config,
+            "class_names": self.class_names,
+            "encoders": self.encoders,
+            "seed": self.seed,
+            "created_at": self.created_at,
+            "training": self.training,
         }
 
 
@@ -94,5 +99,7 @@ def load_model(directory: Path, device: str | torch.device = "cpu") -> tuple[Emo
     state = torch.load(weights, map_location=device, weights_only=True)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise CheckpointError(f"{weights}: state does not match {meta.registry_name} (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise CheckpointError(
+            f"{weights}: state does not match {meta.registry_name} (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
     return model.to(device).eval(), meta

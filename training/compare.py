@@ -244,8 +244,14 @@ def machine_description() -> dict[str, Any]:
         memory = f"{kb / 2**20:.0f} GiB"
     except (OSError, StopIteration, ValueError):
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory": memory, "python": platform.python_version(),
-            "torch": torch.__version__, "platform": platform.platform()}  # fmt: skip
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory": memory,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+    }
 
 
 def _aggregate(rows: Sequence[ComparisonRow], results: Mapping[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -261,20 +267,29 @@ def _aggregate(rows: Sequence[ComparisonRow], results: Mapping[str, list[dict[st
             groups[key] = {}
             for g in names:
                 cells = [r["breakdown"][key][g] for r in runs if g in r["breakdown"][key]]
-                groups[key][g] = {"n": cells[0]["n"], **{m: summarise_values([c[m] for c in cells]).to_dict()
-                                                         for m in ("accuracy", "f1")}}  # fmt: skip
+                groups[key][g] = {
+                    "n": cells[0]["n"],
+                    **{m: summarise_values([c[m] for c in cells]).to_dict() for m in ("accuracy", "f1")},
+                }
         best = max(runs, key=lambda r: (r["val"]["f1"], -r["seed"]))
-        table.append({
-            "label": row.label, "slug": row.slug, "kind": row.kind, "model": runs[0]["model"],
-            "overrides": row.overrides, "params": runs[0]["params"], "seeds": [r["seed"] for r in runs],
-            "test": {k: v.to_dict() for k, v in summary.items()},
-            "val_f1": summarise_values([r["val"]["f1"] for r in runs]).to_dict(),
-            "epochs_run": float(np.mean([r["epochs_run"] for r in runs])),
-            "best_epoch": float(np.mean([r["best_epoch"] for r in runs])),
-            "train_seconds": float(np.mean([r["train_seconds"] for r in runs])),
-            "best_seed": best["seed"],
-            "breakdown": groups,
-        })  # fmt: skip
+        table.append(
+            {
+                "label": row.label,
+                "slug": row.slug,
+                "kind": row.kind,
+                "model": runs[0]["model"],
+                "overrides": row.overrides,
+                "params": runs[0]["params"],
+                "seeds": [r["seed"] for r in runs],
+                "test": {k: v.to_dict() for k, v in summary.items()},
+                "val_f1": summarise_values([r["val"]["f1"] for r in runs]).to_dict(),
+                "epochs_run": float(np.mean([r["epochs_run"] for r in runs])),
+                "best_epoch": float(np.mean([r["best_epoch"] for r in runs])),
+                "train_seconds": float(np.mean([r["train_seconds"] for r in runs])),
+                "best_seed": best["seed"],
+                "breakdown": groups,
+            }
+        )
     return table
 
 
@@ -290,15 +305,20 @@ def findings(table: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             for m in ("accuracy", "f1"):
                 pm, bm = p["test"][m], b["test"][m]
                 overlap = pm["ci_low"] <= bm["ci_high"] and bm["ci_low"] <= pm["ci_high"]
-                cell[m] = {"beats": pm["mean"] > bm["mean"], "difference": pm["mean"] - bm["mean"],
-                           "intervals_overlap": overlap}  # fmt: skip
+                cell[m] = {
+                    "beats": pm["mean"] > bm["mean"],
+                    "difference": pm["mean"] - bm["mean"],
+                    "intervals_overlap": overlap,
+                }
             versus.append(cell)
-        out.append({
-            "proposed": p["label"],
-            "beats_all_on_accuracy": all(v["accuracy"]["beats"] for v in versus),
-            "beats_all_on_f1": all(v["f1"]["beats"] for v in versus),
-            "versus": versus,
-        })  # fmt: skip
+        out.append(
+            {
+                "proposed": p["label"],
+                "beats_all_on_accuracy": all(v["accuracy"]["beats"] for v in versus),
+                "beats_all_on_f1": all(v["f1"]["beats"] for v in versus),
+                "versus": versus,
+            }
+        )
     return out
 
 
@@ -331,9 +351,13 @@ def results_markdown(report: Mapping[str, Any]) -> str:
         if not groups:
             continue
         counts = {g: next((r["breakdown"][key][g]["n"] for r in table if g in r["breakdown"][key]), 0) for g in groups}
-        lines += ["", f"Per {key} (test accuracy / weighted F1, mean over seeds, %):", "",
-                  "| model | " + " | ".join(f"{g} (n={counts[g]})" for g in groups) + " |",
-                  "| --- |" + " ---: |" * len(groups)]  # fmt: skip
+        lines += [
+            "",
+            f"Per {key} (test accuracy / weighted F1, mean over seeds, %):",
+            "",
+            "| model | " + " | ".join(f"{g} (n={counts[g]})" for g in groups) + " |",
+            "| --- |" + " ---: |" * len(groups),
+        ]
         for r in table:
             cells = []
             for g in groups:
@@ -341,9 +365,13 @@ def results_markdown(report: Mapping[str, Any]) -> str:
                 cells.append(f"{100 * c['accuracy']['mean']:.1f} / {100 * c['f1']['mean']:.1f}" if c else "")
             lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
     for f in report["findings"]:
-        lines += ["", f"**{f['proposed']}** beats every unimodal baseline and single branch on accuracy: "
-                  f"**{'yes' if f['beats_all_on_accuracy'] else 'no'}**; on weighted F1: "
-                  f"**{'yes' if f['beats_all_on_f1'] else 'no'}**.", ""]  # fmt: skip
+        lines += [
+            "",
+            f"**{f['proposed']}** beats every unimodal baseline and single branch on accuracy: "
+            f"**{'yes' if f['beats_all_on_accuracy'] else 'no'}**; on weighted F1: "
+            f"**{'yes' if f['beats_all_on_f1'] else 'no'}**.",
+            "",
+        ]
         for v in f["versus"]:
             acc, f1 = v["accuracy"], v["f1"]
             lines.append(
@@ -352,8 +380,11 @@ def results_markdown(report: Mapping[str, Any]) -> str:
                 f"F1 {100 * f1['difference']:+.1f} pt{' (95% intervals overlap)' if f1['intervals_overlap'] else ''}"
             )
     m = report["machine"]
-    lines += ["", f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory']}; torch {m['torch']}; "
-              f"{report['workers']} training process(es). Wall time {report['seconds'] / 60:.0f} min."]  # fmt: skip
+    lines += [
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory']}; torch {m['torch']}; "
+        f"{report['workers']} training process(es). Wall time {report['seconds'] / 60:.0f} min.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -441,13 +472,25 @@ def run_comparison(
                 if previous is not None:
                     log.warning("comparison: %s was trained with another configuration: retraining it", run_dir)
                 jobs.append((config, row, seed, run_dir))
-    log.info("comparison: %d rows x %d seeds, %d runs to train (%d already done) -> %s",
-             len(rows), len(seeds), len(jobs), sum(map(len, results.values())), out)  # fmt: skip
+    log.info(
+        "comparison: %d rows x %d seeds, %d runs to train (%d already done) -> %s",
+        len(rows),
+        len(seeds),
+        len(jobs),
+        sum(map(len, results.values())),
+        out,
+    )
     meta = {
-        "manifest": manifest, "recipe": str(recipe), "overrides": list(overrides), "seeds": list(seeds),
-        "splits": {k: len(v) for k, v in splits.items()}, "text_source": data.text_source, "encoders": encoders,
-        "machine": machine_description(), "workers": workers,
-    }  # fmt: skip
+        "manifest": manifest,
+        "recipe": str(recipe),
+        "overrides": list(overrides),
+        "seeds": list(seeds),
+        "splits": {k: len(v) for k, v in splits.items()},
+        "text_source": data.text_source,
+        "encoders": encoders,
+        "machine": machine_description(),
+        "workers": workers,
+    }
 
     def finished(result: dict[str, Any]) -> None:
         results.setdefault(result["slug"], []).append(result)
@@ -459,8 +502,9 @@ def run_comparison(
         if workers > 1 and len(jobs) > 1:
             context = multiprocessing.get_context("spawn")
             level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
-            with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                                     initargs=(settings, manifest, data, 1, level)) as pool:  # fmt: skip
+            with ProcessPoolExecutor(
+                workers, mp_context=context, initializer=_init_worker, initargs=(settings, manifest, data, 1, level)
+            ) as pool:
                 futures = []
                 for config, row, seed, run_dir in jobs:
                     config.train.progress = False
@@ -470,7 +514,9 @@ def run_comparison(
         else:
             for config, row, seed, run_dir in jobs:
                 config.train.progress = config.train.progress and progress
-                finished(_run_one(config, row, seed, splits, encoders, run_dir, manifest, settings.models.speaker_window))
+                finished(
+                    _run_one(config, row, seed, splits, encoders, run_dir, manifest, settings.models.speaker_window)
+                )
     finally:
         bar.close()
     report = _write_report(out, rows, results, meta, time.perf_counter() - started, figures=True)
@@ -496,8 +542,12 @@ def _write_report(
         for r in table:
             best = next(x for x in results[r["slug"]] if x["seed"] == r["best_seed"])
             test = Metrics.from_dict(best["test"])
-            confusion_matrix_png(out / f"confusion_{r['slug']}.png", test.confusion, test.class_names,
-                                 title=f"{r['label']} (seed {r['best_seed']}, best validation F1)")  # fmt: skip
+            confusion_matrix_png(
+                out / f"confusion_{r['slug']}.png",
+                test.confusion,
+                test.class_names,
+                title=f"{r['label']} (seed {r['best_seed']}, best validation F1)",
+            )
     return report
 
 
@@ -551,9 +601,16 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         args.models = [m for m in args.models if "=" not in m] or None
     try:
         report = run_comparison(
-            settings, args.manifest, args.out, None if args.seeds is None else range(args.seeds), args.models,
-            recipe=args.recipe, overrides=args.overrides, workers=args.workers, progress=not args.no_progress,
-        )  # fmt: skip
+            settings,
+            args.manifest,
+            args.out,
+            None if args.seeds is None else range(args.seeds),
+            args.models,
+            recipe=args.recipe,
+            overrides=args.overrides,
+            workers=args.workers,
+            progress=not args.no_progress,
+        )
     except ConfigError as exc:
         log.error("%s", exc)
         return 2

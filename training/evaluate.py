@@ -181,8 +181,17 @@ def _fields(record: Any) -> dict[str, Any]:
     """The ``UtteranceFeatures`` fields of a record (collate's input) as a mapping."""
     if isinstance(record, dict):
         return record
-    names = ("text_hidden", "text_mask", "token_offsets", "speech_frames", "speech_mask", "frame_times",
-             "transcript", "words", "word_spans")  # fmt: skip
+    names = (
+        "text_hidden",
+        "text_mask",
+        "token_offsets",
+        "speech_frames",
+        "speech_mask",
+        "frame_times",
+        "transcript",
+        "words",
+        "word_spans",
+    )
     return {k: getattr(record, k) for k in names}
 
 
@@ -242,8 +251,15 @@ def confusion_matrix_png(
         for i in range(n):
             for j in range(n):
                 colour = "white" if rates[i, j] > 0.5 else "black"
-                ax.text(j, i, f"{int(counts[i, j])}\n{100 * rates[i, j]:.0f}%", ha="center", va="center",
-                        fontsize=8, color=colour)  # fmt: skip
+                ax.text(
+                    j,
+                    i,
+                    f"{int(counts[i, j])}\n{100 * rates[i, j]:.0f}%",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color=colour,
+                )
         fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="row-normalised")
         fig.tight_layout()
         path = Path(path)
@@ -272,8 +288,10 @@ class SeedSummary:
     def format(self, scale: float = 100.0, digits: int = 1) -> str:
         """``"83.2 ± 1.4 [81.5, 84.9]"`` (percent by default)."""
         f = f"{{:.{digits}f}}"
-        return f"{f.format(self.mean * scale)} ± {f.format(self.sd * scale)} " \
-               f"[{f.format(self.ci_low * scale)}, {f.format(self.ci_high * scale)}]"  # fmt: skip
+        return (
+            f"{f.format(self.mean * scale)} ± {f.format(self.sd * scale)} "
+            f"[{f.format(self.ci_low * scale)}, {f.format(self.ci_high * scale)}]"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -399,22 +417,37 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         if not examples:
             raise SystemExit(f"{args.manifest}: no utterances in split {args.split!r}")
         features = extract_features(
-            settings, examples, text_source=text_source, workers=args.workers, progress=not args.no_progress,
-            asr_model=asr_model, class_names=meta.class_names, channel=args.channel,
-        )  # fmt: skip
+            settings,
+            examples,
+            text_source=text_source,
+            workers=args.workers,
+            progress=not args.no_progress,
+            asr_model=asr_model,
+            class_names=meta.class_names,
+            channel=args.channel,
+        )
         pred = predict(model, features)
         metrics = metrics_from_predictions(pred.y_true, pred.y_pred, model.config.class_names, pred.loss)
         groups = _groups(features, pred.y_pred, metrics.class_names, args.by) if args.by else {}
         heard = "" if args.channel == "none" else f"-{args.channel}"
         out = Path(args.out) if args.out else model_dir / "eval" / (Path(args.manifest).resolve().parent.name + heard)
         out.mkdir(parents=True, exist_ok=True)
-        result = {"model": str(model_dir), "manifest": str(args.manifest), "split": args.split,
-                  "channel": args.channel, **metrics.to_dict()}  # fmt: skip
+        result = {
+            "model": str(model_dir),
+            "manifest": str(args.manifest),
+            "split": args.split,
+            "channel": args.channel,
+            **metrics.to_dict(),
+        }
         if groups:
             result["by"] = {"key": args.by, "groups": {g: m.to_dict() for g, m in groups.items()}}
         (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
-        png = confusion_matrix_png(out / "confusion_matrix.png", metrics.confusion, metrics.class_names,
-                                   title=f"{meta.registry_name} on {Path(args.manifest).name}")  # fmt: skip
+        png = confusion_matrix_png(
+            out / "confusion_matrix.png",
+            metrics.confusion,
+            metrics.class_names,
+            title=f"{meta.registry_name} on {Path(args.manifest).name}",
+        )
         log.info("wrote %s and %s", out / "metrics.json", png)
     if args.json:
         print(json.dumps(result), file=real_stdout, flush=True)

@@ -144,9 +144,13 @@ class FeatureSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "asr": self.asr, "text_encoder": self.text_encoder, "speech_encoder": self.speech_encoder,
-            "max_tokens": self.max_tokens, "max_frames": self.max_frames, "format": self.format,
-        }  # fmt: skip
+            "asr": self.asr,
+            "text_encoder": self.text_encoder,
+            "speech_encoder": self.speech_encoder,
+            "max_tokens": self.max_tokens,
+            "max_frames": self.max_frames,
+            "format": self.format,
+        }
 
 
 def feature_spec(settings: Settings, asr_model: str | None = None) -> FeatureSpec:
@@ -157,7 +161,9 @@ def feature_spec(settings: Settings, asr_model: str | None = None) -> FeatureSpe
     return FeatureSpec(
         asr=resolve_for(settings, asr_model, "asr").version,
         text_encoder=resolve_for(settings, None, "text_encoder").version,
-        speech_encoder=SpeechReading.of_settings(settings).version(resolve_for(settings, None, "speech_encoder").version),
+        speech_encoder=SpeechReading.of_settings(settings).version(
+            resolve_for(settings, None, "speech_encoder").version
+        ),
         max_tokens=settings.models.max_tokens,
         max_frames=settings.models.max_frames,
     )
@@ -195,7 +201,9 @@ class FeatureExtractor:
     Tests may replace the encoders by assigning the attributes.
     """
 
-    def __init__(self, settings: Settings, asr_model: str | None = None, threads: int = 1, channel: str = "none") -> None:
+    def __init__(
+        self, settings: Settings, asr_model: str | None = None, threads: int = 1, channel: str = "none"
+    ) -> None:
         self.settings = settings
         self.asr_model = asr_model
         self.threads = max(1, int(threads))
@@ -225,12 +233,14 @@ class FeatureExtractor:
         out = []
         for i, text in enumerate(texts):
             n = _prefix_length(emb.mask[i])
-            out.append({
-                f"{source}__text": np.array(text),
-                f"{source}__text_hidden": emb.hidden[i, :n].astype(np.float16),
-                f"{source}__text_mask": emb.mask[i, :n],
-                f"{source}__token_offsets": emb.offsets[i, :n].astype(np.int32),
-            })  # fmt: skip
+            out.append(
+                {
+                    f"{source}__text": np.array(text),
+                    f"{source}__text_hidden": emb.hidden[i, :n].astype(np.float16),
+                    f"{source}__text_mask": emb.mask[i, :n],
+                    f"{source}__token_offsets": emb.offsets[i, :n].astype(np.int32),
+                }
+            )
         return out
 
     def compute(self, examples: Sequence[Example]) -> list[dict[str, np.ndarray]]:
@@ -245,8 +255,9 @@ class FeatureExtractor:
             if any(not (examples[i].text or "").strip() for i in text_only):
                 raise ValueError("a text-only example needs its text (the manifest reader checks this)")
             dim = self.speech_encoder.dim
-            for i, part in zip(text_only, self._embed_texts("manifest", [str(examples[i].text) for i in text_only]),
-                               strict=True):  # fmt: skip
+            for i, part in zip(
+                text_only, self._embed_texts("manifest", [str(examples[i].text) for i in text_only]), strict=True
+            ):
                 out[i] = {
                     **part,
                     "speech_frames": np.zeros((0, dim), np.float16),
@@ -288,16 +299,18 @@ class FeatureExtractor:
         speech = self.speech_encoder.encode(audios)
         for i, (ex, tr) in enumerate(zip(examples, transcripts, strict=True)):
             n_fr = _prefix_length(speech.mask[i])
-            out[i].update({
-                "speech_frames": speech.frames[i, :n_fr].astype(np.float16),
-                "speech_mask": speech.mask[i, :n_fr],
-                "frame_times": speech.frame_times[i, :n_fr].astype(np.float32),
-                "asr_language": np.array(tr.language or ""),
-                "word_text": np.array([w.text for w in tr.words], dtype=str).reshape(-1),
-                "word_times": np.array([(w.start, w.end) for w in tr.words], np.float32).reshape(-1, 2),
-                "duration": np.array(float(speech.durations[i]), np.float32),
-                "example_id": np.array(ex.id),
-            })  # fmt: skip
+            out[i].update(
+                {
+                    "speech_frames": speech.frames[i, :n_fr].astype(np.float16),
+                    "speech_mask": speech.mask[i, :n_fr],
+                    "frame_times": speech.frame_times[i, :n_fr].astype(np.float32),
+                    "asr_language": np.array(tr.language or ""),
+                    "word_text": np.array([w.text for w in tr.words], dtype=str).reshape(-1),
+                    "word_times": np.array([(w.start, w.end) for w in tr.words], np.float32).reshape(-1, 2),
+                    "duration": np.array(float(speech.durations[i]), np.float32),
+                    "example_id": np.array(ex.id),
+                }
+            )
         return out
 
 
@@ -442,9 +455,16 @@ def extract_features(
     logging.getLogger("faster_whisper").setLevel(logging.WARNING)  # one INFO line per utterance otherwise
     log.info(
         "features: %d examples, %d cached, %d to compute (asr=%s, text=%s, speech=%s, text_source=%s, channel=%s) in %s",
-        len(examples), len(examples) - len(todo), len(todo), spec.asr, spec.text_encoder, spec.speech_encoder,
-        text_source, channel, directory,
-    )  # fmt: skip
+        len(examples),
+        len(examples) - len(todo),
+        len(todo),
+        spec.asr,
+        spec.text_encoder,
+        spec.speech_encoder,
+        text_source,
+        channel,
+        directory,
+    )
     if todo:
         started = time.perf_counter()
         todo_examples = [examples[i] for i in todo]
@@ -452,7 +472,9 @@ def extract_features(
         bar = tqdm(total=len(todo), desc="features", unit="utt", disable=not progress, dynamic_ncols=True)
         try:
             if workers > 1 and extractor is None and len(todo) > batch_size:
-                _compute_in_pool(settings, asr_model, channel, todo_examples, todo_paths, workers, batch_size, bar.update)
+                _compute_in_pool(
+                    settings, asr_model, channel, todo_examples, todo_paths, workers, batch_size, bar.update
+                )
             else:
                 ex = extractor or FeatureExtractor(settings, asr_model, threads or (os.cpu_count() or 1), channel)
                 ex.channel = channel
@@ -468,8 +490,13 @@ def extract_features(
         audio_s = sum(float(_load(paths[i])["duration"]) for i in todo)
         log.info(
             "features: computed %d in %.1f s: %.2f utterances/s, %.2f s per utterance, %.1fx real time (workers=%d)",
-            len(todo), seconds, len(todo) / seconds, seconds / len(todo), audio_s / seconds, max(1, workers),
-        )  # fmt: skip
+            len(todo),
+            seconds,
+            len(todo) / seconds,
+            seconds / len(todo),
+            audio_s / seconds,
+            max(1, workers),
+        )
     index = {name: i for i, name in enumerate(class_names)}
     records = [_record(_load(p), ex, spec, index, text_source) for p, ex in zip(paths, examples, strict=True)]
     if text_source == "manifest" and (n := sum(ex.text is None for ex in examples)):
@@ -490,8 +517,9 @@ def _compute_in_pool(
 ) -> None:
     """Spread the examples over ``workers`` spawned processes (each loads the encoders once)."""
     context = multiprocessing.get_context("spawn")  # no fork of a process that already runs torch threads
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                             initargs=(settings, asr_model, channel)) as pool:  # fmt: skip
+    with ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_init_worker, initargs=(settings, asr_model, channel)
+    ) as pool:
         futures = [
             pool.submit(_work, chunk_ex, chunk_paths)
             for chunk_ex, chunk_paths in zip(_chunks(examples, batch_size), _chunks(paths, batch_size), strict=True)

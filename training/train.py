@@ -318,10 +318,17 @@ class TrainConfig:
         if self.model.top_k is not None:
             overrides.update(ca_top_k=self.model.top_k, sp_top_k=self.model.top_k)
         classes = tuple(self.data.class_names)
-        return FusionConfig(**{
-            **overrides, "d_text": d_text, "d_speech": d_speech, "max_tokens": max_tokens, "max_frames": max_frames,
-            "n_classes": len(classes), "class_names": classes,
-        })  # fmt: skip
+        return FusionConfig(
+            **{
+                **overrides,
+                "d_text": d_text,
+                "d_speech": d_speech,
+                "max_tokens": max_tokens,
+                "max_frames": max_frames,
+                "n_classes": len(classes),
+                "class_names": classes,
+            }
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Nested plain dict (``model`` flat, as written in recipes)."""
@@ -502,9 +509,12 @@ def _optimisation(model: EmotionModel, t: TrainSection, total_steps: int) -> _Op
         optimizers["ca_moe"] = torch.optim.Adam(ca, lr=t.lr, weight_decay=t.weight_decay)
         if t.ca_schedule == "onecycle":
             scheduler = torch.optim.lr_scheduler.OneCycleLR(
-                optimizers["ca_moe"], max_lr=t.lr, total_steps=max(total_steps, 2),
-                pct_start=t.onecycle_pct_start, div_factor=t.onecycle_div_factor,
-            )  # fmt: skip
+                optimizers["ca_moe"],
+                max_lr=t.lr,
+                total_steps=max(total_steps, 2),
+                pct_start=t.onecycle_pct_start,
+                div_factor=t.onecycle_div_factor,
+            )
     return _Optimisation(optimizers, scheduler)
 
 
@@ -579,8 +589,16 @@ def train(
     best_state: dict[str, torch.Tensor] | None = None
     stale = 0
     started = time.perf_counter()
-    log.info("train %s (seed %d): %d train / %d val utterances, %d steps per epoch, %d to %d epochs",
-             config.model.name, seed, len(features_train), len(features_val), steps, min_epochs, t.epochs)  # fmt: skip
+    log.info(
+        "train %s (seed %d): %d train / %d val utterances, %d steps per epoch, %d to %d epochs",
+        config.model.name,
+        seed,
+        len(features_train),
+        len(features_val),
+        steps,
+        min_epochs,
+        t.epochs,
+    )
     for epoch in range(1, t.epochs + 1):
         epoch_start = time.perf_counter()
         model.train()
@@ -588,8 +606,14 @@ def train(
             attach_baselines(features_train, speaker_window, shuffle)
         order = shuffle.permutation(len(features_train))
         total, count = 0.0, 0
-        bar = tqdm(range(steps), desc=f"{config.model.name} s{seed} epoch {epoch}", unit="batch", leave=False,
-                   disable=not t.progress, dynamic_ncols=True)  # fmt: skip
+        bar = tqdm(
+            range(steps),
+            desc=f"{config.model.name} s{seed} epoch {epoch}",
+            unit="batch",
+            leave=False,
+            disable=not t.progress,
+            dynamic_ncols=True,
+        )
         for step in bar:
             idx = order[step * t.batch_size : (step + 1) * t.batch_size]
             batch = collate(
@@ -609,8 +633,15 @@ def train(
             bar.set_postfix(loss=f"{total / count:.4f}")
         bar.close()
         val = evaluate(model, features_val, t.eval_batch_size)
-        entry = EpochLog(epoch, total / count, float(val.loss or 0.0), val.accuracy, val.f1, opt.lrs(),
-                         time.perf_counter() - epoch_start)  # fmt: skip
+        entry = EpochLog(
+            epoch,
+            total / count,
+            float(val.loss or 0.0),
+            val.accuracy,
+            val.f1,
+            opt.lrs(),
+            time.perf_counter() - epoch_start,
+        )
         history.epochs.append(entry)
         improved = _improved(val, best, t.monitor)
         if improved:
@@ -618,9 +649,18 @@ def train(
             history.best_epoch = epoch
         else:
             stale += 1
-        log.info("%s s%d epoch %d: train loss %.4f, val loss %.4f, val acc %.4f, val F1 %.4f, %.1f s%s",
-                 config.model.name, seed, epoch, entry.train_loss, entry.val_loss, entry.val_accuracy, entry.val_f1,
-                 entry.seconds, " *" if improved else "")  # fmt: skip
+        log.info(
+            "%s s%d epoch %d: train loss %.4f, val loss %.4f, val acc %.4f, val F1 %.4f, %.1f s%s",
+            config.model.name,
+            seed,
+            epoch,
+            entry.train_loss,
+            entry.val_loss,
+            entry.val_accuracy,
+            entry.val_f1,
+            entry.seconds,
+            " *" if improved else "",
+        )
         if stale >= t.patience and epoch >= min_epochs:
             history.stopped_early = epoch < t.epochs
             break
@@ -629,9 +669,16 @@ def train(
     model.eval()
     history.seconds = time.perf_counter() - started
     history.best_val = best.to_dict()
-    log.info("train %s (seed %d): best epoch %d of %d (val F1 %.4f, acc %.4f) in %.0f s",
-             config.model.name, seed, history.best_epoch, len(history.epochs), best.f1, best.accuracy,
-             history.seconds)  # fmt: skip
+    log.info(
+        "train %s (seed %d): best epoch %d of %d (val F1 %.4f, acc %.4f) in %.0f s",
+        config.model.name,
+        seed,
+        history.best_epoch,
+        len(history.epochs),
+        best.f1,
+        best.accuracy,
+        history.seconds,
+    )
     return model, history
 
 
@@ -715,8 +762,12 @@ def save_trained(
     training_curves_png(directory / "training_curves.png", history, f"{meta.registry_name} (seed {history.seed})")
     if test_metrics is not None:
         (directory / "metrics.json").write_text(json.dumps(test_metrics.to_dict(), indent=2) + "\n")
-        confusion_matrix_png(directory / "confusion_matrix.png", test_metrics.confusion, test_metrics.class_names,
-                             title=f"{meta.registry_name}: test split")  # fmt: skip
+        confusion_matrix_png(
+            directory / "confusion_matrix.png",
+            test_metrics.confusion,
+            test_metrics.class_names,
+            title=f"{meta.registry_name}: test split",
+        )
     return directory
 
 
@@ -734,9 +785,14 @@ def default_corpus(settings: Settings, progress: bool = True, spec: Mapping[str,
         return manifest
     log.info("generating the synthetic corpus %s into %s (once)", spec["name"], out)
     return generate_corpus(
-        out, spec["n_per_class"], spec["languages"], seed=spec["seed"],
-        workers=min(2, os.cpu_count() or 1), progress=progress, overwrite=True,
-    )  # fmt: skip
+        out,
+        spec["n_per_class"],
+        spec["languages"],
+        seed=spec["seed"],
+        workers=min(2, os.cpu_count() or 1),
+        progress=progress,
+        overwrite=True,
+    )
 
 
 def corpora_manifest(settings: Settings, data: DataSection, progress: bool = True) -> Path:
@@ -814,7 +870,9 @@ def train_and_save(
     splits, encoders = prepare_features(settings, manifest, config.data, config.train.progress)
     if not splits["val"]:
         raise ConfigError(f"{manifest} has no validation split (early stopping needs one)")
-    model, history = train(config, splits["train"], splits["val"], seed=seed, speaker_window=settings.models.speaker_window)
+    model, history = train(
+        config, splits["train"], splits["val"], seed=seed, speaker_window=settings.models.speaker_window
+    )
     test = evaluate(model, splits["test"]) if splits["test"] else None
     save_trained(out, model, history, config, encoders=encoders, test_metrics=test, corpus=str(manifest))
     result = f"val F1 {history.best_val['f1']:.4f}"
@@ -872,9 +930,16 @@ def prepare_features(
         settings = SpeechReading(data.speech_layer, settings.models.speech_level_dbfs).applied(settings)
     examples = load_examples(manifest, data)
     records = extract_features(
-        settings, examples, data.cache_dir, data.text_source, data.workers, progress,
-        asr_model=data.asr_model, class_names=data.class_names, channel=data.channel,
-    )  # fmt: skip
+        settings,
+        examples,
+        data.cache_dir,
+        data.text_source,
+        data.workers,
+        progress,
+        asr_model=data.asr_model,
+        class_names=data.class_names,
+        channel=data.channel,
+    )
     splits: dict[str, list[FeatureRecord]] = {"train": [], "val": [], "test": []}
     for r in records:
         splits.setdefault(r.split or "train", []).append(r)
@@ -958,9 +1023,10 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         if manifest is None:
             progress = config.train.progress
             manifest = (
-                corpora_manifest(settings, config.data, progress) if config.data.corpora
+                corpora_manifest(settings, config.data, progress)
+                if config.data.corpora
                 else default_corpus(settings, progress)
-            )  # fmt: skip
+            )
         train_and_save(settings, config, manifest, Path(args.out or settings.default_model_dir), seed=args.seed)
     except (ConfigError, ManifestError) as exc:
         log.error("%s", exc)

@@ -129,8 +129,15 @@ class Component(ABC):
         process.check_ports_free(self.name, self.host, self.ports())
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.prepare()
-        record = process.start_detached(self.command(), log_file=self.log_file, pid_file=self.pid_file, env=self.env(), cwd=self.workdir)
-        log.info("started %s (pid %d), waiting until ready", self.name, record.pid, extra={"component": self.name, "pid": record.pid})
+        record = process.start_detached(
+            self.command(), log_file=self.log_file, pid_file=self.pid_file, env=self.env(), cwd=self.workdir
+        )
+        log.info(
+            "started %s (pid %d), waiting until ready",
+            self.name,
+            record.pid,
+            extra={"component": self.name, "pid": record.pid},
+        )
         try:
             self._wait(record, timeout)
         except process.StackError:
@@ -141,7 +148,11 @@ class Component(ABC):
 
     def _wait(self, record: process.PidRecord | None, timeout_s: float) -> float:
         return process.wait_ready(
-            self.name, self.healthy, timeout_s=timeout_s, record=record, log_file=self.log_file,
+            self.name,
+            self.healthy,
+            timeout_s=timeout_s,
+            record=record,
+            log_file=self.log_file,
             interval_s=self.probe_interval_s,
         )
 

@@ -84,8 +84,15 @@ def _fetch_jars(settings: Settings, target: Path, stamp: str) -> None:
     log.info("fetching Kafka %s jars (log4j %s) with Maven into %s", k.version, k.log4j_version, target)
     process.run_checked(
         [
-            mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
-            f"-DoutputDirectory={tmp}", f"-Dkafka.version={k.version}", f"-Dlog4j.version={k.log4j_version}",
+            mvn,
+            "-q",
+            "-B",
+            "-f",
+            str(POM),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={tmp}",
+            f"-Dkafka.version={k.version}",
+            f"-Dlog4j.version={k.log4j_version}",
         ],
         what=f"mvn dependency:copy-dependencies (kafka {k.version})",
     )
@@ -141,17 +148,19 @@ class Listeners:
         if not self.secured:
             return "# no authentication: settings.kafka.security_protocol is PLAINTEXT"
         scram = self.mechanism.lower()
-        return "\n".join([
-            f"sasl.enabled.mechanisms={self.mechanism}",
-            f"sasl.mechanism.inter.broker.protocol={self.mechanism}",
-            f"listener.name.client.{scram}.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule "
-            f"required username={_jaas(self.username)} password={_jaas(self.password)};",
-            "listener.name.controller.sasl.enabled.mechanisms=PLAIN",
-            "sasl.mechanism.controller.protocol=PLAIN",
-            "listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule "
-            f"required username=\"controller\" password={_jaas(self.controller_password)} "
-            f"user_controller={_jaas(self.controller_password)};",
-        ])  # fmt: skip
+        return "\n".join(
+            [
+                f"sasl.enabled.mechanisms={self.mechanism}",
+                f"sasl.mechanism.inter.broker.protocol={self.mechanism}",
+                f"listener.name.client.{scram}.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule "
+                f"required username={_jaas(self.username)} password={_jaas(self.password)};",
+                "listener.name.controller.sasl.enabled.mechanisms=PLAIN",
+                "sasl.mechanism.controller.protocol=PLAIN",
+                "listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule "
+                f'required username="controller" password={_jaas(self.controller_password)} '
+                f"user_controller={_jaas(self.controller_password)};",
+            ]
+        )
 
     def scram_user(self) -> str:
         """The ``StorageTool format --add-scram`` argument that creates the client user."""
@@ -159,7 +168,9 @@ class Listeners:
 
     def fingerprint(self) -> str:
         """What the formatted storage's credentials were made from (hashed: no secret on disk twice)."""
-        return hashlib.sha256(f"{self.client_protocol}|{self.mechanism}|{self.username}|{self.password}".encode()).hexdigest()
+        return hashlib.sha256(
+            f"{self.client_protocol}|{self.mechanism}|{self.username}|{self.password}".encode()
+        ).hexdigest()
 
 
 def _jaas(value: str) -> str:
@@ -192,8 +203,16 @@ class Kafka(Component):
         k, s = self.settings.kafka, self.settings
         if not k.security_protocol.startswith("SASL"):
             return Listeners(k.host, k.port, k.controller_port, client_protocol=k.security_protocol)
-        return Listeners(k.host, k.port, k.controller_port, k.security_protocol, k.sasl_mechanism, k.username,
-                         s.kafka_password, s.kafka_controller_password)  # fmt: skip
+        return Listeners(
+            k.host,
+            k.port,
+            k.controller_port,
+            k.security_protocol,
+            k.sasl_mechanism,
+            k.username,
+            s.kafka_password,
+            s.kafka_controller_password,
+        )
 
     @property
     def credentials_file(self) -> Path:
@@ -205,9 +224,14 @@ class Kafka(Component):
             raise process.StackError("java is not installed: run deploy/local/install-system.sh")
         heap = heap or self.settings.kafka.heap
         return [
-            java, f"-Xmx{heap}", f"-Xms{heap}", *JVM_FLAGS,
+            java,
+            f"-Xmx{heap}",
+            f"-Xms{heap}",
+            *JVM_FLAGS,
             f"-Dlog4j2.configurationFile={LOG4J2_CONFIG}",
-            "-cp", f"{ensure_kafka_jars(self.settings)}/*", *args,
+            "-cp",
+            f"{ensure_kafka_jars(self.settings)}/*",
+            *args,
         ]
 
     def prepare(self) -> None:
@@ -223,19 +247,32 @@ class Kafka(Component):
             **self.listeners().values(),
         }
         listeners = self.listeners()
-        process.write_text_atomic(self.config_file, process.render_template("kafka-server.properties.tmpl", values), mode=0o600)
+        process.write_text_atomic(
+            self.config_file, process.render_template("kafka-server.properties.tmpl", values), mode=0o600
+        )
         if not (self.data_dir / "meta.properties").exists():
             cid = cluster_id(self.settings)
             log.info("formatting Kafka storage %s (cluster id %s)", self.data_dir, cid)
             scram = ["--add-scram", listeners.scram_user()] if listeners.secured else []
             process.run_checked(
-                self._java("kafka.tools.StorageTool", "format", "-t", cid, "-c", str(self.config_file), "--standalone",
-                           *scram, heap="128m"),  # fmt: skip
+                self._java(
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "-t",
+                    cid,
+                    "-c",
+                    str(self.config_file),
+                    "--standalone",
+                    *scram,
+                    heap="128m",
+                ),
                 what="kafka storage format",
                 timeout_s=120,
             )
             process.write_text_atomic(self.credentials_file, listeners.fingerprint() + "\n", mode=0o600)
-        elif (self.credentials_file.read_text().strip() if self.credentials_file.exists() else "") != listeners.fingerprint():
+        elif (
+            self.credentials_file.read_text().strip() if self.credentials_file.exists() else ""
+        ) != listeners.fingerprint():
             raise process.StackError(
                 f"Kafka's storage {self.data_dir} was formatted with other credentials than the settings give "
                 f"(user {self.settings.kafka.username!r}, {self.settings.kafka.security_protocol}): give the password "
@@ -264,7 +301,11 @@ class Kafka(Component):
 
     def status(self) -> ComponentStatus:
         st = super().status()
-        st.extra = {"version": self.settings.kafka.version, "cluster_id": cluster_id(self.settings), "bootstrap": self.settings.kafka.bootstrap}
+        st.extra = {
+            "version": self.settings.kafka.version,
+            "cluster_id": cluster_id(self.settings),
+            "bootstrap": self.settings.kafka.bootstrap,
+        }
         return st
 
     def ensure_topics(self) -> list[str]:

@@ -66,7 +66,9 @@ class PidRecord:
             return None
 
     def write(self, path: Path) -> None:
-        write_text_atomic(path, json.dumps({"pid": self.pid, "start_ticks": self.start_ticks, "argv0": self.argv0}) + "\n")
+        write_text_atomic(
+            path, json.dumps({"pid": self.pid, "start_ticks": self.start_ticks, "argv0": self.argv0}) + "\n"
+        )
 
 
 def _stat_fields(pid: int) -> list[str] | None:
@@ -203,7 +205,9 @@ def stop(pid_file: Path, *, name: str, timeout_s: float = 20.0) -> bool:
     _reap(record.pid)
     pid_file.unlink(missing_ok=True)
     log.info(
-        "stopped %s in %.1fs", name, time.monotonic() - t0,
+        "stopped %s in %.1fs",
+        name,
+        time.monotonic() - t0,
         extra={"component": name, "elapsed_s": round(time.monotonic() - t0, 2)},
     )
     return True
@@ -389,8 +393,13 @@ def run_checked(argv: Sequence[str], *, what: str, env: Mapping[str, str] | None
     """Run a short command to completion; raise :class:`StackError` with its output on failure."""
     try:
         done = subprocess.run(
-            list(argv), check=False, env=dict(env) if env is not None else None, capture_output=True, text=True,
-            timeout=timeout_s, stdin=subprocess.DEVNULL,
+            list(argv),
+            check=False,
+            env=dict(env) if env is not None else None,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            stdin=subprocess.DEVNULL,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise StackError(f"{what}: {exc}") from exc

@@ -32,7 +32,9 @@ def _duration(seconds: float) -> str:
     return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
 
 
-def register_scrape_target(settings: Settings, service: str, instance_id: str, port: int, host: str | None = None) -> Path:
+def register_scrape_target(
+    settings: Settings, service: str, instance_id: str, port: int, host: str | None = None
+) -> Path:
     """Make Prometheus scrape ``host:port`` (``/metrics``) as ``service`` / ``instance_id``.
 
     Writes ``<run_dir>/prometheus/targets/<service>-<instance_id>.json`` atomically (Prometheus

@@ -66,8 +66,11 @@ class Redis(Component):
 
         r = self.settings.redis
         client = redis.Redis(
-            host=r.host, port=r.port, password=self.settings.redis_password,
-            socket_timeout=2.0, socket_connect_timeout=2.0,
+            host=r.host,
+            port=r.port,
+            password=self.settings.redis_password,
+            socket_timeout=2.0,
+            socket_connect_timeout=2.0,
         )
         try:
             return bool(client.ping())

@@ -52,8 +52,13 @@ class ServiceProcess:
 class ServiceProcesses:
     """Start, watch and stop the pipeline's service processes."""
 
-    def __init__(self, settings: Settings, names: tuple[str, ...] = PIPELINE, instances: dict[str, int] | None = None,
-                 group_prefix: str | None = None):  # fmt: skip
+    def __init__(
+        self,
+        settings: Settings,
+        names: tuple[str, ...] = PIPELINE,
+        instances: dict[str, int] | None = None,
+        group_prefix: str | None = None,
+    ):
         unknown = set(names) - set(PIPELINE)
         if unknown:
             raise ValueError(f"unknown services {sorted(unknown)}; known: {', '.join(PIPELINE)}")

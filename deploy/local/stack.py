@@ -107,7 +107,11 @@ def isolated(settings: Settings, stack_name: str, home: Path | None = None) -> S
     free = process.free_port
     s.kafka.port, s.kafka.controller_port = free(s.kafka.host), free(s.kafka.host)
     s.redis.port = free(s.redis.host)
-    s.triton.http_port, s.triton.grpc_port, s.triton.metrics_port = free(s.triton.host), free(s.triton.host), free(s.triton.host)
+    s.triton.http_port, s.triton.grpc_port, s.triton.metrics_port = (
+        free(s.triton.host),
+        free(s.triton.host),
+        free(s.triton.host),
+    )
     s.prometheus.port = free(s.prometheus.host)
     return s
 
@@ -146,11 +150,24 @@ def up(settings: Settings, components: Sequence[str] | None = None, timeout_s: f
         outcome = comp.up(timeout_s=remaining)
         elapsed = time.monotonic() - t0
         log.info(
-            "%s: %s (%.1fs)", comp.name, outcome, elapsed,
-            extra={"component": comp.name, "outcome": outcome, "elapsed_s": round(elapsed, 2), "stack": settings.stack_name},
+            "%s: %s (%.1fs)",
+            comp.name,
+            outcome,
+            elapsed,
+            extra={
+                "component": comp.name,
+                "outcome": outcome,
+                "elapsed_s": round(elapsed, 2),
+                "stack": settings.stack_name,
+            },
         )
     total = time.monotonic() - t_all
-    log.info("stack %s up in %.1fs", settings.stack_name, total, extra={"stack": settings.stack_name, "elapsed_s": round(total, 2)})
+    log.info(
+        "stack %s up in %.1fs",
+        settings.stack_name,
+        total,
+        extra={"stack": settings.stack_name, "elapsed_s": round(total, 2)},
+    )
     return status(settings, components)
 
 
@@ -182,12 +199,16 @@ def install(settings: Settings, *, system: bool = True) -> Path:
     """
     if system:
         t0 = time.monotonic()
-        done = subprocess.run(["bash", str(INSTALL_SCRIPT)], check=False, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            ["bash", str(INSTALL_SCRIPT)], check=False, capture_output=True, text=True, stdin=subprocess.DEVNULL
+        )
         output = (done.stdout + done.stderr).strip()
         if done.returncode != 0:
             raise StackError(f"{INSTALL_SCRIPT.name} failed (exit {done.returncode}):\n{output[-4000:]}")
         log.info("system packages: %s (%.1fs)", output.splitlines()[-1] if output else "ok", time.monotonic() - t0)
     t0 = time.monotonic()
     jars = ensure_kafka_jars(settings)
-    log.info("kafka jars in %s (%.1fs)", jars, time.monotonic() - t0, extra={"elapsed_s": round(time.monotonic() - t0, 2)})
+    log.info(
+        "kafka jars in %s (%.1fs)", jars, time.monotonic() - t0, extra={"elapsed_s": round(time.monotonic() - t0, 2)}
+    )
     return jars

@@ -144,15 +144,23 @@ class Triton(Component):
             f"--backend-directory={backends_dir(self.settings)}",
             # unique shared-memory names, so that two stacks' Python backends never collide
             f"--backend-config=python,shm-region-prefix-name={self.shm_prefix()}",
-            f"--http-address={t.host}", f"--http-port={t.http_port}",
-            f"--grpc-address={t.host}", f"--grpc-port={t.grpc_port}",
-            "--allow-metrics=true", "--allow-cpu-metrics=true",
-            f"--metrics-address={t.host}", f"--metrics-port={t.metrics_port}",
+            f"--http-address={t.host}",
+            f"--http-port={t.http_port}",
+            f"--grpc-address={t.host}",
+            f"--grpc-port={t.grpc_port}",
+            "--allow-metrics=true",
+            "--allow-cpu-metrics=true",
+            f"--metrics-address={t.host}",
+            f"--metrics-port={t.metrics_port}",
             "--exit-timeout-secs=5",
             "--log-verbose=0",
         ]
         if not uses_gpu(self.settings):
-            argv += ["--allow-gpu-metrics=false", "--pinned-memory-pool-byte-size=0", "--cuda-memory-pool-byte-size=0:0"]
+            argv += [
+                "--allow-gpu-metrics=false",
+                "--pinned-memory-pool-byte-size=0",
+                "--cuda-memory-pool-byte-size=0:0",
+            ]
         return argv
 
     def shm_prefix(self) -> str:
@@ -184,11 +192,17 @@ class Triton(Component):
     def _client(self) -> InferenceServerClient:
         import tritonclient.http as httpclient
 
-        return httpclient.InferenceServerClient(url=self.settings.triton.http_url, connection_timeout=2.0, network_timeout=5.0)
+        return httpclient.InferenceServerClient(
+            url=self.settings.triton.http_url, connection_timeout=2.0, network_timeout=5.0
+        )
 
     def status(self) -> ComponentStatus:
         st = super().status()
-        st.extra = {"gpu": uses_gpu(self.settings), "model_control_mode": "explicit", "models": self.repository_models()}
+        st.extra = {
+            "gpu": uses_gpu(self.settings),
+            "model_control_mode": "explicit",
+            "models": self.repository_models(),
+        }
         return st
 
     def healthy(self) -> bool:

@@ -27,16 +27,26 @@ from shared.settings import EMOTIONS, Settings
 
 log = logging.getLogger(__name__)
 
+
 def event_dict(e: EmotionEvent) -> dict:
     """What the page needs of an event (no branches: they are large and not drawn)."""
     confidence = e.probabilities.get(e.label)
     if confidence is None and e.probabilities:
         confidence = max(e.probabilities.values())
     return {
-        "call_id": e.call_id, "utterance_id": e.utterance_id, "speaker": e.speaker,
-        "start": e.start, "end": e.end, "label": e.label, "confidence": confidence,
-        "transcript": e.transcript, "probabilities": e.probabilities, "model_version": e.model_version,
-        "missing_modalities": list(e.missing_modalities), "latency_ms": e.latency_ms, "created_at": e.created_at,
+        "call_id": e.call_id,
+        "utterance_id": e.utterance_id,
+        "speaker": e.speaker,
+        "start": e.start,
+        "end": e.end,
+        "label": e.label,
+        "confidence": confidence,
+        "transcript": e.transcript,
+        "probabilities": e.probabilities,
+        "model_version": e.model_version,
+        "missing_modalities": list(e.missing_modalities),
+        "latency_ms": e.latency_ms,
+        "created_at": e.created_at,
     }
 
 
@@ -51,9 +61,15 @@ class _Call:
 class EventStore:
     """Thread-safe in-memory store of the latest emotion events (see the module docstring)."""
 
-    def __init__(self, per_call: int = 100, max_calls: int = 200, recent: int = 1000,
-                 mix_window_s: float = 300.0, active_window_s: float = 600.0,
-                 negative: Collection[str] = NEGATIVE_LABELS):
+    def __init__(
+        self,
+        per_call: int = 100,
+        max_calls: int = 200,
+        recent: int = 1000,
+        mix_window_s: float = 300.0,
+        active_window_s: float = 600.0,
+        negative: Collection[str] = NEGATIVE_LABELS,
+    ):
         self.per_call = per_call
         self.max_calls = max_calls
         self.mix_window_s = mix_window_s
@@ -137,8 +153,12 @@ class EventStore:
         now = time.time() if now is None else now
         with self._lock:
             calls = [(c.call_id, c.last_seen, list(c.events.values())) for c in self._calls.values()]
-            stats = {"received": self.received, "duplicates": self.duplicates, "invalid": self.invalid,
-                     "last_seq": self._seq}
+            stats = {
+                "received": self.received,
+                "duplicates": self.duplicates,
+                "invalid": self.invalid,
+                "last_seq": self._seq,
+            }
         active = [c for c in calls if now - c[1] <= self.active_window_s]
         active.sort(key=lambda c: c[1], reverse=True)
         timelines = [self._timeline(call_id, last_seen, events, now, span_s) for call_id, last_seen, events in active]
@@ -194,10 +214,18 @@ class EventStore:
             "escalated": esc is not None,
             "escalation": None if esc is None else asdict(esc),
             "utterances": [
-                {"utterance_id": e.utterance_id, "speaker": e.speaker, "start": e.start, "end": e.end,
-                 "label": e.label, "confidence": e.probabilities.get(e.label), "transcript": e.transcript,
-                 "missing": list(e.missing_modalities)}
-                for e in events if e.end >= t0
+                {
+                    "utterance_id": e.utterance_id,
+                    "speaker": e.speaker,
+                    "start": e.start,
+                    "end": e.end,
+                    "label": e.label,
+                    "confidence": e.probabilities.get(e.label),
+                    "transcript": e.transcript,
+                    "missing": list(e.missing_modalities),
+                }
+                for e in events
+                if e.end >= t0
             ],
         }
 
@@ -205,8 +233,14 @@ class EventStore:
 class EventFeed:
     """Background thread: Kafka ``emotions`` -> :class:`EventStore` (see the module docstring)."""
 
-    def __init__(self, settings: Settings, store: EventStore, backlog: int = 500, since: float | None = None,
-                 retry_s: float = 3.0):
+    def __init__(
+        self,
+        settings: Settings,
+        store: EventStore,
+        backlog: int = 500,
+        since: float | None = None,
+        retry_s: float = 3.0,
+    ):
         self.settings = settings
         self.store = store
         self.backlog = backlog
@@ -232,9 +266,14 @@ class EventFeed:
             self._thread.join(timeout)
 
     def status(self) -> dict:
-        return {"topic": self.topic, "assigned": self.assigned.is_set(), "partitions": self.partitions,
-                "error": self.error, "last_record_at": self.last_record_at,
-                "running": bool(self._thread and self._thread.is_alive())}
+        return {
+            "topic": self.topic,
+            "assigned": self.assigned.is_set(),
+            "partitions": self.partitions,
+            "error": self.error,
+            "last_record_at": self.last_record_at,
+            "running": bool(self._thread and self._thread.is_alive()),
+        }
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -43,8 +43,16 @@ class _Layout:
 
     def row(self, title: str) -> None:
         self._newline()
-        self.panels.append({"type": "row", "id": self._id(), "title": title, "collapsed": False, "panels": [],
-                            "gridPos": {"h": 1, "w": 24, "x": 0, "y": self.y}})
+        self.panels.append(
+            {
+                "type": "row",
+                "id": self._id(),
+                "title": title,
+                "collapsed": False,
+                "panels": [],
+                "gridPos": {"h": 1, "w": 24, "x": 0, "y": self.y},
+            }
+        )
         self.y += 1
 
     def _newline(self) -> None:
@@ -66,142 +74,430 @@ def _target(expr: str, legend: str = "__auto", ref: str = "A", instant: bool = F
     return t
 
 
-def timeseries(title: str, targets: list[dict], unit: str = "short", description: str = "", stack: bool = False,
-               overrides: list | None = None, min_zero: bool = True) -> dict:
-    custom = {"drawStyle": "line", "lineWidth": 2, "fillOpacity": 12 if stack else 8, "showPoints": "never",
-              "spanNulls": False, "stacking": {"mode": "normal" if stack else "none", "group": "A"},
-              "gradientMode": "opacity", "axisSoftMin": 0 if min_zero else None}
+def timeseries(
+    title: str,
+    targets: list[dict],
+    unit: str = "short",
+    description: str = "",
+    stack: bool = False,
+    overrides: list | None = None,
+    min_zero: bool = True,
+) -> dict:
+    custom = {
+        "drawStyle": "line",
+        "lineWidth": 2,
+        "fillOpacity": 12 if stack else 8,
+        "showPoints": "never",
+        "spanNulls": False,
+        "stacking": {"mode": "normal" if stack else "none", "group": "A"},
+        "gradientMode": "opacity",
+        "axisSoftMin": 0 if min_zero else None,
+    }
     return {
-        "type": "timeseries", "title": title, "description": description, "datasource": DS, "targets": targets,
-        "fieldConfig": {"defaults": {"unit": unit, "color": {"mode": "palette-classic"}, "custom": custom},
-                        "overrides": overrides or []},
-        "options": {"legend": {"displayMode": "table", "placement": "right", "calcs": ["lastNotNull", "max"], "showLegend": True},
-                    "tooltip": {"mode": "multi", "sort": "desc"}},
+        "type": "timeseries",
+        "title": title,
+        "description": description,
+        "datasource": DS,
+        "targets": targets,
+        "fieldConfig": {
+            "defaults": {"unit": unit, "color": {"mode": "palette-classic"}, "custom": custom},
+            "overrides": overrides or [],
+        },
+        "options": {
+            "legend": {
+                "displayMode": "table",
+                "placement": "right",
+                "calcs": ["lastNotNull", "max"],
+                "showLegend": True,
+            },
+            "tooltip": {"mode": "multi", "sort": "desc"},
+        },
     }
 
 
-def stat(title: str, expr: str, unit: str = "short", description: str = "", thresholds: list | None = None,
-         decimals: int | None = None) -> dict:
+def stat(
+    title: str,
+    expr: str,
+    unit: str = "short",
+    description: str = "",
+    thresholds: list | None = None,
+    decimals: int | None = None,
+) -> dict:
     steps = thresholds or [{"color": "green", "value": None}]
-    defaults: dict = {"unit": unit, "color": {"mode": "thresholds"}, "thresholds": {"mode": "absolute", "steps": steps},
-                      "noValue": "no data yet"}
+    defaults: dict = {
+        "unit": unit,
+        "color": {"mode": "thresholds"},
+        "thresholds": {"mode": "absolute", "steps": steps},
+        "noValue": "no data yet",
+    }
     if decimals is not None:
         defaults["decimals"] = decimals
     return {
-        "type": "stat", "title": title, "description": description, "datasource": DS,
+        "type": "stat",
+        "title": title,
+        "description": description,
+        "datasource": DS,
         "targets": [_target(expr, legend="", instant=True)],
         "fieldConfig": {"defaults": defaults, "overrides": []},
-        "options": {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}, "colorMode": "value",
-                    "graphMode": "area", "justifyMode": "auto", "textMode": "auto", "orientation": "auto"},
+        "options": {
+            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+            "colorMode": "value",
+            "graphMode": "area",
+            "justifyMode": "auto",
+            "textMode": "auto",
+            "orientation": "auto",
+        },
     }
 
 
 def _emotion_overrides() -> list[dict]:
-    return [{"matcher": {"id": "byName", "options": label},
-             "properties": [{"id": "color", "value": {"mode": "fixed", "fixedColor": EMOTION_COLOURS[label]}}]}
-            for label in EMOTIONS]
+    return [
+        {
+            "matcher": {"id": "byName", "options": label},
+            "properties": [{"id": "color", "value": {"mode": "fixed", "fixedColor": EMOTION_COLOURS[label]}}],
+        }
+        for label in EMOTIONS
+    ]
 
 
 def build_dashboard() -> dict:
     g = _Layout()
     g.row("Overview")
-    g.add(stat("Services up", f"sum(emotion_service_up{{{SVC}}})", description="Service loops running (emotion_service_up)",
-               thresholds=[{"color": "red", "value": None}, {"color": "green", "value": 1}]), 4, 4)
-    g.add(stat("Messages / s", f"sum(rate(emotion_messages_total{{{SVC}}}[{RI}]))", unit="reqps",
-               description="Input messages per second, all selected services"), 4, 4)
-    g.add(stat("Audio seconds / s", f"sum(rate(emotion_audio_seconds_total{{{SVC}}}[{RI}]))", unit="short", decimals=2,
-               description="Seconds of audio processed per wall-clock second (x real time)"), 4, 4)
-    g.add(stat("Consumer lag", f"sum(emotion_consumer_lag{{{SVC}}})", description="Messages behind the end of the inputs",
-               thresholds=[{"color": "green", "value": None}, {"color": "orange", "value": 100}, {"color": "red", "value": 1000}]), 4, 4)
-    g.add(stat("Dead letters (range)", f"sum(increase(emotion_deadletters_total{{{SVC}}}[$__range]))", decimals=0,
-               thresholds=[{"color": "green", "value": None}, {"color": "red", "value": 1}]), 4, 4)
-    g.add(stat("Event latency p95", "histogram_quantile(0.95, sum by (le) (rate(emotion_event_latency_seconds_bucket[5m])))",
-               unit="s", description="From the utterance message to its emotion event (emotion_event_latency_seconds, "
-               "exported by moe_fusion)",
-               thresholds=[{"color": "green", "value": None}, {"color": "orange", "value": 2}, {"color": "red", "value": 5}]), 4, 4)
+    g.add(
+        stat(
+            "Services up",
+            f"sum(emotion_service_up{{{SVC}}})",
+            description="Service loops running (emotion_service_up)",
+            thresholds=[{"color": "red", "value": None}, {"color": "green", "value": 1}],
+        ),
+        4,
+        4,
+    )
+    g.add(
+        stat(
+            "Messages / s",
+            f"sum(rate(emotion_messages_total{{{SVC}}}[{RI}]))",
+            unit="reqps",
+            description="Input messages per second, all selected services",
+        ),
+        4,
+        4,
+    )
+    g.add(
+        stat(
+            "Audio seconds / s",
+            f"sum(rate(emotion_audio_seconds_total{{{SVC}}}[{RI}]))",
+            unit="short",
+            decimals=2,
+            description="Seconds of audio processed per wall-clock second (x real time)",
+        ),
+        4,
+        4,
+    )
+    g.add(
+        stat(
+            "Consumer lag",
+            f"sum(emotion_consumer_lag{{{SVC}}})",
+            description="Messages behind the end of the inputs",
+            thresholds=[
+                {"color": "green", "value": None},
+                {"color": "orange", "value": 100},
+                {"color": "red", "value": 1000},
+            ],
+        ),
+        4,
+        4,
+    )
+    g.add(
+        stat(
+            "Dead letters (range)",
+            f"sum(increase(emotion_deadletters_total{{{SVC}}}[$__range]))",
+            decimals=0,
+            thresholds=[{"color": "green", "value": None}, {"color": "red", "value": 1}],
+        ),
+        4,
+        4,
+    )
+    g.add(
+        stat(
+            "Event latency p95",
+            "histogram_quantile(0.95, sum by (le) (rate(emotion_event_latency_seconds_bucket[5m])))",
+            unit="s",
+            description="From the utterance message to its emotion event (emotion_event_latency_seconds, "
+            "exported by moe_fusion)",
+            thresholds=[
+                {"color": "green", "value": None},
+                {"color": "orange", "value": 2},
+                {"color": "red", "value": 5},
+            ],
+        ),
+        4,
+        4,
+    )
 
     g.row("Throughput")
-    g.add(timeseries("Messages / s by service", [
-        _target(f"sum by (service) (rate(emotion_messages_total{{{SVC}}}[{RI}]))", "{{service}}"),
-        _target(f'sum by (service) (rate(emotion_messages_total{{{SVC}, outcome="deadletter"}}[{RI}]))', "{{service}} dead-lettered", "B"),
-    ], unit="reqps"), 12, 8)
-    g.add(timeseries("Audio seconds / s by service", [
-        _target(f"sum by (service) (rate(emotion_audio_seconds_total{{{SVC}}}[{RI}]))", "{{service}}"),
-    ], unit="short"), 6, 8)
-    g.add(timeseries("Produced / s by topic", [
-        _target(f"sum by (topic) (rate(emotion_produced_total{{{SVC}}}[{RI}]))", "{{topic}}"),
-    ], unit="reqps"), 6, 8)
+    g.add(
+        timeseries(
+            "Messages / s by service",
+            [
+                _target(f"sum by (service) (rate(emotion_messages_total{{{SVC}}}[{RI}]))", "{{service}}"),
+                _target(
+                    f'sum by (service) (rate(emotion_messages_total{{{SVC}, outcome="deadletter"}}[{RI}]))',
+                    "{{service}} dead-lettered",
+                    "B",
+                ),
+            ],
+            unit="reqps",
+        ),
+        12,
+        8,
+    )
+    g.add(
+        timeseries(
+            "Audio seconds / s by service",
+            [
+                _target(f"sum by (service) (rate(emotion_audio_seconds_total{{{SVC}}}[{RI}]))", "{{service}}"),
+            ],
+            unit="short",
+        ),
+        6,
+        8,
+    )
+    g.add(
+        timeseries(
+            "Produced / s by topic",
+            [
+                _target(f"sum by (topic) (rate(emotion_produced_total{{{SVC}}}[{RI}]))", "{{topic}}"),
+            ],
+            unit="reqps",
+        ),
+        6,
+        8,
+    )
 
     g.row("ASR alignment")
-    g.add(timeseries("Audio chunks / s by outcome", [
-        _target(f"sum by (outcome) (rate(emotion_audio_chunks_total{{{SVC}}}[{RI}]))", "{{outcome}}"),
-    ], unit="reqps", description="Audio chunks taken in (ok) or skipped: duplicate, gap, rejected"), 12, 7)
-    g.add(timeseries("Utterances / min by speaker and transcript", [
-        _target(f"sum by (speaker, transcript) (rate(emotion_utterances_total{{{SVC}}}[{RI}])) * 60",
-                "{{speaker}} {{transcript}}"),
-    ], unit="short", description="Utterances segmented: with text, empty, or dropped as an ASR hallucination"), 12, 7)
+    g.add(
+        timeseries(
+            "Audio chunks / s by outcome",
+            [
+                _target(f"sum by (outcome) (rate(emotion_audio_chunks_total{{{SVC}}}[{RI}]))", "{{outcome}}"),
+            ],
+            unit="reqps",
+            description="Audio chunks taken in (ok) or skipped: duplicate, gap, rejected",
+        ),
+        12,
+        7,
+    )
+    g.add(
+        timeseries(
+            "Utterances / min by speaker and transcript",
+            [
+                _target(
+                    f"sum by (speaker, transcript) (rate(emotion_utterances_total{{{SVC}}}[{RI}])) * 60",
+                    "{{speaker}} {{transcript}}",
+                ),
+            ],
+            unit="short",
+            description="Utterances segmented: with text, empty, or dropped as an ASR hallucination",
+        ),
+        12,
+        7,
+    )
 
     g.row("Backlog and latency")
-    g.add(timeseries("Consumer lag by topic", [
-        _target(f"sum by (service, topic) (emotion_consumer_lag{{{SVC}}})", "{{topic}} → {{service}}"),
-        _target(f"sum by (service) (emotion_join_pending{{{SVC}}})", "{{service}} join pending", "B"),
-    ], unit="short", description="Messages behind the end of each input topic; and utterances waiting in the joins "
-       "of graph_gat and moe_fusion for their other inputs (emotion_join_pending)"), 8, 8)
-    g.add(timeseries("Stage latency p95", [
-        _target(f"histogram_quantile(0.95, sum by (service, stage, le) (rate(emotion_stage_seconds_bucket{{{SVC}}}[{RI}])))",
-                "{{service}} {{stage}}"),
-    ], unit="s", description="Per batch, per stage of the service loop (decode, process, produce, commit, total)"), 8, 8)
-    g.add(timeseries("Stage latency p50", [
-        _target(f"histogram_quantile(0.5, sum by (service, stage, le) (rate(emotion_stage_seconds_bucket{{{SVC}}}[{RI}])))",
-                "{{service}} {{stage}}"),
-    ], unit="s"), 8, 8)
+    g.add(
+        timeseries(
+            "Consumer lag by topic",
+            [
+                _target(f"sum by (service, topic) (emotion_consumer_lag{{{SVC}}})", "{{topic}} → {{service}}"),
+                _target(f"sum by (service) (emotion_join_pending{{{SVC}}})", "{{service}} join pending", "B"),
+            ],
+            unit="short",
+            description="Messages behind the end of each input topic; and utterances waiting in the joins "
+            "of graph_gat and moe_fusion for their other inputs (emotion_join_pending)",
+        ),
+        8,
+        8,
+    )
+    g.add(
+        timeseries(
+            "Stage latency p95",
+            [
+                _target(
+                    f"histogram_quantile(0.95, sum by (service, stage, le) (rate(emotion_stage_seconds_bucket{{{SVC}}}[{RI}])))",
+                    "{{service}} {{stage}}",
+                ),
+            ],
+            unit="s",
+            description="Per batch, per stage of the service loop (decode, process, produce, commit, total)",
+        ),
+        8,
+        8,
+    )
+    g.add(
+        timeseries(
+            "Stage latency p50",
+            [
+                _target(
+                    f"histogram_quantile(0.5, sum by (service, stage, le) (rate(emotion_stage_seconds_bucket{{{SVC}}}[{RI}])))",
+                    "{{service}} {{stage}}",
+                ),
+            ],
+            unit="s",
+        ),
+        8,
+        8,
+    )
 
     g.row("Batches and failures")
-    g.add(timeseries("Batch size", [
-        _target(f"sum by (service) (rate(emotion_batch_size_sum{{{SVC}}}[{RI}])) / sum by (service) (rate(emotion_batch_size_count{{{SVC}}}[{RI}]))",
-                "{{service}} mean"),
-        _target(f"histogram_quantile(0.95, sum by (service, le) (rate(emotion_batch_size_bucket{{{SVC}}}[{RI}])))", "{{service}} p95", "B"),
-    ], unit="short"), 6, 8)
-    g.add(timeseries("Errors / s by kind", [
-        _target(f"sum by (service, kind) (rate(emotion_errors_total{{{SVC}}}[{RI}]))", "{{service}} {{kind}}"),
-        _target(f"sum by (service, role) (rate(emotion_kafka_calls_bounded_total{{{SVC}}}[{RI}]))",
-                "{{service}} kafka {{role}} call bounded", "B"),
-    ], unit="reqps", description="Failed batches (retried): Triton or Kafka unavailable, ...; and Kafka client calls "
-                                 "failed by their bound (no answer within their own timeout plus kafka.call_grace_s)"), 6, 8)
-    g.add(timeseries("Dead letters / s by error type", [
-        _target(f"sum by (service, error_type) (rate(emotion_deadletters_total{{{SVC}}}[{RI}]))", "{{service}} {{error_type}}"),
-    ], unit="reqps"), 6, 8)
-    g.add(timeseries("Feature cache hit ratio", [
-        _target(f'sum by (service) (rate(emotion_cache_requests_total{{{SVC}, result="hit"}}[{RI}])) '
-                f"/ sum by (service) (rate(emotion_cache_requests_total{{{SVC}}}[{RI}]))", "{{service}}"),
-    ], unit="percentunit"), 6, 8)
+    g.add(
+        timeseries(
+            "Batch size",
+            [
+                _target(
+                    f"sum by (service) (rate(emotion_batch_size_sum{{{SVC}}}[{RI}])) / sum by (service) (rate(emotion_batch_size_count{{{SVC}}}[{RI}]))",
+                    "{{service}} mean",
+                ),
+                _target(
+                    f"histogram_quantile(0.95, sum by (service, le) (rate(emotion_batch_size_bucket{{{SVC}}}[{RI}])))",
+                    "{{service}} p95",
+                    "B",
+                ),
+            ],
+            unit="short",
+        ),
+        6,
+        8,
+    )
+    g.add(
+        timeseries(
+            "Errors / s by kind",
+            [
+                _target(f"sum by (service, kind) (rate(emotion_errors_total{{{SVC}}}[{RI}]))", "{{service}} {{kind}}"),
+                _target(
+                    f"sum by (service, role) (rate(emotion_kafka_calls_bounded_total{{{SVC}}}[{RI}]))",
+                    "{{service}} kafka {{role}} call bounded",
+                    "B",
+                ),
+            ],
+            unit="reqps",
+            description="Failed batches (retried): Triton or Kafka unavailable, ...; and Kafka client calls "
+            "failed by their bound (no answer within their own timeout plus kafka.call_grace_s)",
+        ),
+        6,
+        8,
+    )
+    g.add(
+        timeseries(
+            "Dead letters / s by error type",
+            [
+                _target(
+                    f"sum by (service, error_type) (rate(emotion_deadletters_total{{{SVC}}}[{RI}]))",
+                    "{{service}} {{error_type}}",
+                ),
+            ],
+            unit="reqps",
+        ),
+        6,
+        8,
+    )
+    g.add(
+        timeseries(
+            "Feature cache hit ratio",
+            [
+                _target(
+                    f'sum by (service) (rate(emotion_cache_requests_total{{{SVC}, result="hit"}}[{RI}])) '
+                    f"/ sum by (service) (rate(emotion_cache_requests_total{{{SVC}}}[{RI}]))",
+                    "{{service}}",
+                ),
+            ],
+            unit="percentunit",
+        ),
+        6,
+        8,
+    )
 
     g.row("Emotions")
-    g.add({
-        "type": "bargauge", "title": "Emotion mix (time range)", "datasource": DS,
-        "description": "Emotion events per label over the dashboard's time range (emotion_events_total, exported by moe_fusion)",
-        "targets": [_target(f"sum by (label) ({exact_increase('emotion_events_total', '$__range')})", "{{label}}",
-                            instant=True)],
-        "fieldConfig": {"defaults": {"unit": "short", "decimals": 0, "min": 0, "color": {"mode": "fixed", "fixedColor": "#8b95a5"},
-                                     "noValue": "no data yet"},
-                        "overrides": _emotion_overrides()},
-        "options": {"orientation": "horizontal", "displayMode": "gradient", "showUnfilled": True,
-                    "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}},
-    }, 8, 9)
-    g.add(timeseries("Emotions / min by label", [
-        _target("sum by (label) (rate(emotion_events_total[$__rate_interval])) * 60", "{{label}}"),
-    ], unit="short", stack=True, overrides=_emotion_overrides()), 10, 9)
-    g.add(stat("Customer negative share (5 min)",
-               f'sum(rate(emotion_events_total{{speaker="customer", label=~"{NEG}"}}[5m]) '
-               'or 0 * rate(emotion_events_total{speaker="customer"}[5m])) '
-               '/ sum(rate(emotion_events_total{speaker="customer"}[5m]))',
-               unit="percentunit", description="Share of customer utterances labelled " + ", ".join(sorted(NEGATIVE_LABELS)),
-               thresholds=[{"color": "green", "value": None}, {"color": "orange", "value": 0.3}, {"color": "red", "value": 0.5}]),
-          6, 9)
-    g.add(timeseries("Emotion event latency", [
-        _target("histogram_quantile(0.5, sum by (le) (rate(emotion_event_latency_seconds_bucket[$__rate_interval])))", "p50"),
-        _target("histogram_quantile(0.95, sum by (le) (rate(emotion_event_latency_seconds_bucket[$__rate_interval])))", "p95", "B"),
-    ], unit="s"), 24, 7)
+    g.add(
+        {
+            "type": "bargauge",
+            "title": "Emotion mix (time range)",
+            "datasource": DS,
+            "description": "Emotion events per label over the dashboard's time range (emotion_events_total, exported by moe_fusion)",
+            "targets": [
+                _target(
+                    f"sum by (label) ({exact_increase('emotion_events_total', '$__range')})", "{{label}}", instant=True
+                )
+            ],
+            "fieldConfig": {
+                "defaults": {
+                    "unit": "short",
+                    "decimals": 0,
+                    "min": 0,
+                    "color": {"mode": "fixed", "fixedColor": "#8b95a5"},
+                    "noValue": "no data yet",
+                },
+                "overrides": _emotion_overrides(),
+            },
+            "options": {
+                "orientation": "horizontal",
+                "displayMode": "gradient",
+                "showUnfilled": True,
+                "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+            },
+        },
+        8,
+        9,
+    )
+    g.add(
+        timeseries(
+            "Emotions / min by label",
+            [
+                _target("sum by (label) (rate(emotion_events_total[$__rate_interval])) * 60", "{{label}}"),
+            ],
+            unit="short",
+            stack=True,
+            overrides=_emotion_overrides(),
+        ),
+        10,
+        9,
+    )
+    g.add(
+        stat(
+            "Customer negative share (5 min)",
+            f'sum(rate(emotion_events_total{{speaker="customer", label=~"{NEG}"}}[5m]) '
+            'or 0 * rate(emotion_events_total{speaker="customer"}[5m])) '
+            '/ sum(rate(emotion_events_total{speaker="customer"}[5m]))',
+            unit="percentunit",
+            description="Share of customer utterances labelled " + ", ".join(sorted(NEGATIVE_LABELS)),
+            thresholds=[
+                {"color": "green", "value": None},
+                {"color": "orange", "value": 0.3},
+                {"color": "red", "value": 0.5},
+            ],
+        ),
+        6,
+        9,
+    )
+    g.add(
+        timeseries(
+            "Emotion event latency",
+            [
+                _target(
+                    "histogram_quantile(0.5, sum by (le) (rate(emotion_event_latency_seconds_bucket[$__rate_interval])))",
+                    "p50",
+                ),
+                _target(
+                    "histogram_quantile(0.95, sum by (le) (rate(emotion_event_latency_seconds_bucket[$__rate_interval])))",
+                    "p95",
+                    "B",
+                ),
+            ],
+            unit="s",
+        ),
+        24,
+        7,
+    )
 
     return {
         "uid": "emotion-stream",
@@ -219,20 +515,57 @@ def build_dashboard() -> dict:
         "fiscalYearStartMonth": 0,
         "liveNow": False,
         "links": [],
-        "annotations": {"list": [{
-            "builtIn": 1, "datasource": {"type": "grafana", "uid": "-- Grafana --"}, "enable": True, "hide": True,
-            "iconColor": "rgba(0, 211, 255, 1)", "name": "Annotations & Alerts", "type": "dashboard"}]},
-        "templating": {"list": [
-            {"name": "datasource", "label": "Data source", "type": "datasource", "query": "prometheus", "hide": 0,
-             "current": {"selected": False, "text": "Emotion Prometheus", "value": DATASOURCE_UID},
-             "options": [], "refresh": 1, "regex": "", "skipUrlSync": False},
-            {"name": "service", "label": "Service", "type": "query", "datasource": DS,
-             "definition": "label_values(emotion_service_up, service)",
-             "query": {"query": "label_values(emotion_service_up, service)", "refId": "PrometheusVariableQueryEditor-VariableQuery",
-                       "qryType": 1},
-             "includeAll": True, "multi": True, "allValue": ".*", "refresh": 2, "sort": 1, "hide": 0, "regex": "",
-             "current": {"selected": True, "text": ["All"], "value": ["$__all"]}, "options": [], "skipUrlSync": False},
-        ]},
+        "annotations": {
+            "list": [
+                {
+                    "builtIn": 1,
+                    "datasource": {"type": "grafana", "uid": "-- Grafana --"},
+                    "enable": True,
+                    "hide": True,
+                    "iconColor": "rgba(0, 211, 255, 1)",
+                    "name": "Annotations & Alerts",
+                    "type": "dashboard",
+                }
+            ]
+        },
+        "templating": {
+            "list": [
+                {
+                    "name": "datasource",
+                    "label": "Data source",
+                    "type": "datasource",
+                    "query": "prometheus",
+                    "hide": 0,
+                    "current": {"selected": False, "text": "Emotion Prometheus", "value": DATASOURCE_UID},
+                    "options": [],
+                    "refresh": 1,
+                    "regex": "",
+                    "skipUrlSync": False,
+                },
+                {
+                    "name": "service",
+                    "label": "Service",
+                    "type": "query",
+                    "datasource": DS,
+                    "definition": "label_values(emotion_service_up, service)",
+                    "query": {
+                        "query": "label_values(emotion_service_up, service)",
+                        "refId": "PrometheusVariableQueryEditor-VariableQuery",
+                        "qryType": 1,
+                    },
+                    "includeAll": True,
+                    "multi": True,
+                    "allValue": ".*",
+                    "refresh": 2,
+                    "sort": 1,
+                    "hide": 0,
+                    "regex": "",
+                    "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+                    "options": [],
+                    "skipUrlSync": False,
+                },
+            ]
+        },
         "panels": g.panels,
     }
 

@@ -41,7 +41,9 @@ _RANGES = re.compile(r"\[[^\[\]]*\]")
 _GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^()]*\)")
 _OFFSET = re.compile(r"\boffset\s+-?[$0-9A-Za-z_]+")
 _AT = re.compile(r"@\s*(?:[0-9.eE+-]+|start\s*\(\s*\)|end\s*\(\s*\))")
-_TOKENS = re.compile(r"(?P<num>(?:0x[0-9a-fA-F]+|\d[\w.]*|\.\d[\w.]*))|(?P<id>[A-Za-z_:][A-Za-z0-9_:]*)(?P<call>\s*\()?")
+_TOKENS = re.compile(
+    r"(?P<num>(?:0x[0-9a-fA-F]+|\d[\w.]*|\.\d[\w.]*))|(?P<id>[A-Za-z_:][A-Za-z0-9_:]*)(?P<call>\s*\()?"
+)
 
 
 class QueryRejected(ValueError):
@@ -120,7 +122,6 @@ so the throughput reacts within seconds and falls to 0 about 30 s after the traf
 WINDOW = "5m"
 """Window of the page's latency and batch-size quantiles: they describe the last five minutes of
 work, so an idle pipeline still shows how its last batches went (a 30 s window would be empty)."""
-
 
 
 def exact_increase(counter: str, window: str) -> str:

@@ -55,15 +55,26 @@ TIMELINE_SPAN_S = 300
 _PARAM_VALUE = re.compile(r"^[0-9A-Za-z.:+\-]{1,40}$")
 _STATIC_NAME = re.compile(r"^[A-Za-z0-9_-]+\.(?:js|css|html|svg|ico|png)$")
 _CONTENT_TYPES = {
-    ".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
-    ".svg": "image/svg+xml", ".ico": "image/x-icon", ".png": "image/png",
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".ico": "image/x-icon",
+    ".png": "image/png",
 }
-_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 
 EMOTION_COLOURS = {
-    "anger": "#e5484d", "sadness": "#3e7bfa", "neutral": "#8b95a5", "happiness": "#30a46c",
-    "fear": "#8e4ec6", "disgust": "#a18072", "surprise": "#f5a524",
+    "anger": "#e5484d",
+    "sadness": "#3e7bfa",
+    "neutral": "#8b95a5",
+    "happiness": "#30a46c",
+    "fear": "#8e4ec6",
+    "disgust": "#a18072",
+    "surprise": "#f5a524",
 }
 """One colour per label, shared by the page and the Grafana dashboard's overrides."""
 
@@ -81,8 +92,10 @@ def prometheus_request(base_url: str, path: str, params: dict[str, list[str]], n
     ``path`` is the dashboard's (``/api/query`` or ``/api/query_range``); ``params`` as from
     :func:`urllib.parse.parse_qs`.
     """
-    kinds = {"/api/query": ("query", {"q", "query", "time"}),
-             "/api/query_range": ("query_range", {"q", "query", "start", "end", "step", "range"})}
+    kinds = {
+        "/api/query": ("query", {"q", "query", "time"}),
+        "/api/query_range": ("query_range", {"q", "query", "start", "end", "step", "range"}),
+    }
     if path not in kinds:
         raise ProxyError(404, f"no such endpoint {path}")
     endpoint, allowed = kinds[path]
@@ -128,14 +141,26 @@ def prometheus_request(base_url: str, path: str, params: dict[str, list[str]], n
 class Dashboard:
     """The application behind the HTTP handler: Prometheus proxy, event store and feed."""
 
-    def __init__(self, settings: Settings, events: bool = True, backlog: int = 500, since: float | None = None,
-                 per_call: int = 100, mix_window_s: float = 300.0, active_window_s: float = 600.0,
-                 prometheus_url: str | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        events: bool = True,
+        backlog: int = 500,
+        since: float | None = None,
+        per_call: int = 100,
+        mix_window_s: float = 300.0,
+        active_window_s: float = 600.0,
+        prometheus_url: str | None = None,
+    ):
         self.settings = settings
         p = settings.prometheus
         self.prometheus_url = prometheus_url or f"http://{p.host}:{p.port}"
-        self.store = EventStore(per_call=per_call, mix_window_s=mix_window_s, active_window_s=active_window_s,
-                                negative=settings.events.negative_labels)
+        self.store = EventStore(
+            per_call=per_call,
+            mix_window_s=mix_window_s,
+            active_window_s=active_window_s,
+            negative=settings.events.negative_labels,
+        )
         self.feed = EventFeed(settings, self.store, backlog=backlog, since=since) if events else None
         self.stopping = threading.Event()
         self.started_at = time.time()
@@ -162,8 +187,13 @@ class Dashboard:
             return exc.code, exc.read()
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            return 502, _json({"status": "error", "errorType": "unavailable",
-                               "error": f"Prometheus at {self.prometheus_url} is unreachable: {reason}"})
+            return 502, _json(
+                {
+                    "status": "error",
+                    "errorType": "unavailable",
+                    "error": f"Prometheus at {self.prometheus_url} is unreachable: {reason}",
+                }
+            )
 
     def health(self) -> dict:
         try:
@@ -172,7 +202,8 @@ class Dashboard:
         except (urllib.error.URLError, OSError):
             prom_ok = False
         return {
-            "status": "ok", "uptime_s": round(time.time() - self.started_at, 1),
+            "status": "ok",
+            "uptime_s": round(time.time() - self.started_at, 1),
             "prometheus": {"url": self.prometheus_url, "ready": prom_ok},
             "events": self.feed.status() if self.feed else {"enabled": False},
             "store": self.store.snapshot(max_calls=0)["stats"],
@@ -180,11 +211,18 @@ class Dashboard:
 
     def config(self) -> dict:
         return {
-            "refresh_ms": REFRESH_MS, "stack": self.settings.stack_name, "emotions": list(EMOTIONS),
-            "colours": EMOTION_COLOURS, "negative": sorted(self.store.negative),
-            "escalation": {"speaker": ESCALATION_SPEAKER, "turns": ESCALATION_TURNS,
-                           "rising_min_final": RISING_MIN_FINAL},
-            "mix_window_s": self.store.mix_window_s, "mix_query": emotion_mix_query(self.store.mix_window_s),
+            "refresh_ms": REFRESH_MS,
+            "stack": self.settings.stack_name,
+            "emotions": list(EMOTIONS),
+            "colours": EMOTION_COLOURS,
+            "negative": sorted(self.store.negative),
+            "escalation": {
+                "speaker": ESCALATION_SPEAKER,
+                "turns": ESCALATION_TURNS,
+                "rising_min_final": RISING_MIN_FINAL,
+            },
+            "mix_window_s": self.store.mix_window_s,
+            "mix_query": emotion_mix_query(self.store.mix_window_s),
             "panels": PANEL_QUERIES,
             "topics": self.settings.topics.model_dump(),
         }
@@ -221,7 +259,9 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.end_headers()
 
-    def _send(self, status: int, body: bytes, content_type: str = "application/json", extra: dict | None = None) -> None:
+    def _send(
+        self, status: int, body: bytes, content_type: str = "application/json", extra: dict | None = None
+    ) -> None:
         self._headers(status, content_type, len(body), extra)
         if self.command != "HEAD":
             self.wfile.write(body)
@@ -230,8 +270,11 @@ class Handler(BaseHTTPRequestHandler):
         self._send(status, _json({"status": "error", "error": message}), extra=extra)
 
     def _refuse(self) -> None:
-        self._error(HTTPStatus.METHOD_NOT_ALLOWED, f"{self.command} is not allowed: the dashboard is read-only",
-                    extra={"Allow": "GET, HEAD"})
+        self._error(
+            HTTPStatus.METHOD_NOT_ALLOWED,
+            f"{self.command} is not allowed: the dashboard is read-only",
+            extra={"Allow": "GET, HEAD"},
+        )
 
     do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _refuse  # noqa: N815
 
@@ -247,7 +290,7 @@ class Handler(BaseHTTPRequestHandler):
             if path in ("/", "/index.html"):
                 self._static("index.html")
             elif path.startswith("/static/"):
-                self._static(path[len("/static/"):])
+                self._static(path[len("/static/") :])
             elif path == "/healthz":
                 self._send(200, _json(app.health()))
             elif path in ("/api/query", "/api/query_range"):
@@ -256,8 +299,10 @@ class Handler(BaseHTTPRequestHandler):
                 status, body = app.proxy(path, params)
                 self._send(status, body)
             elif path == "/api/calls":
-                snap = app.store.snapshot(max_calls=_int(params, "max_calls", CALLS_SHOWN, 0, 200),
-                                          span_s=_int(params, "span", TIMELINE_SPAN_S, 10, 24 * 3600))
+                snap = app.store.snapshot(
+                    max_calls=_int(params, "max_calls", CALLS_SHOWN, 0, 200),
+                    span_s=_int(params, "span", TIMELINE_SPAN_S, 10, 24 * 3600),
+                )
                 snap["events"] = app.feed.status() if app.feed else {"enabled": False}
                 self._send(200, _json(snap))
             elif path == "/api/events":
@@ -337,8 +382,9 @@ class DashboardServer:
 
     def start(self) -> "DashboardServer":
         self.app.start()
-        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.25},
-                                        name="dashboard-http", daemon=True)
+        self._thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.25}, name="dashboard-http", daemon=True
+        )
         self._thread.start()
         log.info("dashboard on %s (Prometheus %s)", self.url, self.app.prometheus_url)
         return self
@@ -364,8 +410,11 @@ def run_dashboard(settings: Settings, host: str = "127.0.0.1", port: int = DEFAU
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: done.set())
-    events = (f"events from Kafka {settings.kafka.bootstrap} topic {settings.topics.emotions}"
-              if server.app.feed is not None else "no events")
+    events = (
+        f"events from Kafka {settings.kafka.bootstrap} topic {settings.topics.emotions}"
+        if server.app.feed is not None
+        else "no events"
+    )
     print(f"emotion dashboard: {server.url}  (Prometheus {server.app.prometheus_url}, {events})", flush=True)
     try:
         while not done.wait(0.5):
@@ -379,13 +428,21 @@ def run_dashboard(settings: Settings, host: str = "127.0.0.1", port: int = DEFAU
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to listen on (default {DEFAULT_PORT})")
-    parser.add_argument("--prometheus-url", default=None,
-                        help="Prometheus to query (default http://<prometheus.host>:<prometheus.port> of the settings)")
-    parser.add_argument("--backlog", type=int, default=500,
-                        help="emotion events to re-read per partition at start, to show calls in progress (default 500)")
+    parser.add_argument(
+        "--prometheus-url",
+        default=None,
+        help="Prometheus to query (default http://<prometheus.host>:<prometheus.port> of the settings)",
+    )
+    parser.add_argument(
+        "--backlog",
+        type=int,
+        default=500,
+        help="emotion events to re-read per partition at start, to show calls in progress (default 500)",
+    )
     parser.add_argument("--events-per-call", type=int, default=100, help="events kept in memory per call (default 100)")
-    parser.add_argument("--mix-window", type=float, default=300.0,
-                        help="seconds of events counted in the emotion mix (default 300)")
+    parser.add_argument(
+        "--mix-window", type=float, default=300.0, help="seconds of events counted in the emotion mix (default 300)"
+    )
     parser.add_argument("--no-events", action="store_true", help="do not read the emotions topic (metrics only)")
 
 
@@ -395,8 +452,14 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     configure_logging(settings.runtime.log_level, settings.runtime.log_format, service="dashboard")
     try:
         run_dashboard(
-            settings, args.host, args.port, events=not args.no_events, backlog=args.backlog,
-            per_call=args.events_per_call, mix_window_s=args.mix_window, prometheus_url=args.prometheus_url,
+            settings,
+            args.host,
+            args.port,
+            events=not args.no_events,
+            backlog=args.backlog,
+            per_call=args.events_per_call,
+            mix_window_s=args.mix_window,
+            prometheus_url=args.prometheus_url,
         )
     except OSError as exc:
         print(f"emotion dashboard: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr, flush=True)

@@ -60,8 +60,13 @@ WORRIED: list[Turn] = [
 ]
 
 
-def scripted_call(call_id: str, script: Sequence[Turn], model_version: str = "synthetic-1",
-                  created_at: float | None = None, seed: int = 0) -> list[EmotionEvent]:
+def scripted_call(
+    call_id: str,
+    script: Sequence[Turn],
+    model_version: str = "synthetic-1",
+    created_at: float | None = None,
+    seed: int = 0,
+) -> list[EmotionEvent]:
     """The emotion events of one call: turns back to back, about 0.06 s per character; the label has
     0.55 to 0.92 of the probability, the other emotions share the rest at random."""
     rng = random.Random(f"{call_id}-{seed}")
@@ -73,13 +78,21 @@ def scripted_call(call_id: str, script: Sequence[Turn], model_version: str = "sy
         rest = [e for e in EMOTIONS if e != label]
         weights = [rng.random() for _ in rest]
         probs = {label: round(top, 4)} | {e: round((1 - top) * w / sum(weights), 4) for e, w in zip(rest, weights)}
-        events.append(EmotionEvent(
-            call_id=call_id, utterance_id=f"{call_id}:{i:05d}", speaker=speaker,
-            start=round(t, 2), end=round(t + dur, 2),
-            transcript=text, label=label, probabilities=probs, model_version=model_version,
-            latency_ms={"asr": round(rng.uniform(80, 300), 1), "fusion": round(rng.uniform(5, 30), 1)},
-            created_at=created - 0.5 * (len(script) - i),
-        ))
+        events.append(
+            EmotionEvent(
+                call_id=call_id,
+                utterance_id=f"{call_id}:{i:05d}",
+                speaker=speaker,
+                start=round(t, 2),
+                end=round(t + dur, 2),
+                transcript=text,
+                label=label,
+                probabilities=probs,
+                model_version=model_version,
+                latency_ms={"asr": round(rng.uniform(80, 300), 1), "fusion": round(rng.uniform(5, 30), 1)},
+                created_at=created - 0.5 * (len(script) - i),
+            )
+        )
         t += dur + rng.uniform(0.2, 0.9)
     return events
 
@@ -100,8 +113,10 @@ def produce_events(settings: Settings, events: Sequence[EmotionEvent]) -> None:
 
 # input topic, rough per-batch seconds of the "process" stage, audio seconds per message
 _PROFILE = {
-    "asr_alignment": ("calls.audio", 0.35, 0.5), "text_encoder": ("utterances", 0.04, 0.0),
-    "speech_encoder": ("utterances", 0.12, 3.0), "graph_gat": ("features.text", 0.02, 0.0),
+    "asr_alignment": ("calls.audio", 0.35, 0.5),
+    "text_encoder": ("utterances", 0.04, 0.0),
+    "speech_encoder": ("utterances", 0.12, 3.0),
+    "graph_gat": ("features.text", 0.02, 0.0),
     "moe_fusion": ("features.graph", 0.01, 0.0),
 }
 
@@ -112,9 +127,16 @@ _JOINS = ("graph_gat", "moe_fusion")
 class SyntheticServices:
     """Fake streaming services whose metrics Prometheus scrapes (see the module docstring)."""
 
-    def __init__(self, settings: Settings, services: Sequence[str] = ("asr_alignment", "text_encoder"),
-                 interval_s: float = 0.25,
-                 errors: int = 2, deadletters: int = 1, seed: int = 0, scrape_targets: ScrapeTargets | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        services: Sequence[str] = ("asr_alignment", "text_encoder"),
+        interval_s: float = 0.25,
+        errors: int = 2,
+        deadletters: int = 1,
+        seed: int = 0,
+        scrape_targets: ScrapeTargets | None = None,
+    ):
         self.settings = settings
         self.scrape_targets = scrape_targets
         """Where Prometheus learns of each fake service (None: nowhere)."""
@@ -164,8 +186,12 @@ class SyntheticServices:
             m.messages.labels(name, topic, "ok").inc(batch)
             self.messages[name] += batch
             m.batch_size.labels(name).observe(batch)
-            stages = {"decode": 0.0004 * batch, "process": process_s * rng.uniform(0.6, 1.6),
-                      "produce": rng.uniform(0.002, 0.01), "commit": rng.uniform(0.001, 0.004)}
+            stages = {
+                "decode": 0.0004 * batch,
+                "process": process_s * rng.uniform(0.6, 1.6),
+                "produce": rng.uniform(0.002, 0.01),
+                "commit": rng.uniform(0.001, 0.004),
+            }
             for stage, sec in stages.items():
                 m.stage_seconds.labels(name, stage).observe(sec)
             m.stage_seconds.labels(name, "total").observe(sum(stages.values()))

@@ -27,9 +27,18 @@ T = TypeVar("T")
 
 WINDOW = (1400, 1000)
 """Width and height of the browser window, hence of every screenshot."""
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--hide-scrollbars", f"--window-size={WINDOW[0]},{WINDOW[1]}"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+    f"--window-size={WINDOW[0]},{WINDOW[1]}",
+]
 
 
 def get_json(url: str, timeout: float = 10) -> Any:
@@ -66,8 +75,14 @@ def run_browser(url: str, *args: str, budget_ms: int = 10000, timeout_s: float =
     """Run headless Chromium once on ``url`` with ``args`` (e.g. ``--dump-dom``); the page runs for
     ``budget_ms`` of virtual time (its fetches really complete) before the DOM or screenshot is taken."""
     with tempfile.TemporaryDirectory(prefix="dashboard-chromium-") as profile:
-        cmd = [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--virtual-time-budget={budget_ms}",
-               *args, url]
+        cmd = [
+            chromium(),
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={profile}",
+            f"--virtual-time-budget={budget_ms}",
+            *args,
+            url,
+        ]
         return subprocess.run(cmd, capture_output=True, timeout=timeout_s, check=False, stdin=subprocess.DEVNULL)
 
 
@@ -105,8 +120,9 @@ class Dom(HTMLParser):
 
     def within(self, cls: str, chart: str | None = None) -> list[dict]:
         """Elements of class ``cls`` (inside chart ``chart`` when given)."""
-        return [e for e in self.elements
-                if cls in e.get("class", "").split() and (chart is None or e["_chart"] == chart)]
+        return [
+            e for e in self.elements if cls in e.get("class", "").split() and (chart is None or e["_chart"] == chart)
+        ]
 
 
 def hex_rgb(colour: str) -> tuple[int, int, int]:

@@ -32,7 +32,9 @@ def save_random_model(directory: Path, seed: int):
 
     torch.manual_seed(seed)
     model = build_model("proposed", FusionConfig(d_text=384, d_speech=512, speaker_norm=True)).eval()
-    save_model(directory, model, ModelMeta("proposed", model.config.to_dict(), list(model.config.class_names), seed=seed))
+    save_model(
+        directory, model, ModelMeta("proposed", model.config.to_dict(), list(model.config.class_names), seed=seed)
+    )
     return model
 
 
@@ -92,9 +94,7 @@ class Drain:
 
 
 @contextmanager
-def running_pipeline(
-    settings, seed: int, instances: dict[str, int] | None = None, shipped: bool = False
-) -> Iterator:
+def running_pipeline(settings, seed: int, instances: dict[str, int] | None = None, shipped: bool = False) -> Iterator:
     """The whole stack and the five services (``emotion serve`` processes) on ``settings``, serving
     a proposed model with random weights (``seed``), or with ``shipped`` the shipped default model
     (as ``emotion demo`` does); yields the :class:`ServiceProcesses`."""

@@ -45,8 +45,13 @@ MUST_ANSWER = {"emotion_messages_total", "emotion_audio_seconds_total", "emotion
 """Metrics whose Grafana expressions must return series: throughput and emotions."""
 
 
-def check_live_dashboard(settings: Settings, events: Sequence[EmotionEvent], services: Sequence[str], tmp_path: Path,
-                         timeout_s: float = 120.0) -> dict:
+def check_live_dashboard(
+    settings: Settings,
+    events: Sequence[EmotionEvent],
+    services: Sequence[str],
+    tmp_path: Path,
+    timeout_s: float = 120.0,
+) -> dict:
     """Check the dashboard on the live stack of ``settings`` against what the pipeline did.
 
     ``events`` are the emotion events the pipeline produced (duplicates allowed: the dashboard keeps
@@ -90,20 +95,36 @@ def check_live_dashboard(settings: Settings, events: Sequence[EmotionEvent], ser
     since, backlog = _start(settings, set(latest))
     # the mix counts events created in its window: make it cover the oldest event until the end
     mix_window_s = max(300.0, time.time() - min(e.created_at for e in latest.values()) + 2 * timeout_s + 120)
-    figures: dict = {"backlog": backlog, "events": len(latest), "services": sorted(services),
-                     "mix_window_s": round(mix_window_s)}
+    figures: dict = {
+        "backlog": backlog,
+        "events": len(latest),
+        "services": sorted(services),
+        "mix_window_s": round(mix_window_s),
+    }
 
     per_call = max(100, *(len(c) for c in by_call.values()))
-    server = DashboardServer(settings, "127.0.0.1", free_port(), backlog=backlog, since=since, per_call=per_call,
-                             mix_window_s=mix_window_s, active_window_s=max(600.0, mix_window_s))
+    server = DashboardServer(
+        settings,
+        "127.0.0.1",
+        free_port(),
+        backlog=backlog,
+        since=since,
+        per_call=per_call,
+        mix_window_s=mix_window_s,
+        active_window_s=max(600.0, mix_window_s),
+    )
     server.start()
     try:
         url = server.url
-        wait_for("the dashboard to read the pipeline's events from Kafka",
-                 lambda: set(latest) <= _stored_ids(url), timeout_s)
+        wait_for(
+            "the dashboard to read the pipeline's events from Kafka", lambda: set(latest) <= _stored_ids(url), timeout_s
+        )
         figures["events_s"] = round(time.monotonic() - started, 1)
-        wait_for("Prometheus to have the services' series",
-                 lambda: _prometheus_ready(url, services, labels, mix_window_s), timeout_s)
+        wait_for(
+            "Prometheus to have the services' series",
+            lambda: _prometheus_ready(url, services, labels, mix_window_s),
+            timeout_s,
+        )
         figures["prometheus_s"] = round(time.monotonic() - started, 1)
 
         t = time.monotonic()
@@ -167,8 +188,10 @@ def _start(settings: Settings, ids: set[str]) -> tuple[float, int]:
     assert not missing, f"{len(missing)} of the pipeline's events are not on the {topic} topic: {sorted(missing)[:5]}"
     since_ms = min(r[2] for r in ours)
     others = {r[4] for r in records if r[2] >= since_ms and r[3] is not None and r[3] not in ids}
-    assert not others, (f"the {topic} topic holds events of other calls produced among the pipeline's "
-                        f"({sorted(others)[:5]}): the page would show them too; give the pipeline a topic of its own")
+    assert not others, (
+        f"the {topic} topic holds events of other calls produced among the pipeline's "
+        f"({sorted(others)[:5]}): the page would show them too; give the pipeline a topic of its own"
+    )
     first = {tp: min(r[1] for r in records if r[0] == tp and r[2] >= since_ms) for tp in {r[0] for r in ours}}
     return since_ms / 1000, max(ends[tp] - offset for tp, offset in first.items())
 
@@ -250,8 +273,13 @@ def _check_metric_panels(dom: Dom, services: Sequence[str]) -> dict:
     return out
 
 
-def _check_emotion_panels(dom: Dom, services: Sequence[str], labels: collections.Counter,
-                          by_call: dict[str, list[EmotionEvent]], negative: Collection[str]) -> dict:
+def _check_emotion_panels(
+    dom: Dom,
+    services: Sequence[str],
+    labels: collections.Counter,
+    by_call: dict[str, list[EmotionEvent]],
+    negative: Collection[str],
+) -> dict:
     ids = dom.by_id
     out: dict = {}
     # the emotion mix: read from the topic, equal to the events' labels and to emotion_events_total
@@ -285,8 +313,11 @@ def _check_emotion_panels(dom: Dom, services: Sequence[str], labels: collections
         row = rows_by_call[call_id]
         assert row["data-labels"].split(",") == [e.label for e in events], (call_id, row["data-labels"])
         assert row["data-speakers"].split(",") == [e.speaker for e in events], (call_id, row["data-speakers"])
-        blocks = sorted((b["data-utterance-id"], b["data-label"]) for b in dom.within("utt", "chart-timelines")
-                        if b["_call"] == call_id)
+        blocks = sorted(
+            (b["data-utterance-id"], b["data-label"])
+            for b in dom.within("utt", "chart-timelines")
+            if b["_call"] == call_id
+        )
         assert blocks == sorted((e.utterance_id, e.label) for e in events), call_id
         esc = detect_escalation(by_call[call_id], negative=negative)
         assert row["data-escalated"] == str(esc is not None).lower(), (call_id, row["data-escalated"])
@@ -322,10 +353,13 @@ def _check_grafana(url: str, services: Sequence[str], events: Iterable[EmotionEv
         key = f"{title} [{ref}]"
         answered[key] = len(body["data"]["result"])
         names = metric_names(expr)
-        must = (names & MUST_ANSWER and 'outcome="deadletter"' not in expr
-                and (AUDIO_SERVICE in services or "emotion_audio_seconds_total" not in names)
-                and (FUSION_SERVICE in services or not names & FUSION_METRICS)
-                and (customers or 'speaker="customer"' not in expr))
+        must = (
+            names & MUST_ANSWER
+            and 'outcome="deadletter"' not in expr
+            and (AUDIO_SERVICE in services or "emotion_audio_seconds_total" not in names)
+            and (FUSION_SERVICE in services or not names & FUSION_METRICS)
+            and (customers or 'speaker="customer"' not in expr)
+        )
         if must and not answered[key]:
             empty.append(key)
     assert not empty, f"Grafana panels without data on the live Prometheus: {empty}"
@@ -336,4 +370,3 @@ def _grafana_targets(panels: list[dict]) -> Iterable[tuple[str, str, str]]:
     for p in panels:
         yield from _grafana_targets(p.get("panels", []))
         yield from ((p["title"], t["refId"], t["expr"]) for t in p.get("targets", []))
-

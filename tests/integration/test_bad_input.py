@@ -21,7 +21,14 @@ import numpy as np
 import pytest
 
 from shared.contracts import (
-    ArrayPayload, AudioChunk, DeadLetter, EmotionEvent, GraphFeatures, TextFeatures, Utterance, decode,
+    ArrayPayload,
+    AudioChunk,
+    DeadLetter,
+    EmotionEvent,
+    GraphFeatures,
+    TextFeatures,
+    Utterance,
+    decode,
 )
 from tests.integration.bad_input_cases import CASES, Case
 from tests.integration.conftest import Drain, isolated_settings, running_pipeline
@@ -121,8 +128,13 @@ def _messages(s, call) -> list[tuple[str, str, bytes]]:
     audio = s.topics.audio
 
     def chunks(case_id: str, pcm: np.ndarray | None = None) -> list[AudioChunk]:
-        return list(chunk_call(CallAudio(case_id, call.pcm if pcm is None else pcm, call.sample_rate,
-                                         call.channel_roles, call.language)))  # fmt: skip
+        return list(
+            chunk_call(
+                CallAudio(
+                    case_id, call.pcm if pcm is None else pcm, call.sample_rate, call.channel_roles, call.language
+                )
+            )
+        )
 
     def body(chunk: AudioChunk, **change) -> dict:
         obj = json.loads(chunk.encode())
@@ -148,8 +160,10 @@ def _messages(s, call) -> list[tuple[str, str, bytes]]:
         one("not-an-object", b"[1, 2, 3]"),
         one("unknown-contract", body(c("unknown-contract"), contract="audio_frame")),
         one("unknown-version", body(c("unknown-version"), v=99)),
-        one("wrong-contract", Utterance(call_id="wrong-contract", utterance_id="wrong-contract:00000", index=0,
-                                        start=0, end=1).encode()),  # fmt: skip
+        one(
+            "wrong-contract",
+            Utterance(call_id="wrong-contract", utterance_id="wrong-contract:00000", index=0, start=0, end=1).encode(),
+        ),
         one("missing-fields", body(c("missing-fields"), call_id=None, seq=None)),
         one("missing-sample-rate", body(c("missing-sample-rate"), sample_rate=None)),
         one("wrong-sample-rate", body(c("wrong-sample-rate"), sample_rate=1000)),
@@ -157,29 +171,87 @@ def _messages(s, call) -> list[tuple[str, str, bytes]]:
         one("three-channels", body(c("three-channels"), channels=3)),
         one("roles-mismatch", body(c("roles-mismatch"), channel_roles=["agent"])),
         one("bad-base64", body(c("bad-base64"), pcm={**pcm_of(np.zeros(4, np.int16)), "data": "!!not base64!!"})),
-        one("size-mismatch", body(c("size-mismatch"), channels=1, channel_roles=["mono"],
-                                  pcm={"dtype": "int16", "shape": [100], "data": base64.b64encode(b"\0" * 10).decode()})),
-        one("int64-samples", body(c("int64-samples"), channels=1, channel_roles=["mono"], pcm=pcm_of(np.zeros(800, np.int64)))),
+        one(
+            "size-mismatch",
+            body(
+                c("size-mismatch"),
+                channels=1,
+                channel_roles=["mono"],
+                pcm={"dtype": "int16", "shape": [100], "data": base64.b64encode(b"\0" * 10).decode()},
+            ),
+        ),
+        one(
+            "int64-samples",
+            body(c("int64-samples"), channels=1, channel_roles=["mono"], pcm=pcm_of(np.zeros(800, np.int64))),
+        ),
         one("nan-chunk", body(c("nan-chunk"), pcm=pcm_of(np.full(3200, np.nan, np.float32)))),
         one("inf-chunk", body(c("inf-chunk"), pcm=pcm_of(np.full(3200, np.inf, np.float32)))),
-        one("oversized-message", body(c("oversized-message"), channels=1, channel_roles=["mono"],
-                                      pcm=pcm_of(np.zeros(call.sample_rate * 70, np.int16)))),
-        one("chunk-too-long", body(c("chunk-too-long"), channels=1, channel_roles=["mono"],
-                                   pcm=pcm_of(np.zeros(call.sample_rate * 12, np.int16)))),
+        one(
+            "oversized-message",
+            body(
+                c("oversized-message"),
+                channels=1,
+                channel_roles=["mono"],
+                pcm=pcm_of(np.zeros(call.sample_rate * 70, np.int16)),
+            ),
+        ),
+        one(
+            "chunk-too-long",
+            body(
+                c("chunk-too-long"),
+                channels=1,
+                channel_roles=["mono"],
+                pcm=pcm_of(np.zeros(call.sample_rate * 12, np.int16)),
+            ),
+        ),
         one("bad-utterance", b'{"contract": "utterance", "v": 1, "call_id": "bad-utt', s.topics.utterances),
-        one("bad-text-features", {**json.loads(TextFeatures(
-            call_id="bad-text-features", utterance_id="bad-text-features:00000", model_version="x",
-            hidden=ArrayPayload.from_array(np.zeros((2, 2), np.float16)), mask=ArrayPayload.from_array(np.ones(2, np.int8)),
-            offsets=ArrayPayload.from_array(np.zeros((2, 2), np.int32))).encode()),
-            "hidden": {"dtype": "complex64", "shape": [1], "data": "AAAAAAAAAAA="}}, s.topics.text_features),
-        one("expired-audio", Utterance(call_id="expired-audio", utterance_id="expired-audio:00000", index=0, start=0,
-                                       end=1, text="hello", audio_key="emotion:audio:expired-audio:00000").encode(),
-            s.topics.utterances),
-        one("bad-graph-features", {**json.loads(GraphFeatures(
-            call_id="bad-graph-features", utterance_id="bad-graph-features:00000", model_version="x",
-            embedding=ArrayPayload.from_array(np.zeros(4, np.float32)), edges=0).encode()),
-            "embedding": {"dtype": "complex64", "shape": [1], "data": "AAAAAAAAAAA="}}, s.topics.graph_features),
-    ]  # fmt: skip
+        one(
+            "bad-text-features",
+            {
+                **json.loads(
+                    TextFeatures(
+                        call_id="bad-text-features",
+                        utterance_id="bad-text-features:00000",
+                        model_version="x",
+                        hidden=ArrayPayload.from_array(np.zeros((2, 2), np.float16)),
+                        mask=ArrayPayload.from_array(np.ones(2, np.int8)),
+                        offsets=ArrayPayload.from_array(np.zeros((2, 2), np.int32)),
+                    ).encode()
+                ),
+                "hidden": {"dtype": "complex64", "shape": [1], "data": "AAAAAAAAAAA="},
+            },
+            s.topics.text_features,
+        ),
+        one(
+            "expired-audio",
+            Utterance(
+                call_id="expired-audio",
+                utterance_id="expired-audio:00000",
+                index=0,
+                start=0,
+                end=1,
+                text="hello",
+                audio_key="emotion:audio:expired-audio:00000",
+            ).encode(),
+            s.topics.utterances,
+        ),
+        one(
+            "bad-graph-features",
+            {
+                **json.loads(
+                    GraphFeatures(
+                        call_id="bad-graph-features",
+                        utterance_id="bad-graph-features:00000",
+                        model_version="x",
+                        embedding=ArrayPayload.from_array(np.zeros(4, np.float32)),
+                        edges=0,
+                    ).encode()
+                ),
+                "embedding": {"dtype": "complex64", "shape": [1], "data": "AAAAAAAAAAA="},
+            },
+            s.topics.graph_features,
+        ),
+    ]
     pcm = call.pcm.astype(np.float32) / 32768
     converted = {
         "float32-call": (pcm * 3).astype(np.float32),  # beyond full scale on the peaks: clipped by the service
@@ -189,9 +261,13 @@ def _messages(s, call) -> list[tuple[str, str, bytes]]:
     for case_id, samples in converted.items():
         seq = chunks(case_id)
         flat, step = samples.reshape(-1), seq[0].pcm.shape[0]
-        msgs += [one(case_id, body(ch, pcm=pcm_of(flat[ch.seq * step : ch.seq * step + ch.pcm.shape[0]]))) for ch in seq]
+        msgs += [
+            one(case_id, body(ch, pcm=pcm_of(flat[ch.seq * step : ch.seq * step + ch.pcm.shape[0]]))) for ch in seq
+        ]
     seq = chunks("format-change")
-    msgs += [one("format-change", body(ch, sample_rate=16_000) if ch.seq == 1 else json.loads(ch.encode())) for ch in seq]
+    msgs += [
+        one("format-change", body(ch, sample_rate=16_000) if ch.seq == 1 else json.loads(ch.encode())) for ch in seq
+    ]
     seq = chunks("after-end")
     msgs += [one("after-end", ch.encode()) for ch in seq]
     msgs.append(one("after-end", body(seq[-1], seq=len(seq), end_of_call=False)))
@@ -247,13 +323,16 @@ def outcomes(pipeline, tmp_path_factory) -> Outcomes:
 
     s, services = pipeline
     work = tmp_path_factory.mktemp("bad-input")
-    control_a, control_b, base = generate_calls(work / "calls", 3, seed=SEED, utterances_per_call=(2, 3), progress=False)
+    control_a, control_b, base = generate_calls(
+        work / "calls", 3, seed=SEED, utterances_per_call=(2, 3), progress=False
+    )
     from benchmarks.workload import segment_call
 
     cut = segment_call(base, s.segmentation)
     assert len(cut) == len(base.turns), (
         f"the base call segments into {len(cut)} utterances, not its {len(base.turns)} turns: a pause sits on the "
-        "min_silence_s edge, and the format cases would compare against a coin toss (pick another SEED)")
+        "min_silence_s edge, and the format cases would compare against a coin toss (pick another SEED)"
+    )
     files = _write_files(base.path, work)
     messages = _messages(s, load_call(base.path, language=base.language))
     out = Outcomes(controls={control_a.call_id: len(control_a.turns), control_b.call_id: len(control_b.turns)})
@@ -264,7 +343,9 @@ def outcomes(pipeline, tmp_path_factory) -> Outcomes:
     sources = [load_call(c.path, language=c.language) for c in (control_a, control_b)]
     sources += [file_source(path, case_id, None, base.language) for case_id, path in files.items()]
     published: list = []
-    publisher = threading.Thread(target=lambda: published.append(publish_calls(s, sources, pace="fast", progress=False)))
+    publisher = threading.Thread(
+        target=lambda: published.append(publish_calls(s, sources, pace="fast", progress=False))
+    )
     t0 = time.monotonic()
     publisher.start()
     _produce_all(s, messages)
@@ -294,8 +375,10 @@ def outcomes(pipeline, tmp_path_factory) -> Outcomes:
     reader.close()
     publisher.join(timeout=60)
     out.report = published[0] if published else None
-    print(f"\nbad input: {len(CASES)} cases, {sum(len(v) for v in out.events.values())} events, "
-          f"{sum(len(v) for v in out.deadletters.values())} dead letters in {out.seconds:.1f} s")  # fmt: skip
+    print(
+        f"\nbad input: {len(CASES)} cases, {sum(len(v) for v in out.events.values())} events, "
+        f"{sum(len(v) for v in out.deadletters.values())} dead letters in {out.seconds:.1f} s"
+    )
     return out
 
 
@@ -303,10 +386,14 @@ def outcomes(pipeline, tmp_path_factory) -> Outcomes:
 
 
 def test_every_case_got_its_outcome_and_the_pipeline_drained(outcomes):
-    assert outcomes.seconds > 0, f"the pipeline never drained ({outcomes.not_drained}), or some case never reached its outcome: " + ", ".join(
-        c.id for c in CASES
-        if (c.outcome == "events" and not outcomes.events[c.id])
-        or (c.outcome == "deadletter" and not any(d.service == c.service for d in outcomes.deadletters[c.id]))
+    assert outcomes.seconds > 0, (
+        f"the pipeline never drained ({outcomes.not_drained}), or some case never reached its outcome: "
+        + ", ".join(
+            c.id
+            for c in CASES
+            if (c.outcome == "events" and not outcomes.events[c.id])
+            or (c.outcome == "deadletter" and not any(d.service == c.service for d in outcomes.deadletters[c.id]))
+        )
     )
 
 

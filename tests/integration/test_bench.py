@@ -24,8 +24,13 @@ def bench(tmp_path_factory):
     s = isolated_settings(tmp_path_factory, "bench-test")
     out = tmp_path_factory.mktemp("bench-results")
     env = {**os.environ, "EMOTION_HOME": str(s.home), "EMOTION_MODELS__DIR": str(s.models_dir)}
-    done = subprocess.run([sys.executable, "-m", "services.cli", "bench", "--quick", "--results", str(out)],
-                          env=env, capture_output=True, text=True, timeout=1500)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "services.cli", "bench", "--quick", "--results", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
     return json.loads((out / "latest.json").read_text()), out, done.stdout
 
@@ -33,7 +38,12 @@ def bench(tmp_path_factory):
 def test_every_section_ran_and_every_utterance_was_answered(bench):
     results, _, _ = bench
     assert {"ceilings", "e2e", "cache", "models", "batching", "fusion", "ratios", "targets", "machine"} <= set(results)
-    assert {(r["calls"], r["pace"]) for r in results["e2e"]} == {(1, "fast"), (2, "fast"), (1, "realtime"), (2, "realtime")}
+    assert {(r["calls"], r["pace"]) for r in results["e2e"]} == {
+        (1, "fast"),
+        (2, "fast"),
+        (1, "realtime"),
+        (2, "realtime"),
+    }
     for r in results["e2e"]:
         assert r["utterances"] > 0 and r["events"] == r["utterances"] and not r["missing_events"], r["tag"]
         assert r["duplicate_events"] == 0 and not r["calls_without_utterances"] and not r["deadletters"]
@@ -43,7 +53,9 @@ def test_every_section_ran_and_every_utterance_was_answered(bench):
             assert r["latency_s"]["stages"][stage]["n"] == r["events"]
         assert r["throughput_x"] == pytest.approx(r["audio_s"] / r["wall_s"], rel=1e-2)
         procs = r["processes"]
-        assert {"kafka", "redis", "triton", "prometheus", "asr_alignment#0", "moe_fusion#0", "triton:asr#0"} <= set(procs)
+        assert {"kafka", "redis", "triton", "prometheus", "asr_alignment#0", "moe_fusion#0", "triton:asr#0"} <= set(
+            procs
+        )
         assert procs["triton:asr#0"]["cpu_s"] > 0 and procs["total"]["cores"] > 0
         assert set(r["lag"]) == {"asr_alignment", "text_encoder", "speech_encoder", "graph_gat", "moe_fusion"}
         assert r["triton"]["asr"]["requests"] >= r["utterances"]
@@ -72,8 +84,9 @@ def test_the_warm_run_is_served_from_the_cache(bench):
 def test_triton_is_compared_with_the_same_model_code_in_process(bench):
     results, _, _ = bench
     rows = {(r["model"], r["batch"]): r for r in results["models"]}
-    assert set(rows) == {(m, b) for m in ("text_encoder", "speech_encoder", "graph_gat", "moe_fusion") for b in (1, 4)} | \
-        {("asr", 1), ("asr", 2)}  # fmt: skip
+    assert set(rows) == {
+        (m, b) for m in ("text_encoder", "speech_encoder", "graph_gat", "moe_fusion") for b in (1, 4)
+    } | {("asr", 1), ("asr", 2)}
     for r in rows.values():
         assert r["triton_ms"] > 0 and r["in_process_ms"] > 0
         assert r["triton_ms_per_utterance"] == pytest.approx(r["triton_ms"] / r["batch"], rel=1e-2)
@@ -92,7 +105,15 @@ def test_the_fusion_heads_and_the_report(bench):
     paper = {r["model"]: r["paper_ms_per_utterance"] for r in results["fusion"]}
     assert paper["ca_moe"] == 2.08 and paper["sp_moe"] == 0.69
     md = (out / "latest.md").read_text()
-    for heading in ("## Targets", "## Ceilings", "## End to end", "## Cache", "## Per model", "## Fusion heads", "## GPU"):
+    for heading in (
+        "## Targets",
+        "## Ceilings",
+        "## End to end",
+        "## Cache",
+        "## Per model",
+        "## Fusion heads",
+        "## GPU",
+    ):
         assert heading in md
     for plot in ("throughput", "latency", "stages", "cpu", "lag", "models"):
         assert (out / f"{results['device']['tag']}-{plot}.png").stat().st_size > 10_000

@@ -32,7 +32,9 @@ def traffic(stack_settings):
     """Three fake services scraped by Prometheus, the dashboard reading from the end of the topic,
     then two scripted calls produced to the emotions topic (and counted by the fake moe_fusion)."""
     s = stack_settings
-    services = SyntheticServices(s, services=SERVICES, errors=2, deadletters=1, scrape_targets=FileScrapeTargets(s)).start()
+    services = SyntheticServices(
+        s, services=SERVICES, errors=2, deadletters=1, scrape_targets=FileScrapeTargets(s)
+    ).start()
     server = DashboardServer(s, "127.0.0.1", free_port(), backlog=0).start()
     try:
         wait_for("the dashboard's Kafka reader", lambda: get_json(server.url + "/healthz")["events"]["assigned"], 60)
@@ -70,6 +72,7 @@ def test_api_serves_metrics_and_events(traffic):
     assert refused.value.code == 400
 
     expected = sum(len(v) for v in calls.values())
+
     def all_utterances():
         snap = get_json(url + "/api/calls")
         return snap if sum(len(c["utterances"]) for c in snap["calls"]) == expected else None
@@ -101,7 +104,9 @@ def test_api_serves_metrics_and_events(traffic):
 def test_grafana_expressions_run_on_the_real_prometheus(traffic):
     """Every expression of the Grafana dashboard is valid PromQL for this Prometheus (and passes the proxy)."""
     server, _services, _calls = traffic
-    board = json.loads((Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "emotion-dashboard.json").read_text())
+    board = json.loads(
+        (Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "emotion-dashboard.json").read_text()
+    )
 
     def targets(panels):
         for p in panels:
@@ -120,9 +125,14 @@ def test_grafana_expressions_run_on_the_real_prometheus(traffic):
 def test_page_in_headless_chromium(traffic, tmp_path):
     server, services, calls = traffic
     url = server.url
-    wait_for("throughput and batch metrics", lambda: get_json(url + "/api/query?q=throughput")["data"]["result"]
-          and get_json(url + "/api/query?q=batch_mean")["data"]["result"]
-          and get_json(url + "/api/query?q=lag_by_service")["data"]["result"])
+    wait_for(
+        "throughput and batch metrics",
+        lambda: (
+            get_json(url + "/api/query?q=throughput")["data"]["result"]
+            and get_json(url + "/api/query?q=batch_mean")["data"]["result"]
+            and get_json(url + "/api/query?q=lag_by_service")["data"]["result"]
+        ),
+    )
 
     done = run_browser(url + "/", "--dump-dom")
     assert done.returncode == 0, done.stderr.decode()[-2000:]
@@ -162,7 +172,9 @@ def test_page_in_headless_chromium(traffic, tmp_path):
         assert rows[call_id]["data-labels"].split(",") == [e.label for e in events]
         assert rows[call_id]["data-speakers"].split(",") == [e.speaker for e in events]
         blocks = [b for b in dom.within("utt", "chart-timelines") if b["_call"] == call_id]
-        assert sorted((b["data-utterance-id"], b["data-label"]) for b in blocks) == sorted((e.utterance_id, e.label) for e in events)
+        assert sorted((b["data-utterance-id"], b["data-label"]) for b in blocks) == sorted(
+            (e.utterance_id, e.label) for e in events
+        )
     esc, calm = list(calls)
     assert rows[esc]["data-escalated"] == "true" and rows[calm]["data-escalated"] == "false"
     assert rows[esc]["data-escalation"] == "ongoing" and rows[calm]["data-escalation"] == ""

@@ -35,9 +35,23 @@ def test_demo_with_calls_runs_end_to_end_and_shuts_down(tmp_path_factory):
     s.triton.startup_timeout_s = 480.0
     env = {**os.environ, **settings_env(s)}
     done = subprocess.run(
-        [sys.executable, "-m", "services.cli", "demo", "--calls", "2", "--json", "--no-progress", "--dashboard-port", "0"],
-        env=env, capture_output=True, text=True, timeout=1200,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "services.cli",
+            "demo",
+            "--calls",
+            "2",
+            "--json",
+            "--no-progress",
+            "--dashboard-port",
+            "0",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     assert events, done.stdout[-3000:]
@@ -68,13 +82,28 @@ def test_demo_with_audio_files_and_a_manifest_prints_the_table_and_the_summary(t
     s.triton.startup_timeout_s = 480.0
     first, second = generate_calls(tmp_path / "calls", 2, seed=21, utterances_per_call=(2, 3), progress=False)
     manifest = tmp_path / "calls.jsonl"
-    manifest.write_text(json.dumps({"audio": str(second.path), "call_id": "manifest-call", "language": second.language}) + "\n")
+    manifest.write_text(
+        json.dumps({"audio": str(second.path), "call_id": "manifest-call", "language": second.language}) + "\n"
+    )
     env = {**os.environ, **settings_env(s)}
     done = subprocess.run(
-        [sys.executable, "-m", "services.cli", "demo", str(first.path), "--manifest", str(manifest), "--no-progress",
-         "--dashboard-port", "0"],
-        env=env, capture_output=True, text=True, timeout=1200,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "services.cli",
+            "demo",
+            str(first.path),
+            "--manifest",
+            str(manifest),
+            "--no-progress",
+            "--dashboard-port",
+            "0",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     out = done.stdout
     assert done.returncode == 0, out[-3000:] + done.stderr[-5000:]
     assert "2 calls, " in out and " emotion events in " in out, out[-3000:]

@@ -66,7 +66,11 @@ class Run:
         first: dict[str, float] = {}
         for e in self.events:
             first[e.utterance_id] = min(first.get(e.utterance_id, e.created_at), e.created_at)
-        return {uid: first[uid] - (self.streamed_at[u.call_id] + u.end) for uid, u in self.utterances.items() if uid in first}
+        return {
+            uid: first[uid] - (self.streamed_at[u.call_id] + u.end)
+            for uid, u in self.utterances.items()
+            if uid in first
+        }
 
 
 def _inject(s, services, fault: str) -> None:
@@ -92,14 +96,24 @@ def _stream_with_fault(s, services, tmp_path, fault: str) -> Run:
 
     # other audio for each fault: a transcript cached from an earlier fault would spare Whisper
     seed = SEED + FAULTS.index(fault)
-    calls = generate_calls(tmp_path, 2, seed=seed, utterances_per_call=(3, 4), call_prefix=f"fault-{fault}", progress=False)
+    calls = generate_calls(
+        tmp_path, 2, seed=seed, utterances_per_call=(3, 4), call_prefix=f"fault-{fault}", progress=False
+    )
     # the utterances the service's own segmenter cuts from this audio, with no fault
     run = Run({c.call_id: len(segment_call(c, s.segmentation)) for c in calls})
     reader = TailReader(s, [s.topics.utterances, s.topics.emotions])
     published: list = []
-    publisher = threading.Thread(target=lambda: published.append(publish_calls(
-        s, [load_call(c.path, language=c.language) for c in calls], pace="realtime", progress=False,
-        on_sent=lambda chunk: run.streamed_at.setdefault(chunk.call_id, time.time()))))  # fmt: skip
+    publisher = threading.Thread(
+        target=lambda: published.append(
+            publish_calls(
+                s,
+                [load_call(c.path, language=c.language) for c in calls],
+                pace="realtime",
+                progress=False,
+                on_sent=lambda chunk: run.streamed_at.setdefault(chunk.call_id, time.time()),
+            )
+        )
+    )
     publisher.start()
     injector: threading.Thread | None = None
     drain: Drain | None = None
@@ -114,7 +128,9 @@ def _stream_with_fault(s, services, tmp_path, fault: str) -> Run:
                     else:
                         run.events.append(decode(r.value, EmotionEvent))
             # the fault: once the service has shown work on these calls (mid-call, mid-stream)
-            progressed = run.events if fault in ("text_encoder", "speech_encoder", "graph_gat", "moe_fusion") else run.utterances
+            progressed = (
+                run.events if fault in ("text_encoder", "speech_encoder", "graph_gat", "moe_fusion") else run.utterances
+            )
             if injector is None and progressed:
                 run.fault_at = time.time()
                 injector = threading.Thread(target=_inject, args=(s, services, fault))
@@ -129,10 +145,15 @@ def _stream_with_fault(s, services, tmp_path, fault: str) -> Run:
                         run.drained = True
                         break
         answered = {e.utterance_id for e in run.events}
-        run.not_drained = drain.why_not() if drain is not None else (
-            f"{len(run.utterances)} of {sum(run.turns.values())} utterances read, "
-            f"{len(set(run.utterances) & answered)} of them answered; the publisher "
-            f"{'had' if published else 'had not'} finished")  # fmt: skip
+        run.not_drained = (
+            drain.why_not()
+            if drain is not None
+            else (
+                f"{len(run.utterances)} of {sum(run.turns.values())} utterances read, "
+                f"{len(set(run.utterances) & answered)} of them answered; the publisher "
+                f"{'had' if published else 'had not'} finished"
+            )
+        )
     finally:
         if drain is not None:
             drain.close()
@@ -167,15 +188,18 @@ def test_one_event_per_utterance_through_the_fault(pipeline, tmp_path, fault):
         by_utterance[e.utterance_id].append(e)
     assert set(by_utterance) == expected, f"unanswered: {sorted(expected - set(by_utterance))}"
     for utterance_id, events in by_utterance.items():
-        assert {e.message_id for e in events} == {EmotionEvent.event_id(utterance_id, events[0].model_version)}, \
+        assert {e.message_id for e in events} == {EmotionEvent.event_id(utterance_id, events[0].model_version)}, (
             "a repeated event carries the same idempotent id"
+        )
         assert len({e.label for e in events}) == 1, "a repeated event says the same"
     deduplicated = {e.message_id: e for e in run.events}
     assert len(deduplicated) == len(expected), "after consumer-side de-duplication: exactly one event per utterance"
     repeats = len(run.events) - len(deduplicated)
     latency = sorted(run.latencies().values())
-    print(f"\nFAULT {fault}: {len(expected)} utterances, {repeats} repeated event(s) on the topic; end of speech to "
-          f"event: median {latency[len(latency) // 2]:.1f} s, slowest {latency[-1]:.1f} s")  # fmt: skip
+    print(
+        f"\nFAULT {fault}: {len(expected)} utterances, {repeats} repeated event(s) on the topic; end of speech to "
+        f"event: median {latency[len(latency) // 2]:.1f} s, slowest {latency[-1]:.1f} s"
+    )
     if fault == "redis":  # the cache is used again once Redis is back (not inline audio from then on)
         import redis
 

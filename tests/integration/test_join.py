@@ -60,7 +60,10 @@ def test_two_instances_racing_complete_each_utterance_exactly_once(state):
                     with lock:
                         completions.append(f"c:{i}")
 
-    threads = [threading.Thread(target=feed, args=(a, ("utterance", "text"))), threading.Thread(target=feed, args=(b, ("speech",)))]
+    threads = [
+        threading.Thread(target=feed, args=(a, ("utterance", "text"))),
+        threading.Thread(target=feed, args=(b, ("speech",))),
+    ]
     for t in threads:
         t.start()
     for t in threads:

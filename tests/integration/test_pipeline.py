@@ -47,7 +47,9 @@ def _end_offsets(settings, topic):
 
 
 def _prometheus(settings, query):
-    url = f"http://{settings.prometheus.host}:{settings.prometheus.port}/api/v1/query?" + urllib.parse.urlencode({"query": query})
+    url = f"http://{settings.prometheus.host}:{settings.prometheus.port}/api/v1/query?" + urllib.parse.urlencode(
+        {"query": query}
+    )
     with urllib.request.urlopen(url, timeout=5) as r:
         return json.loads(r.read())["data"]["result"]
 
@@ -57,8 +59,9 @@ def running_service(stack_settings):
     service = TextEncoderService(stack_settings)
     from deploy.local.prometheus import FileScrapeTargets
 
-    runtime = ServiceRuntime(service, stack_settings, group_id="test-text-encoder",
-                             scrape_targets=FileScrapeTargets(stack_settings))  # as `emotion serve` runs it
+    runtime = ServiceRuntime(
+        service, stack_settings, group_id="test-text-encoder", scrape_targets=FileScrapeTargets(stack_settings)
+    )  # as `emotion serve` runs it
     thread = threading.Thread(target=runtime.run, name="text-encoder", daemon=True)
     thread.start()
     assert runtime.started.wait(timeout=180), "the service did not start"
@@ -73,7 +76,9 @@ def test_message_flows_through_triton_redis_and_kafka(stack_settings, running_se
     out_start = _end_offsets(s, s.topics.text_features)
     dl_start = _end_offsets(s, s.topics.deadletter)
     producer = make_producer(s)
-    good1 = Utterance(call_id="call-a", utterance_id="call-a/0", index=0, start=0, end=2, text="I am really angry about this bill")
+    good1 = Utterance(
+        call_id="call-a", utterance_id="call-a/0", index=0, start=0, end=2, text="I am really angry about this bill"
+    )
     good2 = Utterance(call_id="call-a", utterance_id="call-a/1", index=1, start=2, end=4, text="정말 감사합니다")
     # a malformed message between the two good ones, on the same call's partition
     producer.send(s.topics.utterances, key=good1.key, value=good1.encode())
@@ -146,7 +151,9 @@ def test_emotion_serve_processes_and_stops_gracefully_on_sigterm(stack_settings,
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "services.cli", "serve", "text_encoder", "--group", "test-serve-sigterm"],
-            env={**os.environ, **settings_env(s)}, stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, **settings_env(s)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     try:
         deadline = time.monotonic() + 120
@@ -156,17 +163,28 @@ def test_emotion_serve_processes_and_stops_gracefully_on_sigterm(stack_settings,
         mine = set(targets.glob("*.json")) - before
         assert mine, "the service never registered its metrics endpoint with Prometheus"
         out_start = _end_offsets(s, s.topics.text_features)
-        u = Utterance(call_id="call-sig", utterance_id="call-sig/0", index=0, start=0, end=1, text="please hold the line")
+        u = Utterance(
+            call_id="call-sig", utterance_id="call-sig/0", index=0, start=0, end=1, text="please hold the line"
+        )
         producer = make_producer(s)
         producer.send(s.topics.utterances, key=u.key, value=u.encode())
         producer.flush()
+
         # two consumer groups read `utterances`: the in-process service of this module and the
         # subprocess (whose new group also replays the older utterances); each must answer once
         def answers(records):
             return [f for f in (decode(r.value, TextFeatures) for r in records) if f.utterance_id == "call-sig/0"]
 
-        got = answers(_read_new(s, s.topics.text_features, 0, timeout_s=180, start_offsets=out_start,
-                                until=lambda recs: len(answers(recs)) >= 2))
+        got = answers(
+            _read_new(
+                s,
+                s.topics.text_features,
+                0,
+                timeout_s=180,
+                start_offsets=out_start,
+                until=lambda recs: len(answers(recs)) >= 2,
+            )
+        )
         assert len(got) == 2
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0

@@ -45,8 +45,14 @@ def kafka_settings(tmp_path_factory):
 
 def emotion(settings: Settings, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, **settings_env(settings)}
-    return subprocess.run([sys.executable, "-m", "services.cli", *args], cwd=PROJECT_ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", *args],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def read_topic(settings: Settings, topic: str, done, timeout_s: float = 60) -> list:
@@ -73,8 +79,21 @@ def read_topic(settings: Settings, topic: str, done, timeout_s: float = 60) -> l
 def test_publish_synthetic_calls_in_order_and_byte_exact(kafka_settings, tmp_path):
     out_dir = tmp_path / "calls"
     t0 = time.monotonic()
-    run = emotion(kafka_settings, "publish", "--synthetic", str(N_CALLS), "--seed", "3", "--synthetic-dir",
-                  str(out_dir), "--concurrency", str(N_CALLS), "--no-progress", "--id-prefix", "it-")
+    run = emotion(
+        kafka_settings,
+        "publish",
+        "--synthetic",
+        str(N_CALLS),
+        "--seed",
+        "3",
+        "--synthetic-dir",
+        str(out_dir),
+        "--concurrency",
+        str(N_CALLS),
+        "--no-progress",
+        "--id-prefix",
+        "it-",
+    )
     seconds = time.monotonic() - t0
     assert run.returncode == 0, run.stderr
     assert f"published {N_CALLS} call(s)" in run.stdout
@@ -107,8 +126,9 @@ def test_publish_synthetic_calls_in_order_and_byte_exact(kafka_settings, tmp_pat
         language = json.loads(path.with_suffix(".json").read_text())["language"]
         assert {c.language for c in got} == {language}
         audio_s += pcm.shape[0] / sr
-    print(f"\n[publish] {N_CALLS} synthetic calls ({audio_s:.1f} s of audio) generated and published "
-          f"in {seconds:.1f} s")
+    print(
+        f"\n[publish] {N_CALLS} synthetic calls ({audio_s:.1f} s of audio) generated and published in {seconds:.1f} s"
+    )
 
 
 def test_publish_reports_a_bad_file_and_publishes_the_rest(kafka_settings, tmp_path):
@@ -118,8 +138,11 @@ def test_publish_reports_a_bad_file_and_publishes_the_rest(kafka_settings, tmp_p
     assert run.returncode == 1
     assert "missing.wav" in run.stderr and "not found" in run.stderr
     assert "published 1 call(s)" in run.stdout
-    records = read_topic(kafka_settings, kafka_settings.topics.audio,
-                         lambda rs: any(r.key == b"good-call" and b'"end_of_call":true' in r.value for r in rs))
+    records = read_topic(
+        kafka_settings,
+        kafka_settings.topics.audio,
+        lambda rs: any(r.key == b"good-call" and b'"end_of_call":true' in r.value for r in rs),
+    )
     assert any(r.key == b"good-call" for r in records)
 
 
@@ -144,8 +167,10 @@ def test_publish_a_manifest_and_raw_pcm_from_a_file_and_stdin(kafka_settings, tm
     sf.write(str(tmp_path / "b.flac"), stereo, 16000, subtype="PCM_16")
     manifest = tmp_path / "calls.jsonl"
     manifest.write_text(
-        json.dumps({"audio": "a.wav", "call_id": "man-a", "language": "ko"}) + "\n"
-        + json.dumps({"audio": str(tmp_path / "b.flac"), "call_id": "man-b", "channels": ["customer", "agent"]}) + "\n"
+        json.dumps({"audio": "a.wav", "call_id": "man-a", "language": "ko"})
+        + "\n"
+        + json.dumps({"audio": str(tmp_path / "b.flac"), "call_id": "man-b", "channels": ["customer", "agent"]})
+        + "\n"
     )
     run = emotion(kafka_settings, "publish", "--manifest", str(manifest), "--language", "en", "--no-progress")
     assert run.returncode == 0, run.stderr
@@ -155,8 +180,9 @@ def test_publish_a_manifest_and_raw_pcm_from_a_file_and_stdin(kafka_settings, tm
     assert np.concatenate([c.pcm.to_array() for c in a]).tobytes() == mono.tobytes()  # relative to the manifest
     assert {(c.sample_rate, c.channels, tuple(c.channel_roles), c.language) for c in a} == {(8000, 1, ("mono",), "ko")}
     assert np.concatenate([c.pcm.to_array() for c in b]).tobytes() == stereo.reshape(-1).tobytes()
-    assert {(c.sample_rate, c.channels, tuple(c.channel_roles), c.language) for c in b} == \
-        {(16000, 2, ("customer", "agent"), "en")}  # the manifest's roles; --language for a call without one
+    assert {(c.sample_rate, c.channels, tuple(c.channel_roles), c.language) for c in b} == {
+        (16000, 2, ("customer", "agent"), "en")
+    }  # the manifest's roles; --language for a call without one
     assert [c.seq for c in a] == list(range(len(a))) and a[-1].end_of_call and not any(c.end_of_call for c in a[:-1])
 
     # raw s16le: a file, then the same audio on stdin (sox ... - | emotion publish --raw 8000 -)
@@ -165,12 +191,39 @@ def test_publish_a_manifest_and_raw_pcm_from_a_file_and_stdin(kafka_settings, tm
     run = emotion(kafka_settings, "publish", "--raw", "8000", str(raw), "--id-prefix", "raw-", "--no-progress")
     assert run.returncode == 0, run.stderr
     env = {**os.environ, **settings_env(kafka_settings)}
-    piped = subprocess.run([sys.executable, "-m", "services.cli", "publish", "--raw", "16000", "--raw-channels", "2",
-                            "--id-prefix", "pipe-", "--no-progress", "-"], cwd=PROJECT_ROOT, env=env,
-                           input=stereo.tobytes(), capture_output=True, timeout=300)  # fmt: skip
+    piped = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "services.cli",
+            "publish",
+            "--raw",
+            "16000",
+            "--raw-channels",
+            "2",
+            "--id-prefix",
+            "pipe-",
+            "--no-progress",
+            "-",
+        ],
+        cwd=PROJECT_ROOT,
+        env=env,
+        input=stereo.tobytes(),
+        capture_output=True,
+        timeout=300,
+    )
     assert piped.returncode == 0, piped.stderr.decode()
-    records = read_topic(kafka_settings, kafka_settings.topics.audio, lambda rs: sum(
-        b'"end_of_call":true' in r.value and (r.key.startswith(b"raw-") or r.key.startswith(b"pipe-")) for r in rs) >= 2)
+    records = read_topic(
+        kafka_settings,
+        kafka_settings.topics.audio,
+        lambda rs: (
+            sum(
+                b'"end_of_call":true' in r.value and (r.key.startswith(b"raw-") or r.key.startswith(b"pipe-"))
+                for r in rs
+            )
+            >= 2
+        ),
+    )
     ids = {r.key.decode() for r in records if r.key.startswith((b"raw-", b"pipe-"))}
     assert len(ids) == 2, ids
     by_id = _chunks_of(kafka_settings, ids)
@@ -179,7 +232,9 @@ def test_publish_a_manifest_and_raw_pcm_from_a_file_and_stdin(kafka_settings, tm
     assert np.concatenate([c.pcm.to_array() for c in file_call]).tobytes() == mono.tobytes()
     assert {(c.sample_rate, c.channels) for c in file_call} == {(8000, 1)}
     assert np.concatenate([c.pcm.to_array() for c in pipe_call]).tobytes() == stereo.reshape(-1).tobytes()
-    assert {(c.sample_rate, c.channels, tuple(c.channel_roles)) for c in pipe_call} == {(16000, 2, ("agent", "customer"))}
+    assert {(c.sample_rate, c.channels, tuple(c.channel_roles)) for c in pipe_call} == {
+        (16000, 2, ("agent", "customer"))
+    }
 
 
 def test_consume_prints_each_event_of_the_call_once(kafka_settings):
@@ -187,25 +242,36 @@ def test_consume_prints_each_event_of_the_call_once(kafka_settings):
 
     def event(call_id: str, n: int, label: str) -> EmotionEvent:
         probs = {e: (0.7 if e == label else 0.05) for e in EMOTIONS}
-        return EmotionEvent(call_id=call_id, utterance_id=f"{call_id}/u{n}", speaker=("agent", "customer")[n % 2],
-                            start=3.0 * n, end=3.0 * n + 2.5, transcript=f"turn {n}", label=label,
-                            probabilities=probs, model_version="it-1")
+        return EmotionEvent(
+            call_id=call_id,
+            utterance_id=f"{call_id}/u{n}",
+            speaker=("agent", "customer")[n % 2],
+            start=3.0 * n,
+            end=3.0 * n + 2.5,
+            transcript=f"turn {n}",
+            label=label,
+            probabilities=probs,
+            model_version="it-1",
+        )
 
     mine = [event("consume-x", 0, "neutral"), event("consume-x", 1, "anger"), event("consume-x", 2, "neutral")]
     other = event("consume-y", 0, "sadness")
     replay = mine[1].model_copy(update={"message_id": "replayed"})
     producer = make_producer(kafka_settings)
     try:
-        futures = [producer.send(kafka_settings.topics.emotions, key=e.key, value=e.encode())
-                   for e in (mine[0], other, mine[1], replay, mine[2])]
+        futures = [
+            producer.send(kafka_settings.topics.emotions, key=e.key, value=e.encode())
+            for e in (mine[0], other, mine[1], replay, mine[2])
+        ]
         producer.flush(timeout=30)
         for f in futures:
             f.get(timeout=30)
     finally:
         producer.close()
     t0 = time.monotonic()
-    run = emotion(kafka_settings, "consume", "--from-beginning", "--timeout", "3", "--json", "--call", "consume-x",
-                  timeout=120)
+    run = emotion(
+        kafka_settings, "consume", "--from-beginning", "--timeout", "3", "--json", "--call", "consume-x", timeout=120
+    )
     assert run.returncode == 0, run.stderr
     assert time.monotonic() - t0 < 60
     got = [decode(line.encode(), EmotionEvent) for line in run.stdout.splitlines()]

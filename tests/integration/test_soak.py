@@ -24,9 +24,29 @@ def test_a_short_soak_passes_its_checks_and_writes_its_report(tmp_path_factory):
     s = isolated_settings(tmp_path_factory, "soak-test")
     out = tmp_path_factory.mktemp("soak-results")
     env = {**os.environ, "EMOTION_HOME": str(s.home), "EMOTION_MODELS__DIR": str(s.models_dir)}
-    done = subprocess.run([sys.executable, "-m", "services.cli", "soak", "--calls", "1", "--minutes", "0.33",
-                           "--turns", "2", "3", "--interval", "2", "--results", str(out)],
-                          env=env, capture_output=True, text=True, timeout=1200)  # fmt: skip
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "services.cli",
+            "soak",
+            "--calls",
+            "1",
+            "--minutes",
+            "0.33",
+            "--turns",
+            "2",
+            "3",
+            "--interval",
+            "2",
+            "--results",
+            str(out),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
     [report] = out.glob("soak-*.json")
     result = json.loads(report.read_text())

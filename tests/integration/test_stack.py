@@ -64,7 +64,12 @@ def _settings(home: Path, ports: list[int], name: str = "itest") -> Settings:
         stack_name=name,
         kafka={"port": ports[0], "controller_port": ports[1]},
         redis={"port": ports[2]},
-        triton={"http_port": ports[3], "grpc_port": ports[4], "metrics_port": ports[5], "model_repository": home / "models"},
+        triton={
+            "http_port": ports[3],
+            "grpc_port": ports[4],
+            "metrics_port": ports[5],
+            "model_repository": home / "models",
+        },
         prometheus={"port": ports[6], "scrape_interval_s": 1.0},
     )
 
@@ -123,8 +128,11 @@ def test_kafka_produce_consume(running: RunningStack) -> None:
     finally:
         producer.close()
     consumer = KafkaConsumer(
-        topic, **client_options(s), group_id=f"itest-{uuid.uuid4()}",
-        auto_offset_reset="earliest", enable_auto_commit=False,
+        topic,
+        **client_options(s),
+        group_id=f"itest-{uuid.uuid4()}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
     )
     try:
         deadline = time.monotonic() + 60
@@ -156,8 +164,14 @@ def _librdkafka_errors(settings, **config) -> list:
     from confluent_kafka.admin import AdminClient
 
     errors: list = []
-    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap, "error_cb": errors.append,
-                         "logger": logging.getLogger("librdkafka"), **config})  # fmt: skip
+    admin = AdminClient(
+        {
+            "bootstrap.servers": settings.kafka.bootstrap,
+            "error_cb": errors.append,
+            "logger": logging.getLogger("librdkafka"),
+            **config,
+        }
+    )
     try:
         admin.list_topics(timeout=8)
     except KafkaException as exc:
@@ -169,31 +183,45 @@ def _librdkafka_errors(settings, **config) -> list:
 SCRAM = {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "SCRAM-SHA-512"}
 
 
-@pytest.mark.parametrize("credentials, refusal", [
-    pytest.param({}, "_TRANSPORT", id="anonymous"),
-    pytest.param({**SCRAM, "sasl.username": "emotion", "sasl.password": "not-the-password"}, "_AUTHENTICATION",
-                 id="wrong-password"),
-    pytest.param({**SCRAM, "sasl.username": "intruder", "sasl.password": "x"}, "_AUTHENTICATION", id="unknown-user"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "credentials, refusal",
+    [
+        pytest.param({}, "_TRANSPORT", id="anonymous"),
+        pytest.param(
+            {**SCRAM, "sasl.username": "emotion", "sasl.password": "not-the-password"},
+            "_AUTHENTICATION",
+            id="wrong-password",
+        ),
+        pytest.param(
+            {**SCRAM, "sasl.username": "intruder", "sasl.password": "x"}, "_AUTHENTICATION", id="unknown-user"
+        ),
+    ],
+)
 def test_kafka_requires_scram_credentials(running: RunningStack, credentials: dict, refusal: str) -> None:
     """The client listener speaks SASL/SCRAM only: no metadata without the user's password. The same
     client with the password gets through, so each refusal is its credentials', not a broker away: a
     wrong password or user fails SCRAM authentication, and a client without SASL gets its connection
     dropped (the broker wants the handshake first)."""
     s = running.settings
-    assert _librdkafka_errors(s, **SCRAM, **{"sasl.username": s.kafka.username, "sasl.password": s.kafka_password}) == []
+    assert (
+        _librdkafka_errors(s, **SCRAM, **{"sasl.username": s.kafka.username, "sasl.password": s.kafka_password}) == []
+    )
     errors = _librdkafka_errors(s, **credentials)
     assert errors, "the broker answered a client without the password"
     assert refusal in {e.name() for e in errors}, [str(e) for e in errors]
 
 
-@pytest.mark.parametrize("password, answer", [
-    pytest.param(None, "failed TimeoutException", id="anonymous"),
-    pytest.param("not-the-password", "failed SaslAuthenticationException", id="wrong-password"),
-    pytest.param("the broker's", "cluster ", id="the-broker-s-password"),
-])  # fmt: skip
-def test_kafka_controller_listener_requires_credentials(running: RunningStack, password: str | None,
-                                                        answer: str) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    "password, answer",
+    [
+        pytest.param(None, "failed TimeoutException", id="anonymous"),
+        pytest.param("not-the-password", "failed SaslAuthenticationException", id="wrong-password"),
+        pytest.param("the broker's", "cluster ", id="the-broker-s-password"),
+    ],
+)
+def test_kafka_controller_listener_requires_credentials(
+    running: RunningStack, password: str | None, answer: str
+) -> None:
     """The KRaft controller listener takes SASL/PLAIN for the broker alone. Asked by the official
     Java admin client for the cluster (``bootstrap.controllers``, KIP-919: a controller answers
     DescribeCluster), it answers only with the broker's own password. (kafka-python cannot ask: it
@@ -204,13 +232,20 @@ def test_kafka_controller_listener_requires_credentials(running: RunningStack, p
     from deploy.local.kafka import jars_dir
 
     s = running.settings
-    credentials = [] if password is None else [
-        "controller", s.kafka_controller_password if password == "the broker's" else password]  # fmt: skip
+    credentials = (
+        []
+        if password is None
+        else ["controller", s.kafka_controller_password if password == "the broker's" else password]
+    )
     program = Path(__file__).parent / "java" / "DescribeQuorumCluster.java"
     java = shutil.which("java")
     assert java, "java is installed by deploy/local/install-system.sh"
-    out = subprocess.run([java, "-cp", f"{jars_dir(s)}/*", str(program), f"{s.kafka.host}:{s.kafka.controller_port}",
-                          *credentials], capture_output=True, text=True, timeout=180)  # fmt: skip
+    out = subprocess.run(
+        [java, "-cp", f"{jars_dir(s)}/*", str(program), f"{s.kafka.host}:{s.kafka.controller_port}", *credentials],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     said = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else out.stderr[-2000:]
     assert said.startswith(answer), said
 
@@ -259,7 +294,7 @@ output [ { name: "Y" data_type: TYPE_FP32 dims: [ 4 ] } ]
 instance_group [ { count: 1 kind: KIND_CPU } ]
 """
 
-_ADD_ONE_MODEL = '''
+_ADD_ONE_MODEL = """
 import os
 
 import numpy as np
@@ -277,7 +312,7 @@ class TritonPythonModel:
             y = pb_utils.Tensor("Y", (x + 1).astype(np.float32))
             responses.append(pb_utils.InferenceResponse(output_tensors=[y]))
         return responses
-'''
+"""
 
 
 @pytest.fixture
@@ -410,7 +445,11 @@ def test_second_stack_runs_beside(running: RunningStack, tmp_path: Path) -> None
 def test_status_reports_health_and_memory(running: RunningStack, add_one: str) -> None:
     st = stack.status(running.settings)
     print("\n" + st.table())
-    print("[stack] RSS MB per component: " + ", ".join(f"{c.name}={c.rss_mb}" for c in st.components) + f", total={st.total_rss_mb}")
+    print(
+        "[stack] RSS MB per component: "
+        + ", ".join(f"{c.name}={c.rss_mb}" for c in st.components)
+        + f", total={st.total_rss_mb}"
+    )
     assert [c.name for c in st.components] == ["kafka", "redis", "triton", "prometheus"]
     assert st.all_healthy, st.table()
     for c in st.components:

@@ -149,8 +149,10 @@ def test_dashboard_shows_the_live_pipeline(streamed):
         raise streamed.dashboard
     figures = streamed.dashboard
     assert figures is not None, "the dashboard check did not run"
-    print(f"dashboard: events after {figures['events_s']:.1f} s, page {figures['page_s']:.1f} s, "
-          f"calls {figures['calls']}, event latency p95 {figures['event_latency_p95_s']}")
+    print(
+        f"dashboard: events after {figures['events_s']:.1f} s, page {figures['page_s']:.1f} s, "
+        f"calls {figures['calls']}, event latency p95 {figures['event_latency_p95_s']}"
+    )
 
 
 def test_utterances_follow_the_turns_of_each_call(streamed):
@@ -165,7 +167,8 @@ def test_utterances_follow_the_turns_of_each_call(streamed):
             assert max(u[2] for u in covered) == pytest.approx(turn.end, abs=0.6)
         for speaker, start, end in mine:
             assert any(t.speaker == speaker and t.start - 0.5 <= start and end <= t.end + 0.6 for t in call.turns), (
-                f"{call.call_id}: utterance {speaker} {start:.2f}-{end:.2f} outside every turn")
+                f"{call.call_id}: utterance {speaker} {start:.2f}-{end:.2f} outside every turn"
+            )
 
 
 def test_labels_equal_the_in_process_model(streamed):
@@ -197,10 +200,17 @@ def test_labels_equal_the_in_process_model(streamed):
             text = text_encoder.encode([u.text])
             speech = speech_encoder.encode([audio.astype(np.float32) / 32768.0])
         examples[u.utterance_id] = FeatureRecord(
-            text_hidden=text.hidden[0].astype(np.float16), text_mask=text.mask[0], token_offsets=text.offsets[0],
-            speech_frames=speech.frames[0].astype(np.float16), speech_mask=speech.mask[0],
-            frame_times=speech.frame_times[0], transcript=u.text, words=u.words, id=u.utterance_id,
-            speaker=u.speaker, call_id=u.call_id,
+            text_hidden=text.hidden[0].astype(np.float16),
+            text_mask=text.mask[0],
+            token_offsets=text.offsets[0],
+            speech_frames=speech.frames[0].astype(np.float16),
+            speech_mask=speech.mask[0],
+            frame_times=speech.frame_times[0],
+            transcript=u.text,
+            words=u.words,
+            id=u.utterance_id,
+            speaker=u.speaker,
+            call_id=u.call_id,
         )
     attach_baselines(list(examples.values()), s.models.speaker_window)  # in call order, per speaker
     assert sum(e.speaker_count > 0 for e in examples.values()) >= len(examples) // 2
@@ -276,14 +286,22 @@ def test_a_second_client_reads_every_event_and_each_fits_the_published_schema(st
     published = Path(__file__).resolve().parents[2] / "docs" / "contracts" / "emotion_event.v1.schema.json"
     validator = jsonschema.Draft202012Validator(json.loads(published.read_text()))
     assert confluent_kafka.libversion()[0] >= "2", confluent_kafka.libversion()
-    consumer = Consumer({
-        "bootstrap.servers": s.kafka.bootstrap, "security.protocol": s.kafka.security_protocol,
-        "sasl.mechanism": s.kafka.sasl_mechanism, "sasl.username": s.kafka.username,
-        "sasl.password": s.kafka_password, "group.id": "itest-second-client", "enable.auto.commit": False,
-    })  # fmt: skip
+    consumer = Consumer(
+        {
+            "bootstrap.servers": s.kafka.bootstrap,
+            "security.protocol": s.kafka.security_protocol,
+            "sasl.mechanism": s.kafka.sasl_mechanism,
+            "sasl.username": s.kafka.username,
+            "sasl.password": s.kafka_password,
+            "group.id": "itest-second-client",
+            "enable.auto.commit": False,
+        }
+    )
     try:
         partitions = consumer.list_topics(s.topics.emotions, timeout=30).topics[s.topics.emotions].partitions
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(s.topics.emotions, p), timeout=30)[1] for p in partitions}
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(s.topics.emotions, p), timeout=30)[1] for p in partitions
+        }
         consumer.assign([TopicPartition(s.topics.emotions, p, OFFSET_BEGINNING) for p in partitions])
         read: dict[tuple[int, int], dict] = {}
         deadline = time.monotonic() + 120

@@ -93,7 +93,9 @@ def served(tmp_path_factory):
         triton = status.components[0]
         assert triton.healthy, status.table()
         served = Served(s, report, start_s, triton.rss_mb, _pss_mb(triton.pid))
-        print(f"\nTriton with 5 models: healthy in {start_s:.1f} s, RSS {triton.rss_mb:.0f} MB (PSS {served.pss_mb:.0f} MB)")
+        print(
+            f"\nTriton with 5 models: healthy in {start_s:.1f} s, RSS {triton.rss_mb:.0f} MB (PSS {served.pss_mb:.0f} MB)"
+        )
         yield served
     finally:
         stack.down(s, components=["triton"])
@@ -143,13 +145,25 @@ def _graph_inputs(text: dict, speech: dict, spans: list[np.ndarray]) -> dict[str
     padded, counts = pad_rows([s if len(s) else np.zeros((1, 4)) for s in spans], np.float64)
     counts[[len(s) == 0 for s in spans]] = 0
     return {
-        "TEXT": text["HIDDEN"], "TEXT_MASK": text["MASK"], "OFFSETS": text["OFFSETS"], "SPEECH": speech["FRAMES"],
-        "SPEECH_MASK": speech["MASK"], "FRAME_TIMES": speech["FRAME_TIMES"], "WORD_SPANS": padded, "WORD_COUNT": counts,
+        "TEXT": text["HIDDEN"],
+        "TEXT_MASK": text["MASK"],
+        "OFFSETS": text["OFFSETS"],
+        "SPEECH": speech["FRAMES"],
+        "SPEECH_MASK": speech["MASK"],
+        "FRAME_TIMES": speech["FRAME_TIMES"],
+        "WORD_SPANS": padded,
+        "WORD_COUNT": counts,
     }
 
 
 def _fusion_inputs(text: dict, speech: dict, graph: np.ndarray) -> dict[str, np.ndarray]:
-    return {"TEXT": text["HIDDEN"], "TEXT_MASK": text["MASK"], "SPEECH": speech["FRAMES"], "SPEECH_MASK": speech["MASK"], "GRAPH": graph}
+    return {
+        "TEXT": text["HIDDEN"],
+        "TEXT_MASK": text["MASK"],
+        "SPEECH": speech["FRAMES"],
+        "SPEECH_MASK": speech["MASK"],
+        "GRAPH": graph,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +183,18 @@ def via_triton(served, utterances):
         spans = _word_spans(transcript, words)
         graph = models["graph_gat"].infer(_graph_inputs(text, speech, [spans]), GRAPH_OUT)
         fusion = models["moe_fusion"].infer(_fusion_inputs(text, speech, graph["GRAPH"]), FUSION_OUT)
-        results.append(dict(asr=asr, transcript=transcript, words=words, spans=spans, text=text, speech=speech, graph=graph, fusion=fusion))
+        results.append(
+            dict(
+                asr=asr,
+                transcript=transcript,
+                words=words,
+                spans=spans,
+                text=text,
+                speech=speech,
+                graph=graph,
+                fusion=fusion,
+            )
+        )
     return results
 
 
@@ -179,9 +204,14 @@ def _reference(model, text: dict, speech: dict, transcripts: list[str], words: l
 
     examples = [
         UtteranceFeatures(
-            text_hidden=text["HIDDEN"][b], text_mask=text["MASK"][b], token_offsets=text["OFFSETS"][b],
-            speech_frames=speech["FRAMES"][b], speech_mask=speech["MASK"][b], frame_times=speech["FRAME_TIMES"][b],
-            transcript=transcripts[b], words=words[b],
+            text_hidden=text["HIDDEN"][b],
+            text_mask=text["MASK"][b],
+            token_offsets=text["OFFSETS"][b],
+            speech_frames=speech["FRAMES"][b],
+            speech_mask=speech["MASK"][b],
+            frame_times=speech["FRAME_TIMES"][b],
+            transcript=transcripts[b],
+            words=words[b],
         )
         for b in range(len(transcripts))
     ]
@@ -215,15 +245,28 @@ def _in_process(local, utterances, served):
         emb_s = local["speech"].encode([wave])
         text = {"HIDDEN": emb_t.hidden.astype(np.float16), "MASK": emb_t.mask, "OFFSETS": emb_t.offsets}
         speech = {"FRAMES": emb_s.frames.astype(np.float16), "MASK": emb_s.mask, "FRAME_TIMES": emb_s.frame_times}
-        batch = collate([UtteranceFeatures(
-            text_hidden=text["HIDDEN"][0], text_mask=text["MASK"][0], token_offsets=text["OFFSETS"][0],
-            speech_frames=speech["FRAMES"][0], speech_mask=speech["MASK"][0], frame_times=speech["FRAME_TIMES"][0],
-            transcript=tr.text, words=words)], edge_rule=model.config.edge_rule)
+        batch = collate(
+            [
+                UtteranceFeatures(
+                    text_hidden=text["HIDDEN"][0],
+                    text_mask=text["MASK"][0],
+                    token_offsets=text["OFFSETS"][0],
+                    speech_frames=speech["FRAMES"][0],
+                    speech_mask=speech["MASK"][0],
+                    frame_times=speech["FRAME_TIMES"][0],
+                    transcript=tr.text,
+                    words=words,
+                )
+            ],
+            edge_rule=model.config.edge_rule,
+        )
         with torch.inference_mode():
             graph = model.time_aligned_graph(batch)
             batch.graph = graph
             out = model(batch)
-        results.append(dict(transcript=tr, words=words, text=text, speech=speech, probs=out.probs.numpy(), graph=graph.numpy()))
+        results.append(
+            dict(transcript=tr, words=words, text=text, speech=speech, probs=out.probs.numpy(), graph=graph.numpy())
+        )
     return results
 
 
@@ -237,7 +280,9 @@ def test_asr_words_equal_in_process(via_triton, in_process):
         assert tri["asr"]["LANGUAGE"][0, 0].decode() == tr.language
         assert float(tri["asr"]["DURATION"][0, 0]) == pytest.approx(tr.duration, abs=1e-6)
         assert [(w["text"], w["start"], w["end"]) for w in tri["words"]] == [(w.text, w.start, w.end) for w in tr.words]
-        np.testing.assert_allclose([w["probability"] for w in tri["words"]], [w.probability for w in tr.words], atol=1e-6)
+        np.testing.assert_allclose(
+            [w["probability"] for w in tri["words"]], [w.probability for w in tr.words], atol=1e-6
+        )
         assert len(tri["words"]) >= 5
 
 
@@ -279,19 +324,26 @@ def test_batched_and_concurrent_requests_give_the_same_results(served, utterance
     n = len(utterances)
     audio, lengths = pad_rows(utterances)
     # one request with every utterance (padded audio + LENGTH)
-    text = served.model("text_encoder").infer({"TEXT": np.array([[r["transcript"]] for r in via_triton], object)}, TEXT_OUT)
+    text = served.model("text_encoder").infer(
+        {"TEXT": np.array([[r["transcript"]] for r in via_triton], object)}, TEXT_OUT
+    )
     speech = served.model("speech_encoder").infer({"AUDIO": audio, "LENGTH": lengths}, SPEECH_OUT)
     graph = served.model("graph_gat").infer(_graph_inputs(text, speech, [r["spans"] for r in via_triton]), GRAPH_OUT)
     fusion = served.model("moe_fusion").infer(_fusion_inputs(text, speech, graph["GRAPH"]), FUSION_OUT)
     asr = served.model("asr").infer(
-        {"AUDIO": audio, "LENGTH": lengths, "LANGUAGE": np.array([["en"]] + [[""]] * (n - 1), object)}, ["TEXT", "WORDS"]
+        {"AUDIO": audio, "LENGTH": lengths, "LANGUAGE": np.array([["en"]] + [[""]] * (n - 1), object)},
+        ["TEXT", "WORDS"],
     )
     for b, one in enumerate(via_triton):
         assert asr["TEXT"][b, 0].decode() == one["transcript"]
         assert words_from_json(asr["WORDS"][b, 0]) == one["words"]
-        np.testing.assert_allclose(text["HIDDEN"][b].astype(np.float32), one["text"]["HIDDEN"][0].astype(np.float32), **F16)
+        np.testing.assert_allclose(
+            text["HIDDEN"][b].astype(np.float32), one["text"]["HIDDEN"][0].astype(np.float32), **F16
+        )
         np.testing.assert_array_equal(text["OFFSETS"][b], one["text"]["OFFSETS"][0])
-        np.testing.assert_allclose(speech["FRAMES"][b].astype(np.float32), one["speech"]["FRAMES"][0].astype(np.float32), **F16)
+        np.testing.assert_allclose(
+            speech["FRAMES"][b].astype(np.float32), one["speech"]["FRAMES"][0].astype(np.float32), **F16
+        )
         np.testing.assert_array_equal(speech["MASK"][b], one["speech"]["MASK"][0])
         assert graph["EDGES"][b, 0] == one["graph"]["EDGES"][0, 0]
         np.testing.assert_allclose(graph["GRAPH"][b], one["graph"]["GRAPH"][0], atol=1e-4, rtol=0)
@@ -310,7 +362,9 @@ def test_batched_and_concurrent_requests_give_the_same_results(served, utterance
     with ThreadPoolExecutor(n) as pool:
         concurrent = list(pool.map(one_by_one, range(n)))
     for (s, a, g), one in zip(concurrent, via_triton, strict=True):
-        np.testing.assert_allclose(s["FRAMES"][0].astype(np.float32), one["speech"]["FRAMES"][0].astype(np.float32), **F16)
+        np.testing.assert_allclose(
+            s["FRAMES"][0].astype(np.float32), one["speech"]["FRAMES"][0].astype(np.float32), **F16
+        )
         assert a["TEXT"][0, 0].decode() == one["transcript"] and words_from_json(a["WORDS"][0, 0]) == one["words"]
         np.testing.assert_allclose(g["GRAPH"], one["graph"]["GRAPH"], atol=1e-4, rtol=0)
 
@@ -324,7 +378,9 @@ def test_bad_request_fails_alone(served, via_triton):
     bad["WORD_COUNT"] = np.array([[99]], np.int32)  # more words than WORD_SPANS rows
     with ThreadPoolExecutor(2) as pool:
         fut_bad = pool.submit(gat.infer, bad, GRAPH_OUT)
-        fut_good = pool.submit(served.model("graph_gat").infer, _graph_inputs(good["text"], good["speech"], [good["spans"]]), GRAPH_OUT)
+        fut_good = pool.submit(
+            served.model("graph_gat").infer, _graph_inputs(good["text"], good["speech"], [good["spans"]]), GRAPH_OUT
+        )
         with pytest.raises(TritonError, match="lengths"):
             fut_bad.result()
         np.testing.assert_allclose(fut_good.result()["GRAPH"], good["graph"]["GRAPH"], atol=1e-4, rtol=0)
@@ -358,7 +414,11 @@ def test_new_weights_become_version_2_and_rollback_serves_version_1(served, via_
     new_version = model_version(s.default_model_dir)
     report = export_repository(s)
     assert {m.name: m.status for m in report.models} == {
-        "asr": "unchanged", "text_encoder": "unchanged", "speech_encoder": "unchanged", "graph_gat": "written", "moe_fusion": "written",
+        "asr": "unchanged",
+        "text_encoder": "unchanged",
+        "speech_encoder": "unchanged",
+        "graph_gat": "written",
+        "moe_fusion": "written",
     }
     assert load_into_triton(s, report.changed) == ["graph_gat", "moe_fusion"]
     client = grpcclient.InferenceServerClient(s.triton.grpc_url)
@@ -368,7 +428,9 @@ def test_new_weights_become_version_2_and_rollback_serves_version_1(served, via_
     one = via_triton[0]
     new_model, _ = load_model(s.default_model_dir)
     ref, _ = _reference(new_model, one["text"], one["speech"], [one["transcript"]], [one["words"]])
-    graph = served.model("graph_gat").infer(_graph_inputs(one["text"], one["speech"], [one["spans"]]), GRAPH_OUT)["GRAPH"]
+    graph = served.model("graph_gat").infer(_graph_inputs(one["text"], one["speech"], [one["spans"]]), GRAPH_OUT)[
+        "GRAPH"
+    ]
     np.testing.assert_allclose(graph, ref.graph.numpy(), atol=1e-4, rtol=0)
     probs = served.model("moe_fusion").infer(_fusion_inputs(one["text"], one["speech"], graph), ["PROBS"])["PROBS"]
     np.testing.assert_allclose(probs, ref.probs.numpy(), atol=1e-4, rtol=0)
@@ -378,6 +440,8 @@ def test_new_weights_become_version_2_and_rollback_serves_version_1(served, via_
     load_into_triton(s, ["graph_gat", "moe_fusion"])
     assert client.is_model_ready("moe_fusion", "1") and not client.is_model_ready("moe_fusion", "2")
     assert served.model("moe_fusion").parameters()["model_version"] == old_version
-    probs = served.model("moe_fusion").infer(_fusion_inputs(one["text"], one["speech"], one["graph"]["GRAPH"]), ["PROBS"])["PROBS"]
+    probs = served.model("moe_fusion").infer(
+        _fusion_inputs(one["text"], one["speech"], one["graph"]["GRAPH"]), ["PROBS"]
+    )["PROBS"]
     np.testing.assert_allclose(probs, one["fusion"]["PROBS"], atol=1e-4, rtol=0)
     client.close()

@@ -52,9 +52,16 @@ def test_shipped_model_keeps_its_f1_on_held_out_ravdess_actors(bundle_settings, 
     # the bundle this machine assembled is, byte for byte, the one the model was trained on
     assert feature_spec(settings, data["asr_model"]).encoders == meta.encoders
     records = extract_features(
-        settings, held_out, tmp_path / "features", text_source=data["text_source"],
-        workers=1, progress=False, asr_model=data["asr_model"], class_names=meta.class_names, channel=card["channel"],
-    )  # fmt: skip
+        settings,
+        held_out,
+        tmp_path / "features",
+        text_source=data["text_source"],
+        workers=1,
+        progress=False,
+        asr_model=data["asr_model"],
+        class_names=meta.class_names,
+        channel=card["channel"],
+    )
     metrics = evaluate(model, records)
     print(f"shipped model on {metrics.n} held-out RAVDESS clips: F1 {metrics.f1:.4f} (card: {stated['f1']:.4f})")
     assert metrics.f1 > 2.5 * CHANCE, "the shipped model no longer recognises emotion in real voices"

@@ -41,10 +41,13 @@ class FakeAsr:
         """Rows of each request."""
         self.in_flight: list[int] = []
         """Requests sent together by each ``infer_many``."""
-        self.script = lambda seconds, language: ("hello there", [
-            {"text": "hello", "start": 0.3, "end": 0.6, "probability": 0.9},
-            {"text": "there", "start": 0.7, "end": 0.9, "probability": 0.8},
-        ])  # fmt: skip
+        self.script = lambda seconds, language: (
+            "hello there",
+            [
+                {"text": "hello", "start": 0.3, "end": 0.6, "probability": 0.9},
+                {"text": "there", "start": 0.7, "end": 0.9, "probability": 0.8},
+            ],
+        )
         self.fail: TritonError | None = None
 
     def wait_ready(self):
@@ -106,8 +109,15 @@ def make_service(settings, fake_asr):
 
     def make(cache: FeatureCache | None = None) -> AsrAlignmentService:
         svc = AsrAlignmentService(settings)
-        svc.setup(Context(settings=settings, metrics=ServiceMetrics("asr_alignment"),
-                          cache=cache or FeatureCache(settings), state=StateStore(settings), instance_id="test"))
+        svc.setup(
+            Context(
+                settings=settings,
+                metrics=ServiceMetrics("asr_alignment"),
+                cache=cache or FeatureCache(settings),
+                state=StateStore(settings),
+                instance_id="test",
+            )
+        )
         return svc
 
     return make
@@ -124,8 +134,11 @@ def speech(text: str) -> np.ndarray:
 def stereo_call():
     """Agent, customer, agent, with pauses; returns interleaved int16 and (speaker, start, end) turns."""
     rng = np.random.default_rng(0)
-    turns = [("agent", "Hello, how can I help you today?"), ("customer", "My internet has been down since Monday."),
-             ("agent", "I am sorry to hear that, let me check.")]  # fmt: skip
+    turns = [
+        ("agent", "Hello, how can I help you today?"),
+        ("customer", "My internet has been down since Monday."),
+        ("agent", "I am sorry to hear that, let me check."),
+    ]
     t, spans, channels = 0.8, [], [[], []]
     for speaker, text in turns:
         s = speech(text)
@@ -144,9 +157,20 @@ def stereo_call():
 def chunks(pcm: np.ndarray, call_id: str = "call-1", **extra) -> list[AudioChunk]:
     step = CHUNK * 2
     n = -(-pcm.size // step)
-    return [AudioChunk(call_id=call_id, seq=i, sample_rate=RATE, channels=2, channel_roles=["agent", "customer"],
-                       pcm=ArrayPayload.from_array(pcm[i * step : (i + 1) * step]), end_of_call=i == n - 1,
-                       language="en", **extra) for i in range(n)]  # fmt: skip
+    return [
+        AudioChunk(
+            call_id=call_id,
+            seq=i,
+            sample_rate=RATE,
+            channels=2,
+            channel_roles=["agent", "customer"],
+            pcm=ArrayPayload.from_array(pcm[i * step : (i + 1) * step]),
+            end_of_call=i == n - 1,
+            language="en",
+            **extra,
+        )
+        for i in range(n)
+    ]
 
 
 def run(svc: AsrAlignmentService, batch: list[AudioChunk], deliver: bool = True) -> list:
@@ -231,8 +255,9 @@ def test_duplicate_chunks_are_skipped_and_unacknowledged_batches_replay_identica
     lost = utterances_of(run(svc, batch, deliver=False))
     svc.abandon()  # what the runtime does when a batch's outputs are not acknowledged
     again = utterances_of(run(svc, batch))
-    assert lost and [(u.utterance_id, u.start, u.end, u.speaker) for u in lost] == \
-        [(u.utterance_id, u.start, u.end, u.speaker) for u in again]  # fmt: skip
+    assert lost and [(u.utterance_id, u.start, u.end, u.speaker) for u in lost] == [
+        (u.utterance_id, u.start, u.end, u.speaker) for u in again
+    ]
 
 
 def test_batches_in_flight_go_on_from_the_state_the_earlier_ones_left(make_service, stereo_call):
@@ -278,8 +303,15 @@ def test_a_restart_mid_call_loses_no_audio(make_service, stereo_call):
     first = make_service()
     half = feed(first, all_chunks[:9])
     second = AsrAlignmentService(first.ctx.settings)
-    second.setup(Context(settings=first.ctx.settings, metrics=ServiceMetrics("asr_alignment"),
-                         cache=FeatureCache(first.ctx.settings), state=StateStore(first.ctx.settings), instance_id="b"))
+    second.setup(
+        Context(
+            settings=first.ctx.settings,
+            metrics=ServiceMetrics("asr_alignment"),
+            cache=FeatureCache(first.ctx.settings),
+            state=StateStore(first.ctx.settings),
+            instance_id="b",
+        )
+    )
     rest = feed(second, all_chunks[9:], batch=3)
     assert half and rest
     key = [(u.index, u.speaker, u.start, u.end) for u in reference]
@@ -328,8 +360,9 @@ def test_a_late_chunk_of_a_gap_is_dead_lettered_and_a_duplicate_skipped(make_ser
     assert twice == []  # the late chunk sent again is a duplicate now
 
 
-@pytest.mark.parametrize("dtype, scale", [("int8", 127), ("uint8", None), ("int32", 2**31 - 1), ("float16", 1.0),
-                                          ("float32", 1.0)])  # fmt: skip
+@pytest.mark.parametrize(
+    "dtype, scale", [("int8", 127), ("uint8", None), ("int32", 2**31 - 1), ("float16", 1.0), ("float32", 1.0)]
+)
 def test_other_sample_types_are_converted_to_the_same_audio(dtype, scale):
     from services.asr_alignment import decode_pcm
 
@@ -342,8 +375,13 @@ def test_other_sample_types_are_converted_to_the_same_audio(dtype, scale):
 def test_float_audio_beyond_full_scale_is_clipped_and_other_types_are_rejected():
     from services.asr_alignment import decode_pcm
 
-    loud = AudioChunk(call_id="c", seq=0, sample_rate=8000, channels=1,
-                      pcm=ArrayPayload.from_array(np.array([3.0, -7.0, 0.5], np.float32)))  # fmt: skip
+    loud = AudioChunk(
+        call_id="c",
+        seq=0,
+        sample_rate=8000,
+        channels=1,
+        pcm=ArrayPayload.from_array(np.array([3.0, -7.0, 0.5], np.float32)),
+    )
     assert decode_pcm(loud)[:, 0].tolist() == [1.0, -1.0, 0.5]
     for bad in (np.array([1, 2], np.int64), np.array([True], bool), np.array([np.inf], np.float32)):
         chunk = loud.model_copy(update={"pcm": ArrayPayload.from_array(bad)})
@@ -374,8 +412,15 @@ def test_a_silent_call_is_flushed_by_tick_even_after_a_restart(make_service, ste
     now = time.time()
     assert svc.tick(now, LISTENING) == []
     restarted = AsrAlignmentService(settings)
-    restarted.setup(Context(settings=settings, metrics=ServiceMetrics("asr_alignment"), cache=FeatureCache(settings),
-                            state=StateStore(settings), instance_id="b"))  # fmt: skip
+    restarted.setup(
+        Context(
+            settings=settings,
+            metrics=ServiceMetrics("asr_alignment"),
+            cache=FeatureCache(settings),
+            state=StateStore(settings),
+            instance_id="b",
+        )
+    )
     flushed = restarted.tick(now + settings.segmentation.silence_timeout_s + 1, LISTENING)
     assert [(u.utterance_id, u.speaker) for u in flushed] == [("call-1:00001", "customer")]
     assert flushed[0].end == pytest.approx(cut * CHUNK / RATE, abs=0.01)
@@ -391,7 +436,9 @@ def test_a_silent_call_is_flushed_by_tick_even_after_a_restart(make_service, ste
     assert later[0].index == 2 and later[0].start >= flushed[0].end
 
 
-def test_a_call_is_not_silent_until_the_service_has_been_caught_up_for_a_whole_timeout(make_service, stereo_call, settings):
+def test_a_call_is_not_silent_until_the_service_has_been_caught_up_for_a_whole_timeout(
+    make_service, stereo_call, settings
+):
     """Seen in the Kafka-restart fault test: the consumer, cut off from the broker, polled nothing,
     the call looked silent and was flushed mid-utterance, and its audio, held up at the publisher,
     came back cut into other utterances.  Silence before the runtime caught up does not count."""
@@ -402,13 +449,16 @@ def test_a_call_is_not_silent_until_the_service_has_been_caught_up_for_a_whole_t
     feed(svc, all_chunks[:cut])
     timeout = settings.segmentation.silence_timeout_s
     now = time.time() + 3 * timeout  # silent for three timeouts ...
-    assert svc.tick(now, caught_up_since=now - timeout + 1) == []  # ... but caught up (the broker back) for less than one
+    assert (
+        svc.tick(now, caught_up_since=now - timeout + 1) == []
+    )  # ... but caught up (the broker back) for less than one
     assert svc.ctx.state.redis.zcard(svc._active_key) == 1  # still open, its segmentation untouched
     rest = utterances_of(run(svc, all_chunks[cut:]))  # the held-up audio arrives: cut as if nothing happened
     uninterrupted = feed(make_service(), chunks(pcm, call_id="call-2"))
     assert len(uninterrupted) > 2
     assert [(u.index, u.speaker, u.start, u.end) for u in rest] == [
-        (u.index, u.speaker, u.start, u.end) for u in uninterrupted if u.index >= 1]
+        (u.index, u.speaker, u.start, u.end) for u in uninterrupted if u.index >= 1
+    ]
     assert svc.tick(now, caught_up_since=now - timeout - 1) == []  # ended: nothing left to flush
 
 
@@ -422,8 +472,16 @@ def test_only_the_instance_that_holds_a_calls_partition_flushes_it(make_service,
 
     def instance(owns):
         svc = AsrAlignmentService(settings)
-        svc.setup(Context(settings=settings, metrics=ServiceMetrics("asr_alignment"), cache=FeatureCache(settings),
-                          state=StateStore(settings), instance_id="x", owns=owns))  # fmt: skip
+        svc.setup(
+            Context(
+                settings=settings,
+                metrics=ServiceMetrics("asr_alignment"),
+                cache=FeatureCache(settings),
+                state=StateStore(settings),
+                instance_id="x",
+                owns=owns,
+            )
+        )
         return svc
 
     asked = []
@@ -453,15 +511,22 @@ def test_a_call_in_flight_is_not_silent_and_a_call_goes_on_from_a_flush_not_yet_
     svc.delivered([flushed])  # in the order the runtime completes them
     svc.delivered(rest)
     r = svc.ctx.state.redis
-    assert not svc._live and not r.exists(svc._channel_key("call-1", 0)) and int(r.hget(svc._call_key("call-1"), "next_index")) == 4
+    assert (
+        not svc._live
+        and not r.exists(svc._channel_key("call-1", 0))
+        and int(r.hget(svc._call_key("call-1"), "next_index")) == 4
+    )
 
 
 def test_hallucinated_text_is_blanked_but_the_utterance_is_published(make_service, stereo_call, fake_asr):
     pcm, _ = stereo_call
-    fake_asr.script = lambda seconds, lang: ("시청해주셔서 감사합니다.", [
-        {"text": "시청해주셔서", "start": 0.3, "end": 0.8, "probability": 0.9},
-        {"text": "감사합니다.", "start": 0.8, "end": 1.2, "probability": 0.9},
-    ])  # fmt: skip
+    fake_asr.script = lambda seconds, lang: (
+        "시청해주셔서 감사합니다.",
+        [
+            {"text": "시청해주셔서", "start": 0.3, "end": 0.8, "probability": 0.9},
+            {"text": "감사합니다.", "start": 0.8, "end": 1.2, "probability": 0.9},
+        ],
+    )
     svc = make_service()
     utts = feed(svc, chunks(pcm))
     assert len(utts) == 3 and all(u.text == "" and u.words == [] for u in utts)
@@ -470,11 +535,14 @@ def test_hallucinated_text_is_blanked_but_the_utterance_is_published(make_servic
 
 def test_words_off_the_voice_or_improbable_are_dropped(make_service, stereo_call, fake_asr):
     pcm, _ = stereo_call
-    fake_asr.script = lambda seconds, lang: ("hello there maybe", [
-        {"text": "hello", "start": 0.3, "end": 0.6, "probability": 0.9},
-        {"text": "there", "start": 0.7, "end": 0.9, "probability": 0.001},
-        {"text": "maybe", "start": seconds + 3, "end": seconds + 3.5, "probability": 0.9},
-    ])  # fmt: skip
+    fake_asr.script = lambda seconds, lang: (
+        "hello there maybe",
+        [
+            {"text": "hello", "start": 0.3, "end": 0.6, "probability": 0.9},
+            {"text": "there", "start": 0.7, "end": 0.9, "probability": 0.001},
+            {"text": "maybe", "start": seconds + 3, "end": seconds + 3.5, "probability": 0.9},
+        ],
+    )
     utts = feed(make_service(), chunks(pcm))
     assert [(u.text, [w.text for w in u.words]) for u in utts] == [("hello", ["hello"])] * 3
 
@@ -513,6 +581,8 @@ def test_hallucination_rules():
     assert is_ngram_loop("i am i am i am i am i am i".split(), 4)
     assert not is_ngram_loop("i am i am i am i am".split(), 4)
     assert not is_ngram_loop("please check my bill".split(), 4)
-    words = [{"text": "a", "start": 0.0, "end": 0.2, "probability": 0.9},
-             {"text": "b", "start": 2.0, "end": 2.2, "probability": 0.9}]
+    words = [
+        {"text": "a", "start": 0.0, "end": 0.2, "probability": 0.9},
+        {"text": "b", "start": 2.0, "end": 2.2, "probability": 0.9},
+    ]
     assert [w["text"] for w in guard_words(words, [(0.1, 1.0)], SegmentationSettings())] == ["a"]

@@ -35,8 +35,16 @@ def test_percentiles():
 
 def test_triton_statistics_deltas_per_request_and_execution():
     before = {"asr": {"requests": 10, "executions": 10, "inferences": 10, "queue_ns": 0, "compute_ns": 10_000_000_000}}
-    after = {"asr": {"requests": 14, "executions": 12, "inferences": 16, "queue_ns": 8_000_000, "compute_ns": 14_000_000_000},
-             "idle": {"requests": 3, "executions": 3, "inferences": 3, "queue_ns": 0, "compute_ns": 0}}
+    after = {
+        "asr": {
+            "requests": 14,
+            "executions": 12,
+            "inferences": 16,
+            "queue_ns": 8_000_000,
+            "compute_ns": 14_000_000_000,
+        },
+        "idle": {"requests": 3, "executions": 3, "inferences": 3, "queue_ns": 0, "compute_ns": 0},
+    }
     d = triton_delta(before, after)
     assert d["asr"] == {"requests": 4, "rows_per_execution": 3.0, "queue_ms": 2.0, "compute_ms_per_execution": 2000.0}
     assert d["idle"]["requests"] == 3  # a model the "before" did not know counts from zero
@@ -70,32 +78,68 @@ def test_triton_stub_processes_are_named_after_their_model():
 
 def _run_result(calls, pace, throughput, p95, **extra):
     stages = {s: {"n": 1, "p50": 0.1, "p95": 0.2} for s in ("endpointing", "asr", "text")}
-    return {"calls": calls, "pace": pace, "throughput_x": throughput, "rtf": 1 / throughput, "audio_s": 100.0,
-            "wall_s": 100.0 / throughput, "latency_s": {"overall": {"n": 3, "p50": p95 / 2, "p95": p95, "p99": p95},
-                                                          "stages": stages},
-            "latencies_s": [0.5, 1.0, p95], "events": 3, "utterances": 3, "duplicate_events": 0,
-            "lag": {"asr_alignment": {"max": 4, "mean": 1, "final": 0}}, "lag_series": [(0.0, {"asr_alignment": 4})],
-            "processes": {"triton:asr#0": {"cpu_s": 9.0, "cores": 0.9, "rss_mb_peak": 800, "rss_mb_mean": 700},
-                          "total": {"cpu_s": 9.0, "cores": 0.9, "rss_mb_peak": 800, "rss_mb_mean": 700}},
-            "cores_used": 0.9, "triton": {}, "cache": {}, "cache_hit_ratio": {"asr_alignment": 0.0}, **extra}  # fmt: skip
+    return {
+        "calls": calls,
+        "pace": pace,
+        "throughput_x": throughput,
+        "rtf": 1 / throughput,
+        "audio_s": 100.0,
+        "wall_s": 100.0 / throughput,
+        "latency_s": {"overall": {"n": 3, "p50": p95 / 2, "p95": p95, "p99": p95}, "stages": stages},
+        "latencies_s": [0.5, 1.0, p95],
+        "events": 3,
+        "utterances": 3,
+        "duplicate_events": 0,
+        "lag": {"asr_alignment": {"max": 4, "mean": 1, "final": 0}},
+        "lag_series": [(0.0, {"asr_alignment": 4})],
+        "processes": {
+            "triton:asr#0": {"cpu_s": 9.0, "cores": 0.9, "rss_mb_peak": 800, "rss_mb_mean": 700},
+            "total": {"cpu_s": 9.0, "cores": 0.9, "rss_mb_peak": 800, "rss_mb_mean": 700},
+        },
+        "cores_used": 0.9,
+        "triton": {},
+        "cache": {},
+        "cache_hit_ratio": {"asr_alignment": 0.0},
+        **extra,
+    }
 
 
 def results_fixture() -> dict:
     return {
-        "started": "2026-12-01 10:00", "command": "emotion bench", "duration_s": 600.0,
-        "machine": {"cpu": "test cpu", "cores": 2, "memory_gb": 24.0}, "device": {"kind": "cpu", "name": "CPU, 2 cores", "tag": "cpu"},
+        "started": "2026-12-01 10:00",
+        "command": "emotion bench",
+        "duration_s": 600.0,
+        "machine": {"cpu": "test cpu", "cores": 2, "memory_gb": 24.0},
+        "device": {"kind": "cpu", "name": "CPU, 2 cores", "tag": "cpu"},
         "workload": {"calls": 16, "turns": [5, 8], "seed": 0, "audio_s": 500.0},
-        "model": {"version": "proposed@abc", "weights": "random"}, "gpu": "not run",
-        "ceilings": {"asr": [{"workers": 1, "threads": 2, "utterances": 9, "wall_s": 10.0, "throughput_x": 3.0},
-                             {"workers": 2, "threads": 1, "utterances": 9, "wall_s": 8.0, "throughput_x": 4.0}],
-                     "chain": {"threads": 2, "utterances": 9, "wall_s": 20.0, "throughput_x": 2.0},
-                     "asr_after": {"workers": 2, "threads": 1, "utterances": 9, "wall_s": 8.4, "throughput_x": 3.8},
-                     "drift": -0.05},
-        "e2e": [_run_result(16, "fast", 3.6, 50.0), _run_result(4, "realtime", 1.0, 1.5), _run_result(4, "fast", 3.0, 9.0)],
+        "model": {"version": "proposed@abc", "weights": "random"},
+        "gpu": "not run",
+        "ceilings": {
+            "asr": [
+                {"workers": 1, "threads": 2, "utterances": 9, "wall_s": 10.0, "throughput_x": 3.0},
+                {"workers": 2, "threads": 1, "utterances": 9, "wall_s": 8.0, "throughput_x": 4.0},
+            ],
+            "chain": {"threads": 2, "utterances": 9, "wall_s": 20.0, "throughput_x": 2.0},
+            "asr_after": {"workers": 2, "threads": 1, "utterances": 9, "wall_s": 8.4, "throughput_x": 3.8},
+            "drift": -0.05,
+        },
+        "e2e": [
+            _run_result(16, "fast", 3.6, 50.0),
+            _run_result(4, "realtime", 1.0, 1.5),
+            _run_result(4, "fast", 3.0, 9.0),
+        ],
         "cache": {"cold": _run_result(16, "fast", 3.6, 50.0), "warm": _run_result(16, "fast", 18.0, 1.0)},
-        "fusion": [{"model": "proposed", "threads": 1, "batch": 32, "ms_per_utterance": 1.5, "parameters": 2_000_000,
-                    "paper_ms_per_utterance": None}],
-    }  # fmt: skip
+        "fusion": [
+            {
+                "model": "proposed",
+                "threads": 1,
+                "batch": 32,
+                "ms_per_utterance": 1.5,
+                "parameters": 2_000_000,
+                "paper_ms_per_utterance": None,
+            }
+        ],
+    }
 
 
 def test_ratios_are_against_the_best_asr_split_and_the_chain():
@@ -111,8 +155,12 @@ def test_ratios_are_against_the_best_asr_split_and_the_chain():
 def test_targets_say_met_missed_or_not_measured():
     res = results_fixture()
     met = {t["field"]: t["met"] for t in report.targets(res)}
-    assert met == {"e2e_n16_vs_asr_ceiling": True, "e2e_n16_vs_chain": True, "latency_p95_n4_realtime_s": True,
-                   "fusion_ms_per_utterance_batch32": True}  # fmt: skip
+    assert met == {
+        "e2e_n16_vs_asr_ceiling": True,
+        "e2e_n16_vs_chain": True,
+        "latency_p95_n4_realtime_s": True,
+        "fusion_ms_per_utterance_batch32": True,
+    }
     res["e2e"][1]["latency_s"]["overall"]["p95"] = 2.5
     res["ceilings"]["asr"][1]["throughput_x"] = 5.0
     res["fusion"] = []
@@ -125,8 +173,17 @@ def test_the_report_is_written_with_its_plots_and_can_be_rendered_again(tmp_path
     res = results_fixture()
     paths = report.write(res, tmp_path, "cpu")
     names = {p.name for p in paths}
-    assert {"cpu.json", "cpu.md", "latest.json", "latest.md", "cpu-throughput.png", "cpu-latency.png", "cpu-stages.png",
-            "cpu-cpu.png", "cpu-lag.png"} <= names  # fmt: skip
+    assert {
+        "cpu.json",
+        "cpu.md",
+        "latest.json",
+        "latest.md",
+        "cpu-throughput.png",
+        "cpu-latency.png",
+        "cpu-stages.png",
+        "cpu-cpu.png",
+        "cpu-lag.png",
+    } <= names
     for p in paths:
         assert p.stat().st_size > 0
     saved = json.loads((tmp_path / "latest.json").read_text())

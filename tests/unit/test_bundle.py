@@ -336,7 +336,9 @@ def test_speech_layer_reads_that_hidden_state_and_names_it_in_the_version(tiny_s
         n = int(out.mask[0].sum())
         np.testing.assert_allclose(out.frames[0, :n], layers[layer], atol=1e-4)
     with pytest.raises(ValueError, match=f"not layer {last.num_layers}"):
-        SpeechEncoder.from_resolved(resolve(tiny_settings, name), reading=SpeechReading(last.num_layers), device="cpu", threads=1)
+        SpeechEncoder.from_resolved(
+            resolve(tiny_settings, name), reading=SpeechReading(last.num_layers), device="cpu", threads=1
+        )
     # the settings reach the encoder, the feature key and the served model's parameters
     settings = tiny_settings.model_copy(deep=True)
     settings.models.speech_encoder, settings.models.speech_layer = name, 1
@@ -366,7 +368,9 @@ def test_a_quiet_line_sounds_like_a_loud_one_at_the_reading_level(tiny_settings,
     same voice 20 dB down gives the same frames; without it the frames move."""
     clip = synthetic_speech(1.5, seed=5)
     quiet = clip * np.float32(0.1)
-    levelled = SpeechEncoder.from_resolved(resolve(tiny_settings, name), reading=SpeechReading(level_dbfs=-26.0), device="cpu", threads=1)
+    levelled = SpeechEncoder.from_resolved(
+        resolve(tiny_settings, name), reading=SpeechReading(level_dbfs=-26.0), device="cpu", threads=1
+    )
     raw = SpeechEncoder.from_resolved(resolve(tiny_settings, name), device="cpu", threads=1)
     out = levelled.encode([clip, quiet])
     np.testing.assert_allclose(out.frames[0], out.frames[1], atol=1e-4)

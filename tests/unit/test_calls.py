@@ -23,7 +23,9 @@ NEGATIVE = {"anger", "disgust", "fear", "sadness"}
 
 @pytest.fixture(scope="module")
 def calls(tmp_path_factory: pytest.TempPathFactory) -> list[CallSpec]:
-    return generate_calls(tmp_path_factory.mktemp("calls"), N_CALLS, seed=SEED, utterances_per_call=TURNS, progress=False)
+    return generate_calls(
+        tmp_path_factory.mktemp("calls"), N_CALLS, seed=SEED, utterances_per_call=TURNS, progress=False
+    )
 
 
 def frame_db(x: np.ndarray, sr: int) -> np.ndarray:

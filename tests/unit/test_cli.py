@@ -23,9 +23,11 @@ def test_every_command_builds_its_arguments_and_help(name, capsys):
 
 
 def test_top_level_help_lists_every_command_without_importing_torch():
-    code = "import sys; from services.cli import main\n" \
-           "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n" \
-           "assert 'torch' not in sys.modules, 'emotion --help imported torch'"
+    code = (
+        "import sys; from services.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "assert 'torch' not in sys.modules, 'emotion --help imported torch'"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     for c in COMMANDS:
         assert c.name in out

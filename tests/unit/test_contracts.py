@@ -4,20 +4,40 @@ import numpy as np
 import pytest
 
 from shared.contracts import (
-    CONTRACTS, ArrayPayload, AudioChunk, ContractError, DeadLetter, EmotionEvent, TextFeatures, Utterance, Word, decode,
+    CONTRACTS,
+    ArrayPayload,
+    AudioChunk,
+    ContractError,
+    DeadLetter,
+    EmotionEvent,
+    TextFeatures,
+    Utterance,
+    Word,
+    decode,
 )
 
 
 def _utterance(**kw):
-    base = dict(call_id="c1", utterance_id="c1/0", index=0, speaker="customer", start=1.0, end=2.5,
-                text="hello there", words=[Word(text="hello", start=0.0, end=0.4), Word(text="there", start=0.5, end=0.9)])
+    base = dict(
+        call_id="c1",
+        utterance_id="c1/0",
+        index=0,
+        speaker="customer",
+        start=1.0,
+        end=2.5,
+        text="hello there",
+        words=[Word(text="hello", start=0.0, end=0.4), Word(text="there", start=0.5, end=0.9)],
+    )
     base.update(kw)
     return Utterance(**base)
 
 
 def test_array_payload_roundtrip_keeps_dtype_shape_and_values():
-    for a in (np.arange(12, dtype=np.int16).reshape(3, 4), np.random.default_rng(0).normal(size=(2, 5)).astype(np.float32),
-              np.array([True, False, True])):
+    for a in (
+        np.arange(12, dtype=np.int16).reshape(3, 4),
+        np.random.default_rng(0).normal(size=(2, 5)).astype(np.float32),
+        np.array([True, False, True]),
+    ):
         back = ArrayPayload.from_array(a).to_array()
         assert back.dtype == a.dtype and back.shape == a.shape
         np.testing.assert_array_equal(back, a)
@@ -39,8 +59,16 @@ def test_every_contract_roundtrips_through_bytes():
     u = _utterance(audio=ArrayPayload.from_array(np.zeros(160, dtype=np.int16)))
     back = decode(u.encode())
     assert back == u and isinstance(back, Utterance)
-    e = EmotionEvent(call_id="c", utterance_id="c/0", start=0, end=1, transcript="x", label="anger",
-                     probabilities={"anger": 0.9, "neutral": 0.1}, model_version="m@1")
+    e = EmotionEvent(
+        call_id="c",
+        utterance_id="c/0",
+        start=0,
+        end=1,
+        transcript="x",
+        label="anger",
+        probabilities={"anger": 0.9, "neutral": 0.1},
+        model_version="m@1",
+    )
     assert decode(e.encode()) == e
     assert len(CONTRACTS) >= 7
 
@@ -85,17 +113,31 @@ def test_unknown_fields_are_rejected():
 
 
 def test_expected_contract_is_enforced():
-    chunk = AudioChunk(call_id="c", seq=0, sample_rate=8000, channels=1, pcm=ArrayPayload.from_array(np.zeros(8, np.int16)))
+    chunk = AudioChunk(
+        call_id="c", seq=0, sample_rate=8000, channels=1, pcm=ArrayPayload.from_array(np.zeros(8, np.int16))
+    )
     with pytest.raises(ContractError, match="expected a utterance message, got audio_chunk"):
         decode(chunk.encode(), Utterance)
 
 
 def test_dead_letter_and_features_validate():
-    d = DeadLetter(service="s", reason="r", error_type="ContractError", source_topic="t", partition=0, offset=1,
-                   payload_b64="", payload_bytes=0)
+    d = DeadLetter(
+        service="s",
+        reason="r",
+        error_type="ContractError",
+        source_topic="t",
+        partition=0,
+        offset=1,
+        payload_b64="",
+        payload_bytes=0,
+    )
     assert decode(d.encode()) == d
-    f = TextFeatures(call_id="c", utterance_id="u", model_version="v",
-                     hidden=ArrayPayload.from_array(np.zeros((128, 8), np.float16)),
-                     mask=ArrayPayload.from_array(np.zeros(128, bool)),
-                     offsets=ArrayPayload.from_array(np.zeros((128, 2), np.int32)))
+    f = TextFeatures(
+        call_id="c",
+        utterance_id="u",
+        model_version="v",
+        hidden=ArrayPayload.from_array(np.zeros((128, 8), np.float16)),
+        mask=ArrayPayload.from_array(np.zeros(128, bool)),
+        offsets=ArrayPayload.from_array(np.zeros((128, 2), np.int32)),
+    )
     assert decode(f.encode(), TextFeatures).hidden.to_array().shape == (128, 8)

@@ -76,8 +76,15 @@ def test_ravdess_parses_names_and_drops_calm_by_default(ravdess: Path, caplog):
     assert all(e.split is None and e.language == "en" and e.audio_path.is_file() for e in examples)
     (fear,) = [e for e in examples if e.id == "ravdess-03-01-06-01-02-01-02"]
     assert fear.label == "fear" and fear.speaker == "ravdess-02" and fear.text == "Dogs are sitting by the door"
-    assert fear.extra == {"actor": 2, "gender": "female", "emotion": "fearful", "intensity": "normal",
-                          "statement": 2, "repetition": 1, "modality": 3}  # fmt: skip
+    assert fear.extra == {
+        "actor": 2,
+        "gender": "female",
+        "emotion": "fearful",
+        "intensity": "normal",
+        "statement": 2,
+        "repetition": 1,
+        "modality": 3,
+    }
     assert {e.extra["gender"] for e in examples if e.speaker == "ravdess-01"} == {"male"}
     log = caplog.text
     assert "dropped 6 calm" in log and "dropped 1 song clip" in log
@@ -116,8 +123,14 @@ def test_audio_loaders_refuse_empty_folders_and_lfs_pointers(tmp_path: Path):
 
 def test_crema_d_published_layout(tmp_path: Path, caplog):
     root = tmp_path / "CREMA-D"
-    names = ["1001_DFA_ANG_XX", "1001_IEO_HAP_HI", "1001_IEO_SAD_LO", "1002_TIE_NEU_XX", "1002_WSI_FEA_XX",
-             "1002_ITH_DIS_MD"]  # fmt: skip
+    names = [
+        "1001_DFA_ANG_XX",
+        "1001_IEO_HAP_HI",
+        "1001_IEO_SAD_LO",
+        "1002_TIE_NEU_XX",
+        "1002_WSI_FEA_XX",
+        "1002_ITH_DIS_MD",
+    ]
     for name in names:
         _clip(root / "AudioWAV" / f"{name}.wav")
     _clip(root / "AudioWAV" / "1002_XYZ_ANG_XX.wav")  # unknown sentence code
@@ -133,8 +146,14 @@ def test_crema_d_published_layout(tmp_path: Path, caplog):
     by_id = {e.id.removeprefix("crema-d-"): e for e in examples}
     e = by_id["1001_DFA_ANG_XX"]
     assert (e.label, e.text, e.speaker) == ("anger", "Don't forget a jacket", "crema-d-1001")
-    assert e.extra == {"actor": 1001, "sentence": "DFA", "emotion": "ANG", "intensity": "unspecified",
-                       "gender": "male", "age": 51}  # fmt: skip
+    assert e.extra == {
+        "actor": 1001,
+        "sentence": "DFA",
+        "emotion": "ANG",
+        "intensity": "unspecified",
+        "gender": "male",
+        "age": 51,
+    }
     assert by_id["1001_IEO_HAP_HI"].label == "happiness" and by_id["1001_IEO_HAP_HI"].extra["intensity"] == "high"
     assert by_id["1002_ITH_DIS_MD"].text == "I think I have a doctor's appointment"
     assert by_id["1002_WSI_FEA_XX"].extra["gender"] == "female"
@@ -176,8 +195,19 @@ def test_tess_published_layout_with_its_spellings(tmp_path: Path, caplog):
 
 # ---- MELD ---------------------------------------------------------------------------------------
 
-_MELD_HEADER = ["Sr No.", "Utterance", "Speaker", "Emotion", "Sentiment", "Dialogue_ID", "Utterance_ID",
-                "Season", "Episode", "StartTime", "EndTime"]  # fmt: skip
+_MELD_HEADER = [
+    "Sr No.",
+    "Utterance",
+    "Speaker",
+    "Emotion",
+    "Sentiment",
+    "Dialogue_ID",
+    "Utterance_ID",
+    "Season",
+    "Episode",
+    "StartTime",
+    "EndTime",
+]
 
 
 def _meld_csv(path: Path, rows: list[list[str]], encoding: str = "utf-8") -> None:
@@ -190,13 +220,27 @@ def _meld_csv(path: Path, rows: list[list[str]], encoding: str = "utf-8") -> Non
 
 def test_meld_splits_quoting_and_labels(tmp_path: Path, caplog):
     root = tmp_path / "meld"
-    _meld_csv(root / "train_sent_emo.csv", [
-        ["1", "Well, “hello” there, you’re late…", "Alice", "joy", "positive", "0", "0", "1", "2",
-         "00:00:01,000", "00:00:02,000"],
-        ["2", 'She said "no,\nnever" twice', "Bob", "anger", "negative", "0", "1", "1", "2", "0", "0"],
-        ["3", "Hm.", "Alice", "boredom", "neutral", "0", "2", "1", "2", "0", "0"],
-        ["3", "Same key again", "Alice", "neutral", "neutral", "0", "1", "1", "2", "0", "0"],
-    ])  # fmt: skip
+    _meld_csv(
+        root / "train_sent_emo.csv",
+        [
+            [
+                "1",
+                "Well, “hello” there, you’re late…",
+                "Alice",
+                "joy",
+                "positive",
+                "0",
+                "0",
+                "1",
+                "2",
+                "00:00:01,000",
+                "00:00:02,000",
+            ],
+            ["2", 'She said "no,\nnever" twice', "Bob", "anger", "negative", "0", "1", "1", "2", "0", "0"],
+            ["3", "Hm.", "Alice", "boredom", "neutral", "0", "2", "1", "2", "0", "0"],
+            ["3", "Same key again", "Alice", "neutral", "neutral", "0", "1", "1", "2", "0", "0"],
+        ],
+    )
     _meld_csv(root / "dev_sent_emo.csv", [["1", "Oh no.", "Carol", "fear", "negative", "0", "0", "3", "4", "0", "0"]])
     _meld_csv(root / "test_sent_emo.csv", [["1", "Eww!", "Dan", "disgust", "negative", "5", "3", "3", "4", "0", "0"]])
     with caplog.at_level(logging.WARNING, "training.data.corpora"):
@@ -211,14 +255,25 @@ def test_meld_splits_quoting_and_labels(tmp_path: Path, caplog):
     first, second = examples[:2]
     assert first.text == "Well, “hello” there, you’re late…" and second.text == 'She said "no,\nnever" twice'
     assert first.audio_path is None and first.speaker == "Alice" and first.call_id == "meld-train-dia0"
-    assert first.extra == {"dialogue": 0, "turn": 0, "emotion": "joy", "sentiment": "positive", "season": "1",
-                           "episode": "2", "start": "00:00:01,000", "end": "00:00:02,000"}  # fmt: skip
+    assert first.extra == {
+        "dialogue": 0,
+        "turn": 0,
+        "emotion": "joy",
+        "sentiment": "positive",
+        "season": "1",
+        "episode": "2",
+        "start": "00:00:01,000",
+        "end": "00:00:02,000",
+    }
     assert "skipped 2 row(s) of train_sent_emo.csv" in caplog.text and "'boredom'" in caplog.text
 
 
 def test_meld_non_utf8_file_is_read_as_cp1252_with_a_warning(tmp_path: Path, caplog):
-    _meld_csv(tmp_path / "train_sent_emo.csv",
-              [["1", "You’re", "Joey", "neutral", "neutral", "0", "0", "1", "1", "0", "0"]], encoding="cp1252")
+    _meld_csv(
+        tmp_path / "train_sent_emo.csv",
+        [["1", "You’re", "Joey", "neutral", "neutral", "0", "0", "1", "1", "0", "0"]],
+        encoding="cp1252",
+    )
     with caplog.at_level(logging.WARNING, "training.data.corpora"):
         (ex,) = load_meld(tmp_path)
     assert ex.text == "You’re" and "not UTF-8" in caplog.text and "no val split" in caplog.text
@@ -252,14 +307,21 @@ def test_dailydialog_turns_speakers_and_dedupe(tmp_path: Path, caplog):
         examples = load_dailydialog(root)
     _labels_ok(examples)
     assert [e.id for e in examples] == [
-        "dailydialog-train-00001-t00", "dailydialog-train-00001-t01", "dailydialog-train-00001-t02",
-        "dailydialog-train-00002-t00", "dailydialog-train-00002-t01",
-        "dailydialog-val-00002-t00", "dailydialog-val-00002-t01",
+        "dailydialog-train-00001-t00",
+        "dailydialog-train-00001-t01",
+        "dailydialog-train-00001-t02",
+        "dailydialog-train-00002-t00",
+        "dailydialog-train-00002-t01",
+        "dailydialog-val-00002-t00",
+        "dailydialog-val-00002-t01",
         "dailydialog-test-00001-t00",
-    ]  # fmt: skip
+    ]
     first = examples[:3]
-    assert [e.speaker for e in first] == ["dailydialog-train-00001-A", "dailydialog-train-00001-B",
-                                          "dailydialog-train-00001-A"]  # fmt: skip
+    assert [e.speaker for e in first] == [
+        "dailydialog-train-00001-A",
+        "dailydialog-train-00001-B",
+        "dailydialog-train-00001-A",
+    ]
     assert [e.label for e in first] == ["neutral", "neutral", "happiness"] and first[0].text == "Hi , Tom !"
     assert first[2].extra == {"dialogue": 1, "turn": 2, "act": "question"} and first[0].audio_path is None
     assert [e.label for e in examples[3:]] == ["fear", "surprise", "disgust", "sadness", "anger"]
@@ -280,10 +342,17 @@ _GO_NAMES = ["admiration", "anger", "annoyance", "fear", "grief", "joy", "surpri
 def _goemotions(root: Path, rows: dict[str, list[tuple[str, str, str]]]) -> None:
     root.mkdir(parents=True, exist_ok=True)
     (root / "emotions.txt").write_text("\n".join(_GO_NAMES))  # no trailing newline, like the release
-    (root / "ekman_mapping.json").write_text(json.dumps({
-        "anger": ["anger", "annoyance"], "fear": ["fear"], "joy": ["joy", "admiration"],
-        "sadness": ["grief"], "surprise": ["surprise"],
-    }))  # fmt: skip
+    (root / "ekman_mapping.json").write_text(
+        json.dumps(
+            {
+                "anger": ["anger", "annoyance"],
+                "fear": ["fear"],
+                "joy": ["joy", "admiration"],
+                "sadness": ["grief"],
+                "surprise": ["surprise"],
+            }
+        )
+    )
     for name, lines in rows.items():
         with (root / name).open("w", encoding="utf-8", newline="") as f:
             csv.writer(f, delimiter="\t", lineterminator="\n").writerows(lines)
@@ -291,18 +360,21 @@ def _goemotions(root: Path, rows: dict[str, list[tuple[str, str, str]]]) -> None
 
 def test_goemotions_multi_label_rule(tmp_path: Path, caplog):
     ids = {n: str(i) for i, n in enumerate(_GO_NAMES)}
-    _goemotions(tmp_path, {
-        "train.tsv": [
-            ("So [NAME] said \"fine\"\tand left", ids["neutral"], "c1"),          # quoted field with a tab
-            ("Grr, stop it", f"{ids['anger']},{ids['annoyance']}", "c2"),       # two labels, one class
-            ("Nice! Thanks", f"{ids['joy']},{ids['neutral']}", "c3"),           # joy + neutral: dropped
-            ("Wow, sad", f"{ids['surprise']},{ids['grief']}", "c4"),            # two classes: dropped
-            ("I love it", f"{ids['admiration']},{ids['joy']}", "c5"),
-            ("broken row", "99", "c6"),                                         # unknown label id
-        ],
-        "dev.tsv": [("Scary stuff", ids["fear"], "d1")],
-        "test.tsv": [("RIP", ids["grief"], "t1")],
-    })  # fmt: skip
+    _goemotions(
+        tmp_path,
+        {
+            "train.tsv": [
+                ('So [NAME] said "fine"\tand left', ids["neutral"], "c1"),  # quoted field with a tab
+                ("Grr, stop it", f"{ids['anger']},{ids['annoyance']}", "c2"),  # two labels, one class
+                ("Nice! Thanks", f"{ids['joy']},{ids['neutral']}", "c3"),  # joy + neutral: dropped
+                ("Wow, sad", f"{ids['surprise']},{ids['grief']}", "c4"),  # two classes: dropped
+                ("I love it", f"{ids['admiration']},{ids['joy']}", "c5"),
+                ("broken row", "99", "c6"),  # unknown label id
+            ],
+            "dev.tsv": [("Scary stuff", ids["fear"], "d1")],
+            "test.tsv": [("RIP", ids["grief"], "t1")],
+        },
+    )
     with caplog.at_level(logging.INFO, "training.data.corpora"):
         examples = load_goemotions(tmp_path)
     _labels_ok(examples)
@@ -336,9 +408,17 @@ def test_round_trip_with_a_text_only_line(tmp_path: Path):
     wav = _clip(tmp_path / "corpus" / "a.wav")
     examples = [
         Example("a", wav, "anger", text="Kids are talking by the door", speaker="ravdess-01", language="en"),
-        Example("meld-train-dia0_utt0", None, "happiness", text="Hi!", speaker="Alice", split="train",
-                call_id="meld-train-dia0", extra={"emotion": "joy"}),
-    ]  # fmt: skip
+        Example(
+            "meld-train-dia0_utt0",
+            None,
+            "happiness",
+            text="Hi!",
+            speaker="Alice",
+            split="train",
+            call_id="meld-train-dia0",
+            extra={"emotion": "joy"},
+        ),
+    ]
     manifest = write_manifest(tmp_path / "corpus" / "m.jsonl", examples)
     lines = [json.loads(x) for x in manifest.read_text(encoding="utf-8").splitlines()]
     assert lines[0]["audio"] == "a.wav" and lines[1]["audio"] is None
@@ -373,7 +453,9 @@ def test_publishing_says_so_for_text_only_lines(tmp_path: Path):
     from training.features import example_key
 
     # features key a text-only example by its id, language and text (tests/unit/test_training.py)
-    assert example_key(Example("meld-x", None, "anger", text="hi")) != example_key(Example("meld-x", None, "anger", text="ho"))
+    assert example_key(Example("meld-x", None, "anger", text="hi")) != example_key(
+        Example("meld-x", None, "anger", text="ho")
+    )
     (tmp_path / "m.jsonl").write_text('{"id": "t", "audio": null, "label": "anger", "text": "hi"}\n')
     (source,) = manifest_sources(tmp_path / "m.jsonl", None, None)
     with pytest.raises(AudioSourceError, match="text-only line"):
@@ -446,12 +528,19 @@ def test_real_meld():
     examples = load_meld(_real("meld"))
     assert Counter(e.split for e in examples) == {"train": 9989, "val": 1109, "test": 2610}
     assert Counter(e.label for e in examples) == {
-        "anger": 1607, "disgust": 361, "fear": 358, "happiness": 2308, "neutral": 6436, "sadness": 1002,
+        "anger": 1607,
+        "disgust": 361,
+        "fear": 358,
+        "happiness": 2308,
+        "neutral": 6436,
+        "sadness": 1002,
         "surprise": 1636,
-    }  # fmt: skip
+    }
     assert {s: len({e.call_id for e in examples if e.split == s}) for s in ("train", "val", "test")} == {
-        "train": 1038, "val": 114, "test": 280,
-    }  # fmt: skip
+        "train": 1038,
+        "val": 114,
+        "test": 280,
+    }
 
 
 def test_real_dailydialog():
@@ -459,9 +548,14 @@ def test_real_dailydialog():
     published = load_dailydialog(root, dedupe=False)
     assert Counter(e.split for e in published) == {"train": 87170, "val": 8069, "test": 7740}
     assert Counter(e.label for e in published) == {
-        "neutral": 85572, "anger": 1022, "disgust": 353, "fear": 174, "happiness": 12885, "sadness": 1150,
+        "neutral": 85572,
+        "anger": 1022,
+        "disgust": 353,
+        "fear": 174,
+        "happiness": 12885,
+        "sadness": 1150,
         "surprise": 1823,
-    }  # fmt: skip
+    }
     deduped = load_dailydialog(root)
     assert Counter(e.split for e in deduped) == {"train": 83046, "val": 7500, "test": 7105}
     dialogues = {s: {e.call_id for e in deduped if e.split == s} for s in ("train", "val", "test")}
@@ -472,8 +566,15 @@ def test_real_goemotions():
     examples = load_goemotions(_real("goemotions"))
     assert Counter(e.split for e in examples) == {"train": 39555, "val": 4946, "test": 4968}
     train = Counter(e.label for e in examples if e.split == "train")
-    assert train == {"anger": 4293, "disgust": 498, "fear": 541, "happiness": 15216, "neutral": 12823,
-                     "sadness": 2326, "surprise": 3858}  # fmt: skip
+    assert train == {
+        "anger": 4293,
+        "disgust": 498,
+        "fear": 541,
+        "happiness": 15216,
+        "neutral": 12823,
+        "sadness": 2326,
+        "surprise": 3858,
+    }
 
 
 def test_mix_joins_manifests_caps_an_input_by_whole_calls_and_refuses_clashing_ids(tmp_path: Path, capsys):
@@ -488,8 +589,9 @@ def test_mix_joins_manifests_caps_an_input_by_whole_calls_and_refuses_clashing_i
     speech = write_manifest(tmp_path / "speech.jsonl", [Example("s1", tmp_path / "a.wav", "anger", speaker="x")])
     dialogues = [
         Example(f"d{c}-{t}", None, "neutral", text=f"turn {t}", call_id=f"dia{c}", split=split)
-        for c, split in enumerate(["train"] * 8 + ["test"] * 2) for t in range(5)
-    ]  # fmt: skip
+        for c, split in enumerate(["train"] * 8 + ["test"] * 2)
+        for t in range(5)
+    ]
     text = write_manifest(tmp_path / "text.jsonl", dialogues)
     mixed = mix_manifests([speech, text], {"text": 20}, seed=3)
     assert mixed[0].id == "s1" and mixed[0].audio_path == tmp_path / "a.wav"

@@ -17,7 +17,12 @@ import yaml
 from services.dashboard import grafana
 from services.dashboard.events import EventStore
 from services.dashboard.promql import (
-    PANEL_QUERIES, QueryRejected, check_query, exact_increase, known_metric_names, metric_names,
+    PANEL_QUERIES,
+    QueryRejected,
+    check_query,
+    exact_increase,
+    known_metric_names,
+    metric_names,
 )
 from services.dashboard.server import STATIC_DIR, Dashboard, DashboardServer, ProxyError, prometheus_request
 from services.dashboard.synthetic import CALM, ESCALATING, WORRIED, scripted_call
@@ -32,11 +37,23 @@ def qs(**params) -> dict[str, list[str]]:
     return {k: v if isinstance(v, list) else [v] for k, v in params.items()}
 
 
-def ev(call: str, i: int, speaker: str, label: str, start: float | None = None, created_at: float = NOW, **kw) -> EmotionEvent:
+def ev(
+    call: str, i: int, speaker: str, label: str, start: float | None = None, created_at: float = NOW, **kw
+) -> EmotionEvent:
     start = float(2 * i) if start is None else start
-    return EmotionEvent(call_id=call, utterance_id=f"{call}:{i:05d}", speaker=speaker, start=start, end=start + 1.5,
-                        transcript=f"utterance {i}", label=label, probabilities={label: 0.8, "neutral": 0.2},
-                        model_version="test", created_at=created_at, **kw)
+    return EmotionEvent(
+        call_id=call,
+        utterance_id=f"{call}:{i:05d}",
+        speaker=speaker,
+        start=start,
+        end=start + 1.5,
+        transcript=f"utterance {i}",
+        label=label,
+        probabilities={label: 0.8, "neutral": 0.2},
+        model_version="test",
+        created_at=created_at,
+        **kw,
+    )
 
 
 # ---- the PromQL proxy ----------------------------------------------------------------------
@@ -58,32 +75,48 @@ class TestProxyRules:
 
     def test_free_promql_over_the_platform_metrics_passes(self):
         q = 'histogram_quantile(0.95, sum by (le, service) (rate(emotion_stage_seconds_bucket{stage="total"}[1m])))'
-        assert urllib.parse.parse_qs(urllib.parse.urlsplit(
-            prometheus_request(PROM, "/api/query", qs(query=q, time="1700000000"))).query) == {"query": [q], "time": ["1700000000"]}
+        assert urllib.parse.parse_qs(
+            urllib.parse.urlsplit(prometheus_request(PROM, "/api/query", qs(query=q, time="1700000000"))).query
+        ) == {"query": [q], "time": ["1700000000"]}
 
-    @pytest.mark.parametrize("path", ["/api/v1/query", "/api/v1/admin/tsdb/delete_series", "/api/series", "/api/labels",
-                                      "/api/query/../v1/admin", "/-/quit"])
+    @pytest.mark.parametrize(
+        "path",
+        [
+            "/api/v1/query",
+            "/api/v1/admin/tsdb/delete_series",
+            "/api/series",
+            "/api/labels",
+            "/api/query/../v1/admin",
+            "/-/quit",
+        ],
+    )
     def test_other_endpoints_are_not_proxied(self, path):
         with pytest.raises(ProxyError) as exc:
             prometheus_request(PROM, path, qs(q="throughput"))
         assert exc.value.status == 404
 
-    @pytest.mark.parametrize("params, why", [
-        (qs(q="throughput", match="up"), "not allowed"),                    # unknown parameter
-        (qs(query="up", **{"match[]": "up"}), "not allowed"),
-        (qs(q="throughput", time="1", start="0"), "not allowed"),          # range parameter on an instant query
-        (qs(q=["throughput", "audio"]), "more than once"),
-        (qs(), "exactly one"),
-        (qs(q="throughput", query="up"), "exactly one"),
-        (qs(q="drop_everything"), "unknown panel query"),
-        (qs(query="node_cpu_seconds_total"), "only this platform's metrics"),
-        (qs(query='sum(rate(process_cpu_seconds_total[1m])) + sum(emotion_service_up)'), "process_cpu_seconds_total"),
-        (qs(query='{__name__=~".+"}'), "__name__"),
-        (qs(query="evil_function(emotion_service_up)"), "unknown function"),
-        (qs(query="   "), "empty"),
-        (qs(query="emotion_service_up" + " + emotion_service_up" * 200), "longer than"),
-        (qs(q="throughput", time="now; rm -rf /"), "bad value"),
-    ])
+    @pytest.mark.parametrize(
+        "params, why",
+        [
+            (qs(q="throughput", match="up"), "not allowed"),  # unknown parameter
+            (qs(query="up", **{"match[]": "up"}), "not allowed"),
+            (qs(q="throughput", time="1", start="0"), "not allowed"),  # range parameter on an instant query
+            (qs(q=["throughput", "audio"]), "more than once"),
+            (qs(), "exactly one"),
+            (qs(q="throughput", query="up"), "exactly one"),
+            (qs(q="drop_everything"), "unknown panel query"),
+            (qs(query="node_cpu_seconds_total"), "only this platform's metrics"),
+            (
+                qs(query="sum(rate(process_cpu_seconds_total[1m])) + sum(emotion_service_up)"),
+                "process_cpu_seconds_total",
+            ),
+            (qs(query='{__name__=~".+"}'), "__name__"),
+            (qs(query="evil_function(emotion_service_up)"), "unknown function"),
+            (qs(query="   "), "empty"),
+            (qs(query="emotion_service_up" + " + emotion_service_up" * 200), "longer than"),
+            (qs(q="throughput", time="now; rm -rf /"), "bad value"),
+        ],
+    )
     def test_refused(self, params, why):
         with pytest.raises(ProxyError) as exc:
             prometheus_request(PROM, "/api/query", params)
@@ -95,8 +128,10 @@ class TestProxyRules:
                 prometheus_request(PROM, "/api/query_range", qs(q="throughput", range=bad))
 
     def test_metric_names_ignore_labels_functions_and_keywords(self):
-        expr = ('sum by (service, le) (rate(emotion_a_total{service=~"$service", x="rate(up)"}[5m] offset 1m)) '
-                '/ on (service) group_left sum without (kind) (emotion_b_total @ 1700000000) > bool 1e3 and up')
+        expr = (
+            'sum by (service, le) (rate(emotion_a_total{service=~"$service", x="rate(up)"}[5m] offset 1m)) '
+            "/ on (service) group_left sum without (kind) (emotion_b_total @ 1700000000) > bool 1e3 and up"
+        )
         assert metric_names(expr) == {"emotion_a_total", "emotion_b_total", "up"}
         with pytest.raises(QueryRejected):
             check_query("rate(foo_total[1m])")
@@ -120,8 +155,15 @@ class FakePrometheus:
 
             def _answer(self):
                 outer.requests.append((self.command, self.path))
-                body = json.dumps({"status": "success", "data": {"resultType": "vector", "result": [
-                    {"metric": {"service": "asr_alignment"}, "value": [NOW, "4.5"]}]}}).encode()
+                body = json.dumps(
+                    {
+                        "status": "success",
+                        "data": {
+                            "resultType": "vector",
+                            "result": [{"metric": {"service": "asr_alignment"}, "value": [NOW, "4.5"]}],
+                        },
+                    }
+                ).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -179,22 +221,27 @@ class TestProxyOverHttp:
         assert status == 405 and "GET" in headers["Allow"]
         assert fake_prometheus.requests == []
 
-    @pytest.mark.parametrize("path, status", [
-        ("/api/v1/admin/tsdb/delete_series?match[]=up", 404),
-        ("/api/v1/query?query=up", 404),
-        ("/api/query?query=node_load1", 400),
-        ("/api/query?q=throughput&target=http://evil.example/", 400),
-        ("/api/query_range?query=up&match[]=x", 400),
-        ("/static/../server.py", 404),
-        ("/static/%2e%2e/server.py", 404),
-    ])
+    @pytest.mark.parametrize(
+        "path, status",
+        [
+            ("/api/v1/admin/tsdb/delete_series?match[]=up", 404),
+            ("/api/v1/query?query=up", 404),
+            ("/api/query?query=node_load1", 400),
+            ("/api/query?q=throughput&target=http://evil.example/", 400),
+            ("/api/query_range?query=up&match[]=x", 400),
+            ("/static/../server.py", 404),
+            ("/static/%2e%2e/server.py", 404),
+        ],
+    )
     def test_refused_over_http(self, dashboard, fake_prometheus, path, status):
         got, _, body = request(dashboard, "GET", path)
         assert got == status, body
         assert fake_prometheus.requests == []
 
     def test_prometheus_down_is_a_502(self):
-        server = DashboardServer(load_settings(), "127.0.0.1", 0, events=False, prometheus_url="http://127.0.0.1:9").start()
+        server = DashboardServer(
+            load_settings(), "127.0.0.1", 0, events=False, prometheus_url="http://127.0.0.1:9"
+        ).start()
         try:
             status, _, body = request(server, "GET", "/api/query?q=throughput")
             assert status == 502 and "unreachable" in json.loads(body)["error"]
@@ -218,18 +265,34 @@ class TestPage:
         # no CDN, no remote URL anywhere in the page's files
         for f in STATIC_DIR.iterdir():
             text = f.read_text()
-            assert not re.search(r"(?:https?:)?//[a-z0-9.-]+\.[a-z]{2,}/", text.replace("http://www.w3.org/2000/svg", "")), f
+            assert not re.search(
+                r"(?:https?:)?//[a-z0-9.-]+\.[a-z]{2,}/", text.replace("http://www.w3.org/2000/svg", "")
+            ), f
 
     def test_every_chart_has_a_stable_id(self):
         html = (STATIC_DIR / "index.html").read_text()
-        for chart in ("throughput", "audio", "lag", "latency", "batch", "errors", "deadletters", "emotion-mix",
-                      "timelines", "events"):
+        for chart in (
+            "throughput",
+            "audio",
+            "lag",
+            "latency",
+            "batch",
+            "errors",
+            "deadletters",
+            "emotion-mix",
+            "timelines",
+            "events",
+        ):
             assert f'id="chart-{chart}"' in html
 
     def test_config_and_health(self, dashboard):
         status, _, body = request(dashboard, "GET", "/api/config")
         cfg = json.loads(body)
-        assert status == 200 and cfg["refresh_ms"] == 2000 and set(cfg["negative"]) == {"anger", "sadness", "fear", "disgust"}
+        assert (
+            status == 200
+            and cfg["refresh_ms"] == 2000
+            and set(cfg["negative"]) == {"anger", "sadness", "fear", "disgust"}
+        )
         assert set(cfg["colours"]) == set(cfg["emotions"])
         # the page counts emotion_events_total over its own mix window, through the proxy's free PromQL
         assert check_query(cfg["mix_query"]) and f"offset {round(cfg['mix_window_s'])}s" in cfg["mix_query"]
@@ -316,16 +379,27 @@ class TestEscalation:
 
     def test_ongoing_escalation_on_the_timeline(self):
         store = EventStore()
-        for e in [ev("c", 0, "customer", "neutral"), ev("c", 1, "customer", "anger"), ev("c", 2, "agent", "neutral"),
-                  ev("c", 3, "customer", "sadness"), ev("c", 4, "agent", "happiness"), ev("c", 5, "customer", "fear")]:
+        for e in [
+            ev("c", 0, "customer", "neutral"),
+            ev("c", 1, "customer", "anger"),
+            ev("c", 2, "agent", "neutral"),
+            ev("c", 3, "customer", "sadness"),
+            ev("c", 4, "agent", "happiness"),
+            ev("c", 5, "customer", "fear"),
+        ]:
             store.add(e)
         snap = store.snapshot(now=NOW)
         (call,) = snap["calls"]
         assert call["escalated"] and snap["escalated_calls"] == 1 and snap["escalating_calls"] == 1
         assert call["escalation"] == {
-            "kind": "negative_run", "since": "c:00001", "at": 2.0, "labels": ("anger", "sadness", "fear"),
-            "length": 3, "ongoing": True,
-            "reason": "3 consecutive negative customer utterances (anger, sadness, fear) from 2.0 s"}
+            "kind": "negative_run",
+            "since": "c:00001",
+            "at": 2.0,
+            "labels": ("anger", "sadness", "fear"),
+            "length": 3,
+            "ongoing": True,
+            "reason": "3 consecutive negative customer utterances (anger, sadness, fear) from 2.0 s",
+        }
         json.dumps(snap)  # what /api/calls sends
 
     def test_past_escalation_stays_flagged(self):
@@ -337,11 +411,14 @@ class TestEscalation:
         assert call["escalated"] and not call["escalation"]["ongoing"]
         assert snap["escalated_calls"] == 1 and snap["escalating_calls"] == 0
 
-    @pytest.mark.parametrize("events", [
-        [ev("c", i, "customer", lab) for i, lab in enumerate(["anger", "surprise", "anger", "disgust"])],
-        [ev("c", i, "agent", "anger") for i in range(5)] + [ev("c", 9, "customer", "sadness")],
-        [],
-    ])
+    @pytest.mark.parametrize(
+        "events",
+        [
+            [ev("c", i, "customer", lab) for i, lab in enumerate(["anger", "surprise", "anger", "disgust"])],
+            [ev("c", i, "agent", "anger") for i in range(5)] + [ev("c", 9, "customer", "sadness")],
+            [],
+        ],
+    )
     def test_calm_calls(self, events):
         store = EventStore()
         for e in events + [ev("c", 20, "agent", "neutral")]:
@@ -375,11 +452,15 @@ class TestEscalation:
         assert calls["s"]["escalated"] and not calls["a"]["escalated"]
         cfg = app.config()
         assert cfg["negative"] == ["surprise"] and cfg["escalation"] == {
-            "speaker": "customer", "turns": 3, "rising_min_final": 0.5}
+            "speaker": "customer",
+            "turns": 3,
+            "rising_min_final": 0.5,
+        }
 
     @pytest.mark.parametrize("seed", range(20))
     def test_scripted_calls(self, seed):
         """ESCALATING ends escalating; CALM and WORRIED never escalate, whatever their random probabilities."""
+
         def escalation(script):
             store = EventStore()
             for e in scripted_call(f"call-{seed}", script, created_at=NOW, seed=seed):
@@ -394,8 +475,13 @@ class TestEscalation:
 class TestEventStore:
     def test_timelines_per_call_with_lanes(self):
         store = EventStore()
-        for e in [ev("a", 1, "customer", "anger"), ev("a", 0, "agent", "neutral"), ev("b", 0, "agent", "happiness"),
-                  ev("a", 2, "customer", "sadness"), ev("a", 3, "customer", "disgust")]:
+        for e in [
+            ev("a", 1, "customer", "anger"),
+            ev("a", 0, "agent", "neutral"),
+            ev("b", 0, "agent", "happiness"),
+            ev("a", 2, "customer", "sadness"),
+            ev("a", 3, "customer", "disgust"),
+        ]:
             store.add(e)
         snap = store.snapshot(now=NOW + 1)
         calls = {c["call_id"]: c for c in snap["calls"]}
@@ -411,8 +497,8 @@ class TestEventStore:
     def test_duplicates_are_dropped(self):
         store = EventStore()
         assert store.add(ev("a", 0, "agent", "neutral")) == 1
-        assert store.add(ev("a", 0, "agent", "neutral")) is None       # at-least-once replay
-        assert store.add(ev("a", 0, "agent", "happiness")) == 2         # same utterance, new label: replaced
+        assert store.add(ev("a", 0, "agent", "neutral")) is None  # at-least-once replay
+        assert store.add(ev("a", 0, "agent", "happiness")) == 2  # same utterance, new label: replaced
         snap = store.snapshot(now=NOW)
         assert [u["label"] for u in snap["calls"][0]["utterances"]] == ["happiness"]
         assert snap["mix"]["total"] == 1 and store.duplicates == 2
@@ -455,8 +541,11 @@ class TestEventEndpoints:
     def test_calls_events_and_stream(self, dashboard):
         store = dashboard.app.store
         now = time.time()
-        for e in [ev("a", 0, "agent", "neutral", created_at=now), ev("a", 1, "customer", "anger", created_at=now),
-                  ev("b", 0, "customer", "happiness", created_at=now)]:
+        for e in [
+            ev("a", 0, "agent", "neutral", created_at=now),
+            ev("a", 1, "customer", "anger", created_at=now),
+            ev("b", 0, "customer", "happiness", created_at=now),
+        ]:
             store.add(e)
         status, _, body = request(dashboard, "GET", "/api/calls")
         snap = json.loads(body)
@@ -478,4 +567,8 @@ class TestEventEndpoints:
             if line.startswith("data: "):
                 got.append(json.loads(line[6:]))
         conn.close()
-        assert [(e["seq"], e["call_id"], e["label"]) for e in got] == [(2, "a", "anger"), (3, "b", "happiness"), (4, "c", "fear")]
+        assert [(e["seq"], e["call_id"], e["label"]) for e in got] == [
+            (2, "a", "anger"),
+            (3, "b", "happiness"),
+            (4, "c", "fear"),
+        ]

@@ -58,13 +58,14 @@ def iemocap_root(tmp_path: Path) -> Path:
 
 
 def test_emo_evaluation_keeps_consensus_lines_and_ignores_evaluator_lines():
-    entries = parse_emo_evaluation(
-        FIXTURES / "iemocap/Session1/dialog/EmoEvaluation/Ses01F_impro01.txt"
-    )
+    entries = parse_emo_evaluation(FIXTURES / "iemocap/Session1/dialog/EmoEvaluation/Ses01F_impro01.txt")
     assert [e.utterance for e in entries] == [
-        "Ses01F_impro01_F000", "Ses01F_impro01_M000", "Ses01F_impro01_F001",
-        "Ses01F_impro01_M001", "Ses01F_impro01_F002",
-    ]  # fmt: skip
+        "Ses01F_impro01_F000",
+        "Ses01F_impro01_M000",
+        "Ses01F_impro01_F001",
+        "Ses01F_impro01_M001",
+        "Ses01F_impro01_F002",
+    ]
     first = entries[0]
     assert (first.start, first.end, first.code, first.vad) == (
         6.2901,
@@ -97,10 +98,7 @@ def test_iemocap_4class(iemocap_root: Path):
     }
     f000 = by_id["Ses01F_impro01_F000"]
     assert f000.text == "Excuse me."
-    assert (
-        f000.audio_path
-        == iemocap_root / "Session1/sentences/wav/Ses01F_impro01/Ses01F_impro01_F000.wav"
-    )
+    assert f000.audio_path == iemocap_root / "Session1/sentences/wav/Ses01F_impro01/Ses01F_impro01_F000.wav"
     assert f000.speaker == "Ses01F" and f000.language == "en" and f000.call_id == "Ses01F_impro01"
     assert f000.extra["vad"] == [2.5, 2.5, 2.5] and f000.extra["improvised"] is True
     # the speaker is the utterance's own gender, not the dialog's (Ses01M_..._F000 is a woman)
@@ -119,10 +117,7 @@ def test_iemocap_full_and_7class_maps(iemocap_root: Path):
     assert "Ses01F_impro01_M001" not in full  # xxx dropped by default
     assert "Ses01M_script01_1_M001" not in full  # oth dropped by default
     with_all = {e.id: e.label for e in load_iemocap(iemocap_root, "full", drop=())}
-    assert (
-        with_all["Ses01F_impro01_M001"] == "undecided"
-        and with_all["Ses01M_script01_1_M001"] == "other"
-    )
+    assert with_all["Ses01F_impro01_M001"] == "undecided" and with_all["Ses01M_script01_1_M001"] == "other"
 
     seven = load_iemocap(iemocap_root, "7class")
     assert {e.label for e in seven} <= set(EMOTIONS)
@@ -132,13 +127,9 @@ def test_iemocap_full_and_7class_maps(iemocap_root: Path):
 
 def test_iemocap_missing_wav_is_reported_or_skipped(iemocap_root: Path):
     (iemocap_root / "Session1/sentences/wav/Ses01F_impro01/Ses01F_impro01_F001.wav").unlink()
-    with pytest.raises(
-        ManifestError, match=r"1 IEMOCAP wav file\(s\) missing.*Ses01F_impro01_F001.wav"
-    ):
+    with pytest.raises(ManifestError, match=r"1 IEMOCAP wav file\(s\) missing.*Ses01F_impro01_F001.wav"):
         load_iemocap(iemocap_root)
-    assert "Ses01F_impro01_F001" not in {
-        e.id for e in load_iemocap(iemocap_root, require_audio=False)
-    }
+    assert "Ses01F_impro01_F001" not in {e.id for e in load_iemocap(iemocap_root, require_audio=False)}
 
 
 def test_iemocap_wrong_root_is_a_clear_error(tmp_path: Path):
@@ -184,9 +175,7 @@ AIHUB_MAJORITY = {
 @pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "cp949", "euc-kr"])
 def test_aihub_csv_majority_vote_in_every_encoding(tmp_path: Path, encoding: str):
     csv_path = _aihub_copy(tmp_path, "emotion_dialogue.csv", encoding)
-    assert detect_encoding(csv_path) == (
-        "cp949" if encoding in ("cp949", "euc-kr") else "utf-8-sig"
-    )
+    assert detect_encoding(csv_path) == ("cp949" if encoding in ("cp949", "euc-kr") else "utf-8-sig")
     examples = load_aihub(csv_path, tmp_path / "wav")
     assert {e.id: e.label for e in examples} == AIHUB_MAJORITY
     happy = next(e for e in examples if e.label == "happiness")
@@ -196,9 +185,7 @@ def test_aihub_csv_majority_vote_in_every_encoding(tmp_path: Path, encoding: str
     assert happy.extra["votes"] == ["happiness", "happiness", "surprise", "happiness", "neutral"]
     assert happy.extra["agreement"] == pytest.approx(0.6)
     assert happy.extra["situation"] == "happiness" and happy.extra["gender"] == "female"
-    assert {e.extra["situation"] for e in examples} == set(
-        EMOTIONS
-    )  # "sad", "anger" ... normalised
+    assert {e.extra["situation"] for e in examples} == set(EMOTIONS)  # "sad", "anger" ... normalised
 
 
 def test_aihub_final_column_korean_labels_and_nested_wavs(tmp_path: Path):
@@ -242,9 +229,7 @@ def test_aihub_unknown_label_and_missing_wav(tmp_path: Path):
     csv_path.write_text("wav_id,감정\nw1,Angry\nw2,Bored\nw3,Sadness\n", encoding="utf-8")
     for name in ("w1", "w2"):
         sf.write(tmp_path / f"{name}.wav", _tone(0.2, 16_000), 16_000)
-    with pytest.raises(
-        ManifestError, match=r"row 3 \(w2\): unknown emotion value\(s\) \['Bored'\]"
-    ):
+    with pytest.raises(ManifestError, match=r"row 3 \(w2\): unknown emotion value\(s\) \['Bored'\]"):
         load_aihub(csv_path)
     with pytest.raises(ManifestError, match=r"1 wav file\(s\) listed .* missing.*w3.wav"):
         load_aihub(csv_path, unknown="skip")
@@ -256,8 +241,11 @@ def test_normalize_emotion_spellings():
     assert normalize_emotion(" SADNESS ") == normalize_emotion("슬픔") == "sadness"
     assert normalize_emotion("행복") == normalize_emotion("Happiness") == "happiness"
     assert [normalize_emotion(k) for k in ("중립", "공포", "혐오", "놀람")] == [
-        "neutral", "fear", "disgust", "surprise",
-    ]  # fmt: skip
+        "neutral",
+        "fear",
+        "disgust",
+        "surprise",
+    ]
     assert normalize_emotion("bored") is None and normalize_emotion("") is None
 
 
@@ -274,10 +262,19 @@ def test_manifest_round_trip_relative_and_absolute_paths(tmp_path: Path):
     inside = _wav(tmp_path / "corpus" / "wav" / "a.wav")
     outside = _wav(tmp_path / "elsewhere" / "b.wav")
     examples = [
-        Example("a", inside, "anger", text="화가 나요", speaker="s1", language="ko", split="train",
-                call_id="c1", extra={"cue": "both", "snr": 12.5}),
+        Example(
+            "a",
+            inside,
+            "anger",
+            text="화가 나요",
+            speaker="s1",
+            language="ko",
+            split="train",
+            call_id="c1",
+            extra={"cue": "both", "snr": 12.5},
+        ),
         Example("b", outside, "neutral"),
-    ]  # fmt: skip
+    ]
     manifest = write_manifest(tmp_path / "corpus" / "manifest.jsonl", examples)
     lines = [json.loads(line) for line in manifest.read_text(encoding="utf-8").splitlines()]
     assert lines[0]["audio"] == "wav/a.wav"  # relative inside the manifest folder
@@ -311,9 +308,7 @@ def test_manifest_minimal_line_defaults_and_extra_keys(tmp_path: Path):
 )
 def test_manifest_malformed_line_names_the_line(tmp_path: Path, line: str, message: str):
     _wav(tmp_path / "a.wav")
-    (tmp_path / "m.jsonl").write_text(
-        '{"id": "a", "audio": "a.wav", "label": "anger"}\n' + line + "\n"
-    )
+    (tmp_path / "m.jsonl").write_text('{"id": "a", "audio": "a.wav", "label": "anger"}\n' + line + "\n")
     with pytest.raises(ManifestError, match=message):
         read_manifest(tmp_path / "m.jsonl")
 
@@ -335,9 +330,7 @@ def test_manifest_missing_audio_lists_count_and_first_files(tmp_path: Path):
     with pytest.raises(ManifestError) as err:
         read_manifest(tmp_path / "m.jsonl")
     text = str(err.value)
-    assert (
-        text.startswith("12 missing audio file(s)") and "line 1: " in text and "gone0.wav" in text
-    )
+    assert text.startswith("12 missing audio file(s)") and "line 1: " in text and "gone0.wav" in text
     assert "and 2 more" in text and "gone11.wav" not in text
     assert len(read_manifest(tmp_path / "m.jsonl", check_audio=False)) == 12
 
@@ -409,9 +402,7 @@ def test_assign_splits_counts_and_tiny_inputs():
         ("PCM_24", 22_050, 1, "FLAC"),
     ],
 )
-def test_load_audio_formats_to_16k_mono_float32(
-    tmp_path: Path, subtype: str, sr: int, channels: int, fmt: str
-):
+def test_load_audio_formats_to_16k_mono_float32(tmp_path: Path, subtype: str, sr: int, channels: int, fmt: str):
     tone = _tone(1.5, sr, freq=440.0)
     data = np.stack([tone, tone * 0.5], axis=1) if channels == 2 else tone
     path = tmp_path / f"x.{fmt.lower()}"
@@ -452,9 +443,7 @@ def test_load_audio_errors(tmp_path: Path):
         load_audio(tmp_path / "nan.wav")
 
 
-@pytest.mark.parametrize(
-    ("sr_in", "sr_out"), [(8000, 16000), (22050, 16000), (44100, 8000), (16000, 8000)]
-)
+@pytest.mark.parametrize(("sr_in", "sr_out"), [(8000, 16000), (22050, 16000), (44100, 8000), (16000, 8000)])
 def test_numpy_resampler_matches_scipy_and_preserves_frequency(sr_in: int, sr_out: int):
     pytest.importorskip("scipy")
     tone = _tone(0.7, sr_in, freq=1000.0)
@@ -483,7 +472,9 @@ def test_normalise_level_brings_the_active_speech_to_the_target(gain_db: float):
     assert np.all(y[4000:9000] == 0.0)
     # at most 40 dB of gain: a near-silent clip is not raised into loud noise; silence stays silence
     faint = x * np.float32(10 ** (-90 / 20))
-    assert active_rms_db(normalise_level(faint, 16_000, -26.0), 16_000) == pytest.approx(active_rms_db(faint, 16_000) + 40.0, abs=0.01)
+    assert active_rms_db(normalise_level(faint, 16_000, -26.0), 16_000) == pytest.approx(
+        active_rms_db(faint, 16_000) + 40.0, abs=0.01
+    )
     assert np.all(normalise_level(np.zeros(800, np.float32), 16_000, -26.0) == 0.0)
 
 

@@ -72,8 +72,10 @@ for _tag in ("!reset", "!override"):
     ComposeLoader.add_constructor(
         _tag,
         lambda loader, node: (
-            loader.construct_mapping(node, deep=True) if isinstance(node, yaml.MappingNode)
-            else loader.construct_sequence(node, deep=True) if isinstance(node, yaml.SequenceNode)
+            loader.construct_mapping(node, deep=True)
+            if isinstance(node, yaml.MappingNode)
+            else loader.construct_sequence(node, deep=True)
+            if isinstance(node, yaml.SequenceNode)
             else loader.construct_scalar(node)
         ),
     )
@@ -288,10 +290,12 @@ def test_env_example_versions_are_the_projects(env_example):
     grafana = yaml.safe_load((ROOT / "deploy" / "grafana" / "docker-compose.yml").read_text())
     assert grafana["services"]["grafana"]["image"] == f"grafana/grafana:{env_example['GRAFANA_VERSION']}"
     # the Dockerfiles' own defaults are the same versions
-    for dockerfile, arg, key in [("emotion.Dockerfile", "PYTHON_VERSION", "PYTHON_VERSION"),
-                                 ("triton.Dockerfile", "TRITON_VERSION", "TRITON_VERSION"),
-                                 ("kafka.Dockerfile", "KAFKA_VERSION", "KAFKA_VERSION"),
-                                 ("redis.Dockerfile", "REDIS_VERSION", "REDIS_VERSION")]:  # fmt: skip
+    for dockerfile, arg, key in [
+        ("emotion.Dockerfile", "PYTHON_VERSION", "PYTHON_VERSION"),
+        ("triton.Dockerfile", "TRITON_VERSION", "TRITON_VERSION"),
+        ("kafka.Dockerfile", "KAFKA_VERSION", "KAFKA_VERSION"),
+        ("redis.Dockerfile", "REDIS_VERSION", "REDIS_VERSION"),
+    ]:
         text = (ROOT / "deploy" / "docker" / dockerfile).read_text()
         assert f"ARG {arg}={env_example[key]}\n" in text, dockerfile
 
@@ -322,9 +326,14 @@ def _dockerignore_includes(rules: list[str], path: str) -> bool:
         pattern = rule[1:] if negate else rule
         pattern = pattern.rstrip("/")
         candidates = [path] + [path.rsplit("/", n)[0] for n in range(1, path.count("/") + 1)]
-        hit = any(fnmatch.fnmatch(c, pattern) or (pattern.startswith("**/") and
-                  any(fnmatch.fnmatch(c.split("/", k)[-1], pattern[3:]) for k in range(c.count("/") + 1)))
-                  for c in candidates)  # fmt: skip
+        hit = any(
+            fnmatch.fnmatch(c, pattern)
+            or (
+                pattern.startswith("**/")
+                and any(fnmatch.fnmatch(c.split("/", k)[-1], pattern[3:]) for k in range(c.count("/") + 1))
+            )
+            for c in candidates
+        )
         if hit:
             included = negate
     return included
@@ -344,9 +353,15 @@ def test_every_build_has_its_dockerfile_and_the_files_it_copies(compose):
         assert dockerfile.is_file(), f"{name}: {dockerfile} missing"
         text = dockerfile.read_text()
         declared = set(re.findall(r"^ARG ([A-Z_]+)", text, re.M))
-        assert set(build.get("args", {})) <= declared, f"{name}: build args {set(build.get('args', {})) - declared} not ARGs"
+        assert set(build.get("args", {})) <= declared, (
+            f"{name}: build args {set(build.get('args', {})) - declared} not ARGs"
+        )
         ignore = dockerfile.with_name(dockerfile.name + ".dockerignore")
-        rules = [r.strip() for r in ignore.read_text().splitlines() if r.strip() and not r.startswith("#")] if ignore.exists() else []
+        rules = (
+            [r.strip() for r in ignore.read_text().splitlines() if r.strip() and not r.startswith("#")]
+            if ignore.exists()
+            else []
+        )
         assert rules, f"{name}: {ignore.name} missing: the build context would carry .venv and var/"
         for source in _dockerfile_copies(text):
             assert (context / source).exists(), f"{name}: COPY {source}: not in the build context"
@@ -368,13 +383,20 @@ def test_the_images_install_what_pyproject_declares():
     pyproject = ROOT / "pyproject.toml"
     project = tomllib.loads(pyproject.read_text())["project"]
     service_image = reqs.requirements(pyproject, ["bundle"], ["nvidia-pytriton"])
-    assert service_image == [d for d in project["dependencies"] + project["optional-dependencies"]["bundle"]
-                             if not d.startswith("nvidia-pytriton")]  # fmt: skip
-    assert reqs.requirements(pyproject, only=["torch"]) == [d for d in project["dependencies"] if d.startswith("torch>")]
+    assert service_image == [
+        d
+        for d in project["dependencies"] + project["optional-dependencies"]["bundle"]
+        if not d.startswith("nvidia-pytriton")
+    ]
+    assert reqs.requirements(pyproject, only=["torch"]) == [
+        d for d in project["dependencies"] if d.startswith("torch>")
+    ]
     assert reqs.distribution("Torch_Geometric[full]>=2") == "torch-geometric"
     emotion, triton = ((ROOT / "deploy/docker" / f).read_text() for f in ("emotion.Dockerfile", "triton.Dockerfile"))
     assert "--extra bundle --exclude nvidia-pytriton" in emotion and "pip install --no-deps -e ." in emotion
-    assert "--exclude nvidia-pytriton" in triton and "--extra bundle" not in triton and "PYTHONPATH=/opt/emotion" in triton
+    assert (
+        "--exclude nvidia-pytriton" in triton and "--extra bundle" not in triton and "PYTHONPATH=/opt/emotion" in triton
+    )
 
 
 # ---- volumes, secrets, dependencies, health ---------------------------------------------------------
@@ -397,7 +419,10 @@ def test_bind_mounts_exist_and_named_volumes_and_secrets_are_declared(compose):
             used_secrets.add(secret)
         for variable, value in environment(svc).items():
             if variable.endswith("PASSWORD_FILE"):  # a mounted compose secret, never a path of the host
-                assert value.startswith(f"{SECRETS_DIR}/") and value.rsplit("/", 1)[1] in declared_secrets, (name, variable)
+                assert value.startswith(f"{SECRETS_DIR}/") and value.rsplit("/", 1)[1] in declared_secrets, (
+                    name,
+                    variable,
+                )
             assert not variable.endswith("PASSWORD"), f"{name}: {variable}: a secret in the environment"
     assert used_volumes == declared_volumes and used_secrets == declared_secrets
     # what reads a secret has it mounted: the services use Kafka and Redis, the clients Kafka
@@ -440,12 +465,19 @@ def test_depends_on_waits_for_health_and_for_the_init_jobs(compose):
     assert "--command-config /tmp/emotion-kafka/client.properties" in services["kafka"]["healthcheck"]["test"][1]
     assert "/v2/health/ready" in " ".join(services["triton"]["healthcheck"]["test"])
     assert "/-/ready" in " ".join(services["prometheus"]["healthcheck"]["test"])
-    assert "redis-cli" in services["redis"]["healthcheck"]["test"][1] and "ping" in services["redis"]["healthcheck"]["test"][1]
+    assert (
+        "redis-cli" in services["redis"]["healthcheck"]["test"][1]
+        and "ping" in services["redis"]["healthcheck"]["test"][1]
+    )
 
 
 def test_gpu_reservations_and_shared_memory(compose):
     services = compose["services"]
-    reserving = {n for n, s in services.items() if s.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices")}
+    reserving = {
+        n
+        for n, s in services.items()
+        if s.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices")
+    }
     assert reserving == {"triton"}, "only Triton infers (the services call it)"
     (device,) = services["triton"]["deploy"]["resources"]["reservations"]["devices"]
     assert device["capabilities"] == ["gpu"] and device["count"] == "1"
@@ -470,7 +502,9 @@ def settings_field(variable: str):
         assert part in model.model_fields, f"{variable}: {model.__name__} has no field {part!r}"
         annotation = model.model_fields[part].annotation
         if i < len(parts) - 1:
-            assert isinstance(annotation, type) and issubclass(annotation, BaseModel), f"{variable}: {part} is not nested"
+            assert isinstance(annotation, type) and issubclass(annotation, BaseModel), (
+                f"{variable}: {part} is not nested"
+            )
             model = annotation
     return parts
 
@@ -500,7 +534,9 @@ def test_every_emotion_variable_is_a_settings_field_and_parses(compose, monkeypa
     assert environment(compose["services"]["grafana"]).keys() & NOT_SETTINGS == NOT_SETTINGS
     cpu = interpolated(load_compose(COMPOSE_CPU), env_example)
     for name, svc in cpu["services"].items():
-        check_emotion_environment({**environment(compose["services"][name]), **environment(svc)}, monkeypatch, f"compose.cpu.yaml {name}")
+        check_emotion_environment(
+            {**environment(compose["services"][name]), **environment(svc)}, monkeypatch, f"compose.cpu.yaml {name}"
+        )
     s = check_emotion_environment(k8s_env_file(K8S_BASE / "emotion.env"), monkeypatch, "deploy/k8s/base/emotion.env")
     assert s.home == HOME_IN_CONTAINERS
     for patch in _cpu_overlay_patches():
@@ -538,13 +574,16 @@ def test_ports_agree_with_the_settings(compose):
     assert f"-p {d.redis.port}" in services["redis"]["healthcheck"]["test"][1]
     triton = flags(services["triton"]["command"][1:])
     assert (triton["http-port"], triton["grpc-port"], triton["metrics-port"]) == tuple(
-        str(p) for p in (d.triton.http_port, d.triton.grpc_port, d.triton.metrics_port))
+        str(p) for p in (d.triton.http_port, d.triton.grpc_port, d.triton.metrics_port)
+    )
     assert f"localhost:{d.triton.http_port}/" in " ".join(services["triton"]["healthcheck"]["test"])
     prometheus = flags(services["prometheus"]["command"])
     assert prometheus["web.listen-address"] == f"0.0.0.0:{d.prometheus.port}"
     assert prometheus["storage.tsdb.retention.time"] == d.prometheus.retention
     assert services["prometheus"]["ports"] == [f"127.0.0.1:{d.prometheus.port}:{d.prometheus.port}"]
-    assert all(p.startswith("127.0.0.1:") for s in services.values() for p in s.get("ports", [])), "nothing on public interfaces"
+    assert all(p.startswith("127.0.0.1:") for s in services.values() for p in s.get("ports", [])), (
+        "nothing on public interfaces"
+    )
 
 
 # ---- the commands are the local stack's ------------------------------------------------------------
@@ -622,7 +661,9 @@ def test_triton_gets_the_local_stacks_environment_and_the_exported_repository(co
     assert f"emotion-home:{home}" in writer["volumes"] and f"emotion-home:{home}:ro" in services["triton"]["volumes"]
     assert environment(writer)["EMOTION_HOME"] == env["EMOTION_HOME"] == home
     script = (ROOT / "deploy/docker/model-repository.sh").read_text()
-    assert "emotion models fetch" in script and "ensure_default_model" in script and "emotion export --no-load" in script
+    assert (
+        "emotion models fetch" in script and "ensure_default_model" in script and "emotion export --no-load" in script
+    )
 
 
 def test_the_topics_job_creates_the_topics_as_the_local_stack_does(compose, monkeypatch, tmp_path):
@@ -659,8 +700,14 @@ def _secret_files(tmp_path: Path, **values: str) -> dict[str, str]:
 
 
 def _run_entrypoint(script: str, env: dict[str, str]) -> None:
-    subprocess.run(["bash", str(ROOT / "deploy" / "docker" / script), "--render"], env={"PATH": os.environ["PATH"], **env},
-                   check=True, capture_output=True, text=True, timeout=30)  # fmt: skip
+    subprocess.run(
+        ["bash", str(ROOT / "deploy" / "docker" / script), "--render"],
+        env={"PATH": os.environ["PATH"], **env},
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 TRICKY_PASSWORD = 'pa"ss\\w&rd ${host} $x'
@@ -684,18 +731,32 @@ def test_kafka_runs_the_local_stacks_broker_configuration(compose, tmp_path, mon
     files = _secret_files(tmp_path, kafka_password=TRICKY_PASSWORD, kafka_controller_password=controller_password)
     env = environment(compose["services"]["kafka"])
     conf = tmp_path / "conf"
-    _run_entrypoint("kafka-entrypoint.sh", {
-        **env, "KAFKA_PASSWORD_FILE": files["kafka_password"], "KAFKA_CONTROLLER_PASSWORD_FILE": files["kafka_controller_password"],
-        "KAFKA_CONF_DIR": str(conf), "KAFKA_TEMPLATE": str(ROOT / "deploy/local/templates/kafka-server.properties.tmpl"),
-    })  # fmt: skip
+    _run_entrypoint(
+        "kafka-entrypoint.sh",
+        {
+            **env,
+            "KAFKA_PASSWORD_FILE": files["kafka_password"],
+            "KAFKA_CONTROLLER_PASSWORD_FILE": files["kafka_controller_password"],
+            "KAFKA_CONF_DIR": str(conf),
+            "KAFKA_TEMPLATE": str(ROOT / "deploy/local/templates/kafka-server.properties.tmpl"),
+        },
+    )
     container = (conf / "server.properties").read_text().splitlines()
 
     differ = {"listeners", "advertised.listeners", "log.dirs"}
     key = lambda line: line.split("=", 1)[0]  # noqa: E731
-    assert [line for line in container if key(line) not in differ] == [line for line in local if key(line) not in differ]
+    assert [line for line in container if key(line) not in differ] == [
+        line for line in local if key(line) not in differ
+    ]
     values = dict(line.split("=", 1) for line in container if "=" in line and not line.startswith("#"))
-    assert values["listeners"] == f"CLIENT://0.0.0.0:{settings.kafka.port},CONTROLLER://127.0.0.1:{settings.kafka.controller_port}"
-    assert values["advertised.listeners"] == f"CLIENT://kafka:{settings.kafka.port},CONTROLLER://127.0.0.1:{settings.kafka.controller_port}"
+    assert (
+        values["listeners"]
+        == f"CLIENT://0.0.0.0:{settings.kafka.port},CONTROLLER://127.0.0.1:{settings.kafka.controller_port}"
+    )
+    assert (
+        values["advertised.listeners"]
+        == f"CLIENT://kafka:{settings.kafka.port},CONTROLLER://127.0.0.1:{settings.kafka.controller_port}"
+    )
     assert values["log.dirs"] == "/var/lib/kafka/data"
     assert values["num.partitions"] == str(settings.kafka.num_partitions)
     assert values["message.max.bytes"] == str(settings.kafka.max_message_bytes)
@@ -715,14 +776,21 @@ def test_redis_runs_the_local_stacks_configuration(compose, tmp_path):
 
     files = _secret_files(tmp_path, redis_password=TRICKY_PASSWORD)
     conf = tmp_path / "conf"
-    _run_entrypoint("redis-entrypoint.sh", {
-        **environment(compose["services"]["redis"]), "REDIS_PASSWORD_FILE": files["redis_password"],
-        "REDIS_CONF_DIR": str(conf), "REDIS_TEMPLATE": str(ROOT / "deploy/local/templates/redis.conf.tmpl"),
-    })  # fmt: skip
+    _run_entrypoint(
+        "redis-entrypoint.sh",
+        {
+            **environment(compose["services"]["redis"]),
+            "REDIS_PASSWORD_FILE": files["redis_password"],
+            "REDIS_CONF_DIR": str(conf),
+            "REDIS_TEMPLATE": str(ROOT / "deploy/local/templates/redis.conf.tmpl"),
+        },
+    )
     container = (conf / "redis.conf").read_text().splitlines()
     differ = {"bind", "logfile", "dir"}
     key = lambda line: line.split(" ", 1)[0]  # noqa: E731
-    assert [line for line in container if key(line) not in differ] == [line for line in local if key(line) not in differ]
+    assert [line for line in container if key(line) not in differ] == [
+        line for line in local if key(line) not in differ
+    ]
     assert "bind 0.0.0.0" in container and 'logfile ""' in container and 'dir "/data"' in container
     assert "appendonly yes" in container and "maxmemory-policy volatile-ttl" in container
     assert f"maxmemory {settings.redis.maxmemory}" in container
@@ -731,7 +799,7 @@ def test_redis_runs_the_local_stacks_configuration(compose, tmp_path):
 def test_the_entrypoints_refuse_a_template_value_they_do_not_have(tmp_path):
     template = tmp_path / "t.tmpl"
     template.write_text("a=${known}\nb=${unknown}\n")
-    script = f'source {ROOT / "deploy/docker/render-template.sh"}; render_template {template} known=1'
+    script = f"source {ROOT / 'deploy/docker/render-template.sh'}; render_template {template} known=1"
     result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=10)
     assert result.returncode != 0 and "${unknown}" in result.stderr
 
@@ -768,7 +836,9 @@ def test_grafana_gets_the_provisioned_dashboard_and_this_prometheus(compose):
     assert mounts[f"{folder}/emotion-dashboard.json"] == "./deploy/grafana/emotion-dashboard.json"
     assert environment(grafana)["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"] == f"{folder}/emotion-dashboard.json"
     assert mounts["/etc/grafana/provisioning/datasources"] == "./deploy/grafana/provisioning/datasources"
-    (source,) = yaml.safe_load((ROOT / "deploy/grafana/provisioning/datasources/emotion-prometheus.yaml").read_text())["datasources"]
+    (source,) = yaml.safe_load((ROOT / "deploy/grafana/provisioning/datasources/emotion-prometheus.yaml").read_text())[
+        "datasources"
+    ]
     assert source["url"] == "${EMOTION_PROMETHEUS_URL}"
     assert environment(grafana)["EMOTION_PROMETHEUS_URL"] == f"http://prometheus:{defaults().prometheus.port}"
     assert source["jsonData"]["timeInterval"] == yaml.safe_load(PROMETHEUS_YML.read_text())["global"]["scrape_interval"]
@@ -814,7 +884,9 @@ def test_every_kustomization_names_files_that_exist_and_they_parse():
 
 
 def test_the_k8s_configuration_is_the_compose_configuration(compose):
-    compose_env = {k: v for k, v in environment(compose["services"]["asr_alignment"]).items() if k.startswith("EMOTION_")}
+    compose_env = {
+        k: v for k, v in environment(compose["services"]["asr_alignment"]).items() if k.startswith("EMOTION_")
+    }
     k8s_env = k8s_env_file(K8S_BASE / "emotion.env")
     assert set(compose_env) == set(k8s_env)
     assert {k for k in k8s_env if k8s_env[k] != compose_env[k]} == K8S_ENV_DIFFERENCES
@@ -827,11 +899,23 @@ def _workloads() -> dict[str, tuple[str, str, dict]]:
     objects = k8s_objects()
     triton = k8s_object("Deployment", "triton", objects)["spec"]["template"]["spec"]
     out = {
-        "kafka": ("StatefulSet", "kafka", k8s_object("StatefulSet", "kafka", objects)["spec"]["template"]["spec"]["containers"][0]),
-        "redis": ("StatefulSet", "redis", k8s_object("StatefulSet", "redis", objects)["spec"]["template"]["spec"]["containers"][0]),
+        "kafka": (
+            "StatefulSet",
+            "kafka",
+            k8s_object("StatefulSet", "kafka", objects)["spec"]["template"]["spec"]["containers"][0],
+        ),
+        "redis": (
+            "StatefulSet",
+            "redis",
+            k8s_object("StatefulSet", "redis", objects)["spec"]["template"]["spec"]["containers"][0],
+        ),
         "triton": ("Deployment", "triton", triton["containers"][0]),
         "model-repository": ("Deployment", "triton (init container)", triton["initContainers"][0]),
-        "kafka-topics": ("Job", "kafka-topics", k8s_object("Job", "kafka-topics", objects)["spec"]["template"]["spec"]["containers"][0]),
+        "kafka-topics": (
+            "Job",
+            "kafka-topics",
+            k8s_object("Job", "kafka-topics", objects)["spec"]["template"]["spec"]["containers"][0],
+        ),
     }
     for name in PIPELINE:
         spec = k8s_object("Deployment", name.replace("_", "-"), objects)["spec"]["template"]["spec"]
@@ -856,7 +940,10 @@ def test_every_compose_service_has_a_k8s_workload_with_the_same_image_and_comman
             local = k8s_local_env(container)
             assert set(local) - {"POD_NAME"} == set(env), name
             differs = {k for k in env if local[k] != env[k]}
-            assert differs <= {"KAFKA_ADVERTISED_HOST", "KAFKA_NUM_PARTITIONS", "KAFKA_HEAP", "REDIS_MAXMEMORY"}, (name, differs)
+            assert differs <= {"KAFKA_ADVERTISED_HOST", "KAFKA_NUM_PARTITIONS", "KAFKA_HEAP", "REDIS_MAXMEMORY"}, (
+                name,
+                differs,
+            )
         mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
         if svc.get("secrets"):
             spec = _pod_spec(kind, k8s_name)
@@ -868,7 +955,10 @@ def test_every_compose_service_has_a_k8s_workload_with_the_same_image_and_comman
     assert kafka["KAFKA_ADVERTISED_HOST"] == "$(POD_NAME).kafka-headless"
     assert k8s_object("Service", "kafka-headless")["spec"]["publishNotReadyAddresses"] is True
     for name in PIPELINE:  # the same readiness as compose's health check
-        assert workloads[name][2]["readinessProbe"]["exec"]["command"] == compose["services"][name]["healthcheck"]["test"][1:]
+        assert (
+            workloads[name][2]["readinessProbe"]["exec"]["command"]
+            == compose["services"][name]["healthcheck"]["test"][1:]
+        )
 
 
 def _pod_spec(kind: str, name: str) -> dict:
@@ -890,7 +980,11 @@ def test_triton_on_k8s_asks_for_a_gpu_and_shared_memory(compose):
     init_home = [m for m in spec["initContainers"][0]["volumeMounts"] if m["name"] == "emotion-home"]
     assert home[0]["mountPath"] == init_home[0]["mountPath"] == str(HOME_IN_CONTAINERS)
     # one owner for the volume: the init container's user, and Triton's (a rollout exports there)
-    assert triton["securityContext"]["runAsUser"] == spec["initContainers"][0]["securityContext"]["runAsUser"] == spec["securityContext"]["fsGroup"]
+    assert (
+        triton["securityContext"]["runAsUser"]
+        == spec["initContainers"][0]["securityContext"]["runAsUser"]
+        == spec["securityContext"]["fsGroup"]
+    )
     service = k8s_object("Service", "triton")
     assert {p["port"] for p in service["spec"]["ports"]} == set(ports.values())
 
@@ -943,10 +1037,14 @@ def test_keda_scales_each_service_on_its_group_and_input_topics():
         so = scaled[name.replace("_", "-")]["spec"]
         assert so["scaleTargetRef"]["name"] == name.replace("_", "-")
         k8s_object("Deployment", so["scaleTargetRef"]["name"], objects)
-        assert 1 <= so["minReplicaCount"] <= so["maxReplicaCount"] <= partitions, f"{name}: more replicas than partitions"
+        assert 1 <= so["minReplicaCount"] <= so["maxReplicaCount"] <= partitions, (
+            f"{name}: more replicas than partitions"
+        )
         triggers = so["triggers"]
         assert all(t["type"] == "kafka" for t in triggers)
-        assert {t["metadata"]["consumerGroup"] for t in triggers} == {f"emotion-{name}"}  # shared.runtime's default group
+        assert {t["metadata"]["consumerGroup"] for t in triggers} == {
+            f"emotion-{name}"
+        }  # shared.runtime's default group
         topics = [t["metadata"]["topic"] for t in triggers]
         assert sorted(topics) == sorted(service.inputs()), f"{name}: {topics} vs {list(service.inputs())}"
         for t in triggers:
@@ -959,11 +1057,15 @@ def test_keda_scales_each_service_on_its_group_and_input_topics():
     secrets = {g["name"]: g for g in kustomization(K8S_BASE)["secretGenerator"]}
     literals = dict(item.split("=", 1) for item in secrets["emotion-kafka-keda"]["literals"])
     for parameter, (secret, key) in refs.items():
-        keys = set(literals) if secret == "emotion-kafka-keda" else {f.split("=", 1)[0] for f in secrets[secret]["files"]}
+        keys = (
+            set(literals) if secret == "emotion-kafka-keda" else {f.split("=", 1)[0] for f in secrets[secret]["files"]}
+        )
         assert key in keys, (parameter, secret, key)
         assert secrets[secret].get("options", {}).get("disableNameSuffixHash") is True, "KEDA refers to it by name"
     assert literals["username"] == settings.kafka.username
-    assert literals["sasl"] == settings.kafka.sasl_mechanism.lower().replace("-", "_").replace("scram_sha_", "scram_sha")
+    assert literals["sasl"] == settings.kafka.sasl_mechanism.lower().replace("-", "_").replace(
+        "scram_sha_", "scram_sha"
+    )
     assert literals["tls"] == "disable" and settings.kafka.security_protocol == "SASL_PLAINTEXT"
 
 
@@ -975,12 +1077,16 @@ def test_pods_are_scraped_on_their_metrics_ports(compose):
         assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/port"] == metrics_port
         (port,) = deployment["spec"]["template"]["spec"]["containers"][0]["ports"]
         assert port == {"name": "metrics", "containerPort": int(metrics_port)}
-        assert deployment["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] == "streaming-service"
+        assert (
+            deployment["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] == "streaming-service"
+        )
     triton = k8s_object("Deployment", "triton")["spec"]["template"]["metadata"]["annotations"]
     assert triton["prometheus.io/port"] == str(defaults().triton.metrics_port)
     monitors = load_yaml_docs(K8S / "components" / "podmonitor" / "podmonitor.yaml")
     selectors = [m["spec"]["selector"]["matchLabels"] for m in monitors]
-    assert {"app.kubernetes.io/component": "streaming-service"} in selectors and {"app.kubernetes.io/name": "triton"} in selectors
+    assert {"app.kubernetes.io/component": "streaming-service"} in selectors and {
+        "app.kubernetes.io/name": "triton"
+    } in selectors
     assert all(e["port"] == "metrics" for m in monitors for e in m["spec"]["podMetricsEndpoints"])
 
 
@@ -1017,7 +1123,7 @@ def sizing_figures() -> dict[str, str]:
 
 def test_the_sizing_guide_states_the_figures_it_is_derived_from():
     text = DOCS.read_text()
-    guide = text[text.index("## Sizing"):]
+    guide = text[text.index("## Sizing") :]
     guide = guide[: guide.index("\n## ", 3)]
     for name, figure in sizing_figures().items():
         assert figure in guide, f"sizing guide: {name} = {figure} not stated"
@@ -1064,8 +1170,11 @@ def _model(folder: Path, weights: str) -> Path:
 def test_serve_and_rollback_keep_the_default_model_equal_to_what_is_served(tmp_path):
     home, log = tmp_path / "home", tmp_path / "emotion.log"
     _fake_emotion(tmp_path / "bin", log)
-    env = {"PATH": f"{tmp_path / 'bin'}:{Path(sys.executable).parent}:{os.environ['PATH']}", "EMOTION_HOME": str(home),
-           "PYTHONPATH": str(ROOT)}  # fmt: skip
+    env = {
+        "PATH": f"{tmp_path / 'bin'}:{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "EMOTION_HOME": str(home),
+        "PYTHONPATH": str(ROOT),
+    }
     script = str(ROOT / "deploy" / "docker" / "model-repository.sh")
     default = home / "trained" / "default"
     _model(default, "v1 weights")
@@ -1073,15 +1182,22 @@ def test_serve_and_rollback_keep_the_default_model_equal_to_what_is_served(tmp_p
         _model(home / "triton" / "model_repository" / name / "1" / "trained", "v1 weights")
         _model(home / "triton" / "model_repository" / name / "2" / "trained", "v2 weights")
 
-    subprocess.run(["bash", script, "serve", str(_model(tmp_path / "new", "v2 weights"))], env=env, check=True, timeout=60)
+    subprocess.run(
+        ["bash", script, "serve", str(_model(tmp_path / "new", "v2 weights"))], env=env, check=True, timeout=60
+    )
     assert (default / "model.pt").read_text() == "v2 weights"
     assert (home / "trained" / "default.previous" / "model.pt").read_text() == "v1 weights"
     assert log.read_text().splitlines() == ["export --no-load --only graph_gat moe_fusion"]
 
     log.unlink()
     subprocess.run(["bash", script, "rollback"], env=env, check=True, timeout=60)
-    assert log.read_text().splitlines() == ["export --no-load --rollback graph_gat", "export --no-load --rollback moe_fusion"]
+    assert log.read_text().splitlines() == [
+        "export --no-load --rollback graph_gat",
+        "export --no-load --rollback moe_fusion",
+    ]
     assert (default / "model.pt").read_text() == "v1 weights", "the default is what version 1 pinned again"
 
-    bad = subprocess.run(["bash", script, "serve", str(tmp_path / "nothing")], env=env, capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        ["bash", script, "serve", str(tmp_path / "nothing")], env=env, capture_output=True, text=True, timeout=60
+    )
     assert bad.returncode == 2 and "no model.pt" in bad.stderr

@@ -14,7 +14,12 @@ def test_the_bad_input_table_lists_every_case_with_its_outcome():
     rows = re.findall(r"^\| (\d+) \| `([a-z0-9-]+)` \| (.+?) \| (.+?) \|", RELIABILITY.read_text(), re.M)
     assert [r[1] for r in rows] == [c.id for c in CASES]
     assert len(rows) >= 25
-    words = {"events": "converted and processed", "nothing": "no event", "refused": "refused", "deadletter": "deadletter"}
+    words = {
+        "events": "converted and processed",
+        "nothing": "no event",
+        "refused": "refused",
+        "deadletter": "deadletter",
+    }
     for (_, case_id, what, outcome), case in zip(rows, CASES):
         assert what == case.what and words[case.outcome] in outcome, case_id
         if case.outcome == "deadletter":

@@ -10,8 +10,14 @@ from shared.contracts import EmotionEvent
 from shared.settings import EMOTIONS, Settings
 
 
-def ev(i: int, label: str, speaker: str = "customer", start: float | None = None, negative: float | None = None,
-       call: str = "c") -> EmotionEvent:
+def ev(
+    i: int,
+    label: str,
+    speaker: str = "customer",
+    start: float | None = None,
+    negative: float | None = None,
+    call: str = "c",
+) -> EmotionEvent:
     """Utterance ``i`` of call ``call``; ``negative``: the probability of anger (the rest neutral),
     else 0.8 on the label and 0.2 on neutral."""
     start = float(2 * i) if start is None else start
@@ -19,8 +25,17 @@ def ev(i: int, label: str, speaker: str = "customer", start: float | None = None
         probs = {label: 0.8, "neutral": 0.2} if label != "neutral" else {"neutral": 1.0}
     else:
         probs = {e: 0.0 for e in EMOTIONS} | {"anger": negative, "neutral": round(1 - negative, 6)}
-    return EmotionEvent(call_id=call, utterance_id=f"{call}:{i:05d}", speaker=speaker, start=start, end=start + 1.5,
-                        transcript=f"utterance {i}", label=label, probabilities=probs, model_version="test")
+    return EmotionEvent(
+        call_id=call,
+        utterance_id=f"{call}:{i:05d}",
+        speaker=speaker,
+        start=start,
+        end=start + 1.5,
+        transcript=f"utterance {i}",
+        label=label,
+        probabilities=probs,
+        model_version="test",
+    )
 
 
 def customer(labels: list[str]) -> list[EmotionEvent]:
@@ -33,11 +48,23 @@ def test_negative_labels_come_from_the_settings():
 
 class TestNegativeRun:
     def test_ongoing_run_among_agent_turns(self):
-        events = [ev(0, "neutral"), ev(1, "anger"), ev(2, "neutral", "agent"), ev(3, "sadness"),
-                  ev(4, "happiness", "agent"), ev(5, "fear")]
+        events = [
+            ev(0, "neutral"),
+            ev(1, "anger"),
+            ev(2, "neutral", "agent"),
+            ev(3, "sadness"),
+            ev(4, "happiness", "agent"),
+            ev(5, "fear"),
+        ]
         assert detect_escalation(events) == Escalation(
-            "negative_run", "3 consecutive negative customer utterances (anger, sadness, fear) from 2.0 s",
-            "c:00001", 2.0, ("anger", "sadness", "fear"), 3, True)
+            "negative_run",
+            "3 consecutive negative customer utterances (anger, sadness, fear) from 2.0 s",
+            "c:00001",
+            2.0,
+            ("anger", "sadness", "fear"),
+            3,
+            True,
+        )
 
     def test_past_run_is_reported_not_ongoing(self):
         esc = detect_escalation(customer(["anger", "anger", "disgust", "neutral", "happiness"]))
@@ -49,13 +76,16 @@ class TestNegativeRun:
         assert esc.since == "c:00004" and esc.labels == ("fear", "anger", "disgust", "sadness") and esc.length == 4
         assert esc.ongoing and esc.reason.startswith("4 consecutive negative customer utterances")
 
-    @pytest.mark.parametrize("labels", [
-        ["anger", "anger"],                                  # only two
-        ["anger", "surprise", "anger", "disgust"],           # surprise breaks the run
-        ["anger", "anger", "neutral", "anger", "anger"],     # two runs of two
-        ["happiness", "neutral", "happiness"],
-        [],
-    ])
+    @pytest.mark.parametrize(
+        "labels",
+        [
+            ["anger", "anger"],  # only two
+            ["anger", "surprise", "anger", "disgust"],  # surprise breaks the run
+            ["anger", "anger", "neutral", "anger", "anger"],  # two runs of two
+            ["happiness", "neutral", "happiness"],
+            [],
+        ],
+    )
     def test_no_run(self, labels):
         assert detect_escalation(customer(labels)) is None
 
@@ -91,12 +121,15 @@ class TestRising:
         assert esc.since == "c:00000" and esc.length == 3 and esc.labels == ("neutral", "neutral", "anger")
         assert "negative probability rising 0.10 -> 0.55 over 3 customer utterances from 0.0 s" == esc.reason
 
-    @pytest.mark.parametrize("probs", [
-        [0.1, 0.3, 0.45],        # ends too low
-        [0.3, 0.2, 0.6],         # not rising at every step
-        [0.3, 0.3, 0.6],         # flat is not rising
-        [0.2, 0.6],              # too short
-    ])
+    @pytest.mark.parametrize(
+        "probs",
+        [
+            [0.1, 0.3, 0.45],  # ends too low
+            [0.3, 0.2, 0.6],  # not rising at every step
+            [0.3, 0.3, 0.6],  # flat is not rising
+            [0.2, 0.6],  # too short
+        ],
+    )
     def test_no_rising(self, probs):
         assert detect_escalation([ev(i, "neutral", negative=p) for i, p in enumerate(probs)]) is None
 
@@ -113,7 +146,10 @@ class TestRising:
 
     def test_ongoing_rising_wins_over_a_past_run(self):
         events = customer(["anger", "anger", "anger", "neutral"]) + [
-            ev(4, "neutral", negative=0.1), ev(5, "neutral", negative=0.3), ev(6, "neutral", negative=0.5)]
+            ev(4, "neutral", negative=0.1),
+            ev(5, "neutral", negative=0.3),
+            ev(6, "neutral", negative=0.5),
+        ]
         esc = detect_escalation(events)
         assert esc.kind == "rising" and esc.ongoing and esc.since == "c:00003"  # neutral {"neutral": 1.0}: 0.0
 

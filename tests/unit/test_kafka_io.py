@@ -34,8 +34,9 @@ def _settings(tmp_path) -> Settings:
 
 
 def _consumer(tmp_path, bounded: list[str], group_id: str | None = None):
-    return make_consumer(_settings(tmp_path), group_id, None, on_bound=bounded.append, api_version=(3, 0),
-                         fetch_max_wait_ms=500)  # fmt: skip
+    return make_consumer(
+        _settings(tmp_path), group_id, None, on_bound=bounded.append, api_version=(3, 0), fetch_max_wait_ms=500
+    )
 
 
 async def _never(*_args):

@@ -20,8 +20,9 @@ LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 
 def _lint(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.run([str(LINT_IMPORTS), "--no-cache", *args], cwd=PROJECT_ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    return subprocess.run(
+        [str(LINT_IMPORTS), "--no-cache", *args], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_dependencies_point_one_way():
@@ -34,7 +35,8 @@ def test_dependencies_point_one_way():
 def test_the_linter_sees_the_imports_it_judges(tmp_path):
     """The same linter with a contract that today's code breaks (training imports shared) must fail."""
     config = tmp_path / "inverted.ini"
-    config.write_text(textwrap.dedent("""
+    config.write_text(
+        textwrap.dedent("""
         [importlinter]
         root_packages =
             shared
@@ -45,6 +47,7 @@ def test_the_linter_sees_the_imports_it_judges(tmp_path):
         type = forbidden
         source_modules = training
         forbidden_modules = shared
-    """))
+    """)
+    )
     run = _lint(str(config))
     assert run.returncode == 1 and "training is not allowed to import shared" in run.stdout, run.stdout[-3000:]

@@ -14,7 +14,9 @@ RUFF = Path(sys.executable).parent / "ruff"
 
 
 def _ruff(*args: str, cwd: Path = PROJECT_ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([str(RUFF), "check", "--no-cache", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [str(RUFF), "check", "--no-cache", *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_the_code_base_has_no_pyflakes_or_syntax_errors():

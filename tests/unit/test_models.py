@@ -23,8 +23,16 @@ from training.models.moe import load_balancing_loss
 from training.models.profile import measure_latency, parameter_count, synthetic_batch
 
 SMALL = FusionConfig(
-    d_text=24, d_speech=20, d_graph=16, d_model=16, gat_hidden=16, gat_heads=2, n_heads=2,
-    baseline_hidden=16, max_tokens=16, max_frames=32,
+    d_text=24,
+    d_speech=20,
+    d_graph=16,
+    d_model=16,
+    gat_hidden=16,
+    gat_heads=2,
+    n_heads=2,
+    baseline_hidden=16,
+    max_tokens=16,
+    max_frames=32,
 )
 
 
@@ -49,7 +57,14 @@ def model_of(name: str, config: FusionConfig = SMALL, seed: int = 0):
 
 def test_registry_names():
     assert set(MODELS) == {
-        "proposed", "ca_moe", "sp_moe", "bilstm_text", "cnn_speech", "mlp_graph", "early_fusion", "late_fusion"
+        "proposed",
+        "ca_moe",
+        "sp_moe",
+        "bilstm_text",
+        "cnn_speech",
+        "mlp_graph",
+        "early_fusion",
+        "late_fusion",
     }
     with pytest.raises(KeyError, match="unknown model"):
         build_model("transformer", SMALL)
@@ -154,8 +169,13 @@ def test_an_utterance_gets_the_same_output_alone_and_in_a_batch(name):
             stride = alone.num_tokens + alone.num_frames
             owner = alone.edge_index[0] // stride
             edges = alone.edge_index[:, owner == b] - b * stride
-            single = FusionBatch(alone.text[b : b + 1], alone.text_mask[b : b + 1], alone.speech[b : b + 1],
-                                 alone.speech_mask[b : b + 1], edges)
+            single = FusionBatch(
+                alone.text[b : b + 1],
+                alone.text_mask[b : b + 1],
+                alone.speech[b : b + 1],
+                alone.speech_mask[b : b + 1],
+                edges,
+            )
             assert torch.allclose(model(single).logits[0], together[b], atol=1e-5), b
 
 
@@ -210,7 +230,9 @@ def test_gat_uses_the_time_aligned_edges():
     pad_token = int((~batch.text_mask[0]).nonzero()[0])
     bad = torch.cat([batch.edge_index, torch.tensor([[pad_token], [batch.num_tokens]])], 1)
     with torch.no_grad():
-        assert torch.allclose(gat(batch.text, batch.text_mask, batch.speech, batch.speech_mask, bad), with_edges, atol=1e-6)
+        assert torch.allclose(
+            gat(batch.text, batch.text_mask, batch.speech, batch.speech_mask, bad), with_edges, atol=1e-6
+        )
     assert stride == 48
 
 
@@ -305,8 +327,15 @@ def test_config_round_trips_and_validates(tmp_path):
     assert FusionConfig.from_yaml(tmp_path / "c.yaml") == config
     assert isinstance(config.to_dict()["class_names"], list)
     assert FusionConfig().class_names == EMOTIONS and FusionConfig().n_experts == 5
-    for bad in ({"branches": ("cnn",)}, {"sp_top_k": 6}, {"n_classes": 6}, {"d_model": 31}, {"favour": 1.0},
-                {"favoured_classes": {"ca": ("joy",)}}, {"edge_rule": "nearest"}):
+    for bad in (
+        {"branches": ("cnn",)},
+        {"sp_top_k": 6},
+        {"n_classes": 6},
+        {"d_model": 31},
+        {"favour": 1.0},
+        {"favoured_classes": {"ca": ("joy",)}},
+        {"edge_rule": "nearest"},
+    ):
         with pytest.raises(ValueError):
             SMALL.replace(**bad)
     with pytest.raises(ValueError, match="unknown"):
@@ -358,8 +387,14 @@ def test_complementary_fusion_overfits_a_toy_problem():
     in_speech = labels % 2 == 0
     speech[in_speech] += prototypes_s[labels[in_speech]].unsqueeze(1)
     text[~in_speech] += prototypes_t[labels[~in_speech]].unsqueeze(1)
-    batch = FusionBatch(text * batch.text_mask[..., None], batch.text_mask, speech * batch.speech_mask[..., None],
-                        batch.speech_mask, batch.edge_index, labels)
+    batch = FusionBatch(
+        text * batch.text_mask[..., None],
+        batch.text_mask,
+        speech * batch.speech_mask[..., None],
+        batch.speech_mask,
+        batch.edge_index,
+        labels,
+    )
     assert per_class * 7 == n
 
     model = ComplementaryFusion(config).train()
@@ -374,7 +409,6 @@ def test_complementary_fusion_overfits_a_toy_problem():
         accuracy = (model(batch).logits.argmax(-1) == labels).float().mean().item()
     assert accuracy > 0.9, accuracy
     assert time.perf_counter() - start < 20
-
 
 
 def test_without_takes_a_modality_away_as_if_the_utterance_never_had_it():
@@ -436,8 +470,9 @@ def test_speaker_normalisation_blends_the_baseline_with_the_prior():
     assert first[0, 2].eq(0).all()  # padding stays zero
     # 2 earlier utterances with mean (3, 1) and variance (0, 1), equal weight with k0 = 2: mean (2, 0), var (2, 1)
     later = norm(speech, mask, torch.tensor([2.0]), torch.tensor([[3.0, 1.0]]), torch.tensor([[0.0, 1.0]]))
-    torch.testing.assert_close(later[0, :2], torch.tensor([[1.0, 0.0], [3.0, 2.0]]) / torch.tensor([2.0, 1.0]).sqrt(),
-                               atol=1e-3, rtol=0)  # fmt: skip
+    torch.testing.assert_close(
+        later[0, :2], torch.tensor([[1.0, 0.0], [3.0, 2.0]]) / torch.tensor([2.0, 1.0]).sqrt(), atol=1e-3, rtol=0
+    )
     # count 0 is the prior alone, whatever the mean and variance say
     torch.testing.assert_close(norm(speech, mask, torch.tensor([0.0]), torch.ones(1, 2), torch.ones(1, 2)), first)
 
@@ -451,9 +486,16 @@ def test_a_speaker_normalised_model_reads_the_baseline_and_round_trips_its_prior
     batch = batch_of(3, seed=2, config=config)
     with torch.no_grad():
         prior_only = model(batch).probs
-        with_baseline = model(FusionBatch(**{**batch.as_dict(), "speaker_count": torch.tensor([0.0, 4.0, 4.0]),
-                                             "speaker_mean": torch.ones(3, SMALL.d_speech),
-                                             "speaker_var": torch.full((3, SMALL.d_speech), 0.5)})).probs  # fmt: skip
+        with_baseline = model(
+            FusionBatch(
+                **{
+                    **batch.as_dict(),
+                    "speaker_count": torch.tensor([0.0, 4.0, 4.0]),
+                    "speaker_mean": torch.ones(3, SMALL.d_speech),
+                    "speaker_var": torch.full((3, SMALL.d_speech), 0.5),
+                }
+            )
+        ).probs
     torch.testing.assert_close(with_baseline[0], prior_only[0])  # count 0: the prior alone
     assert not torch.allclose(with_baseline[1:], prior_only[1:], atol=1e-4)
     save_model(tmp_path, model, ModelMeta("proposed", config.to_dict(), list(config.class_names), seed=0))

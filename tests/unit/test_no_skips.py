@@ -24,8 +24,14 @@ def _run(tmp_path: Path, strict: bool) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "EMOTION_TESTS_NO_SKIP"}
     if strict:
         env["EMOTION_TESTS_NO_SKIP"] = "1"
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rA", str(tests)],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rA", str(tests)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_a_skip_is_a_skip_on_a_partial_checkout_and_a_failure_in_ci(tmp_path):

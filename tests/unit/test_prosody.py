@@ -309,8 +309,14 @@ def test_windowed_whisper_hidden_states_are_transformers_layers_and_the_last_is_
     from training.encoders.whisper_window import WindowedWhisperEncoder
 
     torch.manual_seed(0)
-    config = WhisperConfig(d_model=16, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=32,
-                           num_mel_bins=8, max_source_positions=8)  # fmt: skip
+    config = WhisperConfig(
+        d_model=16,
+        encoder_layers=2,
+        encoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        num_mel_bins=8,
+        max_source_positions=8,
+    )
     encoder = WhisperEncoder(config).eval()
     windowed = WindowedWhisperEncoder(encoder)
     mel = torch.randn(2, 8, 16)  # a full window: transformers' own forward accepts it

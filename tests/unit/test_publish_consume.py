@@ -139,8 +139,10 @@ def test_chunks_sizes_seq_end_of_call_and_stereo_interleaving():
     arrays = [c.pcm.to_array() for c in chunks]
     assert [a.shape for a in arrays] == [(3200,)] * 5 + [(800,)]  # 1600 frames x 2 channels, then 400 x 2
     assert all(a.dtype == np.int16 for a in arrays)
-    assert all((c.sample_rate, c.channels, c.channel_roles, c.language) == (8000, 2, ["agent", "customer"], "en")
-               for c in chunks)
+    assert all(
+        (c.sample_rate, c.channels, c.channel_roles, c.language) == (8000, 2, ["agent", "customer"], "en")
+        for c in chunks
+    )
     joined = np.concatenate(arrays)
     assert np.array_equal(joined[0::2], call.pcm[:, 0]) and np.array_equal(joined[1::2], call.pcm[:, 1])
     assert chunks[0].key == b"c1"
@@ -195,11 +197,19 @@ def test_bad_files_are_named(tmp_path):
 def test_fast_publish_interleaves_calls_in_time_order(settings):
     producer = FakeProducer()
     calls = [tone_call("long", 1.0), tone_call("short", 0.5, channels=1)]
-    report = publish_calls(settings, calls, pace="fast", chunk_ms=200, progress=False, producer=producer,
-                           clock=producer.clock)
+    report = publish_calls(
+        settings, calls, pace="fast", chunk_ms=200, progress=False, producer=producer, clock=producer.clock
+    )
     assert producer.clock.sleeps == []
     assert [(s.chunk.call_id, s.chunk.seq) for s in producer.sent] == [
-        ("long", 0), ("short", 0), ("long", 1), ("short", 1), ("short", 2), ("long", 2), ("long", 3), ("long", 4),
+        ("long", 0),
+        ("short", 0),
+        ("long", 1),
+        ("short", 1),
+        ("short", 2),
+        ("long", 2),
+        ("long", 3),
+        ("long", 4),
     ]  # short's last chunk (0.4-0.5 s) is due at 0.5 s, before long's third (0.6 s)
     assert all(s.topic == settings.topics.audio and s.key == s.chunk.call_id.encode() for s in producer.sent)
     assert producer.flushed and not producer.closed  # a producer passed in is the caller's to close
@@ -215,11 +225,20 @@ def test_realtime_pacing_sends_each_chunk_when_spoken(settings):
     producer = FakeProducer()
     t0 = producer.clock.now
     calls = [tone_call("a", 1.0), tone_call("b", 0.5)]
-    report = publish_calls(settings, calls, pace="realtime", chunk_ms=200, progress=False, producer=producer,
-                           clock=producer.clock)
+    report = publish_calls(
+        settings, calls, pace="realtime", chunk_ms=200, progress=False, producer=producer, clock=producer.clock
+    )
     times = {(s.chunk.call_id, s.chunk.seq): round(s.at - t0, 6) for s in producer.sent}
-    assert times == {("a", 0): 0.2, ("a", 1): 0.4, ("a", 2): 0.6, ("a", 3): 0.8, ("a", 4): 1.0,
-                     ("b", 0): 0.2, ("b", 1): 0.4, ("b", 2): 0.5}
+    assert times == {
+        ("a", 0): 0.2,
+        ("a", 1): 0.4,
+        ("a", 2): 0.6,
+        ("a", 3): 0.8,
+        ("a", 4): 1.0,
+        ("b", 0): 0.2,
+        ("b", 1): 0.4,
+        ("b", 2): 0.5,
+    }
     assert report.wall_s == pytest.approx(1.0) and report.realtime_factor == pytest.approx(1.5)
 
 
@@ -227,10 +246,23 @@ def test_concurrency_limit_starts_the_next_call_when_one_ends(settings):
     producer = FakeProducer()
     t0 = producer.clock.now
     calls = [tone_call("a", 0.4), tone_call("b", 0.4), tone_call("c", 0.2)]
-    publish_calls(settings, calls, pace="realtime", chunk_ms=200, progress=False, concurrency=1,
-                  producer=producer, clock=producer.clock)
+    publish_calls(
+        settings,
+        calls,
+        pace="realtime",
+        chunk_ms=200,
+        progress=False,
+        concurrency=1,
+        producer=producer,
+        clock=producer.clock,
+    )
     assert [(s.chunk.call_id, round(s.at - t0, 6)) for s in producer.sent] == [
-        ("a", 0.2), ("a", 0.4), ("b", 0.6), ("b", 0.8), ("c", 1.0)]
+        ("a", 0.2),
+        ("a", 0.4),
+        ("b", 0.6),
+        ("b", 0.8),
+        ("c", 1.0),
+    ]
 
 
 def test_bad_file_is_reported_and_the_other_calls_go_on(settings, tmp_path, capsys):
@@ -247,8 +279,13 @@ def test_bad_file_is_reported_and_the_other_calls_go_on(settings, tmp_path, caps
 
 def test_unacknowledged_or_refused_sends_fail_their_call(settings):
     producer = FakeProducer(fail_future={("a", 1)}, refuse={("b", 0)})
-    report = publish_calls(settings, [tone_call("a", 0.6), tone_call("b", 0.6), tone_call("c", 0.6)],
-                           progress=False, producer=producer, clock=producer.clock)
+    report = publish_calls(
+        settings,
+        [tone_call("a", 0.6), tone_call("b", 0.6), tone_call("c", 0.6)],
+        progress=False,
+        producer=producer,
+        clock=producer.clock,
+    )
     assert report.call_ids == ["c"]
     reasons = {f.name: f.reason for f in report.failures}
     assert "chunk 1 not acknowledged" in reasons["a"] and "not enough replicas" in reasons["a"]
@@ -258,8 +295,10 @@ def test_unacknowledged_or_refused_sends_fail_their_call(settings):
 
 def test_manifest_sources(tmp_path):
     write_wav(tmp_path / "x.wav", tone_call("x", 0.2).pcm, 8000)
-    lines = [{"audio": "x.wav", "call_id": "m1", "language": "ko", "channels": "customer,agent"},
-             {"audio": str(tmp_path / "x.wav")}]
+    lines = [
+        {"audio": "x.wav", "call_id": "m1", "language": "ko", "channels": "customer,agent"},
+        {"audio": str(tmp_path / "x.wav")},
+    ]
     manifest = tmp_path / "calls.jsonl"
     manifest.write_text("\n".join(json.dumps(o) for o in lines) + "\n{not json\n")
     sources = manifest_sources(manifest, None, "en")
@@ -295,12 +334,22 @@ def test_publish_command_exit_status_and_message(tmp_path, monkeypatch, capsys):
 # ---- consuming ----------------------------------------------------------------------------------
 
 
-def event(call_id: str, n: int, speaker: str = "customer", label: str = "neutral", p: float = 0.8,
-          **kw) -> EmotionEvent:
+def event(
+    call_id: str, n: int, speaker: str = "customer", label: str = "neutral", p: float = 0.8, **kw
+) -> EmotionEvent:
     rest = (1 - p) / (len(EMOTIONS) - 1)
     probs = {e: (p if e == label else rest) for e in EMOTIONS}
-    fields = dict(call_id=call_id, utterance_id=f"{call_id}/{n}", speaker=speaker, start=2.0 * n, end=2.0 * n + 1.5,
-                  transcript=f"utterance {n} of {call_id}", label=label, probabilities=probs, model_version="test-1")
+    fields = dict(
+        call_id=call_id,
+        utterance_id=f"{call_id}/{n}",
+        speaker=speaker,
+        start=2.0 * n,
+        end=2.0 * n + 1.5,
+        transcript=f"utterance {n} of {call_id}",
+        label=label,
+        probabilities=probs,
+        model_version="test-1",
+    )
     fields.update(kw)
     return EmotionEvent(**fields)
 
@@ -350,16 +399,26 @@ def test_consume_dedups_filters_skips_bad_and_times_out(settings, caplog):
     assert 0.3 <= time.monotonic() - t0 < 2
     assert [e.utterance_id for e in events] == ["A/0", "B/0", "A/1"] and seen == events
     assert "malformed JSON" in caplog.text and "offset 1" in caplog.text
-    only_a = consume_events(settings, calls=["A"], timeout_s=0.1,
-                            consumer=FakeConsumer([[a0.encode(), b0.encode(), a1.encode(), a0.encode()]]))
+    only_a = consume_events(
+        settings,
+        calls=["A"],
+        timeout_s=0.1,
+        consumer=FakeConsumer([[a0.encode(), b0.encode(), a1.encode(), a0.encode()]]),
+    )
     assert [e.utterance_id for e in only_a] == ["A/0", "A/1"]
     first_two = consume_events(settings, max_events=2, consumer=FakeConsumer([[a0.encode(), b0.encode(), a1.encode()]]))
     assert len(first_two) == 2
 
 
 def test_table_row():
-    e = event("call-7", 3, label="anger", p=0.87, transcript="I have been waiting for forty minutes and " * 3,
-              missing_modalities=["speech"])
+    e = event(
+        "call-7",
+        3,
+        label="anger",
+        p=0.87,
+        transcript="I have been waiting for forty minutes and " * 3,
+        missing_modalities=["speech"],
+    )
     row = format_event(e)
     assert "call-7" in row and "customer" in row and "6.0-7.5" in row and "anger" in row and "87%" in row
     assert "missing speech" in row and "…" in row and len(row) < 160
@@ -378,9 +437,16 @@ def test_event_table_writes_rows_or_json_lines():
 
 
 def test_consume_command_json_and_summary(settings, tmp_path, monkeypatch, capsys):
-    events = [event("A", 0, "agent"), event("A", 1, label="anger"), event("A", 2, label="disgust"),
-              event("A", 3, label="anger"), event("B", 0)]
-    monkeypatch.setattr("services.event_reader.open_reader", lambda *a, **k: FakeConsumer([[e.encode() for e in events]]))
+    events = [
+        event("A", 0, "agent"),
+        event("A", 1, label="anger"),
+        event("A", 2, label="disgust"),
+        event("A", 3, label="anger"),
+        event("B", 0),
+    ]
+    monkeypatch.setattr(
+        "services.event_reader.open_reader", lambda *a, **k: FakeConsumer([[e.encode() for e in events]])
+    )
     home = ["--home", str(tmp_path / "home")]
     rc = cli.main([*home, "consume", "--json", "--from-beginning", "--timeout", "0.2", "--call", "A", "--summary"])
     out = capsys.readouterr()
@@ -403,8 +469,14 @@ def test_consume_command_json_and_summary(settings, tmp_path, monkeypatch, capsy
 
 
 def test_escalation_when_negative_persists():
-    calls = [event("E", 0, "agent"), event("E", 1, label="neutral"), event("E", 2, label="anger"),
-             event("E", 4, label="disgust"), event("E", 5, "agent", label="anger"), event("E", 6, label="anger")]
+    calls = [
+        event("E", 0, "agent"),
+        event("E", 1, label="neutral"),
+        event("E", 2, label="anger"),
+        event("E", 4, label="disgust"),
+        event("E", 5, "agent", label="anger"),
+        event("E", 6, label="anger"),
+    ]
     [summary] = summarize_calls(calls)
     assert summary.escalated and summary.escalation.kind == "negative_run" and summary.escalation.ongoing
     assert summary.escalation.reason == "3 consecutive negative customer utterances (anger, disgust, anger) from 4.0 s"
@@ -447,8 +519,11 @@ def test_mono_calls_are_judged_on_every_utterance_and_duplicates_count_once():
 
 
 def test_render_summaries():
-    text = render_summaries(summarize_calls(
-        [event("A", 0, "agent"), event("A", 1, label="anger", p=0.9), event("B", 0, "agent", label="happiness")]))
+    text = render_summaries(
+        summarize_calls(
+            [event("A", 0, "agent"), event("A", 1, label="anger", p=0.9), event("B", 0, "agent", label="happiness")]
+        )
+    )
     assert "A  2 utterance(s)  no escalation" in text
     assert "  customer  2.0s anger 90%" in text and "  agent     0.0s neutral 80%" in text
     assert text.endswith("2 call(s), 0 escalated")

@@ -35,8 +35,16 @@ from shared.triton_models import Tensor, TritonModelTensors, pad_rows
 from training.serving.triton_base import TritonModelBase, ragged_rows
 
 SMALL = FusionConfig(
-    d_text=24, d_speech=20, d_graph=16, d_model=16, gat_hidden=16, gat_heads=2, n_heads=2,
-    baseline_hidden=16, max_tokens=16, max_frames=32,
+    d_text=24,
+    d_speech=20,
+    d_graph=16,
+    d_model=16,
+    gat_hidden=16,
+    gat_heads=2,
+    n_heads=2,
+    baseline_hidden=16,
+    max_tokens=16,
+    max_frames=32,
 )
 
 
@@ -54,7 +62,12 @@ def parse(text: str) -> model_config_pb2.ModelConfig:
 
 def io(tensors) -> dict[str, tuple[str, tuple[int, ...], bool, bool]]:
     return {
-        t.name: (model_config_pb2.DataType.Name(t.data_type), tuple(t.dims), getattr(t, "optional", False), getattr(t, "allow_ragged_batch", False))
+        t.name: (
+            model_config_pb2.DataType.Name(t.data_type),
+            tuple(t.dims),
+            getattr(t, "optional", False),
+            getattr(t, "allow_ragged_batch", False),
+        )
         for t in tensors
     }
 
@@ -76,7 +89,9 @@ def test_every_model_renders_a_valid_config_with_its_contract(settings):
         "text_encoder": text_encoder_spec(s, "e5@b", 384),
         "speech_encoder": speech_encoder_spec(s, "enc@c", 512),
         "graph_gat": graph_gat_spec(s, "proposed@d", "/t/default", d_text=384, d_speech=512, d_graph=128),
-        "moe_fusion": moe_fusion_spec(s, "proposed@d", "/t/default", d_text=384, d_speech=512, d_graph=128, class_names=EMOTIONS),
+        "moe_fusion": moe_fusion_spec(
+            s, "proposed@d", "/t/default", d_text=384, d_speech=512, d_graph=128, class_names=EMOTIONS
+        ),
     }
     configs = {name: parse(render_config(spec, s)) for name, spec in specs.items()}
     for name, c in configs.items():
@@ -94,33 +109,75 @@ def test_every_model_renders_a_valid_config_with_its_contract(settings):
         assert params["model_version"] == specs[name].model_version
     t, f = s.models.max_tokens, s.models.max_frames
     assert io(configs["asr"].input) == {
-        "AUDIO": ("TYPE_FP32", (-1,), False, True), "LENGTH": ("TYPE_INT32", (1,), True, False),
+        "AUDIO": ("TYPE_FP32", (-1,), False, True),
+        "LENGTH": ("TYPE_INT32", (1,), True, False),
         "LANGUAGE": ("TYPE_STRING", (1,), True, False),
     }
-    assert io(configs["asr"].output) == {n: (d, (1,), False, False) for n, d in
-                                         [("TEXT", "TYPE_STRING"), ("LANGUAGE", "TYPE_STRING"), ("WORDS", "TYPE_STRING"), ("DURATION", "TYPE_FP32")]}
+    assert io(configs["asr"].output) == {
+        n: (d, (1,), False, False)
+        for n, d in [
+            ("TEXT", "TYPE_STRING"),
+            ("LANGUAGE", "TYPE_STRING"),
+            ("WORDS", "TYPE_STRING"),
+            ("DURATION", "TYPE_FP32"),
+        ]
+    }
     assert io(configs["text_encoder"].output) == {
-        "HIDDEN": ("TYPE_FP16", (t, 384), False, False), "MASK": ("TYPE_BOOL", (t,), False, False),
+        "HIDDEN": ("TYPE_FP16", (t, 384), False, False),
+        "MASK": ("TYPE_BOOL", (t,), False, False),
         "OFFSETS": ("TYPE_INT32", (t, 2), False, False),
     }
     assert io(configs["speech_encoder"].input)["AUDIO"] == ("TYPE_FP32", (-1,), False, True)
     assert io(configs["speech_encoder"].output) == {
-        "FRAMES": ("TYPE_FP16", (f, 512), False, False), "MASK": ("TYPE_BOOL", (f,), False, False),
-        "FRAME_TIMES": ("TYPE_FP32", (f, 2), False, False), "DURATION": ("TYPE_FP32", (1,), False, False),
+        "FRAMES": ("TYPE_FP16", (f, 512), False, False),
+        "MASK": ("TYPE_BOOL", (f,), False, False),
+        "FRAME_TIMES": ("TYPE_FP32", (f, 2), False, False),
+        "DURATION": ("TYPE_FP32", (1,), False, False),
     }
     gat_in = io(configs["graph_gat"].input)
     baseline = ["SPEAKER_MEAN", "SPEAKER_VAR", "SPEAKER_COUNT"]
-    assert list(gat_in) == ["TEXT", "TEXT_MASK", "OFFSETS", "SPEECH", "SPEECH_MASK", "FRAME_TIMES", "WORD_SPANS", "WORD_COUNT",
-                            *baseline]
-    assert gat_in["SPEAKER_MEAN"] == ("TYPE_FP32", (512,), True, False) and gat_in["SPEAKER_COUNT"] == ("TYPE_FP32", (1,), True, False)
-    assert gat_in["TEXT"] == ("TYPE_FP16", (t, 384), False, False) and gat_in["SPEECH"] == ("TYPE_FP16", (f, 512), False, False)
-    assert gat_in["WORD_SPANS"] == ("TYPE_FP64", (-1, 4), False, True) and gat_in["WORD_COUNT"] == ("TYPE_INT32", (1,), True, False)
-    assert io(configs["graph_gat"].output) == {"GRAPH": ("TYPE_FP32", (128,), False, False), "EDGES": ("TYPE_INT32", (1,), False, False)}
+    assert list(gat_in) == [
+        "TEXT",
+        "TEXT_MASK",
+        "OFFSETS",
+        "SPEECH",
+        "SPEECH_MASK",
+        "FRAME_TIMES",
+        "WORD_SPANS",
+        "WORD_COUNT",
+        *baseline,
+    ]
+    assert gat_in["SPEAKER_MEAN"] == ("TYPE_FP32", (512,), True, False) and gat_in["SPEAKER_COUNT"] == (
+        "TYPE_FP32",
+        (1,),
+        True,
+        False,
+    )
+    assert gat_in["TEXT"] == ("TYPE_FP16", (t, 384), False, False) and gat_in["SPEECH"] == (
+        "TYPE_FP16",
+        (f, 512),
+        False,
+        False,
+    )
+    assert gat_in["WORD_SPANS"] == ("TYPE_FP64", (-1, 4), False, True) and gat_in["WORD_COUNT"] == (
+        "TYPE_INT32",
+        (1,),
+        True,
+        False,
+    )
+    assert io(configs["graph_gat"].output) == {
+        "GRAPH": ("TYPE_FP32", (128,), False, False),
+        "EDGES": ("TYPE_INT32", (1,), False, False),
+    }
     assert list(io(configs["moe_fusion"].input)) == ["TEXT", "TEXT_MASK", "SPEECH", "SPEECH_MASK", "GRAPH", *baseline]
     assert io(configs["moe_fusion"].input)["SPEAKER_VAR"] == ("TYPE_FP32", (512,), True, False)
-    assert io(configs["moe_fusion"].output) == {n: ("TYPE_FP32", (7,), False, False) for n in ("PROBS", "LOGITS", "CA_PROBS", "SP_PROBS")}
+    assert io(configs["moe_fusion"].output) == {
+        n: ("TYPE_FP32", (7,), False, False) for n in ("PROBS", "LOGITS", "CA_PROBS", "SP_PROBS")
+    }
     fusion_params = {k: v.string_value for k, v in configs["moe_fusion"].parameters.items()}
-    assert fusion_params["class_names"].split(",") == list(EMOTIONS) and fusion_params["trained_model_dir"] == "/t/default"
+    assert (
+        fusion_params["class_names"].split(",") == list(EMOTIONS) and fusion_params["trained_model_dir"] == "/t/default"
+    )
 
 
 def test_instance_kind_and_batching_follow_the_settings(settings):
@@ -156,10 +213,18 @@ def test_export_versions_trained_models(settings, tmp_path):
     v1 = model_version(model_dir)
     for name in TRAINED:
         folder = repo / name / "1"
-        assert (folder / "model.py").read_text().endswith(f"from training.serving.{name} import TritonPythonModel  # noqa: F401\n")
+        assert (
+            (folder / "model.py")
+            .read_text()
+            .endswith(f"from training.serving.{name} import TritonPythonModel  # noqa: F401\n")
+        )
         assert (folder / "trained" / "model.pt").read_bytes() == (model_dir / "model.pt").read_bytes()
         info = read_export(folder)
-        assert info["model_version"] == v1 and info["version"] == 1 and info["config"] == (repo / name / "config.pbtxt").read_text()
+        assert (
+            info["model_version"] == v1
+            and info["version"] == 1
+            and info["config"] == (repo / name / "config.pbtxt").read_text()
+        )
         assert parse(info["config"]).parameters["model_version"].string_value == v1
     stamps = {p: p.stat().st_mtime_ns for p in repo.rglob("*") if p.is_file()}
 
@@ -175,7 +240,9 @@ def test_export_versions_trained_models(settings, tmp_path):
     for name in TRAINED:
         assert versions(repo / name) == [1, 2]
         assert read_export(repo / name / "1")["model_version"] == v1  # version 1 kept as it was
-        assert (repo / name / "1" / "trained" / "model.pt").stat().st_mtime_ns == stamps[repo / name / "1" / "trained" / "model.pt"]
+        assert (repo / name / "1" / "trained" / "model.pt").stat().st_mtime_ns == stamps[
+            repo / name / "1" / "trained" / "model.pt"
+        ]
         assert parse((repo / name / "config.pbtxt").read_text()).parameters["model_version"].string_value == v2
 
     # a settings change re-renders the config, without a new version
@@ -216,7 +283,11 @@ def test_encoders_are_versioned_by_their_bundle_version(settings, tmp_path, monk
     import training.bundle
 
     bundle = {"asr": "whisper-base@1", "text_encoder": "e5@1", "speech_encoder": "enc@1"}
-    configs = {"asr": {}, "text_encoder": {"hidden_size": 24}, "speech_encoder": {"model_type": "whisper", "d_model": 20}}
+    configs = {
+        "asr": {},
+        "text_encoder": {"hidden_size": 24},
+        "speech_encoder": {"model_type": "whisper", "d_model": 20},
+    }
 
     def fake_resolve(s, role):
         path = tmp_path / "bundle" / role
@@ -227,8 +298,11 @@ def test_encoders_are_versioned_by_their_bundle_version(settings, tmp_path, monk
     monkeypatch.setattr(training.bundle, "resolve", fake_resolve)
     report = export_repository(settings)  # no trained model yet: the encoders only
     assert [(m.name, m.status, m.version) for m in report.models] == [
-        ("asr", "written", 1), ("text_encoder", "written", 1), ("speech_encoder", "written", 1),
-        ("graph_gat", "skipped", None), ("moe_fusion", "skipped", None),
+        ("asr", "written", 1),
+        ("text_encoder", "written", 1),
+        ("speech_encoder", "written", 1),
+        ("graph_gat", "skipped", None),
+        ("moe_fusion", "skipped", None),
     ]
     hidden = parse((settings.model_repository / "text_encoder" / "config.pbtxt").read_text()).output[0]
     assert hidden.name == "HIDDEN" and list(hidden.dims) == [settings.models.max_tokens, 24]
@@ -242,8 +316,13 @@ def test_encoders_are_versioned_by_their_bundle_version(settings, tmp_path, monk
     # whatever models.speech_layer says, and names the layer in its version
     config = dataclasses.replace(SMALL, d_speech=20, d_text=24)
     model = build_model("proposed", config).eval()
-    meta = ModelMeta("proposed", config.to_dict(), list(config.class_names), seed=0,
-                     encoders={"speech_encoder": "enc@1#layer3", "text_encoder": "e5@2"})  # fmt: skip
+    meta = ModelMeta(
+        "proposed",
+        config.to_dict(),
+        list(config.class_names),
+        seed=0,
+        encoders={"speech_encoder": "enc@1#layer3", "text_encoder": "e5@2"},
+    )
     save_model(settings.default_model_dir, model, meta)
     third = export_repository(settings, models=["speech_encoder"])
     assert [(m.status, m.version) for m in third.models] == [("written", 2)]
@@ -270,13 +349,28 @@ def test_an_old_unversioned_export_is_superseded(settings, tmp_path):
 def test_cli_main_prints_the_table(settings, tmp_path, capsys):
     save(tmp_path / "m", seed=0)
     parser = export_mod.add_arguments(argparse.ArgumentParser())
-    args = parser.parse_args(["--model", str(tmp_path / "m"), "--repository", str(tmp_path / "repo"), "--only", *TRAINED])
+    args = parser.parse_args(
+        ["--model", str(tmp_path / "m"), "--repository", str(tmp_path / "repo"), "--only", *TRAINED]
+    )
     assert export_mod.main(args, settings) == 0
     out = capsys.readouterr().out
     assert "graph_gat" in out and "written" in out and str(tmp_path / "repo") in out
-    assert export_mod.main(parser.parse_args([*map(str, ["--model", tmp_path / "m", "--repository", tmp_path / "repo"]), "--only", "moe_fusion"]), settings) == 0
+    assert (
+        export_mod.main(
+            parser.parse_args(
+                [*map(str, ["--model", tmp_path / "m", "--repository", tmp_path / "repo"]), "--only", "moe_fusion"]
+            ),
+            settings,
+        )
+        == 0
+    )
     assert "unchanged" in capsys.readouterr().out
-    assert export_mod.main(parser.parse_args(["--repository", str(tmp_path / "repo"), "--rollback", "moe_fusion"]), settings) == 1
+    assert (
+        export_mod.main(
+            parser.parse_args(["--repository", str(tmp_path / "repo"), "--rollback", "moe_fusion"]), settings
+        )
+        == 1
+    )
     with pytest.raises(SystemExit):
         parser.parse_args(["--only", "nope"])
 
@@ -323,8 +417,15 @@ def test_a_failing_request_fails_alone():
 
 
 def _features(n: int, seed: int = 0) -> list[UtteranceFeatures]:
-    examples = synthetic_utterances(n, d_text=SMALL.d_text, d_speech=SMALL.d_speech, max_tokens=SMALL.max_tokens,
-                                    max_frames=SMALL.max_frames, duration=(0.3, 1.5), seed=seed)
+    examples = synthetic_utterances(
+        n,
+        d_text=SMALL.d_text,
+        d_speech=SMALL.d_speech,
+        max_tokens=SMALL.max_tokens,
+        max_frames=SMALL.max_frames,
+        duration=(0.3, 1.5),
+        seed=seed,
+    )
     for e in examples:  # as the encoders' Triton outputs: float16 features
         e.text_hidden, e.speech_frames = e.text_hidden.astype(np.float16), e.speech_frames.astype(np.float16)
     return examples
@@ -347,11 +448,15 @@ def test_graph_gat_and_moe_fusion_compute_what_the_model_computes(tmp_path, spea
     model = build_model("proposed", config).eval()
     examples = _features(4)
     if speaker_norm:  # a prior and baselines that change the frames: utterances 1 and 3 have earlier ones
-        model.speaker_norm.fit_prior(torch.linspace(-0.5, 0.5, SMALL.d_speech), torch.linspace(0.5, 2.0, SMALL.d_speech))
+        model.speaker_norm.fit_prior(
+            torch.linspace(-0.5, 0.5, SMALL.d_speech), torch.linspace(0.5, 2.0, SMALL.d_speech)
+        )
         rng = np.random.default_rng(1)
         for e, n in zip(examples, (0, 2, 0, 5), strict=True):
             e.speaker_count = float(n)
-            e.speaker_mean, e.speaker_var = (rng.normal(size=SMALL.d_speech), rng.uniform(0.2, 3, SMALL.d_speech)) if n else (None, None)
+            e.speaker_mean, e.speaker_var = (
+                (rng.normal(size=SMALL.d_speech), rng.uniform(0.2, 3, SMALL.d_speech)) if n else (None, None)
+            )
     save_model(tmp_path / "m", model, ModelMeta("proposed", config.to_dict(), list(config.class_names), seed=3))
     with torch.inference_mode():
         ref = model(collate(examples))
@@ -364,16 +469,31 @@ def test_graph_gat_and_moe_fusion_compute_what_the_model_computes(tmp_path, spea
         if not speaker_norm:
             return {}
         rows = examples[b]
-        vec = lambda name: np.stack([np.zeros(SMALL.d_speech) if getattr(e, name) is None else getattr(e, name)  # noqa: E731
-                                     for e in rows]).astype(np.float32)  # fmt: skip
-        return {"SPEAKER_COUNT": np.array([[e.speaker_count] for e in rows], np.float32),
-                "SPEAKER_MEAN": vec("speaker_mean"), "SPEAKER_VAR": vec("speaker_var")}
+        vec = lambda name: np.stack(
+            [
+                np.zeros(SMALL.d_speech) if getattr(e, name) is None else getattr(e, name)  # noqa: E731
+                for e in rows
+            ]
+        ).astype(np.float32)
+        return {
+            "SPEAKER_COUNT": np.array([[e.speaker_count] for e in rows], np.float32),
+            "SPEAKER_MEAN": vec("speaker_mean"),
+            "SPEAKER_VAR": vec("speaker_var"),
+        }
 
     def gat_item(b: slice) -> dict:
         padded, counts = pad_rows(spans[b], np.float64)
-        return {"TEXT": stack("text_hidden", b), "TEXT_MASK": stack("text_mask", b), "OFFSETS": stack("token_offsets", b),
-                "SPEECH": stack("speech_frames", b), "SPEECH_MASK": stack("speech_mask", b),
-                "FRAME_TIMES": stack("frame_times", b), "WORD_SPANS": padded, "WORD_COUNT": counts, **baseline(b)}
+        return {
+            "TEXT": stack("text_hidden", b),
+            "TEXT_MASK": stack("text_mask", b),
+            "OFFSETS": stack("token_offsets", b),
+            "SPEECH": stack("speech_frames", b),
+            "SPEECH_MASK": stack("speech_mask", b),
+            "FRAME_TIMES": stack("frame_times", b),
+            "WORD_SPANS": padded,
+            "WORD_COUNT": counts,
+            **baseline(b),
+        }
 
     # one dynamic batch of two requests (3 utterances + 1 utterance, different word counts)
     gat = _serving_model(graph_gat, model)
@@ -384,13 +504,26 @@ def test_graph_gat_and_moe_fusion_compute_what_the_model_computes(tmp_path, spea
 
     fusion = _serving_model(moe_fusion, model)
     all_ = slice(0, 4)
-    res = fusion.infer([{"TEXT": stack("text_hidden", all_), "TEXT_MASK": stack("text_mask", all_),
-                         "SPEECH": stack("speech_frames", all_), "SPEECH_MASK": stack("speech_mask", all_), "GRAPH": graph,
-                         **baseline(all_)}])[0]
+    res = fusion.infer(
+        [
+            {
+                "TEXT": stack("text_hidden", all_),
+                "TEXT_MASK": stack("text_mask", all_),
+                "SPEECH": stack("speech_frames", all_),
+                "SPEECH_MASK": stack("speech_mask", all_),
+                "GRAPH": graph,
+                **baseline(all_),
+            }
+        ]
+    )[0]
     np.testing.assert_allclose(res["PROBS"], ref.probs.numpy(), atol=1e-5, rtol=0)
     np.testing.assert_allclose(res["LOGITS"], ref.logits.numpy(), atol=1e-5, rtol=0)
-    np.testing.assert_allclose(res["CA_PROBS"], torch.softmax(ref.branch_logits["ca_moe"], -1).numpy(), atol=1e-5, rtol=0)
-    np.testing.assert_allclose(res["SP_PROBS"], torch.softmax(ref.branch_logits["sp_moe"], -1).numpy(), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(
+        res["CA_PROBS"], torch.softmax(ref.branch_logits["ca_moe"], -1).numpy(), atol=1e-5, rtol=0
+    )
+    np.testing.assert_allclose(
+        res["SP_PROBS"], torch.softmax(ref.branch_logits["sp_moe"], -1).numpy(), atol=1e-5, rtol=0
+    )
 
 
 def test_single_branch_model_gives_zero_probabilities_for_the_missing_branch(tmp_path):
@@ -400,7 +533,13 @@ def test_single_branch_model_gives_zero_probabilities_for_the_missing_branch(tmp
     examples = _features(2)
     fusion = _serving_model(moe_fusion, model)
     batch = collate(examples)
-    res = fusion.run({"TEXT": batch.text.numpy().astype(np.float16), "TEXT_MASK": batch.text_mask.numpy(),
-                      "SPEECH": batch.speech.numpy().astype(np.float16), "SPEECH_MASK": batch.speech_mask.numpy(),
-                      "GRAPH": np.zeros((2, SMALL.d_graph), np.float32)})
+    res = fusion.run(
+        {
+            "TEXT": batch.text.numpy().astype(np.float16),
+            "TEXT_MASK": batch.text_mask.numpy(),
+            "SPEECH": batch.speech.numpy().astype(np.float16),
+            "SPEECH_MASK": batch.speech_mask.numpy(),
+            "GRAPH": np.zeros((2, SMALL.d_graph), np.float32),
+        }
+    )
     assert (res["SP_PROBS"] == 0).all() and np.allclose(res["CA_PROBS"].sum(-1), 1)

@@ -55,7 +55,7 @@ class FakeConsumer:
     def poll(self, timeout_ms=0, max_records=None):
         if self.broker_away:  # as kafka-python: a consumer cut off from the broker polls nothing
             return {}
-        batch = self.records[self.pos:self.pos + (max_records or 500)]
+        batch = self.records[self.pos : self.pos + (max_records or 500)]
         self.pos += len(batch)
         return {"tp": batch} if batch else {}
 
@@ -72,11 +72,13 @@ class FakeConsumer:
     def end_offsets(self, partitions, timeout_ms=None):
         if self.broker_away:
             raise KafkaTimeoutError("Failed to get offsets by timestamps in 1000.0 ms")
-        return {tp: 1 + max((r.offset for r in self.records if (r.topic, r.partition) == tp), default=-1)
-                for tp in partitions}  # fmt: skip
+        return {
+            tp: 1 + max((r.offset for r in self.records if (r.topic, r.partition) == tp), default=-1)
+            for tp in partitions
+        }
 
     def position(self, tp, timeout_ms=None):
-        unread = [r.offset for r in self.records[self.pos:] if (r.topic, r.partition) == tp]
+        unread = [r.offset for r in self.records[self.pos :] if (r.topic, r.partition) == tp]
         return min(unread) if unread else self.end_offsets([tp])[tp]
 
     def close(self, autocommit=True, timeout_ms=None):
@@ -102,7 +104,13 @@ class UpperService(Service):
                 out.append(Reject("transcript says reject"))
                 continue
             z = ArrayPayload.from_array(np.zeros((1, 1), np.float16))
-            out.append([TextFeatures(call_id=u.call_id, utterance_id=u.utterance_id, model_version="v", hidden=z, mask=z, offsets=z)])
+            out.append(
+                [
+                    TextFeatures(
+                        call_id=u.call_id, utterance_id=u.utterance_id, model_version="v", hidden=z, mask=z, offsets=z
+                    )
+                ]
+            )
         return out
 
 
@@ -131,10 +139,12 @@ def test_good_messages_flow_and_offsets_are_committed_after_acks(tmp_path):
 
 
 def test_bad_messages_go_to_deadletter_with_their_reason_and_the_rest_flows(tmp_path):
-    recs = [Record("utterances", 0, 0, b"c", b"{oops"),
-            Record("utterances", 0, 1, b"c", _utt(1)),
-            Record("utterances", 1, 7, None, _utt(2, "reject")),
-            Record("utterances", 1, 8, b"c", b"x" * 2048)]
+    recs = [
+        Record("utterances", 0, 0, b"c", b"{oops"),
+        Record("utterances", 0, 1, b"c", _utt(1)),
+        Record("utterances", 1, 7, None, _utt(2, "reject")),
+        Record("utterances", 1, 8, b"c", b"x" * 2048),
+    ]
     r = _runtime(recs, tmp_path, max_message_bytes=1024)
     rep = r.run_once()
     assert rep.deadlettered == 3 and rep.produced == 1
@@ -203,8 +213,11 @@ class JoinLikeService(Service):
 def test_several_input_topics_each_with_its_contract(tmp_path):
     z = ArrayPayload.from_array(np.zeros((1, 1), np.float16))
     feats = TextFeatures(call_id="c", utterance_id="c/9", model_version="v", hidden=z, mask=z, offsets=z).encode()
-    recs = [Record("utterances", 0, 0, b"c", _utt(0)), Record("features.text", 0, 1, b"c", feats),
-            Record("features.text", 0, 2, b"c", _utt(1))]  # an utterance on the text topic: wrong contract
+    recs = [
+        Record("utterances", 0, 0, b"c", _utt(0)),
+        Record("features.text", 0, 1, b"c", feats),
+        Record("features.text", 0, 2, b"c", _utt(1)),
+    ]  # an utterance on the text topic: wrong contract
     s = load_settings(home=tmp_path)
     s.runtime.max_wait_ms = 1
     svc = JoinLikeService()
@@ -438,15 +451,18 @@ def test_a_failed_timer_drops_the_batches_in_flight_with_it(tmp_path):
     assert svc.abandoned == 1 and not r._in_flight and r._consumer.seeks == [("utterances", 0, 0)]
 
 
-@pytest.mark.parametrize("message, status, retry", [
-    ("Request for unknown model: 'graph_gat' has no available versions", "StatusCode.UNAVAILABLE", True),
-    ("Request for unknown model: 'graph_gat' has no available versions", "StatusCode.INVALID_ARGUMENT", True),
-    ("Request for unknown model: 'moe_fusion' is not found", "StatusCode.NOT_FOUND", True),
-    ("failed to connect to all addresses", None, True),
-    ("in ensemble 'asr', model is not ready", "StatusCode.INTERNAL", True),
-    ("unexpected shape for input 'AUDIO' for model 'asr'", "StatusCode.INVALID_ARGUMENT", False),
-    ("Failed to process the request(s) for model 'asr': ValueError: bad audio", "StatusCode.INTERNAL", False),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "message, status, retry",
+    [
+        ("Request for unknown model: 'graph_gat' has no available versions", "StatusCode.UNAVAILABLE", True),
+        ("Request for unknown model: 'graph_gat' has no available versions", "StatusCode.INVALID_ARGUMENT", True),
+        ("Request for unknown model: 'moe_fusion' is not found", "StatusCode.NOT_FOUND", True),
+        ("failed to connect to all addresses", None, True),
+        ("in ensemble 'asr', model is not ready", "StatusCode.INTERNAL", True),
+        ("unexpected shape for input 'AUDIO' for model 'asr'", "StatusCode.INVALID_ARGUMENT", False),
+        ("Failed to process the request(s) for model 'asr': ValueError: bad audio", "StatusCode.INTERNAL", False),
+    ],
+)
 def test_a_model_away_during_a_triton_restart_is_waited_out_and_a_bad_request_is_not(message, status, retry):
     """Triton unloads every model before it stops listening: "unknown model" mid-restart is a
     dependency failure (retried), never a reason to dead-letter the batch."""

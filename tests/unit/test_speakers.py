@@ -13,8 +13,16 @@ DIM = 2
 
 def record(level: float, speaker: str | None, call: str | None = None, voiced: bool = True, rid: str = ""):
     frames = np.full((4, DIM), level, np.float16) + np.arange(4, dtype=np.float16)[:, None]
-    return SimpleNamespace(id=rid or f"{speaker}-{level}", speaker=speaker, call_id=call, speech_frames=frames,
-                           speech_mask=np.full(4, voiced), speaker_count=0.0, speaker_mean=None, speaker_var=None)  # fmt: skip
+    return SimpleNamespace(
+        id=rid or f"{speaker}-{level}",
+        speaker=speaker,
+        call_id=call,
+        speech_frames=frames,
+        speech_mask=np.full(4, voiced),
+        speaker_count=0.0,
+        speaker_mean=None,
+        speaker_var=None,
+    )
 
 
 def pooled(records) -> FrameStatistics:

@@ -136,8 +136,11 @@ def service(tmp_path, fake):
     s = load_settings(home=tmp_path)
     svc = SpeechEncoderService(s)
     cache = MemoryCache()
-    svc.setup(Context(settings=s, metrics=ServiceMetrics("speech_encoder"), cache=cache, state=MemoryState(cache),
-                      instance_id="t"))
+    svc.setup(
+        Context(
+            settings=s, metrics=ServiceMetrics("speech_encoder"), cache=cache, state=MemoryState(cache), instance_id="t"
+        )
+    )
     return svc
 
 
@@ -146,8 +149,15 @@ def pcm(seconds: float, level: int) -> np.ndarray:
 
 
 def utterance(i: int, audio: np.ndarray | None = None, key: str | None = None) -> Utterance:
-    return Utterance(call_id="c", utterance_id=f"c:{i:05d}", index=i, start=0, end=1, audio_key=key,
-                     audio=None if audio is None else ArrayPayload.from_array(audio))  # fmt: skip
+    return Utterance(
+        call_id="c",
+        utterance_id=f"c:{i:05d}",
+        index=i,
+        start=0,
+        end=1,
+        audio_key=key,
+        audio=None if audio is None else ArrayPayload.from_array(audio),
+    )
 
 
 def test_features_from_redis_audio_are_encoded_once_then_cached(service, fake):
@@ -177,8 +187,14 @@ def test_inline_audio_is_used_when_redis_lost_it(service, fake):
 
 def test_missing_or_empty_audio_is_rejected_and_the_rest_flows(service, fake):
     service.ctx.cache.put("emotion:audio:c:00001", pcm(0.1, 10).tobytes())
-    results = service.process([utterance(0, key="emotion:audio:c:00000"), utterance(1, key="emotion:audio:c:00001"),
-                               utterance(2), utterance(3, audio=np.zeros(0, np.int16))])  # fmt: skip
+    results = service.process(
+        [
+            utterance(0, key="emotion:audio:c:00000"),
+            utterance(1, key="emotion:audio:c:00001"),
+            utterance(2),
+            utterance(3, audio=np.zeros(0, np.int16)),
+        ]
+    )
     assert isinstance(results[0], Reject) and results[0].reason == "utterance audio missing or expired"
     assert isinstance(results[1], list) and results[1][0].utterance_id == "c:00001"
     assert isinstance(results[2], Reject) and "missing" in results[2].reason
@@ -208,8 +224,15 @@ def test_redis_not_answering_for_the_audio_retries_the_batch_never_loses_the_utt
 
 def test_each_utterance_carries_its_speakers_baseline_from_earlier_utterances_only(service, fake):
     def said(i: int, speaker: str, level: int) -> Utterance:
-        return Utterance(call_id="c", utterance_id=f"c:{i:05d}", index=i, speaker=speaker, start=i, end=i + 1,
-                         audio=ArrayPayload.from_array(pcm(0.1, level)))  # fmt: skip
+        return Utterance(
+            call_id="c",
+            utterance_id=f"c:{i:05d}",
+            index=i,
+            speaker=speaker,
+            start=i,
+            end=i + 1,
+            audio=ArrayPayload.from_array(pcm(0.1, level)),
+        )
 
     agent = [said(0, "agent", 1000), said(2, "agent", 3000), said(3, "agent", -500)]
     customer = said(1, "customer", 2000)

@@ -63,7 +63,9 @@ def test_frame_statistics_round_trip_and_pool():
     a, b = utterance(1.0), utterance(-2.0, frames=2)
     again = FrameStatistics.from_bytes((a + b).to_bytes())
     assert (again.utterances, again.frames) == (2, 6)
-    rows = np.concatenate([np.full((4, DIM), 1.0) + np.arange(4)[:, None], np.full((2, DIM), -2.0) + np.arange(2)[:, None]])
+    rows = np.concatenate(
+        [np.full((4, DIM), 1.0) + np.arange(4)[:, None], np.full((2, DIM), -2.0) + np.arange(2)[:, None]]
+    )
     mean, var = again.mean_var()
     np.testing.assert_allclose(mean, rows.mean(0))
     np.testing.assert_allclose(var, rows.var(0))

@@ -62,10 +62,7 @@ def test_manifest_is_valid_and_balanced(corpus: Path, examples):
         assert e.speaker.startswith(e.language) and e.call_id.startswith(e.language)
         assert {"cue", "voice", "prosody", "channel", "snr", "role"} <= set(e.extra)
     assert any("\uac00" <= ch <= "\ud7a3" for e in examples if e.language == "ko" for ch in e.text)
-    raw = [
-        json.loads(line)
-        for line in (corpus / "manifest.jsonl").read_text(encoding="utf-8").splitlines()
-    ]
+    raw = [json.loads(line) for line in (corpus / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]
     assert all(not Path(r["audio"]).is_absolute() for r in raw)
 
 
@@ -123,9 +120,7 @@ def test_audio_is_16k_pcm16_and_band_limited(examples):
 def test_same_seed_is_byte_identical_whatever_the_worker_count(corpus: Path, tmp_path: Path):
     from training.data.synthetic import generate_corpus
 
-    again = generate_corpus(
-        tmp_path / "again", N_PER_CLASS, ("en", "ko"), seed=SEED, workers=1, progress=False
-    )
+    again = generate_corpus(tmp_path / "again", N_PER_CLASS, ("en", "ko"), seed=SEED, workers=1, progress=False)
     assert again.read_bytes() == (corpus / "manifest.jsonl").read_bytes()
     wavs = sorted(p.relative_to(corpus) for p in corpus.rglob("*.wav"))
     assert wavs == sorted(p.relative_to(again.parent) for p in again.parent.rglob("*.wav"))
@@ -160,11 +155,24 @@ def _render_emotion(tmp_path: Path, speaker: Speaker, text: str, emotion: str, d
     phrases = chunk_words(text, speaker.language, rng)
     prosody = sample_prosody(emotion, speaker, len(phrases), rng)
     spec = UtteranceSpec(
-        index=draw, id=f"{emotion}{draw}", path=str(tmp_path / f"{speaker.id}-{emotion}{draw}.wav"),
-        label=emotion, text=text, ssml=to_ssml(phrases, prosody), language=speaker.language,
-        speaker=speaker, split="train", call_id="c", turn=0, topic="billing", cue="both",
-        prosody=prosody, channel=sample_channel(rng, telephony=False), seed=0, sample_rate=16_000,
-    )  # fmt: skip
+        index=draw,
+        id=f"{emotion}{draw}",
+        path=str(tmp_path / f"{speaker.id}-{emotion}{draw}.wav"),
+        label=emotion,
+        text=text,
+        ssml=to_ssml(phrases, prosody),
+        language=speaker.language,
+        speaker=speaker,
+        split="train",
+        call_id="c",
+        turn=0,
+        topic="billing",
+        cue="both",
+        prosody=prosody,
+        channel=sample_channel(rng, telephony=False),
+        seed=0,
+        sample_rate=16_000,
+    )
     render_utterance(spec)
     x = load_audio(spec.path)
     f0 = estimate_f0(x, 16_000)
@@ -174,21 +182,18 @@ def _render_emotion(tmp_path: Path, speaker: Speaker, text: str, emotion: str, d
 @pytest.mark.parametrize(
     ("speaker", "text"),
     [
-        (Speaker("en-t1", "en", "customer", "en-us+m3", "M", 50, 170, -24.0),
-         "I was charged twice for my premium plan this month."),
-        (Speaker("ko-t1", "ko", "customer", "ko+f2", "F", 50, 170, -24.0),
-         "이번 달 인터넷 요금이 두 번 청구됐어요."),
+        (
+            Speaker("en-t1", "en", "customer", "en-us+m3", "M", 50, 170, -24.0),
+            "I was charged twice for my premium plan this month.",
+        ),
+        (Speaker("ko-t1", "ko", "customer", "ko+f2", "F", 50, 170, -24.0), "이번 달 인터넷 요금이 두 번 청구됐어요."),
     ],
-)  # fmt: skip
-def test_prosody_follows_the_literature_for_one_speaker(
-    tmp_path: Path, speaker: Speaker, text: str
-):
+)
+def test_prosody_follows_the_literature_for_one_speaker(tmp_path: Path, speaker: Speaker, text: str):
     """Same speaker, same words: anger is higher, faster and louder than sadness; disgust is
     slower and lower than neutral; fear is higher than neutral (averaged over 3 draws)."""
     stats = {
-        emotion: np.mean(
-            [_render_emotion(tmp_path, speaker, text, emotion, d) for d in range(3)], axis=0
-        )
+        emotion: np.mean([_render_emotion(tmp_path, speaker, text, emotion, d) for d in range(3)], axis=0)
         for emotion in ("anger", "sadness", "neutral", "fear", "disgust")
     }
     f0, duration, level = (lambda e: stats[e][0]), (lambda e: stats[e][1]), (lambda e: stats[e][2])
@@ -203,8 +208,10 @@ def test_corpus_level_prosody_differs_as_intended(corpus: Path, examples):
     """Across speakers: emotional-voice anger is louder than sadness, and (relative to each
     speaker's own pitch) higher."""
     voiced = [e for e in examples if e.extra["cue"] != "text"]
-    level = {c: np.mean([active_rms_db(load_audio(e.audio_path), 16_000) for e in voiced if e.label == c])
-             for c in ("anger", "sadness")}  # fmt: skip
+    level = {
+        c: np.mean([active_rms_db(load_audio(e.audio_path), 16_000) for e in voiced if e.label == c])
+        for c in ("anger", "sadness")
+    }
     assert level["anger"] > level["sadness"] + 5
     check = json.loads((corpus / "corpus.json").read_text(encoding="utf-8"))["prosody_check"]
     assert check["anger"]["f0_semitones_vs_speaker"] > check["sadness"]["f0_semitones_vs_speaker"]
@@ -218,14 +225,10 @@ def test_every_template_fills_in_both_languages():
     rng = np.random.default_rng(0)
     for lang in LANGUAGES:
         pools = [AGENT_NEUTRAL[lang], *AGENT_EMOTION[lang].values(), *EMOTION_FRAMES[lang].values()]
-        pools += [
-            t[topic] for t in (PROBLEMS[lang], REQUESTS[lang], POSITIVES[lang]) for topic in TOPICS
-        ]
+        pools += [t[topic] for t in (PROBLEMS[lang], REQUESTS[lang], POSITIVES[lang]) for topic in TOPICS]
         for pool in pools:
             for template in pool:
-                filled = fill_slots(
-                    template.replace("{problem}", "").replace("{positive}", ""), lang, rng
-                )
+                filled = fill_slots(template.replace("{problem}", "").replace("{positive}", ""), lang, rng)
                 assert "{" not in filled and "}" not in filled, template
         for topic in TOPICS:
             for emotion in EMOTIONS:
@@ -235,8 +238,13 @@ def test_every_template_fills_in_both_languages():
 
 def test_korean_particles_follow_the_final_syllable():
     rng = np.random.default_rng(0)
-    for value, subject, obj in [("노트북", "이", "을"), ("냉장고", "가", "를"), ("12,000원", "이", "을"),
-                                ("48213", "이", "을"), ("48215", "가", "를")]:  # fmt: skip
+    for value, subject, obj in [
+        ("노트북", "이", "을"),
+        ("냉장고", "가", "를"),
+        ("12,000원", "이", "을"),
+        ("48213", "이", "을"),
+        ("48215", "가", "를"),
+    ]:
         # force the value by a one-choice slot table
         from training.data import templates
 
@@ -275,9 +283,7 @@ def test_neutral_and_voice_only_wording_share_one_pool():
 def test_telephone_channel_blocks(tmp_path: Path):
     sr = 8000
     t = np.arange(sr) / sr
-    assert np.sqrt(np.mean(bandpass(np.sin(2 * np.pi * 1000 * t), sr) ** 2)) == pytest.approx(
-        0.707, rel=0.02
-    )
+    assert np.sqrt(np.mean(bandpass(np.sin(2 * np.pi * 1000 * t), sr) ** 2)) == pytest.approx(0.707, rel=0.02)
     assert np.sqrt(np.mean(bandpass(np.sin(2 * np.pi * 3800 * t), sr)[300:-300] ** 2)) < 1e-3
     assert np.sqrt(np.mean(bandpass(np.sin(2 * np.pi * 100 * t), sr)[300:-300] ** 2)) < 1e-3
     x = 0.3 * np.sin(2 * np.pi * 440 * t)
@@ -358,8 +364,9 @@ def test_phone_voices_is_the_phone_line_after_a_voice_shift_for_half_the_utteran
     shifted = next(k for k, v in shifts.items() if abs(v) > 1.0)
     # the voice moves, then the utterance hears exactly the line (and noise) ``phone`` gives it
     assert np.array_equal(hear(vowel, sr, "phone-voices", kept), hear(vowel, sr, "phone", kept))
-    assert np.array_equal(hear(vowel, sr, "phone-voices", shifted),
-                          hear(pitch_shift(vowel, sr, shifts[shifted]), sr, "phone", shifted))
+    assert np.array_equal(
+        hear(vowel, sr, "phone-voices", shifted), hear(pitch_shift(vowel, sr, shifts[shifted]), sr, "phone", shifted)
+    )
 
 
 def test_feature_extraction_hears_each_utterance_through_its_condition_once(tmp_path):

@@ -35,9 +35,13 @@ from training.models.profile import synthetic_utterances
 from training.train import DEFAULT_RECIPE, RECIPES_DIR, ConfigError, TrainConfig, save_trained, train
 
 SMALL_MODEL = [
-    "model.d_model=16", "model.gat_hidden=16", "model.gat_heads=2", "model.n_heads=2", "model.d_graph=16",
+    "model.d_model=16",
+    "model.gat_hidden=16",
+    "model.gat_heads=2",
+    "model.n_heads=2",
+    "model.d_graph=16",
     "model.baseline_hidden=16",
-]  # fmt: skip
+]
 QUIET = ["train.progress=false"]
 
 
@@ -58,8 +62,9 @@ def toy_features(
 ) -> list[FeatureRecord]:
     """Random utterances (16-d states, 16 tokens / frames) whose text and speech states carry a
     class-specific offset of size ``signal`` (0: labels unrelated to the inputs)."""
-    base = synthetic_utterances(n, d_text=16, d_speech=16, max_tokens=16, max_frames=16, n_classes=n_classes,
-                                duration=(0.3, 1.0), seed=seed)  # fmt: skip
+    base = synthetic_utterances(
+        n, d_text=16, d_speech=16, max_tokens=16, max_frames=16, n_classes=n_classes, duration=(0.3, 1.0), seed=seed
+    )
     centres = np.random.default_rng(1234).standard_normal((n_classes, 16)).astype(np.float32)
     out = []
     for i, u in enumerate(base):
@@ -68,8 +73,15 @@ def toy_features(
         speech = u.speech_frames + signal * centres[y] * u.speech_mask[:, None]
         attrs = {f.name: getattr(u, f.name) for f in fields(UtteranceFeatures)}
         attrs.update(text_hidden=text.astype(np.float16), speech_frames=speech.astype(np.float16), label=y)
-        out.append(FeatureRecord(**attrs, id=f"{split}-{seed}-{i}", split=split, language=("en", "ko")[i % 2],
-                                 cue=("voice", "text", "both")[i % 3]))  # fmt: skip
+        out.append(
+            FeatureRecord(
+                **attrs,
+                id=f"{split}-{seed}-{i}",
+                split=split,
+                language=("en", "ko")[i % 2],
+                cue=("voice", "text", "both")[i % 3],
+            )
+        )
     return out
 
 
@@ -131,8 +143,9 @@ def test_bad_overrides_are_clear_errors(override: str, message: str):
 def test_comparison_recipe_lists_the_papers_table():
     plan = ComparisonRecipe.from_yaml(RECIPES_DIR / "comparison.yaml", ["train.epochs=3"])
     models = [plan.config_for(r).model.name for r in plan.rows]
-    assert sorted(set(models)) == sorted(["bilstm_text", "cnn_speech", "mlp_graph", "early_fusion", "late_fusion",
-                                          "ca_moe", "sp_moe", "proposed"])  # fmt: skip
+    assert sorted(set(models)) == sorted(
+        ["bilstm_text", "cnn_speech", "mlp_graph", "early_fusion", "late_fusion", "ca_moe", "sp_moe", "proposed"]
+    )
     top_k = {r.slug: plan.config_for(r).model.top_k for r in plan.rows if r.kind == "proposed"}
     assert top_k == {"proposed-top-1": 1, "proposed-top-2": 2}
     assert plan.seeds == (0, 1, 2, 3, 4) and all(plan.config_for(r).train.epochs == 3 for r in plan.rows)
@@ -156,14 +169,25 @@ def test_the_shipped_recipes_model_learns_a_separable_problem_from_either_modali
     learns: well above chance (1/7) on held-out utterances, and still from one modality alone."""
     from training.train import RECIPES_DIR
 
-    config = TrainConfig.from_yaml(RECIPES_DIR / "default.yaml", [
-        *SMALL_MODEL, *QUIET, "train.lr=3e-3", "train.epochs=10", "train.patience=10", "train.ca_schedule=constant"])  # fmt: skip
+    config = TrainConfig.from_yaml(
+        RECIPES_DIR / "default.yaml",
+        [*SMALL_MODEL, *QUIET, "train.lr=3e-3", "train.epochs=10", "train.patience=10", "train.ca_schedule=constant"],
+    )
     assert config.model.name == "proposed" and config.train.speech_dropout > 0
     model, _ = train(config, toy["train"], toy["val"], seed=0)
     assert evaluate(model, toy["test"]).accuracy > 0.8
     for keep in ("text", "speech"):  # the other modality's input masked out, as a text-only line arrives
-        masked = [dataclasses.replace(r, **({"speech_mask": np.zeros_like(r.speech_mask)} if keep == "text"
-                                             else {"text_mask": np.zeros_like(r.text_mask)})) for r in toy["test"]]  # fmt: skip
+        masked = [
+            dataclasses.replace(
+                r,
+                **(
+                    {"speech_mask": np.zeros_like(r.speech_mask)}
+                    if keep == "text"
+                    else {"text_mask": np.zeros_like(r.text_mask)}
+                ),
+            )
+            for r in toy["test"]
+        ]
         assert evaluate(model, masked).accuracy > 0.5, f"{keep} alone"
 
 
@@ -290,9 +314,14 @@ def test_comparison_report_and_findings(toy, tmp_path, monkeypatch):
     splits = {"train": toy["train"][:14], "val": toy["val"][:7], "test": toy["test"][:14]}
     monkeypatch.setattr(compare, "prepare_features", lambda *a, **k: (splits, {"asr": "x@1"}))
     settings = load_settings(home=tmp_path)
-    args = dict(manifest="corpus/manifest.jsonl", out_dir=tmp_path / "cmp", seeds=(0, 1),
-                models=["cnn_speech", "proposed-top-1"], overrides=[*SMALL_MODEL, *QUIET, "train.epochs=1"],
-                progress=False)  # fmt: skip
+    args = dict(
+        manifest="corpus/manifest.jsonl",
+        out_dir=tmp_path / "cmp",
+        seeds=(0, 1),
+        models=["cnn_speech", "proposed-top-1"],
+        overrides=[*SMALL_MODEL, *QUIET, "train.epochs=1"],
+        progress=False,
+    )
     report = run_comparison(settings, **args)
     assert [r["slug"] for r in report["table"]] == ["cnn-speech", "proposed-top-1"]
     for name in (
@@ -314,8 +343,10 @@ def test_comparison_report_and_findings(toy, tmp_path, monkeypatch):
     again = run_comparison(settings, **args)  # every run is on disk: nothing is retrained
     assert calls == [] and again["table"][0]["test"] == report["table"][0]["test"]
     monkeypatch.setattr(compare, "_run_one", lambda *a, **k: calls.append(a) or original(*a, **k))
-    run_comparison(settings, **{**args, "models": ["cnn_speech"], "seeds": (0,),
-                                "overrides": [*args["overrides"], "train.lr=1e-3"]})  # fmt: skip
+    run_comparison(
+        settings,
+        **{**args, "models": ["cnn_speech"], "seeds": (0,), "overrides": [*args["overrides"], "train.lr=1e-3"]},
+    )
     assert len(calls) == 1  # a run trained with another configuration is never reused
     assert findings([]) == []
 
@@ -351,8 +382,11 @@ class _Counter:
         from training.encoders.text import TextEncoder
 
         self.calls = {"asr": 0, "text": 0, "speech": 0}
-        for key, cls, method in ((("asr", Transcriber, "transcribe"), ("text", TextEncoder, "encode"),
-                                  ("speech", SpeechEncoder, "encode"))):  # fmt: skip
+        for key, cls, method in (
+            ("asr", Transcriber, "transcribe"),
+            ("text", TextEncoder, "encode"),
+            ("speech", SpeechEncoder, "encode"),
+        ):
             original = getattr(cls, method)
 
             def counted(*a, _original=original, _key=key, **k):
@@ -416,10 +450,14 @@ def test_text_only_examples_get_the_text_branch_only_and_train_beside_spoken_one
 
     settings, manifest = tiny_env
     spoken = read_manifest(manifest)[:2]
-    text_only = [Example("meld-1", None, "anger", text="You never listen to me!", split="train"),
-                 Example("meld-2", None, "happiness", text="That is wonderful news.", split="train")]
+    text_only = [
+        Example("meld-1", None, "anger", text="You never listen to me!", split="train"),
+        Example("meld-2", None, "happiness", text="That is wonderful news.", split="train"),
+    ]
     counter = _Counter(monkeypatch)
-    records = extract_features(settings, spoken + text_only, settings.home / "features-mixed", progress=False, threads=1)
+    records = extract_features(
+        settings, spoken + text_only, settings.home / "features-mixed", progress=False, threads=1
+    )
     assert counter.calls["asr"] == 2  # the spoken ones only
     by_id = {r.id: r for r in records}
     for ex in text_only:
@@ -429,8 +467,12 @@ def test_text_only_examples_get_the_text_branch_only_and_train_beside_spoken_one
         assert r.speech_frames.shape == by_id[spoken[0].id].speech_frames.shape and not r.speech_frames.any()
     batch = collate(records)
     assert batch.edge_counts.tolist()[2:] == [0, 0]  # (the tiny random ASR may give the spoken ones no words)
-    fusion = TrainConfig.from_dict({}).fusion_config(d_text=batch.text.shape[2], d_speech=batch.speech.shape[2],
-                                                     max_tokens=batch.num_tokens, max_frames=batch.num_frames)  # fmt: skip
+    fusion = TrainConfig.from_dict({}).fusion_config(
+        d_text=batch.text.shape[2],
+        d_speech=batch.speech.shape[2],
+        max_tokens=batch.num_tokens,
+        max_frames=batch.num_frames,
+    )
     model = build_model("proposed", fusion)
     loss = fusion_loss(model(batch), batch.labels, fusion.aux_loss_weight, fusion.branch_loss_weight)
     loss.backward()
@@ -449,20 +491,47 @@ def test_train_and_eval_commands_on_the_tiny_bundle(tiny_env, tmp_path, capsys):
     settings, manifest = tiny_env
     parser = train_cli.add_arguments(argparse.ArgumentParser())
     out = tmp_path / "model"
-    args = parser.parse_args(["--manifest", str(manifest), "--out", str(out), "--seed", "3", "--no-progress",
-                              "train.epochs=2", "data.workers=1", "data.speech_layer=1", "model.speaker_norm=true",
-                              *SMALL_MODEL])  # fmt: skip
+    args = parser.parse_args(
+        [
+            "--manifest",
+            str(manifest),
+            "--out",
+            str(out),
+            "--seed",
+            "3",
+            "--no-progress",
+            "train.epochs=2",
+            "data.workers=1",
+            "data.speech_layer=1",
+            "model.speaker_norm=true",
+            *SMALL_MODEL,
+        ]
+    )
     assert train_cli.main(args, settings) == 0
     meta = read_meta(out)
     assert meta.seed == 3 and set(meta.encoders) == {"asr", "text_encoder", "speech_encoder"}
     assert meta.encoders["text_encoder"].startswith("tiny-e5@")
-    assert meta.encoders["speech_encoder"].endswith("#layer1#level-26")  # the recipe's layer and the level, recorded in the model
+    assert meta.encoders["speech_encoder"].endswith(
+        "#layer1#level-26"
+    )  # the recipe's layer and the level, recorded in the model
     assert settings.models.speech_layer is None
     capsys.readouterr()
 
     parser = evaluate_cli.add_arguments(argparse.ArgumentParser())
-    args = parser.parse_args(["--manifest", str(manifest), "--model", str(out), "--json", "--no-progress",
-                              "--split", "all", "--by", "language"])  # fmt: skip
+    args = parser.parse_args(
+        [
+            "--manifest",
+            str(manifest),
+            "--model",
+            str(out),
+            "--json",
+            "--no-progress",
+            "--split",
+            "all",
+            "--by",
+            "language",
+        ]
+    )
     assert evaluate_cli.main(args, settings) == 0
     stdout = capsys.readouterr().out
     assert stdout.count("\n") == 1
@@ -490,9 +559,23 @@ def test_compare_command_on_the_tiny_bundle(tiny_env, tmp_path, capsys):
     settings, manifest = tiny_env
     out = tmp_path / "comparison"
     parser = compare_cli.add_arguments(argparse.ArgumentParser())
-    args = parser.parse_args(["--manifest", str(manifest), "--out", str(out), "--seeds", "2", "--no-progress",
-                              "--models", "cnn_speech", "proposed-top-1", "train.epochs=1", "data.workers=1",
-                              *SMALL_MODEL])  # fmt: skip
+    args = parser.parse_args(
+        [
+            "--manifest",
+            str(manifest),
+            "--out",
+            str(out),
+            "--seeds",
+            "2",
+            "--no-progress",
+            "--models",
+            "cnn_speech",
+            "proposed-top-1",
+            "train.epochs=1",
+            "data.workers=1",
+            *SMALL_MODEL,
+        ]
+    )
     assert compare_cli.main(args, settings) == 0
     table = capsys.readouterr().out
     results = json.loads((out / "results.json").read_text())

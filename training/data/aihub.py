@@ -52,8 +52,18 @@ log = logging.getLogger(__name__)
 LabelSource = Literal["auto", "final", "majority", "situation"]
 
 _ID_NAMES = (
-    "wav_id", "wavid", "wav", "id", "파일명", "파일", "음성파일", "filename", "file", "file_name", "audio",
-)  # fmt: skip
+    "wav_id",
+    "wavid",
+    "wav",
+    "id",
+    "파일명",
+    "파일",
+    "음성파일",
+    "filename",
+    "file",
+    "file_name",
+    "audio",
+)
 _TEXT_NAMES = ("발화문", "발화", "텍스트", "문장", "text", "utterance", "transcript", "sentence")
 _FINAL_NAMES = ("감정", "최종감정", "emotion", "label", "final_emotion")
 _SITUATION_NAMES = ("상황", "situation")
@@ -99,9 +109,7 @@ def detect_encoding(path: str | Path) -> str:
     raise ManifestError(f"{path}: not UTF-8, UTF-16 or cp949/EUC-KR text")
 
 
-def read_csv_rows(
-    path: str | Path, encoding: str | None = None
-) -> tuple[list[str], list[dict[str, str]], str]:
+def read_csv_rows(path: str | Path, encoding: str | None = None) -> tuple[list[str], list[dict[str, str]], str]:
     """``(header, rows, encoding)`` of a CSV/TSV file; delimiter sniffed among , TAB ; |."""
     path = Path(path)
     if not path.is_file():
@@ -109,9 +117,7 @@ def read_csv_rows(
     encoding = encoding or detect_encoding(path)
     text = path.read_text(encoding=encoding)
     try:
-        dialect: type[csv.Dialect] | csv.Dialect = csv.Sniffer().sniff(
-            text[:8192], delimiters=",\t;|"
-        )
+        dialect: type[csv.Dialect] | csv.Dialect = csv.Sniffer().sniff(text[:8192], delimiters=",\t;|")
     except csv.Error:
         dialect = csv.excel
     reader = csv.reader(io.StringIO(text), dialect)
@@ -123,9 +129,7 @@ def read_csv_rows(
     for values in reader:
         if not any(v.strip() for v in values):
             continue
-        rows.append(
-            {h: (values[i].strip() if i < len(values) else "") for i, h in enumerate(header)}
-        )
+        rows.append({h: (values[i].strip() if i < len(values) else "") for i, h in enumerate(header)})
     return header, rows, encoding
 
 
@@ -154,9 +158,7 @@ def find_columns(header: Sequence[str], *, source: str = "CSV") -> AIHubColumns:
         needed = [] if wav_id else ["a wav id column (wav_id)"]
         if not (final or votes or situation):
             needed.append("an emotion column (감정, or 1번 감정 ... 5번 감정, or 상황)")
-        raise ManifestError(
-            f"{source}: missing {' and '.join(needed)}; columns found: {list(header)}"
-        )
+        raise ManifestError(f"{source}: missing {' and '.join(needed)}; columns found: {list(header)}")
     order = sorted(votes)
     return AIHubColumns(
         wav_id=wav_id,
@@ -213,13 +215,9 @@ def load_aihub(
     header, rows, used_encoding = read_csv_rows(csv_path, encoding)
     cols = find_columns(header, source=str(csv_path))
     if label_source == "final" and cols.final is None:
-        raise ManifestError(
-            f"{csv_path}: label_source='final' but no final emotion column in {header}"
-        )
+        raise ManifestError(f"{csv_path}: label_source='final' but no final emotion column in {header}")
     if label_source == "majority" and not cols.votes:
-        raise ManifestError(
-            f"{csv_path}: label_source='majority' but no annotator columns in {header}"
-        )
+        raise ManifestError(f"{csv_path}: label_source='majority' but no annotator columns in {header}")
     if label_source == "situation" and cols.situation is None:
         raise ManifestError(f"{csv_path}: label_source='situation' but no 상황 column in {header}")
 
@@ -275,11 +273,7 @@ def load_aihub(
         wav = wav_root / f"{stem}.wav"
         if not wav.is_file():
             if wav_index is None:
-                wav_index = (
-                    {p.stem: p for p in sorted(wav_root.rglob("*.wav"))}
-                    if wav_root.is_dir()
-                    else {}
-                )
+                wav_index = {p.stem: p for p in sorted(wav_root.rglob("*.wav"))} if wav_root.is_dir() else {}
             found = wav_index.get(stem)
             if found is None:
                 absent.append(str(wav))

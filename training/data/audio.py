@@ -21,9 +21,7 @@ from shared.prosody import yin
 __all__ = ["active_rms_db", "estimate_f0", "load_audio", "normalise_level", "write_wav"]
 
 
-def load_audio(
-    path: str | Path, target_sr: int | None = 16_000, *, backend: ResampleBackend = "auto"
-) -> np.ndarray:
+def load_audio(path: str | Path, target_sr: int | None = 16_000, *, backend: ResampleBackend = "auto") -> np.ndarray:
     """Mono float32 samples of ``path`` at ``target_sr`` (``None`` keeps the file's rate).
 
     Channels are averaged; integer PCM (8-bit unsigned, 16, 24, 32-bit) and float files are all
@@ -64,9 +62,7 @@ def active_rms_db(x: np.ndarray, sample_rate: int, *, floor_db: float = -35.0) -
     return float(10 * np.log10(active.mean()))
 
 
-def normalise_level(
-    x: np.ndarray, sample_rate: int, target_dbfs: float, *, max_gain_db: float = 40.0
-) -> np.ndarray:
+def normalise_level(x: np.ndarray, sample_rate: int, target_dbfs: float, *, max_gain_db: float = 40.0) -> np.ndarray:
     """``x`` (float32) scaled so that its active speech level (:func:`active_rms_db`) is
     ``target_dbfs``, with at most ``max_gain_db`` of gain or attenuation (a near-silent clip is not
     raised into loud noise). All-zero audio comes back unchanged. ITU-T P.56 puts telephone speech

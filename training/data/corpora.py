@@ -125,8 +125,11 @@ def _log_loaded(corpus: str, examples: Sequence[Example]) -> None:
     splits = Counter(e.split or "-" for e in examples)
     log.info(
         "%s: %d examples, labels %s, splits %s",
-        corpus, len(examples), {k: counts[k] for k in EMOTIONS if counts[k]}, dict(splits),
-    )  # fmt: skip
+        corpus,
+        len(examples),
+        {k: counts[k] for k in EMOTIONS if counts[k]},
+        dict(splits),
+    )
 
 
 def _audio_files(root: Path, corpus: str) -> list[Path]:
@@ -137,7 +140,9 @@ def _audio_files(root: Path, corpus: str) -> list[Path]:
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
     if not files:
         raise ManifestError(f"{corpus}: no {'/'.join(AUDIO_SUFFIXES)} files under {root}")
-    pointers = [str(p) for p in files if p.stat().st_size < 1024 and p.read_bytes().startswith(b"version https://git-lfs")]
+    pointers = [
+        str(p) for p in files if p.stat().st_size < 1024 and p.read_bytes().startswith(b"version https://git-lfs")
+    ]
     if pointers:
         raise ManifestError(
             f"{corpus}: {len(pointers)} file(s) under {root} are Git LFS pointers, not audio "
@@ -146,8 +151,9 @@ def _audio_files(root: Path, corpus: str) -> list[Path]:
     return files
 
 
-def _speech_corpus(corpus: str, root: Path, examples: Iterable[Example], misnamed: str,
-                   malformed: Sequence[str]) -> list[Example]:  # fmt: skip
+def _speech_corpus(
+    corpus: str, root: Path, examples: Iterable[Example], misnamed: str, malformed: Sequence[str]
+) -> list[Example]:
     """The end of every speech loader: log the files not named by the corpus's convention
     (``misnamed`` says what the convention is), drop repeated clips, refuse an empty result."""
     _log_skipped(corpus, f"file(s) not named {misnamed}", malformed)
@@ -200,9 +206,15 @@ def _split_files(root: Path, corpus: str, files: dict[str, str]) -> list[tuple[s
 # ---- RAVDESS ---------------------------------------------------------------------------------------
 
 RAVDESS_EMOTIONS: dict[str, str] = {
-    "01": "neutral", "02": "calm", "03": "happy", "04": "sad", "05": "angry", "06": "fearful",
-    "07": "disgust", "08": "surprised",
-}  # fmt: skip
+    "01": "neutral",
+    "02": "calm",
+    "03": "happy",
+    "04": "sad",
+    "05": "angry",
+    "06": "fearful",
+    "07": "disgust",
+    "08": "surprised",
+}
 """RAVDESS emotion code -> the corpus's emotion name (``extra["emotion"]``)."""
 
 RAVDESS_STATEMENTS: dict[str, str] = {
@@ -286,15 +298,22 @@ CREMA_D_SENTENCES: dict[str, str] = {
     "WSI": "We'll stop in a couple of minutes",
 }
 CREMA_D_EMOTIONS: dict[str, str] = {
-    "ANG": "anger", "DIS": "disgust", "FEA": "fear", "HAP": "happiness", "NEU": "neutral", "SAD": "sadness",
-}  # fmt: skip
+    "ANG": "anger",
+    "DIS": "disgust",
+    "FEA": "fear",
+    "HAP": "happiness",
+    "NEU": "neutral",
+    "SAD": "sadness",
+}
 CREMA_D_LEVELS: dict[str, str] = {"LO": "low", "MD": "medium", "HI": "high", "XX": "unspecified"}
 _CREMA_D_NAME = re.compile(r"^(?P<actor>\d{4})_(?P<sentence>[A-Z]{3})_(?P<emotion>[A-Z]{3})_(?P<level>[A-Z]{2})$")
 
 
 def _crema_d_demographics(root: Path) -> dict[int, dict[str, Any]]:
     """``actor -> {"gender", "age"}`` from ``VideoDemographics.csv`` when it is there."""
-    path = next((p for p in (root / "VideoDemographics.csv", root.parent / "VideoDemographics.csv") if p.is_file()), None)
+    path = next(
+        (p for p in (root / "VideoDemographics.csv", root.parent / "VideoDemographics.csv") if p.is_file()), None
+    )
     if path is None:
         log.info("CREMA-D: no VideoDemographics.csv next to the audio; no gender/age in extra")
         return {}
@@ -324,9 +343,11 @@ def load_crema_d(root: str | Path) -> list[Example]:
     for path in _audio_files(root, "CREMA-D"):
         m = _CREMA_D_NAME.match(path.stem)
         if (
-            m is None or m["sentence"] not in CREMA_D_SENTENCES or m["emotion"] not in CREMA_D_EMOTIONS
+            m is None
+            or m["sentence"] not in CREMA_D_SENTENCES
+            or m["emotion"] not in CREMA_D_EMOTIONS
             or m["level"] not in CREMA_D_LEVELS
-        ):  # fmt: skip
+        ):
             malformed.append(path.name)
             continue
         actor = int(m["actor"])
@@ -353,9 +374,16 @@ def load_crema_d(root: str | Path) -> list[Example]:
 # ---- TESS ------------------------------------------------------------------------------------------
 
 TESS_EMOTIONS: dict[str, str] = {
-    "angry": "anger", "disgust": "disgust", "fear": "fear", "happy": "happiness", "neutral": "neutral",
-    "sad": "sadness", "ps": "surprise", "pleasant_surprise": "surprise", "pleasant_surprised": "surprise",
-}  # fmt: skip
+    "angry": "anger",
+    "disgust": "disgust",
+    "fear": "fear",
+    "happy": "happiness",
+    "neutral": "neutral",
+    "sad": "sadness",
+    "ps": "surprise",
+    "pleasant_surprise": "surprise",
+    "pleasant_surprised": "surprise",
+}
 """TESS emotion spellings (file names, any case) -> common class; pleasant surprise is surprise."""
 
 TESS_SPEAKERS: dict[str, int] = {"OAF": 64, "YAF": 26}
@@ -401,7 +429,13 @@ def load_tess(root: str | Path) -> list[Example]:
 
 _MELD_FILES = {"train": "train_sent_emo.csv", "val": "dev_sent_emo.csv", "test": "test_sent_emo.csv"}
 _MELD_COLUMNS = ("Utterance", "Speaker", "Emotion", "Dialogue_ID", "Utterance_ID")
-_MELD_EXTRA = {"sentiment": "Sentiment", "season": "Season", "episode": "Episode", "start": "StartTime", "end": "EndTime"}
+_MELD_EXTRA = {
+    "sentiment": "Sentiment",
+    "season": "Season",
+    "episode": "Episode",
+    "start": "StartTime",
+    "end": "EndTime",
+}
 
 
 def load_meld(root: str | Path) -> list[Example]:
@@ -463,8 +497,14 @@ def load_meld(root: str | Path) -> list[Example]:
 # ---- DailyDialog -----------------------------------------------------------------------------------
 
 DAILYDIALOG_EMOTIONS: dict[str, str] = {
-    "0": "neutral", "1": "anger", "2": "disgust", "3": "fear", "4": "happiness", "5": "sadness", "6": "surprise",
-}  # fmt: skip
+    "0": "neutral",
+    "1": "anger",
+    "2": "disgust",
+    "3": "fear",
+    "4": "happiness",
+    "5": "sadness",
+    "6": "surprise",
+}
 """DailyDialog emotion code -> common class (``0`` "no emotion" is neutral)."""
 DAILYDIALOG_ACTS: dict[str, str] = {"1": "inform", "2": "question", "3": "directive", "4": "commissive"}
 _DAILYDIALOG_SPLITS = {"train": "train", "val": "validation", "test": "test"}
@@ -514,9 +554,11 @@ def load_dailydialog(root: str | Path, *, dedupe: bool = True) -> list[Example]:
             codes = emotions[n - 1].split()
             turn_acts = acts[n - 1].split() if acts is not None else None
             if (
-                len(codes) != len(turns) or any(c not in DAILYDIALOG_EMOTIONS for c in codes)
-                or (turn_acts is not None and len(turn_acts) != len(turns)) or not all(turns)
-            ):  # fmt: skip
+                len(codes) != len(turns)
+                or any(c not in DAILYDIALOG_EMOTIONS for c in codes)
+                or (turn_acts is not None and len(turn_acts) != len(turns))
+                or not all(turns)
+            ):
                 bad.append(f"{text_path.name}:{n} ({len(turns)} utterances, emotions {' '.join(codes)!r})")
                 continue
             call_id = f"dailydialog-{split}-{n:05d}"
@@ -588,8 +630,11 @@ def load_goemotions(root: str | Path) -> list[Example]:
         for row in reader:
             where = f"{path.name}:{reader.line_num}"
             ids = row[1].split(",") if len(row) == 3 else []
-            if len(row) != 3 or not row[0].strip() or not row[2].strip() or not all(
-                i.strip().isdigit() and int(i) < len(classes) for i in ids
+            if (
+                len(row) != 3
+                or not row[0].strip()
+                or not row[2].strip()
+                or not all(i.strip().isdigit() and int(i) < len(classes) for i in ids)
             ):
                 bad.append(f"{where} ({len(row)} fields: {row[:3]!r:.60})")
                 continue
@@ -634,18 +679,32 @@ class Corpus:
 CORPORA: dict[str, Corpus] = {
     c.name: c
     for c in (
-        Corpus("ravdess", "speech", "RAVDESS acted speech (24 actors, 8 emotions; calm dropped or neutral), no split",
-               load_ravdess, ("calm",)),
-        Corpus("crema-d", "speech", "CREMA-D acted speech (91 actors, 12 sentences, 6 emotions), no split",
-               load_crema_d),
+        Corpus(
+            "ravdess",
+            "speech",
+            "RAVDESS acted speech (24 actors, 8 emotions; calm dropped or neutral), no split",
+            load_ravdess,
+            ("calm",),
+        ),
+        Corpus(
+            "crema-d", "speech", "CREMA-D acted speech (91 actors, 12 sentences, 6 emotions), no split", load_crema_d
+        ),
         Corpus("tess", "speech", "TESS 'Say the word ...' (2 actresses, 200 words, 7 emotions), no split", load_tess),
         Corpus("meld", "text", "MELD Friends dialogue utterances (text only), official train/dev/test", load_meld),
-        Corpus("dailydialog", "text", "DailyDialog everyday dialogues (text only, de-duplicated), official splits",
-               load_dailydialog),
-        Corpus("goemotions", "text", "GoEmotions Reddit comments (text only, Ekman mapping, single-class rows), "
-               "official splits", load_goemotions),
+        Corpus(
+            "dailydialog",
+            "text",
+            "DailyDialog everyday dialogues (text only, de-duplicated), official splits",
+            load_dailydialog,
+        ),
+        Corpus(
+            "goemotions",
+            "text",
+            "GoEmotions Reddit comments (text only, Ekman mapping, single-class rows), official splits",
+            load_goemotions,
+        ),
     )
-}  # fmt: skip
+}
 """Name -> :class:`Corpus`, in the order ``emotion data list`` shows them."""
 
 

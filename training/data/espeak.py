@@ -52,9 +52,7 @@ def _binary() -> str:
 
 def _run(args: list[str], stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
     try:
-        proc = subprocess.run(
-            [_binary(), *args], input=stdin, capture_output=True, timeout=_TIMEOUT_S, check=False
-        )
+        proc = subprocess.run([_binary(), *args], input=stdin, capture_output=True, timeout=_TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired as e:
         raise EspeakError(f"espeak-ng {' '.join(args)} timed out after {_TIMEOUT_S:.0f}s") from e
     if proc.returncode != 0:
@@ -107,9 +105,7 @@ def list_variants() -> tuple[VoiceVariant, ...]:
         if file_idx is None:
             continue
         gender = parts[2].split("/")[-1][:1].upper()
-        out.append(
-            VoiceVariant(file=parts[file_idx][3:], name=" ".join(parts[3:file_idx]), gender=gender)
-        )
+        out.append(VoiceVariant(file=parts[file_idx][3:], name=" ".join(parts[3:file_idx]), gender=gender))
     return tuple(out)
 
 
@@ -128,14 +124,19 @@ def synthesize(
     minute (80-450), ``amplitude`` ``-a`` (0-200).
     """
     args = [
-        "-v", voice,
-        "-p", str(int(np.clip(pitch, 0, 99))),
-        "-s", str(int(np.clip(rate, 80, 450))),
-        "-a", str(int(np.clip(amplitude, 0, 200))),
-        "-b", "1",
+        "-v",
+        voice,
+        "-p",
+        str(int(np.clip(pitch, 0, 99))),
+        "-s",
+        str(int(np.clip(rate, 80, 450))),
+        "-a",
+        str(int(np.clip(amplitude, 0, 200))),
+        "-b",
+        "1",
         "--stdin",
         "--stdout",
-    ]  # fmt: skip
+    ]
     if ssml:
         args.insert(0, "-m")
     proc = _run(args, stdin=text.encode("utf-8"))

@@ -40,21 +40,39 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 IEMOCAP_4CLASS: dict[str, str] = {
-    "neu": "neutral", "ang": "anger", "sad": "sadness", "hap": "happiness", "exc": "happiness",
-}  # fmt: skip
+    "neu": "neutral",
+    "ang": "anger",
+    "sad": "sadness",
+    "hap": "happiness",
+    "exc": "happiness",
+}
 """The usual 4-class protocol: happiness merged with excitement; every other category dropped."""
 
 IEMOCAP_FULL: dict[str, str] = {
-    "ang": "anger", "hap": "happiness", "exc": "excitement", "sad": "sadness", "neu": "neutral",
-    "fru": "frustration", "sur": "surprise", "fea": "fear", "dis": "disgust", "oth": "other",
+    "ang": "anger",
+    "hap": "happiness",
+    "exc": "excitement",
+    "sad": "sadness",
+    "neu": "neutral",
+    "fru": "frustration",
+    "sur": "surprise",
+    "fea": "fear",
+    "dis": "disgust",
+    "oth": "other",
     "xxx": "undecided",
-}  # fmt: skip
+}
 """Every IEMOCAP category under a readable name (``xxx`` = no evaluator majority)."""
 
 IEMOCAP_7CLASS: dict[str, str] = {
-    "ang": "anger", "sad": "sadness", "neu": "neutral", "hap": "happiness", "exc": "happiness",
-    "fea": "fear", "dis": "disgust", "sur": "surprise",
-}  # fmt: skip
+    "ang": "anger",
+    "sad": "sadness",
+    "neu": "neutral",
+    "hap": "happiness",
+    "exc": "happiness",
+    "fea": "fear",
+    "dis": "disgust",
+    "sur": "surprise",
+}
 """Mapped onto :data:`~shared.settings.EMOTIONS` (the AI-Hub classes); frustration etc. dropped."""
 
 _LABEL_MAPS: dict[str, dict[str, str]] = {
@@ -93,9 +111,7 @@ def parse_emo_evaluation(path: str | Path) -> list[EmoEvaluationEntry]:
     """
     path = Path(path)
     entries: list[EmoEvaluationEntry] = []
-    for lineno, line in enumerate(
-        path.read_text(encoding="utf-8", errors="replace").splitlines(), 1
-    ):
+    for lineno, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
         if not line.startswith("["):
             continue  # header ("% [START_TIME - ..."), blank, evaluator lines (C-E1:, A-E3: ...)
         m = _EVAL_RE.match(line.strip())
@@ -135,9 +151,7 @@ def _speaker(utterance: str) -> tuple[str, str]:
 def _session_dirs(root: Path, sessions: Iterable[int] | None) -> list[tuple[int, Path]]:
     found = (
         sorted(
-            (int(m.group(1)), p)
-            for p in root.iterdir()
-            if p.is_dir() and (m := _SESSION_RE.match(p.name)) is not None
+            (int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _SESSION_RE.match(p.name)) is not None
         )
         if root.is_dir()
         else []
@@ -196,11 +210,14 @@ def load_iemocap(
                     continue
                 speaker, gender = _speaker(entry.utterance)
                 split = (
-                    None if test_session is None and val_session is None
-                    else "test" if session == test_session
-                    else "val" if session == val_session
+                    None
+                    if test_session is None and val_session is None
+                    else "test"
+                    if session == test_session
+                    else "val"
+                    if session == val_session
                     else "train"
-                )  # fmt: skip
+                )
                 examples.append(
                     Example(
                         id=entry.utterance,
@@ -224,17 +241,13 @@ def load_iemocap(
                     )
                 )
     if missing:
-        msg = f"{len(missing)} IEMOCAP wav file(s) missing under {root}, e.g.: " + ", ".join(
-            missing[:5]
-        )
+        msg = f"{len(missing)} IEMOCAP wav file(s) missing under {root}, e.g.: " + ", ".join(missing[:5])
         if require_audio:
             raise ManifestError(msg)
         log.warning("%s (skipped)", msg)
     if dropped:
         log.info("IEMOCAP: left out %s", dict(sorted(dropped.items())))
-    log.info(
-        "IEMOCAP: %d utterances, labels %s", len(examples), dict(Counter(e.label for e in examples))
-    )
+    log.info("IEMOCAP: %d utterances, labels %s", len(examples), dict(Counter(e.label for e in examples)))
     return examples
 
 

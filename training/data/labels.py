@@ -15,21 +15,48 @@ __all__ = ["EMOTIONS", "EMOTION_ALIASES", "normalize_emotion"]
 
 EMOTION_ALIASES: dict[str, str] = {
     # anger
-    "anger": "anger", "angry": "anger", "ang": "anger", "분노": "anger", "화남": "anger", "화": "anger",
+    "anger": "anger",
+    "angry": "anger",
+    "ang": "anger",
+    "분노": "anger",
+    "화남": "anger",
+    "화": "anger",
     # sadness
-    "sadness": "sadness", "sad": "sadness", "슬픔": "sadness", "슬프다": "sadness",
+    "sadness": "sadness",
+    "sad": "sadness",
+    "슬픔": "sadness",
+    "슬프다": "sadness",
     # neutral
-    "neutral": "neutral", "neu": "neutral", "중립": "neutral", "평온": "neutral", "보통": "neutral",
+    "neutral": "neutral",
+    "neu": "neutral",
+    "중립": "neutral",
+    "평온": "neutral",
+    "보통": "neutral",
     # happiness
-    "happiness": "happiness", "happy": "happiness", "hap": "happiness", "joy": "happiness",
-    "행복": "happiness", "기쁨": "happiness",
+    "happiness": "happiness",
+    "happy": "happiness",
+    "hap": "happiness",
+    "joy": "happiness",
+    "행복": "happiness",
+    "기쁨": "happiness",
     # fear
-    "fear": "fear", "fearful": "fear", "fea": "fear", "scared": "fear", "공포": "fear", "두려움": "fear",
+    "fear": "fear",
+    "fearful": "fear",
+    "fea": "fear",
+    "scared": "fear",
+    "공포": "fear",
+    "두려움": "fear",
     # disgust
-    "disgust": "disgust", "disgusted": "disgust", "dis": "disgust", "혐오": "disgust",
+    "disgust": "disgust",
+    "disgusted": "disgust",
+    "dis": "disgust",
+    "혐오": "disgust",
     # surprise
-    "surprise": "surprise", "surprised": "surprise", "sur": "surprise", "놀람": "surprise",
-}  # fmt: skip
+    "surprise": "surprise",
+    "surprised": "surprise",
+    "sur": "surprise",
+    "놀람": "surprise",
+}
 """Lower-cased spelling -> canonical label."""
 
 assert set(EMOTION_ALIASES.values()) == set(EMOTIONS)

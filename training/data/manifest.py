@@ -119,14 +119,10 @@ def read_manifest(
                 problems.append(f"line {lineno}: {e}")
                 continue
             if allowed is not None and ex.label not in allowed:
-                bad_labels.append(
-                    f"line {lineno}: unknown label {ex.label!r} (expected one of {sorted(allowed)})"
-                )
+                bad_labels.append(f"line {lineno}: unknown label {ex.label!r} (expected one of {sorted(allowed)})")
                 continue
             if ex.id in first_line_of:
-                problems.append(
-                    f"line {lineno}: duplicate id {ex.id!r} (first on line {first_line_of[ex.id]})"
-                )
+                problems.append(f"line {lineno}: duplicate id {ex.id!r} (first on line {first_line_of[ex.id]})")
                 continue
             first_line_of[ex.id] = lineno
             examples.append(ex)
@@ -251,9 +247,7 @@ def _split_counts(n: int, ratios: Sequence[float]) -> list[int]:
     return counts
 
 
-def assign_splits(
-    keys: Iterable[str], seed: int, ratios: Sequence[float] = (0.8, 0.1, 0.1)
-) -> dict[str, str]:
+def assign_splits(keys: Iterable[str], seed: int, ratios: Sequence[float] = (0.8, 0.1, 0.1)) -> dict[str, str]:
     """Deterministically map each distinct group key to ``train``/``val``/``test``.
 
     Keys are ordered by a seeded SHA-256 hash (stable across platforms and NumPy versions) and cut
@@ -301,6 +295,4 @@ def split_examples(
     fixed = {k: c.most_common(1)[0][0] for k, c in explicit.items()}
     free = [key(ex) for ex in examples if key(ex) not in fixed]
     assigned = {**assign_splits(free, seed, ratios), **fixed}
-    return [
-        replace(ex, split=ex.split or assigned[key(ex)], extra=dict(ex.extra)) for ex in examples
-    ]
+    return [replace(ex, split=ex.split or assigned[key(ex)], extra=dict(ex.extra)) for ex in examples]

@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 
 _UNSPLIT = "(none)"
 
-_PREPARE_HELP = """\
+_PREPARE_HELP = (
+    """\
 Read the corpus folder SRC in its published layout and write a manifest (JSON lines, one
 utterance per line) with labels mapped onto the seven common classes (anger, sadness, neutral,
 happiness, fear, disgust, surprise). Audio paths are written absolute: the corpus stays where it
@@ -41,36 +42,55 @@ What each loader drops is logged with the reason:
   goemotions   rows whose labels map to several classes (e.g. joy + neutral)
   dailydialog  repeated dialogues (within a split, or already in train / validation)
   all          files or rows that do not follow the corpus's naming or format (listed)
-Corpora: """ + ", ".join(CORPORA) + " (`emotion data list` describes them)."
+Corpora: """
+    + ", ".join(CORPORA)
+    + " (`emotion data list` describes them)."
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Sub-commands of ``emotion data``: ``prepare`` and ``list``."""
     sub = parser.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     prepare = sub.add_parser(
-        "prepare", help="convert a corpus folder into a manifest", description=_PREPARE_HELP,
+        "prepare",
+        help="convert a corpus folder into a manifest",
+        description=_PREPARE_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
+    )
     prepare.add_argument("name", choices=list(CORPORA), metavar="NAME", help=f"the corpus: {', '.join(CORPORA)}")
-    prepare.add_argument("src", type=Path, metavar="SRC",
-                         help="the corpus folder as published (e.g. the folder holding Actor_01 ... for ravdess)")
+    prepare.add_argument(
+        "src",
+        type=Path,
+        metavar="SRC",
+        help="the corpus folder as published (e.g. the folder holding Actor_01 ... for ravdess)",
+    )
     prepare.add_argument("--out", type=Path, required=True, metavar="FILE", help="manifest to write (JSON lines)")
-    prepare.add_argument("--limit", type=int, metavar="N",
-                         help="keep only the first N utterances in corpus order (a quick look)")
-    prepare.add_argument("--calm", choices=("drop", "neutral"),
-                         help="ravdess only: drop the calm clips (default; calm has no common class) or "
-                         "label them neutral (more neutral data, in a distinct acted style)")
+    prepare.add_argument(
+        "--limit", type=int, metavar="N", help="keep only the first N utterances in corpus order (a quick look)"
+    )
+    prepare.add_argument(
+        "--calm",
+        choices=("drop", "neutral"),
+        help="ravdess only: drop the calm clips (default; calm has no common class) or "
+        "label them neutral (more neutral data, in a distinct acted style)",
+    )
     mix = sub.add_parser(
-        "mix", help="join manifests into one training corpus",
+        "mix",
+        help="join manifests into one training corpus",
         description="Join manifests (e.g. the outputs of `prepare` and the synthetic corpus) into one manifest "
         "for `emotion train --manifest`. Audio paths are written absolute unless they lie under the output's "
         "folder; ids must be unique across the inputs. --take caps an input, keeping its split proportions "
         "(a seeded random sample within each split, whole dialogues or calls where the lines have a call id).",
-    )  # fmt: skip
+    )
     mix.add_argument("manifests", type=Path, nargs="+", metavar="MANIFEST", help="manifests to join")
     mix.add_argument("--out", type=Path, required=True, metavar="FILE", help="manifest to write (JSON lines)")
-    mix.add_argument("--take", action="append", default=[], metavar="NAME=N",
-                     help="keep at most N utterances of the input whose file stem is NAME (repeatable)")
+    mix.add_argument(
+        "--take",
+        action="append",
+        default=[],
+        metavar="NAME=N",
+        help="keep at most N utterances of the input whose file stem is NAME (repeatable)",
+    )
     mix.add_argument("--seed", type=int, default=0, help="seed of the --take samples (default 0)")
     sub.add_parser("list", help="the corpora `prepare` reads", description="List the registered corpora.")
     return parser

@@ -92,14 +92,14 @@ class ProsodyProfile:
 
 
 PROFILES: dict[str, ProsodyProfile] = {
-    "neutral":   ProsodyProfile(0, 4, 100, 12, 1.00, 0.04, 0.0, 1.5, "flat", 150, 0.00, 0.0),
-    "anger":     ProsodyProfile(14, 6, 170, 25, 1.12, 0.06, 6.0, 2.0, "emphatic", 80, 0.00, 0.0),
+    "neutral": ProsodyProfile(0, 4, 100, 12, 1.00, 0.04, 0.0, 1.5, "flat", 150, 0.00, 0.0),
+    "anger": ProsodyProfile(14, 6, 170, 25, 1.12, 0.06, 6.0, 2.0, "emphatic", 80, 0.00, 0.0),
     "happiness": ProsodyProfile(16, 6, 165, 25, 1.07, 0.06, 3.0, 2.0, "arc", 120, 0.00, 0.0),
-    "sadness":   ProsodyProfile(-12, 5, 55, 15, 0.80, 0.05, -6.0, 2.0, "falling", 350, 0.15, 0.0),
-    "fear":      ProsodyProfile(20, 7, 160, 30, 1.20, 0.07, 0.0, 2.0, "irregular", 100, 0.25, 0.012),
-    "disgust":   ProsodyProfile(-10, 6, 130, 25, 0.82, 0.06, -2.0, 2.0, "falling_wide", 300, 0.10, 0.0),
-    "surprise":  ProsodyProfile(18, 7, 180, 20, 1.05, 0.06, 4.0, 2.0, "rising", 120, 0.00, 0.0),
-}  # fmt: skip
+    "sadness": ProsodyProfile(-12, 5, 55, 15, 0.80, 0.05, -6.0, 2.0, "falling", 350, 0.15, 0.0),
+    "fear": ProsodyProfile(20, 7, 160, 30, 1.20, 0.07, 0.0, 2.0, "irregular", 100, 0.25, 0.012),
+    "disgust": ProsodyProfile(-10, 6, 130, 25, 0.82, 0.06, -2.0, 2.0, "falling_wide", 300, 0.10, 0.0),
+    "surprise": ProsodyProfile(18, 7, 180, 20, 1.05, 0.06, 4.0, 2.0, "rising", 120, 0.00, 0.0),
+}
 
 
 @dataclass(frozen=True)
@@ -174,9 +174,7 @@ def _contour(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
     return np.clip(np.round(c), -40, 60)
 
 
-def sample_prosody(
-    emotion: str, speaker: Speaker, n_phrases: int, rng: np.random.Generator
-) -> Prosody:
+def sample_prosody(emotion: str, speaker: Speaker, n_phrases: int, rng: np.random.Generator) -> Prosody:
     """Draw the prosody of one utterance: the speaker's baseline moved by ``PROFILES[emotion]``,
     with Gaussian jitter, a phrase-level pitch contour and pauses."""
     p = PROFILES[emotion]
@@ -221,9 +219,7 @@ def to_ssml(phrases: list[str], prosody: Prosody) -> str:
     return "".join(parts)
 
 
-def apply_tremor(
-    x: np.ndarray, sample_rate: int, depth: float, rate_hz: float, phase: float = 0.0
-) -> np.ndarray:
+def apply_tremor(x: np.ndarray, sample_rate: int, depth: float, rate_hz: float, phase: float = 0.0) -> np.ndarray:
     """Vocal tremor: a sinusoidal time warp that modulates F0 by about ``±depth`` (relative) at
     ``rate_hz`` (a slight formant wobble comes with it, as in real tremulous voice)."""
     if depth <= 0 or x.size < 2:

@@ -80,24 +80,91 @@ AGENT_SHARE: dict[str, float] = {"neutral": 0.5, "happiness": 0.4, "surprise": 0
 """Probability that an utterance of the class is spoken by the agent (others: customer only)."""
 
 BASE_VOICES: dict[str, tuple[str, ...]] = {
-    "en": ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us-nyc",
-           "en-gb-x-gbclan", "en-gb-x-gbcwmd"),
+    "en": ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us-nyc", "en-gb-x-gbclan", "en-gb-x-gbcwmd"),
     "ko": ("ko",),
-}  # fmt: skip
+}
 """espeak-ng language voices used per language (filtered by what is installed)."""
 
 MALE_VARIANTS: tuple[str, ...] = (
-    "m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "klatt", "klatt2", "klatt3", "klatt4",
-    "klatt5", "klatt6", "Alex", "Andy", "Denis", "Diogo", "Gene", "Gene2", "Henrique", "Hugo",
-    "Jacky", "Lee", "Marco", "Mario", "Michael", "Mike", "Nguyen", "adam", "antonio", "benjamin",
-    "boris", "caleb", "david", "ed", "edward", "edward2", "gustave", "iven", "iven2", "iven3",
-    "iven4", "john", "kaukovalta", "marcelo", "max", "michel", "miguel", "norbert", "pablo",
-    "paul", "pedro", "quincy", "rob", "robert", "sandro", "travis", "victor",
-)  # fmt: skip
+    "m1",
+    "m2",
+    "m3",
+    "m4",
+    "m5",
+    "m6",
+    "m7",
+    "m8",
+    "klatt",
+    "klatt2",
+    "klatt3",
+    "klatt4",
+    "klatt5",
+    "klatt6",
+    "Alex",
+    "Andy",
+    "Denis",
+    "Diogo",
+    "Gene",
+    "Gene2",
+    "Henrique",
+    "Hugo",
+    "Jacky",
+    "Lee",
+    "Marco",
+    "Mario",
+    "Michael",
+    "Mike",
+    "Nguyen",
+    "adam",
+    "antonio",
+    "benjamin",
+    "boris",
+    "caleb",
+    "david",
+    "ed",
+    "edward",
+    "edward2",
+    "gustave",
+    "iven",
+    "iven2",
+    "iven3",
+    "iven4",
+    "john",
+    "kaukovalta",
+    "marcelo",
+    "max",
+    "michel",
+    "miguel",
+    "norbert",
+    "pablo",
+    "paul",
+    "pedro",
+    "quincy",
+    "rob",
+    "robert",
+    "sandro",
+    "travis",
+    "victor",
+)
 FEMALE_VARIANTS: tuple[str, ...] = (
-    "f1", "f2", "f3", "f4", "f5", "Alicia", "Andrea", "Annie", "aunty", "belinda", "linda",
-    "steph", "steph2", "steph3", "anika", "shelby", "grandma",
-)  # fmt: skip
+    "f1",
+    "f2",
+    "f3",
+    "f4",
+    "f5",
+    "Alicia",
+    "Andrea",
+    "Annie",
+    "aunty",
+    "belinda",
+    "linda",
+    "steph",
+    "steph2",
+    "steph3",
+    "anika",
+    "shelby",
+    "grandma",
+)
 """Voiced, human-sounding variants (whisper, croak, robot and novelty variants are left out: they
 have no usable F0, which would erase the pitch cues)."""
 
@@ -106,8 +173,14 @@ _F0_SR = 8_000
 CALL_TURNS = (2, 6)
 """Customer turns per call (inclusive range)."""
 CALL_MOOD_ORDER: tuple[str, ...] = (
-    "happiness", "surprise", "neutral", "sadness", "fear", "disgust", "anger",
-)  # fmt: skip
+    "happiness",
+    "surprise",
+    "neutral",
+    "sadness",
+    "fear",
+    "disgust",
+    "anger",
+)
 """Emotions by rough valence; calls group customer turns that are close in this order."""
 CALL_MOOD_SPREAD = 1.0
 """SD of the rank noise: 0 = one emotion per call, large = emotions independent of the call."""
@@ -166,17 +239,12 @@ def _voice_pool(language: str, rng: np.random.Generator) -> dict[str, list[tuple
     installed_langs = set(list_language_voices(language))
     bases = [b for b in BASE_VOICES[language] if b in installed_langs] or sorted(installed_langs)
     if not bases:
-        raise EspeakError(
-            f"espeak-ng has no voice for language {language!r} (espeak-ng --voices={language})"
-        )
+        raise EspeakError(f"espeak-ng has no voice for language {language!r} (espeak-ng --voices={language})")
     installed = {v.file for v in list_variants()}
     pools: dict[str, list[tuple[str, str, int]]] = {}
     for gender, variants in (("M", MALE_VARIANTS), ("F", FEMALE_VARIANTS)):
         usable = [v for v in variants if v in installed] or [""]
-        combos = [
-            (f"{b}+{v}" if v else b, gender, p)
-            for b, v, p in product(bases, usable, PITCH_BASELINES)
-        ]
+        combos = [(f"{b}+{v}" if v else b, gender, p) for b, v, p in product(bases, usable, PITCH_BASELINES)]
         order = rng.permutation(len(combos))
         pools[gender] = [combos[i] for i in order]
     return pools
@@ -360,9 +428,7 @@ def render_audio(spec: UtteranceSpec) -> np.ndarray:
         rate=spec.prosody.rate,
         ssml=True,
     )
-    speech = apply_tremor(
-        speech, sr, spec.prosody.tremor, spec.prosody.tremor_hz, rng.uniform(0, 6.3)
-    )
+    speech = apply_tremor(speech, sr, spec.prosody.tremor, spec.prosody.tremor_hz, rng.uniform(0, 6.3))
     level = active_rms_db(speech, sr)
     if not math.isfinite(level):
         raise EspeakError("espeak-ng produced silence")
@@ -465,9 +531,7 @@ def _counts(values: Iterable[str]) -> dict[str, int]:
     return dict(sorted(Counter(values).items()))
 
 
-def _summary(
-    examples: list[Example], params: dict[str, Any], seconds: float, workers: int
-) -> dict[str, Any]:
+def _summary(examples: list[Example], params: dict[str, Any], seconds: float, workers: int) -> dict[str, Any]:
     by_split: dict[str, list[Example]] = defaultdict(list)
     for ex in examples:
         by_split[ex.split or "none"].append(ex)
@@ -485,17 +549,14 @@ def _summary(
             for ex in voiced
             if ex.extra["f0_hz"] is not None and ex.speaker in speaker_ref
         ]
-        rate = [
-            len(ex.text.split()) / ex.extra["duration_s"] for ex in voiced if ex.extra["duration_s"]
-        ]
+        rate = [len(ex.text.split()) / ex.extra["duration_s"] for ex in voiced if ex.extra["duration_s"]]
         check[emotion] = {
             "n": len(voiced),
             "f0_hz_median": round(float(np.median(f0s)), 1) if f0s else None,
             "f0_semitones_vs_speaker": round(float(np.mean(rel)), 2) if rel else None,
-            "rms_dbfs_mean": round(float(np.mean([ex.extra["rms_dbfs"] for ex in voiced])), 2)
-            if voiced else None,
+            "rms_dbfs_mean": round(float(np.mean([ex.extra["rms_dbfs"] for ex in voiced])), 2) if voiced else None,
             "words_per_s_mean": round(float(np.mean(rate)), 2) if rate else None,
-        }  # fmt: skip
+        }
     total_s = sum(ex.extra["duration_s"] for ex in examples)
     return {
         "generator": "training.data.synthetic",
@@ -512,12 +573,9 @@ def _summary(
             "role": _counts(ex.extra["role"] for ex in examples),
             "split": {s: len(v) for s, v in sorted(by_split.items())},
             "label_by_split": {
-                s: {e: sum(1 for ex in v if ex.label == e) for e in EMOTIONS}
-                for s, v in sorted(by_split.items())
+                s: {e: sum(1 for ex in v if ex.label == e) for e in EMOTIONS} for s, v in sorted(by_split.items())
             },
-            "speakers_by_split": {
-                s: len({ex.speaker for ex in v}) for s, v in sorted(by_split.items())
-            },
+            "speakers_by_split": {s: len({ex.speaker for ex in v}) for s, v in sorted(by_split.items())},
             "noise": _counts(str(ex.extra["channel"]["noise"]) for ex in examples),
         },
         "prosody_check": check,
@@ -575,18 +633,29 @@ def generate_corpus(
     started = time.perf_counter()
     # planning validates the arguments, before anything is deleted or written
     specs = plan_corpus(
-        out, n_per_class, languages, seed, sample_rate, telephony,
-        ratios=ratios, voice_only=voice_only, text_only=text_only,
-    )  # fmt: skip
+        out,
+        n_per_class,
+        languages,
+        seed,
+        sample_rate,
+        telephony,
+        ratios=ratios,
+        voice_only=voice_only,
+        text_only=text_only,
+    )
     shutil.rmtree(out / "wav", ignore_errors=True)
     for p in owned[1:]:
         p.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     log.info(
         "synth: %d utterances in %d calls, %d speakers, languages %s, %s (%s)",
-        len(specs), len({s.call_id for s in specs}), len({s.speaker.id for s in specs}),
-        ",".join(languages), "telephony" if telephony else "wide-band", version,
-    )  # fmt: skip
+        len(specs),
+        len({s.call_id for s in specs}),
+        len({s.speaker.id for s in specs}),
+        ",".join(languages),
+        "telephony" if telephony else "wide-band",
+        version,
+    )
     results = _render_all(specs, max(1, int(workers)), progress)
     examples = [_example(spec, res) for spec, res in zip(specs, results, strict=True)]
     write_manifest(manifest, examples)
@@ -606,6 +675,10 @@ def generate_corpus(
     (out / "corpus.json").write_text(text, encoding="utf-8")
     log.info(
         "synth: wrote %s (%.2f h of audio) in %.1f s: %.1f utterances/s with %d worker(s)",
-        manifest, summary["hours"], seconds, len(examples) / max(seconds, 1e-9), workers,
-    )  # fmt: skip
+        manifest,
+        summary["hours"],
+        seconds,
+        len(examples) / max(seconds, 1e-9),
+        workers,
+    )
     return manifest

@@ -30,8 +30,20 @@ import numpy as np
 from shared.audio import resample
 from training.data.audio import active_rms_db
 
-__all__ = ["BAND_HZ", "CONDITIONS", "NARROWBAND_SR", "ROBUSTNESS", "Channel", "apply_channel", "condition_channel",
-           "hear", "noise", "pitch_shift", "sample_channel", "voice_shift"]
+__all__ = [
+    "BAND_HZ",
+    "CONDITIONS",
+    "NARROWBAND_SR",
+    "ROBUSTNESS",
+    "Channel",
+    "apply_channel",
+    "condition_channel",
+    "hear",
+    "noise",
+    "pitch_shift",
+    "sample_channel",
+    "voice_shift",
+]
 
 NARROWBAND_SR = 8_000
 BAND_HZ = (300.0, 3400.0)

@@ -45,11 +45,20 @@ Table = dict[str, dict[str, tuple[str, ...]]]
 
 SLOTS: Table = {
     "en": {
-        "product": ("laptop", "wireless headphones", "fridge", "phone", "air purifier",
-                    "washing machine", "tablet", "rice cooker", "monitor", "vacuum cleaner"),
+        "product": (
+            "laptop",
+            "wireless headphones",
+            "fridge",
+            "phone",
+            "air purifier",
+            "washing machine",
+            "tablet",
+            "rice cooker",
+            "monitor",
+            "vacuum cleaner",
+        ),
         "amount": ("12 dollars", "32 dollars", "58 dollars", "149 dollars", "79 dollars", "230 dollars"),
-        "date": ("March 15th", "May 2nd", "last Friday", "yesterday", "the 10th of this month",
-                 "Monday"),
+        "date": ("March 15th", "May 2nd", "last Friday", "yesterday", "the 10th of this month", "Monday"),
         "month": ("last month", "this month", "March", "October"),
         "plan": ("premium", "basic", "family", "unlimited data", "home internet"),
         "order": ("48213", "30577", "91246", "62810", "15934"),
@@ -58,8 +67,18 @@ SLOTS: Table = {
         "agent": ("Emma", "Daniel", "Olivia", "James", "Sophie", "Michael"),
     },
     "ko": {
-        "product": ("노트북", "무선 이어폰", "냉장고", "휴대폰", "공기청정기", "세탁기", "태블릿",
-                    "전기밥솥", "모니터", "청소기"),
+        "product": (
+            "노트북",
+            "무선 이어폰",
+            "냉장고",
+            "휴대폰",
+            "공기청정기",
+            "세탁기",
+            "태블릿",
+            "전기밥솥",
+            "모니터",
+            "청소기",
+        ),
         "amount": ("12,000원", "32,500원", "58,000원", "149,000원", "7,900원", "230,000원"),
         "date": ("3월 15일", "5월 2일", "지난주 금요일", "어제", "이번 달 10일", "월요일"),
         "month": ("지난달", "이번 달", "3월", "10월"),
@@ -69,7 +88,7 @@ SLOTS: Table = {
         "count": ("세", "네", "다섯", "여섯"),
         "agent": ("김지은", "박서준", "이수진", "최민호", "정하늘", "윤서연"),
     },
-}  # fmt: skip
+}
 
 PROBLEMS: Table = {
     "en": {

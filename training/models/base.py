@@ -55,7 +55,9 @@ class EmotionModel(nn.Module):
         super().__init__()
         self.config = FusionConfig.coerce(config)
         self.speaker_norm = (
-            SpeakerNormalisation(self.config.d_speech, self.config.speaker_prior_weight) if self.config.speaker_norm else None
+            SpeakerNormalisation(self.config.d_speech, self.config.speaker_prior_weight)
+            if self.config.speaker_norm
+            else None
         )
 
     @classmethod
@@ -79,7 +81,9 @@ class EmotionModel(nn.Module):
         goes through it: :meth:`forward` and the served GAT."""
         if self.speaker_norm is None:
             return batch
-        speech = self.speaker_norm(batch.speech, batch.speech_mask, batch.speaker_count, batch.speaker_mean, batch.speaker_var)
+        speech = self.speaker_norm(
+            batch.speech, batch.speech_mask, batch.speaker_count, batch.speaker_mean, batch.speaker_var
+        )
         return batch.with_speech(speech)
 
     def predict(self, batch: FusionBatch) -> FusionOutput:  # pragma: no cover - abstract

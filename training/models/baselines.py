@@ -90,8 +90,14 @@ class EarlyFusion(EmotionModel):
 
     def predict(self, batch: FusionBatch) -> FusionOutput:
         graph = self.gat.embed_batch(batch)
-        feature = torch.cat([self.text_pool(*clean_padding(batch.text, batch.text_mask)),
-                             self.speech_pool(*clean_padding(batch.speech, batch.speech_mask)), graph], -1)
+        feature = torch.cat(
+            [
+                self.text_pool(*clean_padding(batch.text, batch.text_mask)),
+                self.speech_pool(*clean_padding(batch.speech, batch.speech_mask)),
+                graph,
+            ],
+            -1,
+        )
         return FusionOutput.from_logits(self.head(feature), graph=graph)
 
 

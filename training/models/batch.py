@@ -224,8 +224,11 @@ def collate(
             values = [_field(e, name) for e in examples]
             return torch.from_numpy(np.stack([zeros if v is None else np.asarray(v, np.float32) for v in values]))
 
-        baseline = {"speaker_count": torch.tensor(counts, dtype=torch.float32),
-                    "speaker_mean": baseline_of("speaker_mean"), "speaker_var": baseline_of("speaker_var")}  # fmt: skip
+        baseline = {
+            "speaker_count": torch.tensor(counts, dtype=torch.float32),
+            "speaker_mean": baseline_of("speaker_mean"),
+            "speaker_var": baseline_of("speaker_var"),
+        }
     return FusionBatch(
         text=text,
         text_mask=stack("text_mask", bool),

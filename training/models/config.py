@@ -107,7 +107,11 @@ class FusionConfig:
             }
         self.favoured_classes = {str(k): tuple(v) for k, v in dict(self.favoured_classes).items()}
         problems = []
-        if not self.branches or not set(self.branches) <= set(BRANCH_NAMES) or len(set(self.branches)) != len(self.branches):
+        if (
+            not self.branches
+            or not set(self.branches) <= set(BRANCH_NAMES)
+            or len(set(self.branches)) != len(self.branches)
+        ):
             problems.append(f"branches must be a non-empty subset of {tuple(BRANCH_NAMES)}, got {self.branches}")
         if len(self.class_names) != self.n_classes:
             problems.append(f"{len(self.class_names)} class_names for n_classes={self.n_classes}")

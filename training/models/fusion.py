@@ -77,8 +77,16 @@ class ComplementaryFusion(EmotionModel):
         super().__init__(config)
         c = self.config
         self.gat = TimeAlignedGAT.from_config(c)
-        dims = dict(d_text=c.d_text, d_speech=c.d_speech, d_graph=c.d_graph, d_model=c.d_model, n_experts=c.n_experts,
-                    n_classes=c.n_classes, dropout=c.dropout, gate_noise=c.gate_noise)
+        dims = dict(
+            d_text=c.d_text,
+            d_speech=c.d_speech,
+            d_graph=c.d_graph,
+            d_model=c.d_model,
+            n_experts=c.n_experts,
+            n_classes=c.n_classes,
+            dropout=c.dropout,
+            gate_noise=c.gate_noise,
+        )
         branches: dict[str, nn.Module] = {}
         if "ca" in c.branches:
             branches["ca_moe"] = CAMoE(**dims, k=c.ca_top_k, n_heads=c.n_heads, ffn_mult=c.ffn_mult)

@@ -133,7 +133,9 @@ class TimeAlignedGAT(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.out = nn.Linear(2 * d_hidden, d_graph)
 
-    def forward(self, text: Tensor, text_mask: Tensor, speech: Tensor, speech_mask: Tensor, edge_index: Tensor) -> Tensor:
+    def forward(
+        self, text: Tensor, text_mask: Tensor, speech: Tensor, speech_mask: Tensor, edge_index: Tensor
+    ) -> Tensor:
         """``text [B, T, Dt]``, ``text_mask [B, T]`` bool, ``speech [B, F, Ds]``, ``speech_mask [B, F]``
         bool, ``edge_index [2, E]`` long ``(token node, frame node)`` in the batched layout
         -> graph embedding ``[B, d_graph]``."""

@@ -108,7 +108,9 @@ class SpeakerNormalisation(nn.Module):
         """Set the prior (``[dim]`` each): what a speaker is expected to sound like before any of
         their utterances is seen."""
         if mean.shape != self.prior_mean.shape or var.shape != self.prior_var.shape:
-            raise ValueError(f"prior of shape {tuple(mean.shape)} / {tuple(var.shape)} for dim {self.prior_mean.numel()}")
+            raise ValueError(
+                f"prior of shape {tuple(mean.shape)} / {tuple(var.shape)} for dim {self.prior_mean.numel()}"
+            )
         self.prior_mean.copy_(mean.to(self.prior_mean))
         self.prior_var.copy_(var.to(self.prior_var).clamp_min(0.0))
 

@@ -152,7 +152,10 @@ class CrossAttentionExpert(nn.Module):
         self.speech_to_text = CrossAttention(d_model, n_heads, dropout)
         self.norm_text, self.norm_speech, self.norm_ffn = (nn.LayerNorm(d_model) for _ in range(3))
         self.ffn = nn.Sequential(
-            nn.Linear(d_model, ffn_mult * d_model), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn_mult * d_model, d_model)
+            nn.Linear(d_model, ffn_mult * d_model),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(ffn_mult * d_model, d_model),
         )
         self.dropout = nn.Dropout(dropout)
         self.out = nn.Linear(2 * d_model, d_model)
@@ -200,10 +203,14 @@ class CAMoE(nn.Module):
         self.speech_proj = Projection(d_speech, d_model, dropout)
         self.graph_proj = Projection(d_graph, d_model, dropout)
         self.gate = TopKGate(3 * d_model, n_experts, k, gate_noise)
-        self.experts = nn.ModuleList(CrossAttentionExpert(d_model, n_heads, ffn_mult, dropout) for _ in range(n_experts))
+        self.experts = nn.ModuleList(
+            CrossAttentionExpert(d_model, n_heads, ffn_mult, dropout) for _ in range(n_experts)
+        )
         self.head = MLPHead(d_model, n_classes, dropout=dropout)
 
-    def forward(self, text: Tensor, text_mask: Tensor, speech: Tensor, speech_mask: Tensor, graph: Tensor) -> BranchOutput:
+    def forward(
+        self, text: Tensor, text_mask: Tensor, speech: Tensor, speech_mask: Tensor, graph: Tensor
+    ) -> BranchOutput:
         """``text [B, T, Dt]``, ``text_mask [B, T]``, ``speech [B, F, Ds]``, ``speech_mask [B, F]``,
         ``graph [B, Dg]``; padded positions must be finite (``ComplementaryFusion.fuse`` zeroes them)."""
         text, text_mask = clean_padding(text, text_mask, zero=False)  # trimming only: a free view
@@ -259,7 +266,9 @@ class SPMoE(nn.Module):
         self.experts = nn.ModuleList(SumProductExpert(5 * d_model, d_model, dropout) for _ in range(n_experts))
         self.head = MLPHead(d_model, n_classes, dropout=dropout)
 
-    def forward(self, text: Tensor, text_mask: Tensor, speech: Tensor, speech_mask: Tensor, graph: Tensor) -> BranchOutput:
+    def forward(
+        self, text: Tensor, text_mask: Tensor, speech: Tensor, speech_mask: Tensor, graph: Tensor
+    ) -> BranchOutput:
         """Same inputs as :meth:`CAMoE.forward` (padded positions finite)."""
         feature = sum_product_features(
             self.text_pool(text, text_mask), self.speech_pool(speech, speech_mask), self.graph_proj(graph)

@@ -123,8 +123,14 @@ def synthetic_batch(
     """:func:`collate` of :func:`synthetic_utterances` with the config's dimensions."""
     c = FusionConfig.coerce(config)
     examples = synthetic_utterances(
-        batch_size, d_text=c.d_text, d_speech=c.d_speech, max_tokens=c.max_tokens, max_frames=c.max_frames,
-        n_classes=c.n_classes, duration=duration, seed=seed,
+        batch_size,
+        d_text=c.d_text,
+        d_speech=c.d_speech,
+        max_tokens=c.max_tokens,
+        max_frames=c.max_frames,
+        n_classes=c.n_classes,
+        duration=duration,
+        seed=seed,
     )
     return collate(examples, edge_rule=c.edge_rule, class_names=c.class_names)
 
@@ -196,8 +202,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--stages", nargs="+", default=["fusion", "full"], choices=["fusion", "full", "graph"])
     parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="interleaved rounds; the fastest round is reported (robust to other load on the CPU)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="interleaved rounds; the fastest round is reported (robust to other load on the CPU)",
+    )
     parser.add_argument("--config", help="a FusionConfig YAML file (defaults otherwise)")
     args = parser.parse_args(argv)
     config = FusionConfig.from_yaml(Path(args.config)) if args.config else FusionConfig()
@@ -209,8 +219,10 @@ def main(argv: list[str] | None = None) -> None:
         for n, st, t, bs in cells:
             ms = measure_latency(models[n], bs, repeats=args.repeats, threads=t, stage=st)  # type: ignore[arg-type]
             best[(n, st, t, bs)] = min(ms, best.get((n, st, t, bs), float("inf")))
-    print(f"torch {torch.__version__}; d_text={config.d_text} d_speech={config.d_speech} d_model={config.d_model} "
-          f"n_experts={config.n_experts} ca_top_k={config.ca_top_k} sp_top_k={config.sp_top_k}")
+    print(
+        f"torch {torch.__version__}; d_text={config.d_text} d_speech={config.d_speech} d_model={config.d_model} "
+        f"n_experts={config.n_experts} ca_top_k={config.ca_top_k} sp_top_k={config.sp_top_k}"
+    )
     print("\n| model | parameters | breakdown |\n| --- | ---: | --- |")
     for n, model in models.items():
         breakdown = ", ".join(f"{k}={v:,}" for k, v in parameter_breakdown(model).items())

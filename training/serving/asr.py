@@ -53,11 +53,15 @@ class TritonPythonModel(TritonModelBase):
             languages = decode_strings(item.get(T.LANGUAGE.name)) or [""] * len(rows)
             if len(languages) != len(rows):
                 raise ValueError(f"{len(languages)} LANGUAGE values for {len(rows)} AUDIO rows")
-            transcripts = [self.transcriber.transcribe(a, language=lang or None) for a, lang in zip(rows, languages, strict=True)]
-            out.append({
-                T.TEXT.name: to_bytes_array([t.text for t in transcripts]),
-                T.DETECTED_LANGUAGE.name: to_bytes_array([t.language or "" for t in transcripts]),
-                T.WORDS.name: to_bytes_array([words_to_json(t.words) for t in transcripts]),
-                T.DURATION.name: np.array([[t.duration] for t in transcripts], np.float32).reshape(-1, 1),
-            })
+            transcripts = [
+                self.transcriber.transcribe(a, language=lang or None) for a, lang in zip(rows, languages, strict=True)
+            ]
+            out.append(
+                {
+                    T.TEXT.name: to_bytes_array([t.text for t in transcripts]),
+                    T.DETECTED_LANGUAGE.name: to_bytes_array([t.language or "" for t in transcripts]),
+                    T.WORDS.name: to_bytes_array([words_to_json(t.words) for t in transcripts]),
+                    T.DURATION.name: np.array([[t.duration] for t in transcripts], np.float32).reshape(-1, 1),
+                }
+            )
         return out

@@ -114,17 +114,29 @@ class ExportReport:
         return {
             "repository": str(self.repository),
             "models": [
-                {"name": m.name, "status": m.status, "version": m.version, "model_version": m.model_version,
-                 "path": str(m.path) if m.path else None, "note": m.note}
+                {
+                    "name": m.name,
+                    "status": m.status,
+                    "version": m.version,
+                    "model_version": m.model_version,
+                    "path": str(m.path) if m.path else None,
+                    "note": m.note,
+                }
                 for m in self.models
             ],
         }
 
     def table(self) -> str:
         rows = [("model", "status", "version", "model_version", "note")]
-        rows += [(m.name, m.status, "-" if m.version is None else str(m.version), m.model_version or "-", m.note) for m in self.models]
+        rows += [
+            (m.name, m.status, "-" if m.version is None else str(m.version), m.model_version or "-", m.note)
+            for m in self.models
+        ]
         widths = [max(len(r[i]) for r in rows) for i in range(4)]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + ("  " + r[4] if r[4] else "") for r in rows]
+        lines = [
+            "  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + ("  " + r[4] if r[4] else "")
+            for r in rows
+        ]
         return "\n".join(lines + [f"repository: {self.repository}"])
 
 
@@ -168,11 +180,15 @@ def _encoder_candidate(settings: Settings, name: str) -> _Candidate:
     if name == "asr":
         spec = asr_spec(settings, resolved.version, resolved.name)
     elif name == "text_encoder":
-        spec = text_encoder_spec(settings, resolved.version, int(_bundle_config(resolved.path)["hidden_size"]), resolved.name)
+        spec = text_encoder_spec(
+            settings, resolved.version, int(_bundle_config(resolved.path)["hidden_size"]), resolved.name
+        )
     else:
         config = _bundle_config(resolved.path)
         dim = int(config["d_model"] if config.get("model_type") == "whisper" else config["hidden_size"])
-        spec = speech_encoder_spec(settings, SpeechReading.of_settings(settings).version(resolved.version), dim, resolved.name)
+        spec = speech_encoder_spec(
+            settings, SpeechReading.of_settings(settings).version(resolved.version), dim, resolved.name
+        )
     return _Candidate(spec, source=str(resolved.path))
 
 
@@ -196,7 +212,9 @@ def _trained_candidates(settings: Settings, model_dir: Path, names: list[str]) -
             out["graph_gat"] = _Candidate(spec, files, str(model_dir))
     if "moe_fusion" in names:
         branches = list(getattr(model, "branches", {}) or {})
-        spec = moe_fusion_spec(settings, version, model_dir, class_names=meta.class_names or config.class_names, branches=branches, **dims)
+        spec = moe_fusion_spec(
+            settings, version, model_dir, class_names=meta.class_names or config.class_names, branches=branches, **dims
+        )
         out["moe_fusion"] = _Candidate(spec, files, str(model_dir))
     return out
 
@@ -217,8 +235,12 @@ def _as_trained(settings: Settings, model_dir: Path) -> Settings:
     reading = SpeechReading.of_version(trained_on) if trained_on else SpeechReading.of_settings(settings)
     if reading == SpeechReading.of_settings(settings):
         return settings
-    log.info("%s was trained on the speech encoder read as %s: the speech_encoder model serves that "
-             "(the settings say %s)", model_dir, reading, SpeechReading.of_settings(settings))  # fmt: skip
+    log.info(
+        "%s was trained on the speech encoder read as %s: the speech_encoder model serves that (the settings say %s)",
+        model_dir,
+        reading,
+        SpeechReading.of_settings(settings),
+    )
     return reading.applied(settings)
 
 
@@ -276,7 +298,9 @@ def _publish(candidate: _Candidate, settings: Settings, repository: Path) -> Exp
             atomic_write(newest / EXPORT_FILE, json.dumps({**info, "config": config}, indent=2) + "\n")
             atomic_write(config_path, config)
             log.info("Triton model %s: version %d unchanged, config.pbtxt updated", spec.name, existing[-1])
-            return ExportedModel(spec.name, "config", existing[-1], spec.model_version, root, "config.pbtxt re-rendered")
+            return ExportedModel(
+                spec.name, "config", existing[-1], spec.model_version, root, "config.pbtxt re-rendered"
+            )
     version = (existing[-1] if existing else 0) + 1
     tmp = root / f".tmp-{version}-{os.getpid()}"
     tmp.mkdir()
@@ -286,9 +310,14 @@ def _publish(candidate: _Candidate, settings: Settings, repository: Path) -> Exp
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, tmp / rel)
         info = {
-            "model": spec.name, "version": version, "model_version": spec.model_version, "fingerprint": fingerprint,
-            "module": spec.module, "source": candidate.source,
-            "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "config": config,
+            "model": spec.name,
+            "version": version,
+            "model_version": spec.model_version,
+            "fingerprint": fingerprint,
+            "module": spec.module,
+            "source": candidate.source,
+            "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "config": config,
         }
         (tmp / EXPORT_FILE).write_text(json.dumps(info, indent=2) + "\n")
         os.rename(tmp, root / str(version))  # the version folder appears complete or not at all
@@ -401,7 +430,9 @@ def load_into_triton(settings: Settings, names: list[str]) -> list[str]:
         return []
     import tritonclient.http as httpclient
 
-    client = httpclient.InferenceServerClient(url=t.http_url, connection_timeout=5.0, network_timeout=t.startup_timeout_s)
+    client = httpclient.InferenceServerClient(
+        url=t.http_url, connection_timeout=5.0, network_timeout=t.startup_timeout_s
+    )
     try:
         for name in names:
             t0 = time.monotonic()
@@ -417,16 +448,35 @@ def load_into_triton(settings: Settings, names: list[str]) -> list[str]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Flags of ``emotion export``."""
-    parser.add_argument("--model", type=Path, dest="model_dir", metavar="DIR",
-                        help="trained model folder to serve (default: <home>/trained/default)")
-    parser.add_argument("--repository", type=Path, metavar="DIR",
-                        help="model repository (default: <home>/triton/model_repository, EMOTION_TRITON__MODEL_REPOSITORY)")
-    parser.add_argument("--only", nargs="+", choices=MODEL_NAMES, metavar="NAME",
-                        help=f"export only these models ({', '.join(MODEL_NAMES)})")
-    parser.add_argument("--rollback", choices=MODEL_NAMES, metavar="NAME",
-                        help="remove NAME's newest version folder and serve the previous one")
-    parser.add_argument("--no-load", action="store_true",
-                        help="do not ask a running Triton of this stack to load the changed models")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        dest="model_dir",
+        metavar="DIR",
+        help="trained model folder to serve (default: <home>/trained/default)",
+    )
+    parser.add_argument(
+        "--repository",
+        type=Path,
+        metavar="DIR",
+        help="model repository (default: <home>/triton/model_repository, EMOTION_TRITON__MODEL_REPOSITORY)",
+    )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=MODEL_NAMES,
+        metavar="NAME",
+        help=f"export only these models ({', '.join(MODEL_NAMES)})",
+    )
+    parser.add_argument(
+        "--rollback",
+        choices=MODEL_NAMES,
+        metavar="NAME",
+        help="remove NAME's newest version folder and serve the previous one",
+    )
+    parser.add_argument(
+        "--no-load", action="store_true", help="do not ask a running Triton of this stack to load the changed models"
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
 

@@ -54,13 +54,18 @@ class TritonPythonModel(TritonModelBase):
             spans = ragged_rows(np.asarray(item[T.WORD_SPANS.name], np.float64), item.get(T.WORD_COUNT.name))
             sizes.append(len(spans))
             for b, word_spans in enumerate(spans):
-                examples.append(UtteranceFeatures(
-                    text_hidden=item[T.TEXT.name][b], text_mask=item[T.TEXT_MASK.name][b],
-                    token_offsets=item[T.OFFSETS.name][b], speech_frames=item[T.SPEECH.name][b],
-                    speech_mask=item[T.SPEECH_MASK.name][b], frame_times=item[T.FRAME_TIMES.name][b],
-                    word_spans=[tuple(s) for s in word_spans],
-                    **speaker_baseline(item, b),
-                ))
+                examples.append(
+                    UtteranceFeatures(
+                        text_hidden=item[T.TEXT.name][b],
+                        text_mask=item[T.TEXT_MASK.name][b],
+                        token_offsets=item[T.OFFSETS.name][b],
+                        speech_frames=item[T.SPEECH.name][b],
+                        speech_mask=item[T.SPEECH_MASK.name][b],
+                        frame_times=item[T.FRAME_TIMES.name][b],
+                        word_spans=[tuple(s) for s in word_spans],
+                        **speaker_baseline(item, b),
+                    )
+                )
         batch = collate(examples, edge_rule=self.config.edge_rule, class_names=self.config.class_names).to(self.device)
         with torch.inference_mode():
             graph = self.model.time_aligned_graph(batch).float().cpu().numpy()

@@ -38,10 +38,16 @@ class TritonPythonModel(TritonModelBase):
 
         from training.models import FusionBatch
 
-        fusion_batch = FusionBatch.coerce({
-            "text": batch[T.TEXT.name], "text_mask": batch[T.TEXT_MASK.name], "speech": batch[T.SPEECH.name],
-            "speech_mask": batch[T.SPEECH_MASK.name], "graph": batch[T.GRAPH.name], **speaker_baseline(batch),
-        }).to(self.device)
+        fusion_batch = FusionBatch.coerce(
+            {
+                "text": batch[T.TEXT.name],
+                "text_mask": batch[T.TEXT_MASK.name],
+                "speech": batch[T.SPEECH.name],
+                "speech_mask": batch[T.SPEECH_MASK.name],
+                "graph": batch[T.GRAPH.name],
+                **speaker_baseline(batch),
+            }
+        ).to(self.device)
         with torch.inference_mode():
             out = self.model(fusion_batch)
         probs = out.probs.float().cpu().numpy()

@@ -122,12 +122,16 @@ def speech_encoder_spec(settings: Settings, model_version: str, dim: int, model_
             "model_version": model_version,
             "model_name": model_name or settings.models.speech_encoder,
             "speech_layer": "" if settings.models.speech_layer is None else str(settings.models.speech_layer),
-            "speech_level_dbfs": "" if settings.models.speech_level_dbfs is None else f"{settings.models.speech_level_dbfs:g}",
+            "speech_level_dbfs": ""
+            if settings.models.speech_level_dbfs is None
+            else f"{settings.models.speech_level_dbfs:g}",
         },
     )
 
 
-def _trained_parameters(model_version: str, trained_model_dir: Path | str, extra: dict[str, str] | None = None) -> dict[str, str]:
+def _trained_parameters(
+    model_version: str, trained_model_dir: Path | str, extra: dict[str, str] | None = None
+) -> dict[str, str]:
     return {"model_version": model_version, "trained_model_dir": str(trained_model_dir), **(extra or {})}
 
 
@@ -206,7 +210,11 @@ def render_config(spec: ModelSpec, settings: Settings) -> str:
         f"version_policy: {{ latest: {{ num_versions: {spec.num_versions} }} }}",
         _tensor_block("input", spec.inputs),
         _tensor_block("output", spec.outputs),
-        *([f"dynamic_batching {{ max_queue_delay_microseconds: {tr.max_queue_delay_us} }}"] if spec.dynamic_batching else []),
+        *(
+            [f"dynamic_batching {{ max_queue_delay_microseconds: {tr.max_queue_delay_us} }}"]
+            if spec.dynamic_batching
+            else []
+        ),
         f"instance_group [ {{ count: {spec.instances or tr.instances_per_model}{kind} }} ]",
         *(f'parameters {{ key: "{k}" value: {{ string_value: "{_quote(str(v))}" }} }}' for k, v in params.items()),
     ]
@@ -242,4 +250,3 @@ def read_export(version_dir: Path) -> dict:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
-

@@ -43,11 +43,13 @@ class TritonPythonModel(TritonModelBase):
         out, start = [], 0
         for rows in waves:
             end = start + len(rows)
-            out.append({
-                T.FRAMES.name: emb.frames[start:end].astype(np.float16),
-                T.MASK.name: emb.mask[start:end],
-                T.FRAME_TIMES.name: emb.frame_times[start:end].astype(np.float32),
-                T.DURATION.name: emb.durations[start:end].reshape(-1, 1).astype(np.float32),
-            })
+            out.append(
+                {
+                    T.FRAMES.name: emb.frames[start:end].astype(np.float16),
+                    T.MASK.name: emb.mask[start:end],
+                    T.FRAME_TIMES.name: emb.frame_times[start:end].astype(np.float32),
+                    T.DURATION.name: emb.durations[start:end].reshape(-1, 1).astype(np.float32),
+                }
+            )
             start = end
         return out

@@ -27,8 +27,15 @@ Item = dict[str, "np.ndarray | None"]
 """One request's inputs by name (``None`` for an optional input the client left out)."""
 
 _NUMPY = {
-    "TYPE_FP32": np.float32, "TYPE_FP16": np.float16, "TYPE_FP64": np.float64, "TYPE_INT32": np.int32,
-    "TYPE_INT64": np.int64, "TYPE_INT8": np.int8, "TYPE_UINT8": np.uint8, "TYPE_BOOL": np.bool_, "TYPE_STRING": np.object_,
+    "TYPE_FP32": np.float32,
+    "TYPE_FP16": np.float16,
+    "TYPE_FP64": np.float64,
+    "TYPE_INT32": np.int32,
+    "TYPE_INT64": np.int64,
+    "TYPE_INT8": np.int8,
+    "TYPE_UINT8": np.uint8,
+    "TYPE_BOOL": np.bool_,
+    "TYPE_STRING": np.object_,
 }
 
 
@@ -42,7 +49,10 @@ def decode_strings(array: np.ndarray | None) -> list[str]:
     """A BYTES tensor -> one string per element (row-major)."""
     if array is None:
         return []
-    return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in np.asarray(array, dtype=object).reshape(-1)]
+    return [
+        v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+        for v in np.asarray(array, dtype=object).reshape(-1)
+    ]
 
 
 def ragged_rows(values: np.ndarray, lengths: np.ndarray | None) -> list[np.ndarray]:
@@ -107,7 +117,10 @@ class TritonModelBase:
         if params.get("model_version") and self.model_version != params["model_version"]:
             log.warning(
                 "%s: version folder %s serves %s but config.pbtxt says %s; run `emotion export` to reconcile",
-                self.name, self.version_dir, self.model_version, params["model_version"],
+                self.name,
+                self.version_dir,
+                self.model_version,
+                params["model_version"],
             )
         self._dtypes = {o["name"]: _NUMPY.get(o["data_type"]) for o in self.model_config.get("output", [])}
         settings = load_settings()
@@ -142,7 +155,9 @@ class TritonModelBase:
             return self.version_dir / "trained"
         if self.params.get("trained_model_dir"):
             return Path(self.params["trained_model_dir"])
-        raise RuntimeError(f"{self.name}: no trained model (no trained/ in the version folder, no trained_model_dir parameter)")
+        raise RuntimeError(
+            f"{self.name}: no trained model (no trained/ in the version folder, no trained_model_dir parameter)"
+        )
 
     def check_version(self, actual: str) -> None:
         """Refuse to serve weights other than the ones this version was exported with (features
@@ -237,7 +252,9 @@ class TritonModelBase:
                 error = pb_utils.TritonError(f"{type(result).__name__}: {result}")
                 out.append(pb_utils.InferenceResponse(output_tensors=[], error=error))
             else:
-                out.append(pb_utils.InferenceResponse(output_tensors=[self._tensor(n, result[n]) for n in self.outputs]))
+                out.append(
+                    pb_utils.InferenceResponse(output_tensors=[self._tensor(n, result[n]) for n in self.outputs])
+                )
         return out
 
     def finalize(self) -> None:
