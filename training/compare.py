@@ -616,9 +616,3 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     print(results_markdown(report))
     return 0
-
-
-if __name__ == "__main__":
-    from training.train import run_module
-
-    raise SystemExit(run_module(add_arguments, main, "python -m training.compare"))

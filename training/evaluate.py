@@ -483,9 +483,3 @@ def format_metrics(metrics: Metrics, title: str | None = None) -> str:
             f"{name:<12} {r['precision']:>9.4f} {r['recall']:>9.4f} {r['f1-score']:>9.4f} {int(r['support']):>8}"
         )
     return "\n".join(lines)
-
-
-if __name__ == "__main__":
-    from training.train import run_module
-
-    raise SystemExit(run_module(add_arguments, main, "python -m training.evaluate"))

@@ -44,7 +44,7 @@ import shutil
 import tempfile
 import time
 import types
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin, get_type_hints
@@ -84,7 +84,6 @@ __all__ = [
     "load_examples",
     "main",
     "prepare_features",
-    "run_module",
     "save_trained",
     "seed_everything",
     "train",
@@ -992,23 +991,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
-def run_module(
-    add: Callable[[argparse.ArgumentParser], argparse.ArgumentParser],
-    run: Callable[[argparse.Namespace, Settings], int],
-    prog: str,
-    argv: Sequence[str] | None = None,
-) -> int:
-    """``python -m training.train|evaluate|compare``: the ``emotion`` command's arguments and
-    behaviour without the CLI (settings from the environment, logs to stderr)."""
-    from shared.logs import configure_logging
-    from shared.settings import load_settings
-
-    settings = load_settings()
-    configure_logging(settings.runtime.log_level, settings.runtime.log_format)
-    args = add(argparse.ArgumentParser(prog=prog)).parse_args(argv)
-    return run(args, settings)
-
-
 def main(args: argparse.Namespace, settings: Settings) -> int:
     """``emotion train``: train one model from a recipe and write its folder; 0 on success."""
     try:
@@ -1032,7 +1014,3 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         log.error("%s", exc)
         return 2
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(run_module(add_arguments, main, "python -m training.train"))

@@ -73,7 +73,7 @@ class EmotionModel(nn.Module):
         gat = getattr(self, "gat", None)
         if gat is None:
             raise ValueError(f"{type(self).__name__} has no time-aligned GAT")
-        return gat.embed_batch(self.normalise_speakers(FusionBatch.coerce(batch)))
+        return self.normalise_speakers(FusionBatch.coerce(batch)).graph_embedding(gat)
 
     def normalise_speakers(self, batch: FusionBatch) -> FusionBatch:
         """The batch with its speech frames judged against each speaker's baseline

@@ -73,7 +73,7 @@ class MLPGraph(EmotionModel):
         self.head = MLPHead(c.d_graph, c.n_classes, c.baseline_hidden, c.dropout)
 
     def predict(self, batch: FusionBatch) -> FusionOutput:
-        graph = self.gat.embed_batch(batch)
+        graph = batch.graph_embedding(self.gat)
         return FusionOutput.from_logits(self.head(graph), graph=graph)
 
 
@@ -89,7 +89,7 @@ class EarlyFusion(EmotionModel):
         self.head = MLPHead(2 * c.baseline_hidden + c.d_graph, c.n_classes, c.baseline_hidden, c.dropout)
 
     def predict(self, batch: FusionBatch) -> FusionOutput:
-        graph = self.gat.embed_batch(batch)
+        graph = batch.graph_embedding(self.gat)
         feature = torch.cat(
             [
                 self.text_pool(*clean_padding(batch.text, batch.text_mask)),
@@ -121,7 +121,7 @@ class LateFusion(EmotionModel):
         )
 
     def predict(self, batch: FusionBatch) -> FusionOutput:
-        graph = self.gat.embed_batch(batch)
+        graph = batch.graph_embedding(self.gat)
         features = {
             "text": self.text_pool(*clean_padding(batch.text, batch.text_mask)),
             "speech": self.speech_pool(*clean_padding(batch.speech, batch.speech_mask)),

@@ -39,7 +39,7 @@ from torch import Tensor
 from shared.settings import EMOTIONS
 
 from .config import EdgeRule
-from .graph import WordSpan, batch_edges, time_aligned_edges, timed_word_spans
+from .graph import TimeAlignedGAT, WordSpan, batch_edges, time_aligned_edges, timed_word_spans
 
 
 @dataclass
@@ -99,6 +99,13 @@ class FusionBatch:
     def with_speech(self, speech: Tensor) -> FusionBatch:
         """This batch with other speech frames (same shape and mask)."""
         return dataclasses.replace(self, speech=speech)
+
+    def graph_embedding(self, gat: TimeAlignedGAT) -> Tensor:
+        """The precomputed graph embedding (``graph``, e.g. from ``features.graph``) when the batch
+        has one, else ``gat``'s embedding of its time-aligned graph."""
+        if self.graph is not None:
+            return self.graph
+        return gat(self.text, self.text_mask, self.speech, self.speech_mask, self.edge_index)
 
     def to(self, device: torch.device | str) -> FusionBatch:
         return FusionBatch(**{k: None if v is None else v.to(device) for k, v in self.as_dict().items()})

@@ -101,7 +101,7 @@ class ComplementaryFusion(EmotionModel):
         )
 
     def predict(self, batch: FusionBatch) -> FusionOutput:
-        graph = self.gat.embed_batch(batch)
+        graph = batch.graph_embedding(self.gat)
         return self.fuse(batch.text, batch.text_mask, batch.speech, batch.speech_mask, graph)
 
     def fuse(self, text: Tensor, text_mask: Tensor, speech: Tensor, speech_mask: Tensor, graph: Tensor) -> FusionOutput:

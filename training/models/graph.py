@@ -29,7 +29,6 @@ from .config import EdgeRule
 from .layers import Projection
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .batch import FusionBatch
     from .config import FusionConfig
 
 # ---- the time-aligned edges ------------------------------------------------------------------------
@@ -171,10 +170,3 @@ class TimeAlignedGAT(nn.Module):
     def from_config(cls, config: FusionConfig) -> TimeAlignedGAT:
         c = config
         return cls(c.d_text, c.d_speech, c.gat_hidden, c.d_graph, c.gat_heads, c.gat_layers, c.dropout)
-
-    def embed_batch(self, batch: FusionBatch) -> Tensor:
-        """The batch's precomputed graph embedding (``batch.graph``, e.g. from ``features.graph``)
-        when it has one, else this GAT's embedding of its time-aligned graph."""
-        if batch.graph is not None:
-            return batch.graph
-        return self(batch.text, batch.text_mask, batch.speech, batch.speech_mask, batch.edge_index)
