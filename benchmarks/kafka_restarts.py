@@ -47,7 +47,15 @@ RESULTS = Path(__file__).resolve().parent / "results"
 TOPIC = "stress"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Producers, committing group consumers, a standalone reader and an admin client run on a Kafka broker "
+        "of their own while it is killed (SIGKILL or SIGTERM, alternately) and restarted --restarts times; "
+        "every call is timed against its own timeout, a call past it by --slack seconds is reported with its "
+        "stack, and every acknowledged record must reach the group (after de-duplication). --clients raw runs "
+        "bare kafka-python clients for comparison. Writes benchmarks/results/kafka- "
+        "restarts-<clients>.{json,md}; exit 1 when a call blocked or a record was lost."
+    )
     parser.add_argument("--restarts", type=int, default=50, help="broker restarts (default 50)")
     parser.add_argument(
         "--clients",
@@ -86,7 +94,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder for kafka-restarts-<clients>.{json,md}")
-    return parser
 
 
 # ---- timing every call against its bound ---------------------------------------------------------
@@ -563,12 +570,3 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     stem.with_suffix(".md").write_text(render(summary))
     print(render(summary))
     return 0 if summary["ok"] else 1
-
-
-if __name__ == "__main__":
-    from shared.logs import configure_logging
-    from shared.settings import load_settings
-
-    configure_logging("INFO")
-    parser = add_arguments(argparse.ArgumentParser(prog="kafka-restarts", description=__doc__.split("\n\n")[0]))
-    sys.exit(main(parser.parse_args(), load_settings()))

@@ -40,7 +40,6 @@ import hashlib
 import json
 import logging
 import os
-import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -745,16 +744,16 @@ def _feature_list(value: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = __doc__.split("\n\n")[0]
     parser.epilog = (
         "Each test actor is unseen in training (leave-actors-out). openSMILE rows appear when the opensmile\n"
         "package is importable (research-only licence: install it in a throwaway environment, never here);\n"
         "speech-encoder rows when the bundle's speech encoder is there (`emotion models fetch`).\n\n"
-        "examples:  python -m benchmarks.prosody_probe                      (phone channel, ~10 min on 2 cores)\n"
-        "           python -m benchmarks.prosody_probe --features prosody,egemaps   (the functionals only)\n"
-        "           python -m benchmarks.prosody_probe --channel studio --out /tmp/probe-studio\n"
-        "           python -m benchmarks.prosody_probe --folds 18 --orders 20   (leave one actor out)"
+        "examples:  emotion prosody-probe                                (phone channel, ~10 min on 2 cores)\n"
+        "           emotion prosody-probe --features prosody,egemaps     (the functionals only)\n"
+        "           emotion prosody-probe --channel studio --out /tmp/probe-studio\n"
+        "           emotion prosody-probe --folds 18 --orders 20         (leave one actor out)"
     )
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--dataset", type=Path, default=DATASET, help=f"RAVDESS folder (default {DATASET})")
@@ -796,7 +795,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument(
         "--out", type=Path, default=OUT, help=f"output stem: <out>.json, <out>.md, <out>-confusion.png (default {OUT})"
     )
-    return parser
 
 
 @dataclass
@@ -1006,10 +1004,3 @@ def main(args: argparse.Namespace, settings: Settings | None = None) -> int:
     Path(f"{args.out}.md").write_text(report_markdown(report))
     print(report_markdown(report))
     return 0
-
-
-if __name__ == "__main__":
-    from shared.logs import configure_logging
-
-    configure_logging("INFO")
-    sys.exit(main(add_arguments(argparse.ArgumentParser(prog="python -m benchmarks.prosody_probe")).parse_args()))

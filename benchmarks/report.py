@@ -1,15 +1,17 @@
 """The benchmark's conclusions: named ratios, the issue's targets, a Markdown report and plots.
 
 Everything here is computed from the results dictionary alone, so a results JSON can be
-re-rendered (``python -m benchmarks.report results.json``) without running anything again.
+re-rendered (``emotion report results.json``) without running anything again.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
+
+from shared.settings import Settings
 
 TARGET_CALLS = 16
 """Concurrent calls at which the throughput targets are set."""
@@ -458,18 +460,17 @@ def write(results: dict, out_dir: Path, prefix: str) -> list[Path]:
     return paths + [out_dir / p for p in plots.values()]
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Re-render a results JSON: ``python -m benchmarks.report RESULTS.json [OUT_DIR]``."""
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help"):
-        print(main.__doc__)
-        return 0 if argv else 2
-    path = Path(argv[0])
-    results = json.loads(path.read_text())
-    for p in write(results, Path(argv[1]) if len(argv) > 1 else path.parent, results["device"]["tag"]):
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Re-render a benchmark's report (Markdown, ratios, targets and plots) from its results JSON, without "
+        "running anything again (emotion bench and emotion soak write the JSON)."
+    )
+    parser.add_argument("results", type=Path, help="a results JSON, e.g. benchmarks/results/cpu.json")
+    parser.add_argument("out_dir", type=Path, nargs="?", help="where to write (default: beside the JSON)")
+
+
+def main(args: argparse.Namespace, settings: Settings) -> int:
+    results = json.loads(args.results.read_text())
+    for p in write(results, args.out_dir or args.results.parent, results["device"]["tag"]):
         print(p)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -28,7 +28,7 @@ RESULTS_DIR = PROJECT_ROOT / "benchmarks" / "results"
 SECTIONS = ("ceilings", "e2e", "cache", "models", "fusion")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Measure throughput, latency and cost on the real local stack against their ceilings: end to end with N "
         "concurrent calls (real time and as fast as possible), bare faster-whisper and the in-process model chain on "
@@ -81,7 +81,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="a smoke run: 1 and 2 calls of 2-3 turns, small batches")
     parser.add_argument("--results", type=Path, default=RESULTS_DIR, help=f"where to write (default {RESULTS_DIR})")
     parser.add_argument("--keep", action="store_true", help="leave the benchmark stack running afterwards")
-    return parser
 
 
 # ---- the machine ------------------------------------------------------------------------------------

@@ -47,7 +47,13 @@ DRAIN_LIMIT_S = 600.0
 """How long the pipeline may take to drain after the lines stop."""
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Stream --calls lines of back-to-back calls in real time for --minutes on a stack of its own, sample "
+        "every service's consumer lag and every process's memory, drain, and check that lag stayed bounded, "
+        "memory did not grow after warm-up and every utterance got its event; writes "
+        "benchmarks/results/soak-<device>.{json,md,png}; exit 1 when a check fails."
+    )
     parser.add_argument(
         "--calls", type=int, default=16, help="concurrent calls (lines), each streaming in real time (default 16)"
     )
@@ -64,7 +70,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder for soak-<device>.{json,md,png}")
     parser.add_argument("--keep", action="store_true", help="leave the soak stack running afterwards")
-    return parser
 
 
 def _sources(workload, lines: int, minutes: float, seed: int):

@@ -47,6 +47,12 @@ def newest(name: str) -> type[Contract]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "List the versioned message contracts and the topics that carry them, print one contract's JSON Schema "
+        "(draft 2020-12: what the services accept, the contract name and version pinned), or write them all "
+        "with --out (the published copies are docs/contracts/). A consumer in any language validates a topic's "
+        "messages with them."
+    )
     p.add_argument(
         "name",
         nargs="?",

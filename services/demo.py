@@ -33,7 +33,7 @@ SILENT_CALL_S = 45.0
 """The same while some call has given no utterance at all (silence, or audio the VAD rejects)."""
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "The main job. Brings the local stack up, serves the default model (the shipped one, trained on "
         "real speech and text corpora, unless you trained or promoted another) in Triton, starts the five services and the "
@@ -64,7 +64,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--dashboard-port", type=int, default=8088, help="port of the dashboard (0: any free port)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated calls")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    return parser
 
 
 def _calls(args: argparse.Namespace, settings: Settings, batch: int) -> list:

@@ -285,7 +285,14 @@ examples:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter  # keeps the examples' lines
-    p.description = textwrap.fill(p.description or "", 100)
+    p.description = textwrap.fill(
+        "Read the emotions topic with a standalone reader (no consumer group, nothing committed): new events, "
+        "or all with --from-beginning; de-duplicated by utterance id; filtered by --call. --summary prints "
+        "each call's emotion timeline per speaker and flags an escalation when the customer stays negative "
+        "(anger, disgust, fear, sadness) for --escalation-turns utterances in a row or grows more negative "
+        "over them.",
+        100,
+    )
     p.epilog = EXAMPLES
     p.add_argument("--call", action="append", dest="calls", metavar="ID", help="only this call (repeatable)")
     p.add_argument(

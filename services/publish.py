@@ -557,7 +557,15 @@ examples:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter  # keeps the examples' lines
-    p.description = textwrap.fill(p.description or "", 100)
+    p.description = textwrap.fill(
+        "Publish calls to the calls.audio topic as audio_chunk messages (default 200 ms each, keyed by call "
+        "id, seq from 0, end_of_call on the last). Stereo is agent/customer unless --channel-roles says "
+        "otherwise; 8 kHz stays 8 kHz, rates above 16 kHz become 16 kHz. --pace realtime sends each chunk "
+        "when its audio would have been spoken, many calls at once; fast (default) sends in the same order "
+        "without waiting. Every send is acknowledged by the broker before the command succeeds; an unreadable "
+        "file is reported and the other calls go on (exit 1).",
+        100,
+    )
     p.epilog = EXAMPLES
     p.add_argument(
         "sources",

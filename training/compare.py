@@ -554,7 +554,7 @@ def _write_report(
 # ---- command line: emotion compare ----------------------------------------------------------------------
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``emotion compare``."""
     parser.description = (
         "Reproduce the paper's comparison table: train every model of training/recipes/comparison.yaml "
@@ -591,7 +591,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="overrides for every row, e.g. train.epochs=30 data.text_source=manifest",
     )
-    return parser
 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:

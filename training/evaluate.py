@@ -323,7 +323,7 @@ def summarise_seeds(metrics: Sequence[Metrics | dict[str, float]], confidence: f
 # ---- command line: emotion eval -------------------------------------------------------------------------
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``emotion eval``."""
     parser.description = (
         "Evaluate a trained emotion model on a manifest: accuracy, weighted precision / recall / F1, "
@@ -373,7 +373,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     parser.add_argument("--workers", type=int, default=1, help="feature extraction processes (default 1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    return parser
 
 
 def select_split(examples: Sequence[Any], split: str) -> list[Any]:

@@ -949,7 +949,7 @@ def prepare_features(
 # ---- command line: emotion train ------------------------------------------------------------------------
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``emotion train``."""
     parser.description = (
         "Train an emotion model of the paper from a YAML recipe. Features (Whisper transcript with word "
@@ -988,7 +988,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="recipe overrides, e.g. train.lr=3e-4 model.top_k=1 data.text_source=manifest",
     )
-    return parser
 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:

@@ -1,6 +1,6 @@
 """The Grafana dashboard of the platform, built from code so that it stays in step with the page.
 
-``python -m services.dashboard.grafana`` rewrites ``deploy/grafana/emotion-dashboard.json``
+``emotion grafana`` rewrites ``deploy/grafana/emotion-dashboard.json``
 (``--check`` only compares, exit 1 when it is stale; the unit tests do the same).  The panels
 mirror the dashboard page over the Prometheus datasource: throughput, audio, lag, stage latency,
 batch sizes, errors and dead letters, cache hit ratio, the ASR's audio chunks and utterances,
@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from services.escalation import NEGATIVE_LABELS
-from shared.settings import EMOTIONS, PROJECT_ROOT
+from shared.settings import EMOTIONS, PROJECT_ROOT, Settings
 
 from .promql import exact_increase
 from .server import EMOTION_COLOURS
@@ -574,21 +573,22 @@ def render() -> str:
     return json.dumps(build_dashboard(), indent=2, ensure_ascii=False) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m services.dashboard.grafana", description=__doc__.split("\n\n")[0])
-    p.add_argument("--check", action="store_true", help="exit 1 when the committed JSON differs from the code")
-    p.add_argument("--output", type=Path, default=DASHBOARD_PATH)
-    args = p.parse_args(argv)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Write the Grafana dashboard of the platform (deploy/grafana/emotion-dashboard.json) from the code that "
+        "also draws the dashboard page, so the two show the same panels over the same Prometheus series."
+    )
+    parser.add_argument("--check", action="store_true", help="only compare: exit 1 when the JSON differs from the code")
+    parser.add_argument("--output", type=Path, default=DASHBOARD_PATH, help="default: %(default)s")
+
+
+def main(args: argparse.Namespace, settings: Settings) -> int:
     text = render()
     if args.check:
         same = args.output.exists() and args.output.read_text() == text
-        print(f"{args.output}: {'up to date' if same else 'stale: run python -m services.dashboard.grafana'}")
+        print(f"{args.output}: {'up to date' if same else 'stale: run emotion grafana'}")
         return 0 if same else 1
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text)
     print(args.output)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

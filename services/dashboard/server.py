@@ -426,6 +426,10 @@ def run_dashboard(settings: Settings, host: str = "127.0.0.1", port: int = DEFAU
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Serve the dashboard page: per-service throughput, consumer lag, stage latency, batch sizes, errors "
+        "and dead letters from Prometheus, and live per-call emotion timelines from the emotions topic."
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to listen on (default {DEFAULT_PORT})")
     parser.add_argument(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -194,7 +195,7 @@ def test_the_report_is_written_with_its_plots_and_can_be_rendered_again(tmp_path
     assert "![throughput](cpu-throughput.png)" in md
     assert "measured again after the stack was stopped: 3.80x (-5.0 %)" in md
     os.remove(tmp_path / "cpu.md")
-    assert report.main([str(tmp_path / "cpu.json")]) == 0
+    assert report.main(argparse.Namespace(results=tmp_path / "cpu.json", out_dir=None), None) == 0
     assert (tmp_path / "cpu.md").read_text() == md
 
 

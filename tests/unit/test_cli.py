@@ -20,6 +20,9 @@ def test_every_command_builds_its_arguments_and_help(name, capsys):
     assert done.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith(f"usage: emotion {name}") and len(out.splitlines()) > 4
+    command = next(c for c in COMMANDS if c.name == name)
+    sub = next(a for a in parser._subparsers._group_actions if a.dest == "command").choices[name]
+    assert sub.description and sub.description != command.help, f"{command.module} describes {name} itself"
 
 
 def test_top_level_help_lists_every_command_without_importing_torch():

@@ -314,7 +314,7 @@ class TestGrafana:
     def test_json_is_valid_and_up_to_date(self):
         text = self.path.read_text()
         board = json.loads(text)
-        assert text == grafana.render(), "stale: run python -m services.dashboard.grafana"
+        assert text == grafana.render(), "stale: run emotion grafana"
         assert board["schemaVersion"] >= 39 and board["uid"] and board["title"]
         ids = [p["id"] for p in board["panels"]]
         assert len(ids) == len(set(ids))

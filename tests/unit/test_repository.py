@@ -348,7 +348,8 @@ def test_an_old_unversioned_export_is_superseded(settings, tmp_path):
 
 def test_cli_main_prints_the_table(settings, tmp_path, capsys):
     save(tmp_path / "m", seed=0)
-    parser = export_mod.add_arguments(argparse.ArgumentParser())
+    parser = argparse.ArgumentParser()
+    export_mod.add_arguments(parser)
     args = parser.parse_args(
         ["--model", str(tmp_path / "m"), "--repository", str(tmp_path / "repo"), "--only", *TRAINED]
     )

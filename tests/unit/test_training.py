@@ -489,7 +489,8 @@ def test_train_and_eval_commands_on_the_tiny_bundle(tiny_env, tmp_path, capsys):
     from training import train as train_cli
 
     settings, manifest = tiny_env
-    parser = train_cli.add_arguments(argparse.ArgumentParser())
+    parser = argparse.ArgumentParser()
+    train_cli.add_arguments(parser)
     out = tmp_path / "model"
     args = parser.parse_args(
         [
@@ -517,7 +518,9 @@ def test_train_and_eval_commands_on_the_tiny_bundle(tiny_env, tmp_path, capsys):
     assert settings.models.speech_layer is None
     capsys.readouterr()
 
-    parser = evaluate_cli.add_arguments(argparse.ArgumentParser())
+    parser = argparse.ArgumentParser()
+
+    evaluate_cli.add_arguments(parser)
     args = parser.parse_args(
         [
             "--manifest",
@@ -558,7 +561,8 @@ def test_compare_command_on_the_tiny_bundle(tiny_env, tmp_path, capsys):
 
     settings, manifest = tiny_env
     out = tmp_path / "comparison"
-    parser = compare_cli.add_arguments(argparse.ArgumentParser())
+    parser = argparse.ArgumentParser()
+    compare_cli.add_arguments(parser)
     args = parser.parse_args(
         [
             "--manifest",
@@ -590,7 +594,11 @@ def test_compare_command_on_the_tiny_bundle(tiny_env, tmp_path, capsys):
 def test_train_command_rejects_a_bad_override(tmp_path, caplog):
     from training import train as train_cli
 
-    args = train_cli.add_arguments(argparse.ArgumentParser()).parse_args(["train.lrr=1"])
+    parser = argparse.ArgumentParser()
+
+    train_cli.add_arguments(parser)
+
+    args = parser.parse_args(["train.lrr=1"])
     assert train_cli.main(args, load_settings(home=tmp_path)) == 2
     assert "did you mean 'train.lr'" in caplog.text
 

@@ -48,8 +48,14 @@ Corpora: """
 )
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Sub-commands of ``emotion data``: ``prepare`` and ``list``."""
+    parser.description = (
+        "`emotion data prepare NAME SRC --out manifest.jsonl` reads a corpus folder in its published layout, "
+        "maps its labels onto the seven common classes (logging what is dropped and why) and writes a "
+        'manifest that `emotion train` / `emotion eval` read; text corpora give text-only lines ("audio": '
+        "null). `emotion data list` shows the corpora."
+    )
     sub = parser.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     prepare = sub.add_parser(
         "prepare",
@@ -93,7 +99,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     mix.add_argument("--seed", type=int, default=0, help="seed of the --take samples (default 0)")
     sub.add_parser("list", help="the corpora `prepare` reads", description="List the registered corpora.")
-    return parser
 
 
 def mix_manifests(manifests: Sequence[Path], take: dict[str, int] | None = None, seed: int = 0) -> list[Example]:

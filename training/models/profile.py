@@ -1,6 +1,6 @@
 """Parameter counts, latency measurement and synthetic utterances for the emotion models.
 
-``python -m training.models.profile`` prints parameter counts and per-utterance latencies of the
+``emotion profile`` prints parameter counts and per-utterance latencies of the
 proposed model and its branches (batch 1 and 32, 1 and 2 threads) beside the paper's figures.
 """
 
@@ -17,6 +17,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from torch import nn
+
+from shared.settings import Settings
 
 from .base import EmotionModel
 from .batch import FusionBatch, UtteranceFeatures, collate
@@ -193,10 +195,12 @@ def _dims(dims: FusionConfig | Mapping[str, Any]) -> dict[str, Any]:
     return {k: d[k] for k in ("d_text", "d_speech", "max_tokens", "max_frames") if k in d}
 
 
-def main(argv: list[str] | None = None) -> None:
-    from . import build_model
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Parameter counts and per-utterance latencies of the fusion models (the proposed model and its CA-MoE "
+        "and SP-MoE branches by default) at each batch size and thread count, beside the paper's fusion figures; "
+        "random weights of the configured dimensions (the cost does not depend on the weights)."
+    )
     parser.add_argument("--models", nargs="+", default=["proposed", "ca_moe", "sp_moe"])
     parser.add_argument("--batch", nargs="+", type=int, default=[1, 32])
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
@@ -209,7 +213,11 @@ def main(argv: list[str] | None = None) -> None:
         help="interleaved rounds; the fastest round is reported (robust to other load on the CPU)",
     )
     parser.add_argument("--config", help="a FusionConfig YAML file (defaults otherwise)")
-    args = parser.parse_args(argv)
+
+
+def main(args: argparse.Namespace, settings: Settings) -> int:
+    from . import build_model
+
     config = FusionConfig.from_yaml(Path(args.config)) if args.config else FusionConfig()
     torch.manual_seed(0)
     models = {name: build_model(name, config) for name in args.models}
@@ -231,7 +239,4 @@ def main(argv: list[str] | None = None) -> None:
     print("| --- | --- | ---: | ---: | ---: | ---: |")
     for n, st, t, bs in cells:
         print(f"| {n} | {st} | {t} | {bs} | {best[(n, st, t, bs)]:.3f} | {PAPER_FUSION_MS.get(n, '')} |")
-
-
-if __name__ == "__main__":
-    main()
+    return 0

