@@ -12,10 +12,10 @@ A service that joins several inputs (graph, fusion) declares them in :meth:`Serv
 with timers (the ASR service's silence-timeout flush) returns outputs from :meth:`Service.tick`,
 which runs when the service has caught up with its input, and is told since when it has been
 caught up without a break: every poll drained what the broker had for it (fewer records than
-``max_batch``), the broker confirmed it at each tick (end offsets within a batch of the
-positions), and its partitions stayed the same.  So "no audio for a while" is never a backlog
-nor a broker outage: a consumer cut off from the broker polls nothing too.  A tick's outputs
-queue behind the batches in flight and are completed in their turn.
+``max_batch``), the broker answered every lag sample (every ``runtime.lag_interval_s``: end
+offsets within a batch of the positions), and its partitions stayed the same.  So "no audio for a
+while" is never a backlog nor a broker outage: a consumer cut off from the broker polls nothing
+too.  A tick's outputs queue behind the batches in flight and are completed in their turn.
 
 Pipelining.  ``process`` may return a :class:`Deferred` instead of its results: the batch's
 inference is still running (requests in flight at Triton).  The loop then polls and submits the
@@ -63,6 +63,21 @@ from shared.state import StateStore
 log = logging.getLogger(__name__)
 
 DEADLETTER_PAYLOAD_LIMIT = 64 * 1024
+LAG_SAMPLE_GRACE_S = 2.0
+"""How much older than ``runtime.lag_interval_s`` the last lag sample may be and still confirm
+that the instance is caught up (the loop takes a sample after its poll, which waits up to
+``poll_timeout_ms``)."""
+
+
+@dataclass(frozen=True)
+class LagSample:
+    """The broker's answer to one lag sample of an instance's partitions."""
+
+    at: float
+    """Wall time of the answer."""
+    partitions: frozenset[TopicPartition]
+    backlog: int
+    """Records behind, over all the partitions."""
 
 
 class Reject(Exception):
@@ -264,8 +279,10 @@ class ServiceRuntime:
         """The last poll drained what the broker had for this instance (timers may run)."""
         self._caught_up_since: float | None = None
         """Wall time since which this instance has been caught up without a break, as the broker
-        confirmed at each tick (:meth:`_confirm_caught_up`); None while it is not."""
+        confirmed it (:meth:`_confirm_caught_up`); None while it is not."""
         self._confirmed_partitions: frozenset[TopicPartition] = frozenset()
+        self._lag_sample: LagSample | None = None
+        """The broker's last answer to :meth:`_update_lag`; None until one, and after a failed one."""
         self._has_timers = type(service).tick is not Service.tick
         """Only a service with timers asks the broker whether it has caught up (a request per tick)."""
 
@@ -411,23 +428,22 @@ class ServiceRuntime:
 
         An empty poll alone proves nothing: a consumer cut off from the broker polls nothing
         either (a Kafka restart looked like silence on every call, and the ASR service flushed
-        calls mid-utterance).  So the broker is asked: the end offsets of the instance's
-        partitions must be within a batch of its positions.  New partitions (a rebalance) start
-        the stretch again: their input was someone else's until now."""
-        consumer = self._consumer
+        calls mid-utterance).  So the broker must have answered the last lag sample, recently
+        (within ``lag_interval_s`` and a grace), for these partitions, with less than a batch
+        behind; a failed sample ends the stretch (:meth:`_update_lag`).  New partitions (a
+        rebalance) start it again: their input was someone else's until now.  The samples are
+        the loop's own every ``lag_interval_s``: asking at each tick would block the loop behind
+        the consumer's long-polling fetch (half a second, every tick)."""
+        consumer, sample = self._consumer, self._lag_sample
         partitions = frozenset(consumer.assignment()) if consumer is not None and self._caught_up else frozenset()
-        if not partitions:
-            self._behind()
-            return None
-        timeout_ms = self.settings.runtime.poll_timeout_ms
-        try:
-            ends = consumer.end_offsets(list(partitions), timeout_ms=timeout_ms)
-            backlog = sum(max(0, ends[tp] - consumer.position(tp, timeout_ms=timeout_ms)) for tp in partitions)
-        except (KafkaError, AssertionError, KeyError) as exc:  # the broker away, or a partition revoked meanwhile
-            log.debug("%s: could not confirm it is caught up: %s", self.service.name, exc)
-            self._behind()
-            return None
-        if backlog >= self.settings.runtime.max_batch:
+        fresh_s = self.settings.runtime.lag_interval_s + LAG_SAMPLE_GRACE_S
+        if (
+            not partitions
+            or sample is None
+            or time.time() - sample.at > fresh_s
+            or sample.partitions != partitions
+            or sample.backlog >= self.settings.runtime.max_batch
+        ):
             self._behind()
             return None
         if self._caught_up_since is None or partitions != self._confirmed_partitions:
@@ -712,6 +728,9 @@ class ServiceRuntime:
                 log.info("%s: could not rewind %s: %s", self.service.name, tp, exc)
 
     def _update_lag(self) -> None:
+        """Every ``lag_interval_s``: ask the broker how far behind each partition is (the lag
+        metric, and the evidence :meth:`_confirm_caught_up` needs); a sample the broker does
+        not answer ends the caught-up stretch."""
         now = time.monotonic()
         if now - self._last_lag < self.settings.runtime.lag_interval_s or self._consumer is None:
             return
@@ -721,8 +740,12 @@ class ServiceRuntime:
             return
         try:
             ends = self._consumer.end_offsets(assigned)
-            for tp in assigned:
-                lag = max(0, ends[tp] - self._consumer.position(tp))
-                self.metrics.lag.labels(self.service.name, tp.topic, str(tp.partition)).set(lag)
-        except KafkaError as exc:
+            lags = {tp: max(0, ends[tp] - self._consumer.position(tp)) for tp in assigned}
+        except (KafkaError, AssertionError, KeyError) as exc:  # the broker away, or a partition revoked meanwhile
             log.debug("lag update failed: %s", exc)
+            self._lag_sample = None
+            self._behind()
+            return
+        for tp, lag in lags.items():
+            self.metrics.lag.labels(self.service.name, tp.topic, str(tp.partition)).set(lag)
+        self._lag_sample = LagSample(time.time(), frozenset(assigned), sum(lags.values()))

@@ -1,5 +1,6 @@
 """The shared service loop against in-memory fakes of the Kafka clients."""
 
+import dataclasses
 import time
 from collections import namedtuple
 
@@ -369,7 +370,7 @@ class TimedDeferringService(DeferringService):
 
 def test_timers_run_once_caught_up_even_with_batches_in_flight_and_queue_behind_them(tmp_path):
     recs = [Record("utterances", 0, i, b"c", _utt(i)) for i in range(2)]
-    r = _runtime(recs, tmp_path, max_batch=1, max_in_flight=4, poll_timeout_ms=1)
+    r = _runtime(recs, tmp_path, max_batch=1, max_in_flight=4, poll_timeout_ms=1, lag_interval_s=0.0)
     r.service = svc = TimedDeferringService()
     r.run_once(), r.run_once()
     assert not r._caught_up  # each poll filled a whole batch: maybe a backlog
@@ -410,30 +411,32 @@ class ListeningService(UpperService):
 
 def test_timers_count_only_the_time_the_broker_confirms_the_instance_caught_up(tmp_path):
     """An empty poll proves nothing: cut off from the broker, a consumer polls nothing too (the
-    Kafka-restart fault test once saw the ASR service flush calls as silent mid-utterance)."""
+    Kafka-restart fault test once saw the ASR service flush calls as silent mid-utterance). The
+    broker must answer the lag samples the loop takes after its polls."""
     recs = [Record("utterances", 0, i, b"c", _utt(i)) for i in range(40)]
-    r = _runtime(recs, tmp_path, max_batch=8, tick_interval_s=0.0)
+    r = _runtime(recs, tmp_path, max_batch=8, tick_interval_s=0.0, lag_interval_s=0.0)
     r.service = svc = ListeningService()
     r.run_once()
-    assert r.run_tick() == 0 and svc.ticks == []  # a whole batch polled: maybe a backlog
-    r._consumer.pos = 36  # 4 records waiting, fewer than a batch: as good as caught up
-    r._caught_up = True
+    assert r.run_tick() == 0 and svc.ticks == []  # a whole batch polled, 32 behind: a backlog
+    r._consumer.pos = 36
     started = time.time()
+    r.run_once()  # the last 4: fewer than a batch, and the broker says nothing is left
     r.run_tick(), r.run_tick()
     assert len(svc.ticks) == 2 and svc.ticks[0] == svc.ticks[1] >= started  # one unbroken stretch
     r._consumer.broker_away = True
-    assert r.run_once() is None and r._caught_up  # nothing polled ...
-    assert r.run_tick() == 0 and len(svc.ticks) == 2  # ... but the broker does not confirm it
+    assert r.run_once() is None and not r._caught_up  # nothing polled, but no answer to the lag sample
+    assert r.run_tick() == 0 and len(svc.ticks) == 2
     r._consumer.broker_away = False
     back = time.time()
-    r.run_once()  # the 4 records waiting
+    r.run_once()
     r.run_tick()
     assert len(svc.ticks) == 3 and svc.ticks[2] >= back  # a new stretch: the silence starts again
     r._consumer.partitions.add(TopicPartition("utterances", 1))  # a rebalance
     moved = time.time()
+    r.run_once()
     r.run_tick()
-    assert svc.ticks[3] >= moved
-    r._consumer.pos = 0  # a backlog of a whole batch or more
+    assert len(svc.ticks) == 4 and svc.ticks[3] >= moved
+    r._lag_sample = dataclasses.replace(r._lag_sample, at=time.time() - 60)  # no answer for a minute
     assert r.run_tick() == 0 and len(svc.ticks) == 4
 
 
