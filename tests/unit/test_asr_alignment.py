@@ -107,7 +107,8 @@ def make_service(settings, fake_asr):
     """A new service instance on the same Redis each call (a restart)."""
     StateStore(settings).redis.flushdb()
 
-    def make(cache: FeatureCache | None = None) -> AsrAlignmentService:
+    def make(cache: FeatureCache | None = None, **context) -> AsrAlignmentService:
+        """``context``: other :class:`Context` fields (e.g. ``owns``, whose partitions it holds)."""
         svc = AsrAlignmentService(settings)
         svc.setup(
             Context(
@@ -116,6 +117,7 @@ def make_service(settings, fake_asr):
                 cache=cache or FeatureCache(settings),
                 state=StateStore(settings),
                 instance_id="test",
+                **context,
             )
         )
         return svc
@@ -411,16 +413,7 @@ def test_a_silent_call_is_flushed_by_tick_even_after_a_restart(make_service, ste
     assert len(got) == 1
     now = time.time()
     assert svc.tick(now, LISTENING) == []
-    restarted = AsrAlignmentService(settings)
-    restarted.setup(
-        Context(
-            settings=settings,
-            metrics=ServiceMetrics("asr_alignment"),
-            cache=FeatureCache(settings),
-            state=StateStore(settings),
-            instance_id="b",
-        )
-    )
+    restarted = make_service()
     flushed = restarted.tick(now + settings.segmentation.silence_timeout_s + 1, LISTENING)
     assert [(u.utterance_id, u.speaker) for u in flushed] == [("call-1:00001", "customer")]
     assert flushed[0].end == pytest.approx(cut * CHUNK / RATE, abs=0.01)
@@ -470,25 +463,11 @@ def test_only_the_instance_that_holds_a_calls_partition_flushes_it(make_service,
     feed(make_service(), all_chunks[:cut])
     later = time.time() + settings.segmentation.silence_timeout_s + 1
 
-    def instance(owns):
-        svc = AsrAlignmentService(settings)
-        svc.setup(
-            Context(
-                settings=settings,
-                metrics=ServiceMetrics("asr_alignment"),
-                cache=FeatureCache(settings),
-                state=StateStore(settings),
-                instance_id="x",
-                owns=owns,
-            )
-        )
-        return svc
-
     asked = []
-    other = instance(lambda topic, key: asked.append((topic, key)) or False)
+    other = make_service(owns=lambda topic, key: asked.append((topic, key)) or False)
     assert other.tick(later, LISTENING) == []
     assert asked == [("calls.audio", b"call-1")]
-    [flushed] = instance(lambda topic, key: True).tick(later, LISTENING)
+    [flushed] = make_service(owns=lambda topic, key: True).tick(later, LISTENING)
     assert flushed.utterance_id == "call-1:00001"
 
 
