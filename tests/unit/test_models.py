@@ -18,7 +18,7 @@ from training.models import (
     build_model,
     fusion_loss,
 )
-from training.models.layers import clean_padding, masked_mean
+from training.models.layers import PooledProjection, clean_padding, masked_mean, masked_mean_std
 from training.models.moe import load_balancing_loss
 from training.models.profile import measure_latency, parameter_count, synthetic_batch
 
@@ -361,6 +361,45 @@ def test_pooling_helpers():
     assert cleaned.shape == (2, 3, 1) and torch.isfinite(cleaned).all() and cleaned[0, 2, 0] == 0
     assert clean_padding(x, mask, zero=False)[0].isnan().any()
     assert clean_padding(x, torch.zeros(2, 3, dtype=torch.bool))[0].shape == (2, 1, 1)
+
+
+def test_statistics_pooling_gives_the_mean_and_sd_of_the_valid_frames_only():
+    torch.manual_seed(0)
+    x = torch.randn(3, 6, 4)
+    mask = torch.tensor([[True] * 6, [True, True, True, False, False, False], [False] * 6])
+    pooled = masked_mean_std(x, mask, eps=0.0)
+    assert pooled.shape == (3, 8)
+    for b, n in ((0, 6), (1, 3)):
+        assert torch.allclose(pooled[b, :4], x[b, :n].mean(0), atol=1e-6)
+        assert torch.allclose(pooled[b, 4:], x[b, :n].std(0, unbiased=False), atol=1e-5)
+    pool = PooledProjection(4, 5, dropout=0.0, pooling="mean+std").eval()
+    assert pool(x, mask)[2].abs().sum() == 0  # a missing modality stays zeros
+    # same frame mean, twice the spread: only statistics pooling tells them apart
+    centred = x[:1] - x[:1].mean(1, keepdim=True)
+    spread = torch.cat([centred, 2 * centred])
+    full = torch.ones(2, 6, dtype=torch.bool)
+    assert not torch.allclose(pool(spread, full)[0], pool(spread, full)[1])
+    mean_only = PooledProjection(4, 5, dropout=0.0).eval()
+    assert torch.allclose(mean_only(spread, full)[0], mean_only(spread, full)[1], atol=1e-6)
+    with pytest.raises(ValueError, match="pooling"):
+        PooledProjection(4, 5, pooling="max")
+    with pytest.raises(ValueError, match="speech_pooling"):
+        SMALL.replace(speech_pooling="median")
+
+
+@pytest.mark.parametrize("name", ["proposed", "early_fusion", "late_fusion"])
+def test_statistically_pooled_models_ignore_padding_and_read_the_speech_spread(name):
+    config = SMALL.replace(speech_pooling="mean+std")
+    model = model_of(name, config).eval()
+    batch = batch_of(3, seed=2, config=config)
+    with torch.no_grad():
+        ref = model(batch).logits
+        assert torch.allclose(ref, model(_scramble_padding(batch, float("nan"))).logits, atol=1e-6, rtol=0)
+        # every frame moved away from its utterance's mean by half as much: same means, new SDs
+        mean = masked_mean(batch.speech, batch.speech_mask).unsqueeze(1)
+        calmer = torch.where(batch.speech_mask[..., None], mean + (batch.speech - mean) / 2, batch.speech)
+        changed = FusionBatch(batch.text, batch.text_mask, calmer, batch.speech_mask, batch.edge_index)
+        assert not torch.allclose(ref, model(changed).logits, atol=1e-4)
 
 
 def test_profile_utilities():

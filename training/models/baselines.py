@@ -85,7 +85,7 @@ class EarlyFusion(EmotionModel):
         c = self.config
         self.gat = TimeAlignedGAT.from_config(c)
         self.text_pool = PooledProjection(c.d_text, c.baseline_hidden, c.dropout)
-        self.speech_pool = PooledProjection(c.d_speech, c.baseline_hidden, c.dropout)
+        self.speech_pool = PooledProjection(c.d_speech, c.baseline_hidden, c.dropout, c.speech_pooling)
         self.head = MLPHead(2 * c.baseline_hidden + c.d_graph, c.n_classes, c.baseline_hidden, c.dropout)
 
     def predict(self, batch: FusionBatch) -> FusionOutput:
@@ -111,7 +111,7 @@ class LateFusion(EmotionModel):
         h = c.baseline_hidden
         self.gat = TimeAlignedGAT.from_config(c)
         self.text_pool = PooledProjection(c.d_text, h, c.dropout)
-        self.speech_pool = PooledProjection(c.d_speech, h, c.dropout)
+        self.speech_pool = PooledProjection(c.d_speech, h, c.dropout, c.speech_pooling)
         self.heads = nn.ModuleDict(
             {
                 "text": MLPHead(h, c.n_classes, h, c.dropout),

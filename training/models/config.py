@@ -17,6 +17,8 @@ import yaml
 
 from shared.settings import EMOTIONS
 
+from .layers import POOLINGS
+
 BRANCH_NAMES: dict[str, str] = {"ca": "ca_moe", "sp": "sp_moe"}
 """Short branch names used in configs -> the keys of ``FusionOutput.branch_logits``."""
 
@@ -51,6 +53,10 @@ class FusionConfig:
     the GAT and the branches see them. Off: the paper's raw frames."""
     speaker_prior_weight: float = 8.0
     """``k0``: how many utterances' worth of evidence the prior counts for against the speaker's own."""
+    speech_pooling: str = "mean"
+    """How the SP-MoE (and the pooled baselines) turn speech frames into an utterance vector:
+    ``"mean"`` (the paper) or ``"mean+std"`` (statistics pooling: the frames' mean and SD, so the
+    vector also says how much the voice moves; docs/training.md measures it)."""
 
     # ---- time-aligned graph (GAT) ------------------------------------------------------------------
     d_graph: int = 128
@@ -129,6 +135,8 @@ class FusionConfig:
             problems.append(f"favoured_classes keys must be among {tuple(BRANCH_NAMES)}")
         if not 0.0 < self.favour < 1.0:
             problems.append(f"favour={self.favour} must lie in (0, 1)")
+        if self.speech_pooling not in POOLINGS:
+            problems.append(f"speech_pooling={self.speech_pooling!r} must be one of {POOLINGS}")
         if self.edge_rule not in ("center", "overlap"):
             problems.append(f"edge_rule={self.edge_rule!r} must be 'center' or 'overlap'")
         if problems:

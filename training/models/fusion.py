@@ -91,7 +91,7 @@ class ComplementaryFusion(EmotionModel):
         if "ca" in c.branches:
             branches["ca_moe"] = CAMoE(**dims, k=c.ca_top_k, n_heads=c.n_heads, ffn_mult=c.ffn_mult)
         if "sp" in c.branches:
-            branches["sp_moe"] = SPMoE(**dims, k=c.sp_top_k)
+            branches["sp_moe"] = SPMoE(**dims, k=c.sp_top_k, speech_pooling=c.speech_pooling)
         self.branches = nn.ModuleDict(branches)
         self.late_fusion = ClassWiseLateFusion(
             list(self.branches),

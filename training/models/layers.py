@@ -9,6 +9,10 @@ import torch
 from torch import Tensor, nn
 
 
+POOLINGS = ("mean", "mean+std")
+"""How :class:`PooledProjection` turns frames into an utterance vector."""
+
+
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     """Mean of ``x [B, L, D]`` over the positions where ``mask [B, L]`` is True -> ``[B, D]``;
     a row without any valid position pools to zeros.
@@ -21,6 +25,18 @@ def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     weights = mask.to(x.dtype)
     weights = weights / weights.sum(1, keepdim=True).clamp_min(1.0)
     return torch.bmm(weights.unsqueeze(1), x).squeeze(1)
+
+
+def masked_mean_std(x: Tensor, mask: Tensor, eps: float = 1e-5) -> Tensor:
+    """Statistics pooling: ``[mean; SD]`` of ``x [B, L, D]`` over the valid positions -> ``[B, 2D]``
+    (the x-vector / ECAPA utterance statistics). How much a voice varies over an utterance -- pitch
+    and level movement, tremor -- is what separates many emotions, and a mean alone drops it. The
+    SD is ``sqrt(var + eps)``, so its gradient stays finite on constant input; a row without any
+    valid position pools to zeros for the mean and ``sqrt(eps)`` for the SD (callers mask a missing
+    modality, see :class:`PooledProjection`)."""
+    mean = masked_mean(x, mask)
+    var = (masked_mean(x * x, mask) - mean * mean).clamp_min(0.0)
+    return torch.cat([mean, torch.sqrt(var + eps)], -1)
 
 
 def present(mask: Tensor) -> Tensor:
@@ -56,20 +72,25 @@ class Projection(nn.Sequential):
 
 
 class PooledProjection(nn.Module):
-    """Utterance vector of one modality: masked mean of the hidden states, then :class:`Projection`.
+    """Utterance vector of one modality: pooled hidden states, then :class:`Projection`.
 
-    The linear layer runs once per utterance on the pooled states, which equals pooling its
-    per-position outputs (a mean commutes with an affine map) at a fraction of the cost; the
-    LayerNorm then normalises the utterance vector.  A missing modality (all-padding mask) gives
-    zeros.  Padded positions must be finite (see :func:`masked_mean`).
+    ``pooling="mean"``: the masked mean (the linear layer then runs once per utterance, which
+    equals pooling its per-position outputs -- a mean commutes with an affine map -- at a fraction
+    of the cost); ``"mean+std"``: :func:`masked_mean_std` statistics pooling, twice the input
+    width.  The LayerNorm then normalises the utterance vector.  A missing modality (all-padding
+    mask) gives zeros.  Padded positions must be finite (see :func:`masked_mean`).
     """
 
-    def __init__(self, d_in: int, d_out: int, dropout: float = 0.1) -> None:
+    def __init__(self, d_in: int, d_out: int, dropout: float = 0.1, pooling: str = "mean") -> None:
         super().__init__()
-        self.proj = Projection(d_in, d_out, dropout)
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling={pooling!r} must be one of {POOLINGS}")
+        self.pooling = pooling
+        self.proj = Projection(d_in * (2 if pooling == "mean+std" else 1), d_out, dropout)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        return self.proj(masked_mean(x, mask)) * present(mask)
+        pooled = masked_mean(x, mask) if self.pooling == "mean" else masked_mean_std(x, mask)
+        return self.proj(pooled) * present(mask)
 
 
 class MLPHead(nn.Sequential):

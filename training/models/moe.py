@@ -241,7 +241,7 @@ class SPMoE(nn.Module):
     """Sum-Product Linear MoE branch -> logits ``[B, n_classes]`` + load-balancing loss.
 
     ``t``, ``s``: masked-mean-pooled text / speech states projected to ``d_model`` (zeros for a
-    missing modality); ``g``: the projected graph embedding; the feature ``[t, s, t+s, t*s, g]``
+    missing modality; ``speech_pooling="mean+std"`` pools the speech frames' mean and SD); ``g``: the projected graph embedding; the feature ``[t, s, t+s, t*s, g]``
     (``5 * d_model``) is gated and routed to the top-``k`` :class:`SumProductExpert`.
     """
 
@@ -256,11 +256,12 @@ class SPMoE(nn.Module):
         n_classes: int = 7,
         dropout: float = 0.1,
         gate_noise: float = 0.0,
+        speech_pooling: str = "mean",
     ) -> None:
         super().__init__()
         self.d_model = d_model
         self.text_pool = PooledProjection(d_text, d_model, dropout)
-        self.speech_pool = PooledProjection(d_speech, d_model, dropout)
+        self.speech_pool = PooledProjection(d_speech, d_model, dropout, speech_pooling)
         self.graph_proj = Projection(d_graph, d_model, dropout)
         self.gate = TopKGate(5 * d_model, n_experts, k, gate_noise)
         self.experts = nn.ModuleList(SumProductExpert(5 * d_model, d_model, dropout) for _ in range(n_experts))
