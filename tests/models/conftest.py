@@ -49,9 +49,9 @@ def espeak(tmp_path_factory: pytest.TempPathFactory):
 
     directory = tmp_path_factory.mktemp("espeak")
 
-    def synth(text: str, speed: int = 150) -> np.ndarray:
-        path = directory / f"{abs(hash((text, speed)))}.wav"
-        subprocess.run([exe, "-s", str(speed), "-w", str(path), text], check=True, capture_output=True)
+    def synth(text: str, speed: int = 150, voice: str = "en") -> np.ndarray:
+        path = directory / f"{abs(hash((text, speed, voice)))}.wav"
+        subprocess.run([exe, "-v", voice, "-s", str(speed), "-w", str(path), text], check=True, capture_output=True)
         audio, sr = sf.read(path, dtype="float32")
         return to_mono_16k(audio, sr)
 

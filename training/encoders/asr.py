@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import logging
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -18,6 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from shared.settings import Settings
 
     from ..bundle import ResolvedModel
+    from .packing import PackingOptions
 
 log = logging.getLogger("training.encoders")
 
@@ -51,10 +53,29 @@ class Transcript:
     segments: list[Segment]
     duration: float
     """Seconds of audio transcribed."""
+    window: int = 1
+    """Utterances that shared the Whisper window this one was decoded in (packing); 0: not decoded."""
 
     @classmethod
     def empty(cls, duration: float, language: str | None) -> Transcript:
-        return cls(text="", language=language, language_probability=0.0, words=[], segments=[], duration=duration)
+        return cls(
+            text="", language=language, language_probability=0.0, words=[], segments=[], duration=duration, window=0
+        )
+
+
+NO_SPACE_LANGUAGES = frozenset({"zh", "ja", "th", "lo", "my", "yue"})
+"""Languages written without spaces between words (faster-whisper splits their words by Unicode)."""
+
+
+def compression_ratio(text: str) -> float:
+    """Whisper's repetition measure: UTF-8 bytes over zlib-compressed bytes (0 for no text)."""
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+def _join_words(words: Sequence[Word], language: str | None) -> str:
+    """An utterance's text from its words (packed windows: the window's text is not the utterance's)."""
+    return ("" if language in NO_SPACE_LANGUAGES else " ").join(w.text for w in words)
 
 
 class Transcriber:
@@ -155,14 +176,128 @@ class Transcriber:
         with threadpool_limits(limits=1):
             return self._transcribe(audio, language)
 
+    def transcribe_many(
+        self,
+        audios: Sequence[np.ndarray],
+        languages: Sequence[str | None] | None = None,
+        packing: PackingOptions | None = None,
+    ) -> list[Transcript]:
+        """Transcripts of several utterances (16 kHz mono float32), in their order.
+
+        ``packing`` None: one after another, as :meth:`transcribe`. Otherwise utterances of one
+        language share Whisper windows (:mod:`training.encoders.packing`): each window is decoded
+        once and every word goes back to its utterance, on the utterance's own clock. The silence
+        and length guards still judge each utterance alone, before packing; an utterance whose
+        language is unknown is detected alone first; a lone utterance is transcribed exactly as
+        :meth:`transcribe` would.
+        """
+        from threadpoolctl import threadpool_limits
+
+        languages = list(languages) if languages is not None else [None] * len(audios)
+        if len(languages) != len(audios):
+            raise ValueError(f"{len(languages)} languages for {len(audios)} utterances")
+        with threadpool_limits(limits=1):
+            if packing is None:
+                return [self._transcribe(a, lang) for a, lang in zip(audios, languages, strict=True)]
+            return self._transcribe_packed(audios, languages, packing)
+
+    def _transcribe_packed(
+        self, audios: Sequence[np.ndarray], languages: Sequence[str | None], packing: PackingOptions
+    ) -> list[Transcript]:
+        from .packing import assemble, plan_windows, split_words
+
+        results: list[Transcript | None] = [None] * len(audios)
+        rows: list[int] = []
+        clips: list[np.ndarray] = []
+        langs: list[str | None] = []
+        for i, (audio, language) in enumerate(zip(audios, languages, strict=True)):
+            clip = self._clip(audio)
+            lang = self._language(language)
+            if self._too_quiet_or_short(clip):
+                results[i] = Transcript.empty(clip.size / SAMPLE_RATE, lang)
+                continue
+            rows.append(i)
+            clips.append(clip)
+            langs.append(lang if lang is not None else self.detect_language(clip))
+        for window in plan_windows([c.size / SAMPLE_RATE for c in clips], langs, packing):
+            if len(window.rows) == 1:
+                (k,) = window.rows
+                results[rows[k]] = self._transcribe(clips[k], langs[k])
+                continue
+            segments, info = self._decode(assemble(window, clips), window.language, repetition_guard=False)
+            per_row: list[list[Segment]] = [[] for _ in window.rows]
+            for segment in segments:
+                for n, words in enumerate(split_words(segment.words, window, packing.slack_s)):
+                    if words:
+                        text = _join_words(words, info.language)
+                        per_row[n].append(
+                            Segment(
+                                text,
+                                words[0].start,
+                                words[-1].end,
+                                segment.avg_logprob,
+                                segment.no_speech_prob,
+                                segment.compression_ratio,
+                                words,
+                            )
+                        )
+            for n, k in enumerate(window.rows):
+                text = _join_words([w for s in per_row[n] for w in s.words], info.language)
+                if compression_ratio(text) > self.compression_ratio_threshold:
+                    log.debug("dropping repetitive utterance: %r", text)
+                    per_row[n] = []
+                if not per_row[n]:
+                    # Whisper may stop decoding a window early -- after a sentence it has just
+                    # heard, said again, it often declares the rest of the window done -- so an
+                    # utterance that got no words in a window is heard alone before it is called empty
+                    results[rows[k]] = self._transcribe(clips[k], langs[k])
+                    continue
+                results[rows[k]] = Transcript(
+                    text=_join_words([w for s in per_row[n] for w in s.words], info.language),
+                    language=info.language,
+                    language_probability=float(info.language_probability),
+                    words=[w for s in per_row[n] for w in s.words],
+                    segments=per_row[n],
+                    duration=window.durations[n],
+                    window=len(window.rows),
+                )
+        assert all(r is not None for r in results)
+        return results  # type: ignore[return-value]
+
+    @staticmethod
+    def _clip(audio: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(np.asarray(audio, dtype=np.float32).reshape(-1))
+
+    def _language(self, language: str | None) -> str | None:
+        return "en" if self.english_only else (language or self.language)
+
+    def _too_quiet_or_short(self, clip: np.ndarray) -> bool:
+        return clip.size / SAMPLE_RATE < self.min_seconds or self.rms_dbfs(clip) < self.silence_dbfs
+
     def _transcribe(self, audio: np.ndarray, language: str | None) -> Transcript:
-        audio = np.ascontiguousarray(np.asarray(audio, dtype=np.float32).reshape(-1))
+        audio = self._clip(audio)
         duration = audio.size / SAMPLE_RATE
-        lang = "en" if self.english_only else (language or self.language)
-        if duration < self.min_seconds or self.rms_dbfs(audio) < self.silence_dbfs:
+        lang = self._language(language)
+        if self._too_quiet_or_short(audio):
             return Transcript.empty(duration, lang)
         if lang is None and self.languages:
             lang = self.detect_language(audio)
+        segments, info = self._decode(audio, lang)
+        return Transcript(
+            text=" ".join(s.text for s in segments if s.text),
+            language=info.language,
+            language_probability=float(info.language_probability),
+            words=[w for s in segments for w in s.words],
+            segments=segments,
+            duration=duration,
+        )
+
+    def _decode(self, audio: np.ndarray, lang: str | None, repetition_guard: bool = True) -> tuple[list[Segment], Any]:
+        """Whisper on ``audio`` (one window or more), with the no-speech and (``repetition_guard``)
+        repetition guards applied per segment; the transcription info (language and its
+        probability) beside. A packed window's segment may span utterances that say much the same
+        ("to increase ... volume", "to decrease ... volume"): its repetition is judged per
+        utterance instead (:meth:`_transcribe_packed`)."""
         segments_iter, info = self.model.transcribe(
             audio,
             language=lang,
@@ -181,7 +316,7 @@ class Transcriber:
             if s.no_speech_prob > self.no_speech_threshold and s.avg_logprob < self.logprob_threshold:
                 log.debug("dropping segment judged as no speech: %r", s.text)
                 continue
-            if s.compression_ratio > self.compression_ratio_threshold:
+            if repetition_guard and s.compression_ratio > self.compression_ratio_threshold:
                 log.debug("dropping repetitive segment: %r", s.text)
                 continue
             words = [
@@ -200,19 +335,15 @@ class Transcriber:
                     words,
                 )
             )
-        return Transcript(
-            text=" ".join(s.text for s in segments if s.text),
-            language=info.language,
-            language_probability=float(info.language_probability),
-            words=[w for s in segments for w in s.words],
-            segments=segments,
-            duration=duration,
-        )
+        return segments, info
 
     def detect_language(self, audio: np.ndarray) -> str:
-        """The most likely of the candidate ``languages`` for 16 kHz ``audio``."""
+        """The most likely of the candidate ``languages`` (any language Whisper knows when there
+        are none) for 16 kHz ``audio``."""
         _, _, probabilities = self.model.detect_language(audio)
         scores = dict(probabilities)
+        if not self.languages:
+            return max(scores, key=scores.__getitem__)
         return max(self.languages, key=lambda code: scores.get(code, 0.0))
 
     def __repr__(self) -> str:
