@@ -253,12 +253,18 @@ class _Transcription:
         metrics = service.ctx.metrics.cache
         metrics.labels(service.name, "hit").inc(len(pending) - len(self.misses))
         metrics.labels(service.name, "miss").inc(len(self.misses))
-        # one request per segment: Whisper decodes rows one by one, so Triton's instances share them out
+        # one request per segment, all in flight: Triton's instances share them out, and an instance
+        # that was busy packs those that queued meanwhile into shared Whisper windows
         requests = [
             asr_request([pending[i].segment.audio.astype(np.float32) / 32768], [pending[i].call.language or ""])
             for i in self.misses
         ]
-        outputs = [AsrTensors.TEXT.name, AsrTensors.DETECTED_LANGUAGE.name, AsrTensors.WORDS.name]
+        outputs = [
+            AsrTensors.TEXT.name,
+            AsrTensors.DETECTED_LANGUAGE.name,
+            AsrTensors.WORDS.name,
+            AsrTensors.WINDOW.name,
+        ]
         self.requests: InFlight | None = service.model.submit_many(requests, outputs) if requests else None
 
     def wait(self, timeout_s: float) -> bool:
@@ -270,6 +276,9 @@ class _Transcription:
         if self.requests is not None:
             fresh = []
             for i, out in zip(self.misses, self.requests.result(), strict=True):
+                window = int(out[AsrTensors.WINDOW.name][0, 0])
+                if window:  # decoded (0: silence, no Whisper run)
+                    svc.ctx.metrics.asr_window.labels(svc.name).observe(window)
                 self.transcripts[i] = {
                     "text": _text(out[AsrTensors.TEXT.name][0, 0]),
                     "language": _text(out[AsrTensors.DETECTED_LANGUAGE.name][0, 0]),

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+_WINDOW_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16)
 
 
 class ServiceMetrics:
@@ -89,6 +90,13 @@ class ServiceMetrics:
             "emotion_utterances_total",
             "Utterances segmented, by speaker and transcript (text, empty, hallucination)",
             ["service", "speaker", "transcript"],
+            registry=r,
+        )
+        self.asr_window = Histogram(
+            "emotion_asr_window_utterances",
+            "Utterances that shared each transcribed utterance's Whisper window (packing; 1: alone)",
+            ["service"],
+            buckets=_WINDOW_BUCKETS,
             registry=r,
         )
 

@@ -188,6 +188,15 @@ class ModelSettings(BaseModel):
     """Online per-speaker normalisation of the speech frames: an utterance is judged against the
     statistics of the same speaker's last ``speaker_window`` utterances in the call before it (kept
     in Redis by the speech encoder service; training simulates the same)."""
+    asr_packing: bool = True
+    """Several waiting utterances share one Whisper window (the ``asr`` model batches the requests
+    queued while it was busy; :mod:`training.encoders.packing`): Whisper encodes 30 s per window
+    however short the utterance, so under load this multiplies ASR throughput. A lone utterance
+    waits for nothing and is transcribed as without packing."""
+    asr_pack_window_s: float = Field(default=28.0, gt=0.0, le=30.0)
+    """Most audio per packed window, gaps included."""
+    asr_pack_gap_s: float = Field(default=0.6, gt=0.3)
+    """Silence between packed utterances."""
     language: str | None = None
     """Whisper language code; None lets Whisper detect it."""
     languages: list[str] = Field(default_factory=list)

@@ -96,8 +96,11 @@ class AsrTensors(TritonModelTensors):
     WORDS = Tensor("WORDS", "STRING", (1,))
     """UTF-8 JSON list of ``{"text", "start", "end", "probability"}`` (:func:`shared.alignment.words_from_json`)."""
     DURATION = Tensor("DURATION", "FP32", (1,))
+    WINDOW = Tensor("WINDOW", "INT32", (1,))
+    """How many utterances shared the row's Whisper window (packing: ``models.asr_packing``): 1
+    alone, more when utterances queued; 0 when Whisper did not run (silence, too short)."""
     inputs = (AUDIO, LENGTH, LANGUAGE)
-    outputs = (TEXT, DETECTED_LANGUAGE, WORDS, DURATION)
+    outputs = (TEXT, DETECTED_LANGUAGE, WORDS, DURATION, WINDOW)
 
 
 class TextEncoderTensors(TritonModelTensors):

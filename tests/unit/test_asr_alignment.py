@@ -49,6 +49,8 @@ class FakeAsr:
             ],
         )
         self.fail: TritonError | None = None
+        self.window = 1
+        """What ``WINDOW`` says: how many utterances shared each row's Whisper window."""
 
     def wait_ready(self):
         pass
@@ -63,6 +65,7 @@ class FakeAsr:
 
         rows = [self.script(int(n) / 16000, lang) for n, lang in zip(lengths[:, 0], languages[:, 0])]
         return {
+            "WINDOW": np.full((len(rows), 1), self.window, np.int32),
             "TEXT": np.array([[t.encode()] for t, _ in rows], dtype=object),
             "LANGUAGE": np.array([[(lang or "en").encode()] for lang in languages[:, 0]], dtype=object),
             "WORDS": np.array([[json.dumps(w).encode()] for _, w in rows], dtype=object),
@@ -222,8 +225,13 @@ def test_a_stereo_call_becomes_ordered_utterances_with_speakers_times_and_audio(
 def test_utterances_complete_in_one_batch_go_to_triton_together_one_request_each(make_service, stereo_call, fake_asr):
     """One request per utterance, all in flight at once: the asr model's instances decode them in parallel."""
     pcm, _ = stereo_call
-    utts = utterances_of(run(make_service(), chunks(pcm)))
+    fake_asr.window = 3  # the asr model packed the three into one Whisper window
+    svc = make_service()
+    utts = utterances_of(run(svc, chunks(pcm)))
     assert len(utts) == 3 and fake_asr.in_flight == [3] and fake_asr.requests == [1, 1, 1]
+    # the packing the model reports is on the service's metrics, per decoded utterance
+    window = svc.ctx.metrics.asr_window.labels("asr_alignment")
+    assert window._sum.get() == 9 and sum(b.get() for b in window._buckets) == 3
 
 
 def test_audio_streamed_again_is_transcribed_from_the_cache(make_service, stereo_call, fake_asr):

@@ -10,11 +10,15 @@ Inputs (one utterance per row; see :mod:`training.serving.repository` for the wh
 
 Outputs: ``TEXT`` BYTES ``[B, 1]``, ``LANGUAGE`` BYTES ``[B, 1]`` (given or detected),
 ``WORDS`` BYTES ``[B, 1]`` (UTF-8 JSON list of ``{"text", "start", "end", "probability"}``,
-seconds from the start of the row; :func:`shared.alignment.words_from_json` decodes it), ``DURATION`` FP32 ``[B, 1]``.
+seconds from the start of the row; :func:`shared.alignment.words_from_json` decodes it), ``DURATION`` FP32 ``[B, 1]``,
+``WINDOW`` INT32 ``[B, 1]`` (utterances that shared the row's Whisper window; 0: not decoded).
 
-Batching: Whisper decoding is sequential and not batch-friendly on CPU, so the rows of a dynamic
-batch are transcribed one after another by :class:`training.encoders.asr.Transcriber` (the same
-object and settings as in-process transcription); batching only saves round trips.
+Batching: with the ``packing`` parameter (``models.asr_packing``), the rows of every request in a
+dynamic batch -- the utterances that queued while this instance was busy -- are packed into shared
+Whisper windows by :meth:`training.encoders.asr.Transcriber.transcribe_many`
+(:mod:`training.encoders.packing`), so a busy instance catches up at several utterances per
+encoder pass; without it they are transcribed one after another. Either way it is the same
+object and settings as in-process transcription.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import numpy as np
 
 from shared.alignment import words_to_json
 from shared.triton_models import AsrTensors as T
+from training.encoders.packing import PackingOptions
 from training.serving.triton_base import TritonModelBase, decode_strings, ragged_rows, to_bytes_array
 
 
@@ -41,27 +46,40 @@ class TritonPythonModel(TritonModelBase):
             cpu_threads=self.threads,
             beam_size=int(params.get("beam_size", "1")),
         )
+        self.packing = (
+            PackingOptions(max_window_s=float(params["pack_window_s"]), gap_s=float(params["pack_gap_s"]))
+            if params.get("packing")
+            else None
+        )
 
     def served_version(self):
         return self.transcriber.version
 
     def infer(self, items):
-        out = []
+        requests = []  # (rows, languages) of each request
         for item in items:
             audio = np.asarray(item[T.AUDIO.name], np.float32)
             rows = ragged_rows(audio, item.get(T.LENGTH.name))
             languages = decode_strings(item.get(T.LANGUAGE.name)) or [""] * len(rows)
             if len(languages) != len(rows):
                 raise ValueError(f"{len(languages)} LANGUAGE values for {len(rows)} AUDIO rows")
-            transcripts = [
-                self.transcriber.transcribe(a, language=lang or None) for a, lang in zip(rows, languages, strict=True)
-            ]
+            requests.append((rows, [lang or None for lang in languages]))
+        # every row of every request in one call, so that the waiting utterances share windows
+        every = self.transcriber.transcribe_many(
+            [a for rows, _ in requests for a in rows],
+            [lang for _, languages in requests for lang in languages],
+            packing=self.packing,
+        )
+        out, start = [], 0
+        for rows, _ in requests:
+            transcripts, start = every[start : start + len(rows)], start + len(rows)
             out.append(
                 {
                     T.TEXT.name: to_bytes_array([t.text for t in transcripts]),
                     T.DETECTED_LANGUAGE.name: to_bytes_array([t.language or "" for t in transcripts]),
                     T.WORDS.name: to_bytes_array([words_to_json(t.words) for t in transcripts]),
                     T.DURATION.name: np.array([[t.duration] for t in transcripts], np.float32).reshape(-1, 1),
+                    T.WINDOW.name: np.array([[t.window] for t in transcripts], np.int32).reshape(-1, 1),
                 }
             )
         return out

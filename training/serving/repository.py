@@ -57,6 +57,8 @@ class ModelSpec:
     """``version_policy: { latest { num_versions } }``: how many of the newest versions Triton serves."""
     dynamic_batching: bool = True
     """Whether Triton's dynamic batcher merges concurrent requests into one execution."""
+    max_queue_delay_us: int | None = None
+    """How long the dynamic batcher waits for more requests; None: ``settings.triton.max_queue_delay_us``."""
     instances: int | None = None
     """Instances of the model; None: ``settings.triton.instances_per_model``."""
 
@@ -77,7 +79,9 @@ class ModelSpec:
 
 
 def asr_spec(settings: Settings, model_version: str, model_name: str | None = None, beam_size: int = 1) -> ModelSpec:
-    """Whisper (faster-whisper) with word timestamps; one utterance per row, decoded one by one."""
+    """Whisper (faster-whisper) with word timestamps; one utterance per row, packed into shared
+    windows when ``models.asr_packing`` is on."""
+    m = settings.models
     return ModelSpec(
         name="asr",
         module="training.serving.asr",
@@ -87,12 +91,18 @@ def asr_spec(settings: Settings, model_version: str, model_name: str | None = No
             "model_name": model_name or settings.models.asr,
             "beam_size": str(beam_size),
             "language": settings.models.language or "",
+            "packing": "1" if m.asr_packing else "",
+            "pack_window_s": f"{m.asr_pack_window_s:g}",
+            "pack_gap_s": f"{m.asr_pack_gap_s:g}",
         },
-        max_batch_size=min(8, settings.triton.max_batch_size),
-        # Whisper decodes the rows of a request one after another, so merging concurrent requests
-        # would queue them on one instance while another idles: no dynamic batching, and one
-        # instance per core, each taking the next request (the ASR service sends one per utterance).
-        dynamic_batching=False,
+        max_batch_size=min(16 if m.asr_packing else 8, settings.triton.max_batch_size),
+        # One instance per core, each taking the next request (the ASR service sends one per
+        # utterance). Packing: the dynamic batcher hands a free instance every request queued
+        # while it was busy, never waiting for more (delay 0), and the instance packs them into
+        # shared Whisper windows. Without packing the rows of a batch would be decoded one after
+        # another on one instance while another idles: no dynamic batching.
+        dynamic_batching=m.asr_packing,
+        max_queue_delay_us=0,
         instances=settings.triton.asr_instances or asr_default_instances(),
     )
 
@@ -203,6 +213,7 @@ def render_config(spec: ModelSpec, settings: Settings) -> str:
     }
     kind = {"cpu": " kind: KIND_CPU", "gpu": " kind: KIND_GPU"}.get(tr.instance_kind, "")
     max_batch = tr.max_batch_size if spec.max_batch_size is None else spec.max_batch_size
+    delay = tr.max_queue_delay_us if spec.max_queue_delay_us is None else spec.max_queue_delay_us
     lines = [
         f'name: "{spec.name}"',
         'backend: "python"',
@@ -210,11 +221,7 @@ def render_config(spec: ModelSpec, settings: Settings) -> str:
         f"version_policy: {{ latest: {{ num_versions: {spec.num_versions} }} }}",
         _tensor_block("input", spec.inputs),
         _tensor_block("output", spec.outputs),
-        *(
-            [f"dynamic_batching {{ max_queue_delay_microseconds: {tr.max_queue_delay_us} }}"]
-            if spec.dynamic_batching
-            else []
-        ),
+        *([f"dynamic_batching {{ max_queue_delay_microseconds: {delay} }}"] if spec.dynamic_batching else []),
         f"instance_group [ {{ count: {spec.instances or tr.instances_per_model}{kind} }} ]",
         *(f'parameters {{ key: "{k}" value: {{ string_value: "{_quote(str(v))}" }} }}' for k, v in params.items()),
     ]
