@@ -25,12 +25,21 @@ import numpy as np
 
 from benchmarks.workload import CallSegment, Workload, segment_call
 from shared.settings import Settings
+from training.encoders.packing import PackingOptions
 
 log = logging.getLogger(__name__)
 
+PACKED_QUEUE = 16
+"""Utterances a packed ASR ceiling's worker takes at once: the ``asr`` model's batch when packing."""
 
-def asr_ceiling(settings: Settings, workload: Workload, n: int, workers: int, threads: int) -> dict:
-    """Segment and transcribe the first ``n`` calls with ``workers`` x ``threads``."""
+
+def asr_ceiling(
+    settings: Settings, workload: Workload, n: int, workers: int, threads: int, packing: PackingOptions | None = None
+) -> dict:
+    """Segment and transcribe the first ``n`` calls with ``workers`` x ``threads``: one utterance
+    at a time, or (``packing``) as a loaded ``asr`` model sees them, each worker taking the next
+    :data:`PACKED_QUEUE` utterances waiting (in the order the calls' utterances end) and packing
+    them into shared Whisper windows."""
     from training.encoders.asr import Transcriber
 
     local = threading.local()
@@ -52,13 +61,28 @@ def asr_ceiling(settings: Settings, workload: Workload, n: int, workers: int, th
         t0 = time.perf_counter()
         segments = [s for found in pool.map(lambda c: segment_call(c, settings.segmentation), calls) for s in found]
         t_segmented = time.perf_counter()
-        texts = list(pool.map(lambda s: transcriber().transcribe(s.audio, language=s.language).text, segments))
+        if packing is None:
+            texts = list(pool.map(lambda s: transcriber().transcribe(s.audio, language=s.language).text, segments))
+        else:
+            queue = sorted(segments, key=lambda s: s.segment.end_s)
+            chunks = [queue[i : i + PACKED_QUEUE] for i in range(0, len(queue), PACKED_QUEUE)]
+            texts = [
+                t.text
+                for done in pool.map(
+                    lambda c: transcriber().transcribe_many(
+                        [s.audio for s in c], [s.language for s in c], packing=packing
+                    ),
+                    chunks,
+                )
+                for t in done
+            ]
         wall = time.perf_counter() - t0
     audio_s = workload.audio_seconds(n)
     log.info(
-        "asr ceiling %dx%d: %d utterances of %d calls in %.1f s -> %.2fx realtime",
+        "asr ceiling %dx%d%s: %d utterances of %d calls in %.1f s -> %.2fx realtime",
         workers,
         threads,
+        ", packed" if packing else "",
         len(segments),
         n,
         wall,
@@ -67,6 +91,7 @@ def asr_ceiling(settings: Settings, workload: Workload, n: int, workers: int, th
     return {
         "workers": workers,
         "threads": threads,
+        "packed": packing is not None,
         "calls": n,
         "audio_s": round(audio_s, 2),
         "utterances": len(segments),

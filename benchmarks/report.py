@@ -57,6 +57,10 @@ def ratios(results: dict) -> dict[str, float | None]:
         f"latency_p95_n{LATENCY_CALLS}_realtime_s",
     ):
         out.setdefault(key, None)
+    packed = results.get("ceilings", {}).get("asr_packed", {}).get("throughput_x")
+    out["asr_packed_vs_one_by_one"] = _ratio(packed, asr)
+    wer = results.get("asr_packing", {})
+    out["asr_packed_wer_delta"] = round(wer["wer_packed"] - wer["wer_one_by_one"], 4) if "wer_packed" in wer else None
     out["fusion_ms_per_utterance_batch32"] = fusion_ms(results)
     cold = _run(results, TARGET_CALLS, "fast") or next(
         iter(sorted((r for r in results.get("e2e", []) if r["pace"] == "fast"), key=lambda r: -r["calls"])), None
@@ -80,6 +84,12 @@ TARGETS: tuple[tuple[str, str, str, float], ...] = (
         "fusion (proposed, after the GAT) ms per utterance at batch 32, CPU, 1 thread",
         "<=",
         2.0,
+    ),
+    (
+        "asr_packed_wer_delta",
+        "packed minus one-by-one word error rate, Asterisk telephony prompts",
+        "<=",
+        0.005,
     ),
 )
 
@@ -153,6 +163,17 @@ def markdown(results: dict, plots: dict[str, str] | None = None) -> str:
             ]
             for r in c.get("asr", [])
         ]
+        if c.get("asr_packed"):
+            r = c["asr_packed"]
+            rows.append(
+                [
+                    f"bare faster-whisper, packed windows (up to 16 waiting utterances), {r['workers']} worker(s) x "
+                    f"{r['threads']} thread(s)",
+                    r["utterances"],
+                    r["wall_s"],
+                    r["throughput_x"],
+                ]
+            )
         if c.get("chain"):
             ch = c["chain"]
             rows.append(
@@ -171,6 +192,31 @@ def markdown(results: dict, plots: dict[str, str] | None = None) -> str:
                 f"({100 * c['drift']:+.1f} %): how much the machine's speed drifted over the run (a shared host); "
                 "the ratios use the measurement taken right before the largest end-to-end run.",
             ]
+    packing = results.get("asr_packing")
+    if packing and "wer_packed" in packing:
+        lines += [
+            "",
+            "## ASR: packed windows against one by one (real telephony speech)",
+            "",
+            f"{packing['prompts']} Asterisk prompts ({packing['audio_s']} s of 8 kHz speech, a human voice recorded "
+            f"for phone systems), {packing['batch']} waiting at a time, {packing['asr']}, {packing['threads']} "
+            f"thread(s); windows of at most {packing['window_s']:g} s, {packing['gap_s']:g} s of silence between "
+            "utterances; word error rate against the human transcripts.",
+            "",
+        ]
+        lines += _table(
+            ["", "WER", "wall s"],
+            [
+                ["one by one", f"{packing['wer_one_by_one']:.4f}", packing["wall_one_by_one_s"]],
+                [
+                    f"packed ({packing['speedup']:.2f}x faster)",
+                    f"{packing['wer_packed']:.4f}",
+                    packing["wall_packed_s"],
+                ],
+            ],
+        )
+    elif packing:
+        lines += ["", "## ASR: packed windows against one by one", "", f"Not run: {packing['skipped']}"]
     if results.get("e2e"):
         lines += ["", "## End to end (the five services on Kafka, Redis and Triton)", ""]
         rows = []

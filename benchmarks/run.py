@@ -25,7 +25,7 @@ from shared.settings import PROJECT_ROOT, Settings
 log = logging.getLogger("emotion.bench")
 
 RESULTS_DIR = PROJECT_ROOT / "benchmarks" / "results"
-SECTIONS = ("ceilings", "e2e", "cache", "models", "fusion")
+SECTIONS = ("ceilings", "asr-packing", "e2e", "cache", "models", "fusion")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -190,8 +190,9 @@ def served_model(settings: Settings, bench: Settings, given: Path | None) -> tup
 def main(args: argparse.Namespace, settings: Settings) -> int:
     from tqdm.auto import tqdm
 
-    from benchmarks import ceilings, fusion, models, pipeline, report
+    from benchmarks import asr_packing, ceilings, fusion, models, pipeline, report
     from benchmarks.workload import Workload
+    from training.encoders.packing import PackingOptions
     from deploy.local import stack
     from deploy.local.services import ServiceProcesses
     from training.checkpoint import model_version, read_meta
@@ -233,6 +234,7 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     }
     steps = (
         (2 + bool(needs_stack) if "ceilings" in sections else 0)
+        + ("asr-packing" in sections)
         + ("e2e" in sections) * len(calls) * len(args.paces)
         + ("cache" in sections)
         + 2 * ("models" in sections)
@@ -257,6 +259,15 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         if best_split != (1, n_cores):
             step("ceiling: bare faster-whisper, one Whisper per instance")
             results["ceilings"]["asr"].append(ceilings.asr_ceiling(bench, workload, max(calls), *best_split))
+        step("ceiling: bare faster-whisper, packed windows")
+        results["ceilings"]["asr_packed"] = ceilings.asr_ceiling(
+            bench, workload, max(calls), *best_split, packing=PackingOptions.from_settings(bench) or PackingOptions()
+        )
+        bar.update()
+
+    if "asr-packing" in sections:
+        step("ASR: packed against one by one on telephony prompts (word error rate)")
+        results["asr_packing"] = asr_packing.run(bench, threads=n_cores, quick=quick)
         bar.update()
 
     services = ServiceProcesses(bench)

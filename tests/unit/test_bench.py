@@ -121,8 +121,32 @@ def results_fixture() -> dict:
                 {"workers": 2, "threads": 1, "utterances": 9, "wall_s": 8.0, "throughput_x": 4.0},
             ],
             "chain": {"threads": 2, "utterances": 9, "wall_s": 20.0, "throughput_x": 2.0},
+            "asr_packed": {
+                "workers": 2,
+                "threads": 1,
+                "packed": True,
+                "utterances": 9,
+                "wall_s": 2.5,
+                "throughput_x": 12.8,
+            },
             "asr_after": {"workers": 2, "threads": 1, "utterances": 9, "wall_s": 8.4, "throughput_x": 3.8},
             "drift": -0.05,
+        },
+        "asr_packing": {
+            "prompts": 40,
+            "audio_s": 160.0,
+            "batch": 16,
+            "wer_one_by_one": 0.0236,
+            "wer_packed": 0.0276,
+            "wall_one_by_one_s": 60.0,
+            "wall_packed_s": 17.0,
+            "speedup": 3.53,
+            "differences": [],
+            "asr": "whisper-base@x",
+            "threads": 2,
+            "window_s": 28.0,
+            "gap_s": 0.6,
+            "speech": "Asterisk",
         },
         "e2e": [
             _run_result(16, "fast", 3.6, 50.0),
@@ -151,6 +175,8 @@ def test_ratios_are_against_the_best_asr_split_and_the_chain():
     assert r["latency_p95_n4_realtime_s"] == 1.5
     assert r["fusion_ms_per_utterance_batch32"] == 1.5
     assert r["cache_warm_vs_cold_throughput"] == pytest.approx(5.0)
+    assert r["asr_packed_vs_one_by_one"] == pytest.approx(3.2)  # 12.8 / the best one-by-one split
+    assert report.ratios({**results_fixture(), "ceilings": {"asr": []}})["asr_packed_vs_one_by_one"] is None
 
 
 def test_targets_say_met_missed_or_not_measured():
@@ -161,11 +187,16 @@ def test_targets_say_met_missed_or_not_measured():
         "e2e_n16_vs_chain": True,
         "latency_p95_n4_realtime_s": True,
         "fusion_ms_per_utterance_batch32": True,
+        "asr_packed_wer_delta": True,  # 0.0276 - 0.0236 = 0.004
     }
     res["e2e"][1]["latency_s"]["overall"]["p95"] = 2.5
     res["ceilings"]["asr"][1]["throughput_x"] = 5.0
     res["fusion"] = []
+    res["asr_packing"]["wer_packed"] = 0.03
     met = {t["field"]: t["met"] for t in report.targets(res)}
+    assert met["asr_packed_wer_delta"] is False
+    res["asr_packing"] = {"skipped": "no Asterisk prompts"}
+    assert {t["field"]: t["met"] for t in report.targets(res)}["asr_packed_wer_delta"] is None
     assert met["latency_p95_n4_realtime_s"] is False and met["e2e_n16_vs_asr_ceiling"] is False
     assert met["fusion_ms_per_utterance_batch32"] is None
 
@@ -189,10 +220,15 @@ def test_the_report_is_written_with_its_plots_and_can_be_rendered_again(tmp_path
         assert p.stat().st_size > 0
     saved = json.loads((tmp_path / "latest.json").read_text())
     assert saved["ratios"]["e2e_n16_vs_asr_ceiling"] == pytest.approx(0.9)
-    assert [t["met"] for t in saved["targets"]] == [True, True, True, True]
+    assert [t["met"] for t in saved["targets"]] == [True, True, True, True, True]
     md = (tmp_path / "cpu.md").read_text()
     assert "| end-to-end throughput at N=16 / ASR-only ceiling | `e2e_n16_vs_asr_ceiling` | >= 0.8 | 0.90 | yes |" in md
     assert "![throughput](cpu-throughput.png)" in md
+    assert "| one by one | 0.0236 | 60.00 |" in md and "| packed (3.53x faster) | 0.0276 | 17.00 |" in md
+    assert (
+        "| bare faster-whisper, packed windows (up to 16 waiting utterances), 2 worker(s) x 1 thread(s) | 9 | 2.50 | 12.80 |"
+        in md
+    )
     assert "measured again after the stack was stopped: 3.80x (-5.0 %)" in md
     os.remove(tmp_path / "cpu.md")
     assert report.main(argparse.Namespace(results=tmp_path / "cpu.json", out_dir=None), None) == 0

@@ -1,0 +1,167 @@
+"""Packed against one-by-one Whisper: word error rate and CPU time on real telephony speech.
+
+The speech is Debian's Asterisk prompt recordings (``apt-get install asterisk-core-sounds-en-wav
+asterisk-core-sounds-en``: a human voice recorded for phone systems, 8 kHz, with the transcripts
+in ``core-sounds-en.txt.gz``). The prompts are transcribed once one after another and once packed
+(:mod:`training.encoders.packing`), by the same :class:`~training.encoders.asr.Transcriber`; the
+queue of waiting utterances is ``batch`` prompts at a time, as the ``asr`` model sees them under
+load. Both transcripts are scored against the human transcript after one normalisation.
+
+``emotion bench --sections packing`` runs :func:`packing_section`; ``python`` callers can use
+:func:`telephony_prompts` and :func:`word_error_rate` alone.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+ASTERISK_SOUNDS = Path("/usr/share/asterisk/sounds/en")
+ASTERISK_TRANSCRIPTS = Path("/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz")
+
+_NUMBERS = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen"
+).split()
+_TENS = {20: "twenty", 30: "thirty", 40: "forty", 50: "fifty", 60: "sixty", 70: "seventy", 80: "eighty", 90: "ninety"}
+
+
+@dataclass(frozen=True)
+class Prompt:
+    name: str
+    audio: np.ndarray
+    """16 kHz mono float32."""
+    reference: str
+
+
+def _number_words(n: int) -> str:
+    if n < 20:
+        return _NUMBERS[n]
+    if n < 100:
+        tens, unit = divmod(n, 10)
+        return _TENS[tens * 10] + ("" if unit == 0 else " " + _NUMBERS[unit])
+    return " ".join(_NUMBERS[int(d)] for d in str(n))  # digit by digit, as prompts read them
+
+
+def normalise(text: str) -> list[str]:
+    """Lower case, numbers as words, ``#`` as "pound", ``*`` as "star", no punctuation."""
+    text = text.lower().replace("#", " pound ").replace("*", " star ").replace("&", " and ")
+    text = re.sub(r"\d+", lambda m: " " + _number_words(int(m.group())) + " ", text)
+    text = re.sub(r"[^\w' ]+", " ", text).replace("'", "")
+    return text.split()
+
+
+def edit_distance(ref: Sequence[str], hyp: Sequence[str]) -> int:
+    """Levenshtein distance between two word sequences (substitutions, insertions, deletions)."""
+    row = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        prev, row[0] = row[0], i
+        for j, h in enumerate(hyp, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
+    return row[-1]
+
+
+def word_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> float:
+    """Corpus WER: total edits over total reference words, after :func:`normalise`."""
+    if len(references) != len(hypotheses):
+        raise ValueError(f"{len(references)} references for {len(hypotheses)} hypotheses")
+    edits = sum(edit_distance(normalise(r), normalise(h)) for r, h in zip(references, hypotheses, strict=True))
+    words = sum(len(normalise(r)) for r in references)
+    return edits / max(words, 1)
+
+
+def telephony_prompts(
+    sounds: Path = ASTERISK_SOUNDS, transcripts: Path = ASTERISK_TRANSCRIPTS, limit: int | None = None
+) -> list[Prompt]:
+    """The Asterisk core prompts that have a spoken transcript (not ``[tones]``), sorted by name,
+    resampled to 16 kHz. Raises ``FileNotFoundError`` with the install line when they are absent."""
+    from training.data.audio import load_audio
+
+    if not transcripts.exists() or not sounds.exists():
+        raise FileNotFoundError(
+            f"no Asterisk prompts at {sounds} / {transcripts}: apt-get install asterisk-core-sounds-en-wav "
+            "asterisk-core-sounds-en"
+        )
+    prompts = []
+    for line in gzip.open(transcripts, "rt", encoding="utf-8", errors="replace"):
+        name, sep, text = line.partition(":")
+        text = text.strip()
+        if not sep or line.startswith(";") or "/" in name or not text or "[" in text or not normalise(text):
+            continue
+        path = sounds / f"{name.strip()}.wav"
+        if path.exists():
+            prompts.append((name.strip(), path, text))
+    prompts.sort()
+    out = [Prompt(name, load_audio(path, 16_000), text) for name, path, text in prompts[:limit]]
+    log.info("telephony prompts: %d with transcripts in %s", len(out), sounds)
+    return out
+
+
+def compare_packing(transcriber, prompts: Sequence[Prompt], packing, batch: int = 16) -> dict:
+    """WER and wall time one-by-one and packed (``batch`` prompts waiting at a time)."""
+    audios = [p.audio for p in prompts]
+    references = [p.reference for p in prompts]
+    runs = {}
+    for mode, options in (("one_by_one", None), ("packed", packing)):
+        t0 = time.perf_counter()
+        texts = []
+        for i in range(0, len(audios), batch):
+            chunk = audios[i : i + batch]
+            texts += [t.text for t in transcriber.transcribe_many(chunk, ["en"] * len(chunk), packing=options)]
+        wall = time.perf_counter() - t0
+        runs[mode] = {"wer": round(word_error_rate(references, texts), 4), "wall_s": round(wall, 2), "texts": texts}
+    audio_s = sum(a.size for a in audios) / 16000
+    return {
+        "prompts": len(prompts),
+        "audio_s": round(audio_s, 1),
+        "batch": batch,
+        "wer_one_by_one": runs["one_by_one"]["wer"],
+        "wer_packed": runs["packed"]["wer"],
+        "wall_one_by_one_s": runs["one_by_one"]["wall_s"],
+        "wall_packed_s": runs["packed"]["wall_s"],
+        "speedup": round(runs["one_by_one"]["wall_s"] / max(runs["packed"]["wall_s"], 1e-9), 2),
+        "differences": [
+            {"prompt": p.name, "reference": p.reference, "one_by_one": a, "packed": b}
+            for p, a, b in zip(prompts, runs["one_by_one"]["texts"], runs["packed"]["texts"], strict=True)
+            if normalise(a) != normalise(b)
+        ],
+    }
+
+
+def run(settings, threads: int, quick: bool = False) -> dict:
+    """The ``asr-packing`` section of ``emotion bench``: every prompt (32 with ``quick``), the
+    configured packing (the default one when packing is off), ``threads`` CPU threads."""
+    from training.encoders.asr import Transcriber
+    from training.encoders.packing import PackingOptions
+
+    try:
+        prompts = telephony_prompts(limit=32 if quick else None)
+    except FileNotFoundError as exc:
+        log.warning("asr-packing: %s", exc)
+        return {"skipped": str(exc)}
+    packing = PackingOptions.from_settings(settings) or PackingOptions()
+    transcriber = Transcriber.from_bundle(settings, cpu_threads=threads, beam_size=1)
+    transcriber.transcribe(prompts[0].audio, language="en")  # warm, outside the timed part
+    result = compare_packing(transcriber, prompts, packing)
+    result.update(
+        asr=transcriber.version, threads=threads, window_s=packing.max_window_s, gap_s=packing.gap_s, speech="Asterisk"
+    )
+    log.info(
+        "asr-packing: %d prompts, WER %.4f one by one, %.4f packed; %.1f s against %.1f s (%.2fx)",
+        result["prompts"],
+        result["wer_one_by_one"],
+        result["wer_packed"],
+        result["wall_one_by_one_s"],
+        result["wall_packed_s"],
+        result["speedup"],
+    )
+    return result
