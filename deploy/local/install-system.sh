@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # System packages of the local stack (Debian/Ubuntu): Redis, Prometheus, the audio tools used to
-# synthesise test calls, and Java + Maven for Kafka.  Idempotent: apt is not touched at all when
+# synthesise test calls, Java + Maven for Kafka, and Asterisk's telephony prompts (real phone speech
+# with transcripts: `emotion bench`'s word error rates).  Idempotent: apt is not touched at all when
 # every binary/library is already present, and `apt-get update` runs only when something is
 # missing.  Needs root (or sudo).  Called by the README's setup script before the venv exists,
 # and by `deploy.local.stack.install()`.
@@ -16,6 +17,8 @@ REQUIRED=(
   "java               openjdk-17-jre-headless"
   "mvn                maven"
   "chromium           chromium"
+  "file:/usr/share/asterisk/sounds/en/agent-pass.wav                    asterisk-core-sounds-en-wav"
+  "file:/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz    asterisk-core-sounds-en"
 )
 
 missing=()
@@ -24,6 +27,8 @@ for entry in "${REQUIRED[@]}"; do
   if [[ $what == lib:* ]]; then
     lib=${what#lib:}
     if ldconfig -p 2>/dev/null | grep -q "$lib"; then continue; fi
+  elif [[ $what == file:* ]]; then
+    if [[ -e ${what#file:} ]]; then continue; fi
   elif command -v "$what" >/dev/null 2>&1; then
     continue
   fi

@@ -38,6 +38,12 @@ def bench(tmp_path_factory):
 def test_every_section_ran_and_every_utterance_was_answered(bench):
     results, _, _ = bench
     assert {"ceilings", "e2e", "cache", "models", "batching", "fusion", "ratios", "targets", "machine"} <= set(results)
+    # packed ASR: its ceiling beside the one-by-one ones, and its word error rate on telephony prompts
+    packed = results["ceilings"]["asr_packed"]
+    assert packed["packed"] and packed["utterances"] == results["ceilings"]["asr"][0]["utterances"]
+    wer = results["asr_packing"]
+    assert wer["prompts"] == 32 and 0 <= wer["wer_one_by_one"] < 0.2 and 0 <= wer["wer_packed"] < 0.2
+    assert wer["wall_packed_s"] > 0 and results["ratios"]["asr_packed_wer_delta"] is not None
     assert {(r["calls"], r["pace"]) for r in results["e2e"]} == {
         (1, "fast"),
         (2, "fast"),
