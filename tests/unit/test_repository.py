@@ -122,6 +122,7 @@ def test_every_model_renders_a_valid_config_with_its_contract(settings):
             ("LANGUAGE", "TYPE_STRING"),
             ("WORDS", "TYPE_STRING"),
             ("DURATION", "TYPE_FP32"),
+            ("WINDOW", "TYPE_INT32"),
         ]
     }
     assert io(configs["text_encoder"].output) == {
