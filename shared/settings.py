@@ -193,8 +193,10 @@ class ModelSettings(BaseModel):
     queued while it was busy; :mod:`training.encoders.packing`): Whisper encodes 30 s per window
     however short the utterance, so under load this multiplies ASR throughput. A lone utterance
     waits for nothing and is transcribed as without packing."""
-    asr_pack_window_s: float = Field(default=28.0, gt=0.0, le=30.0)
-    """Most audio per packed window, gaps included."""
+    asr_pack_window_s: float = Field(default=15.0, gt=0.0, le=30.0)
+    """Most audio per packed window, gaps included. Whisper's window is 30 s, but one utterance
+    Whisper loops on spoils the rest of its window (re-decoded, heard again alone): 15 s bounds the
+    damage (docs/benchmarks.md measures 15 against 28)."""
     asr_pack_gap_s: float = Field(default=0.6, gt=0.3)
     """Silence between packed utterances."""
     language: str | None = None

@@ -56,8 +56,8 @@ __all__ = ["PackedWindow", "PackingOptions", "assemble", "plan_windows", "split_
 class PackingOptions:
     """How utterances share a Whisper window (``models.asr_packing`` in the settings)."""
 
-    max_window_s: float = 28.0
-    """Most audio per window, gaps included; Whisper's own window is 30 s."""
+    max_window_s: float = 15.0
+    """Most audio per window, gaps included; Whisper's own window is 30 s (see ``models.asr_pack_window_s``)."""
     gap_s: float = 0.6
     """Silence after each utterance: long enough that Whisper ends its sentence, short enough to waste little."""
     slack_s: float = 0.15
