@@ -84,6 +84,7 @@ def served(tmp_path_factory):
     s = isolated_settings(tmp_path_factory, "itest-models")
     s.triton.request_timeout_s = 300.0  # Whisper on a shared 2-core box: several utterances queue
     s.triton.startup_timeout_s = 480.0
+    s.models.asr_packing = True  # off by default (docs/benchmarks.md); its served path is tested here
     save_random_model(s.default_model_dir, SEED)
     report = export_repository(s)
     assert [m.status for m in report.models] == ["written"] * 5, report.table()

@@ -97,10 +97,8 @@ def test_every_model_renders_a_valid_config_with_its_contract(settings):
     for name, c in configs.items():
         assert c.name == name and c.backend == "python"
         assert c.max_batch_size > 0 and c.version_policy.latest.num_versions == 1
-        if name == "asr":  # one instance per core, each taking every request queued while it was busy
-            assert c.dynamic_batching.max_queue_delay_microseconds == 0  # an utterance never waits for others
-            assert c.parameters["packing"].string_value == "1"
-            assert float(c.parameters["pack_window_s"].string_value) == s.models.asr_pack_window_s
+        if name == "asr":  # one utterance per request, spread over one instance per core
+            assert not c.HasField("dynamic_batching") and c.parameters["packing"].string_value == ""
             assert len(c.instance_group) == 1 and c.instance_group[0].count == asr_default_instances()
         else:
             assert c.dynamic_batching.max_queue_delay_microseconds == s.triton.max_queue_delay_us
@@ -189,11 +187,12 @@ def test_instance_kind_and_batching_follow_the_settings(settings):
     c = parse(render_config(text_encoder_spec(settings, "v", 8), settings))
     assert c.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU and c.instance_group[0].count == 2
     assert c.max_batch_size == 16 and c.dynamic_batching.max_queue_delay_microseconds == 500
-    assert parse(render_config(asr_spec(settings, "v"), settings)).max_batch_size == 16  # a packed window's worth
-    settings.models.asr_packing = False  # one by one: no batcher to queue rows behind each other
-    unpacked = parse(render_config(asr_spec(settings, "v"), settings))
-    assert unpacked.max_batch_size == 8 and not unpacked.HasField("dynamic_batching")
-    assert unpacked.parameters["packing"].string_value == ""
+    assert parse(render_config(asr_spec(settings, "v"), settings)).max_batch_size == 8  # one by one: small batches
+    settings.models.asr_packing = True  # each instance takes every request queued while it was busy
+    packed = parse(render_config(asr_spec(settings, "v"), settings))
+    assert packed.max_batch_size == 16 and packed.dynamic_batching.max_queue_delay_microseconds == 0
+    assert packed.parameters["packing"].string_value == "1"
+    assert float(packed.parameters["pack_window_s"].string_value) == settings.models.asr_pack_window_s
     settings.triton.asr_instances = 3
     assert parse(render_config(asr_spec(settings, "v"), settings)).instance_group[0].count == 3
     settings.triton.instance_kind = "gpu"
