@@ -302,6 +302,27 @@ def build_dashboard() -> dict:
         12,
         7,
     )
+    g.add(
+        timeseries(
+            "Utterances per Whisper window",
+            [
+                _target(
+                    f"sum(rate(emotion_asr_window_utterances_sum{{{SVC}}}[{RI}])) / sum(rate(emotion_asr_window_utterances_count{{{SVC}}}[{RI}]))",
+                    "mean",
+                ),
+                _target(
+                    f"histogram_quantile(0.95, sum by (le) (rate(emotion_asr_window_utterances_bucket{{{SVC}}}[{RI}])))",
+                    "p95",
+                    "B",
+                ),
+            ],
+            unit="short",
+            description="How many utterances shared each transcribed utterance's Whisper window "
+            "(EMOTION_MODELS__ASR_PACKING; 1 without packing or at low load)",
+        ),
+        12,
+        7,
+    )
 
     g.row("Backlog and latency")
     g.add(
