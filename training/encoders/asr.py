@@ -242,21 +242,21 @@ class Transcriber:
                             )
                         )
             for n, k in enumerate(window.rows):
-                text = _join_words([w for s in per_row[n] for w in s.words], info.language)
-                if compression_ratio(text) > self.compression_ratio_threshold:
-                    log.debug("dropping repetitive utterance: %r", text)
-                    per_row[n] = []
-                if not per_row[n]:
+                words = [w for s in per_row[n] for w in s.words]
+                text = _join_words(words, info.language)
+                if not words or compression_ratio(text) > self.compression_ratio_threshold:
                     # Whisper may stop decoding a window early -- after a sentence it has just
-                    # heard, said again, it often declares the rest of the window done -- so an
-                    # utterance that got no words in a window is heard alone before it is called empty
+                    # heard, said again, it often declares the rest of the window done -- or loop
+                    # on one utterance: an utterance without words, or with repetitive ones, is
+                    # heard alone (where the usual guards judge it) before it is called empty
+                    log.debug("utterance %d of a window of %d heard again alone: %r", n, len(window.rows), text)
                     results[rows[k]] = self._transcribe(clips[k], langs[k])
                     continue
                 results[rows[k]] = Transcript(
-                    text=_join_words([w for s in per_row[n] for w in s.words], info.language),
+                    text=text,
                     language=info.language,
                     language_probability=float(info.language_probability),
-                    words=[w for s in per_row[n] for w in s.words],
+                    words=words,
                     segments=per_row[n],
                     duration=window.durations[n],
                     window=len(window.rows),
