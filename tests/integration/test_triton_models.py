@@ -325,12 +325,13 @@ def _as_good_as_alone(text: str, words: list[dict], alone: dict, said: str, dura
     error more against what was said (the window's context often helps: "angry about this bill"
     heard alone as "I'm outless ill", packed as "about this meal"), and its words on the
     utterance's own clock."""
+    from benchmarks.asr_packing import edit_distance
 
     def norm(t: str) -> list[str]:
         return re.sub(r"[^a-z' ]+", " ", t.lower().replace("i'm", "i am")).split()
 
     def errors(heard: str) -> int:
-        return int(sum(a != b for a, b in zip(norm(said), norm(heard))) + abs(len(norm(said)) - len(norm(heard))))
+        return edit_distance(norm(said), norm(heard))
 
     assert errors(text) <= errors(alone["transcript"]) + 1, (said, alone["transcript"], text)
     assert words and " ".join(w["text"] for w in words) == text
