@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from deploy.local import process, stack
-from deploy.local.prometheus import targets_dir
 from deploy.local.services import ServiceProcesses
+from shared.metrics import scrape_targets_dir
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -212,7 +212,7 @@ def service_counters(settings: Settings, metric: str) -> dict[tuple[tuple[str, s
     from prometheus_client.parser import text_string_to_metric_families
 
     totals: dict[tuple[tuple[str, str], ...], float] = defaultdict(float)
-    for path in sorted(Path(targets_dir(settings)).glob("*.json")):
+    for path in sorted(Path(scrape_targets_dir(settings)).glob("*.json")):
         try:
             [group] = json.loads(path.read_text())
             with urllib.request.urlopen(f"http://{group['targets'][0]}/metrics", timeout=5) as r:

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from shared.logs import configure_logging
+from shared.metrics import FileScrapeTargets
 from shared.settings import Settings
 
 SERVICE_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -39,11 +40,8 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     from shared.runtime import ServiceRuntime
 
     configure_logging(settings.runtime.log_level, settings.runtime.log_format, service=args.name)
-    targets = None
-    if settings.runtime.register_scrape_target:  # the local stack's Prometheus finds services by file
-        from deploy.local.prometheus import FileScrapeTargets
-
-        targets = FileScrapeTargets(settings)
+    # Prometheus finds the instance by file-based discovery, unless it finds pods itself (Kubernetes)
+    targets = FileScrapeTargets(settings) if settings.runtime.register_scrape_target else None
     runtime = ServiceRuntime(SERVICES[args.name](settings), settings, group_id=args.group, scrape_targets=targets)
     runtime.install_signal_handlers()
     runtime.run(ready_file=args.ready_file)

@@ -1,12 +1,22 @@
 """Prometheus metrics of the streaming services (one registry per service instance).
 
 Names are shared by every service and told apart by the ``service`` label, so one dashboard
-panel shows all five stages.
+panel shows all five stages.  Outside Kubernetes (where Prometheus finds the pods itself), an
+instance announces its ``/metrics`` endpoint through Prometheus's file-based discovery:
+:class:`FileScrapeTargets` writes one target file per instance into :func:`scrape_targets_dir`,
+the folder the local stack's Prometheus reads (``file_sd_configs``).
 """
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from shared.files import write_text_atomic
+from shared.settings import Settings
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -104,3 +114,31 @@ class ServiceMetrics:
         """Expose ``/metrics``; returns the bound port (``port=0`` picks a free one)."""
         server, _thread = start_http_server(port, addr=host, registry=self.registry)
         return server.server_address[1]
+
+
+def scrape_targets_dir(settings: Settings) -> Path:
+    """Folder of the ``file_sd_configs`` target files of this stack."""
+    return settings.run_dir / "prometheus" / "targets"
+
+
+class FileScrapeTargets:
+    """:class:`shared.runtime.ScrapeTargets` by Prometheus's file-based discovery: one JSON target
+    file per instance in :func:`scrape_targets_dir`, picked up within the discovery's refresh
+    interval whether Prometheus runs yet or not."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def register(self, service: str, instance_id: str, port: int, host: str | None = None) -> Path:
+        """Make Prometheus scrape ``host:port`` (``/metrics``) as ``service`` / ``instance_id``;
+        returns the target file for :meth:`unregister`."""
+        addr = host or self.settings.runtime.metrics_host
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{service}-{instance_id}")
+        path = scrape_targets_dir(self.settings) / f"{safe}.json"
+        body = [{"targets": [f"{addr}:{port}"], "labels": {"service": service, "instance_id": instance_id}}]
+        write_text_atomic(path, json.dumps(body, indent=2) + "\n")
+        return path
+
+    def unregister(self, target: Path) -> None:
+        """Remove a target file :meth:`register` wrote (missing is fine)."""
+        Path(target).unlink(missing_ok=True)

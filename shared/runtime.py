@@ -236,9 +236,10 @@ class BatchReport:
 
 
 class ScrapeTargets(Protocol):
-    """Where a service instance announces its ``/metrics`` endpoint to Prometheus. The local stack
-    injects its file-based discovery (``deploy.local.prometheus.FileScrapeTargets``); elsewhere
-    (Kubernetes, compose) Prometheus finds the pods itself and nothing is injected."""
+    """Where a service instance announces its ``/metrics`` endpoint to Prometheus. ``emotion serve``
+    injects file-based discovery (:class:`shared.metrics.FileScrapeTargets`) unless
+    ``settings.runtime.register_scrape_target`` is off, as in Kubernetes and compose, where
+    Prometheus finds the services itself."""
 
     def register(self, service: str, instance_id: str, port: int) -> Any:
         """Announce ``instance_id`` of ``service`` on ``port``; returns what :meth:`unregister` takes."""

@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.files import write_text_atomic
+
 log = logging.getLogger(__name__)
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -422,18 +424,6 @@ def file_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def write_text_atomic(path: Path, text: str, mode: int | None = None) -> None:
-    """Write ``text`` to ``path`` via a temporary file and rename (readers never see half)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644 if mode is None else mode)
-    with os.fdopen(fd, "w") as fh:  # created with its final mode: a secret is never world-readable
-        fh.write(text)
-    if mode is not None:
-        os.chmod(tmp, mode)  # the umask may have narrowed it
-    os.replace(tmp, path)
 
 
 def render_template(name: str, values: Mapping[str, object]) -> str:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from shared.files import write_text_atomic
+
 from . import process
 from .component import Component
 
@@ -52,7 +54,7 @@ class Redis(Component):
                 "maxmemory": r.maxmemory,
             },
         )
-        process.write_text_atomic(self.config_file, text, mode=0o600)
+        write_text_atomic(self.config_file, text, mode=0o600)
 
     def command(self) -> list[str]:
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"

@@ -29,7 +29,7 @@ import uuid
 from collections.abc import Sequence
 
 from shared.contracts import EmotionEvent
-from shared.metrics import ServiceMetrics
+from shared.metrics import FileScrapeTargets, ServiceMetrics
 from shared.runtime import ScrapeTargets
 from shared.settings import EMOTIONS, Settings
 
@@ -240,7 +240,6 @@ class SyntheticServices:
 
 def main() -> int:
     """Fake metrics for every service and a new scripted call every few seconds, until Ctrl-C."""
-    from deploy.local.prometheus import FileScrapeTargets
     from shared.settings import load_settings
 
     settings = load_settings()

@@ -19,7 +19,7 @@ import pytest
 from services.dashboard.server import EMOTION_COLOURS, DashboardServer
 from services.dashboard.synthetic import CALM, ESCALATING, SyntheticServices, scripted_call
 from deploy.local.process import free_port
-from deploy.local.prometheus import FileScrapeTargets
+from shared.metrics import FileScrapeTargets
 from tests.integration.browser import Dom, check_screenshot, get_json, hex_rgb, run_browser, wait_for
 
 pytestmark = pytest.mark.integration

@@ -24,7 +24,7 @@ import pytest
 
 from deploy.local import stack
 from deploy.local.process import PidRecord, group_members, is_alive, port_is_free
-from deploy.local.prometheus import register_scrape_target, unregister_scrape_target
+from shared.metrics import FileScrapeTargets
 from shared.kafka_io import client_options
 from shared.settings import Settings, load_settings
 
@@ -392,14 +392,14 @@ def test_prometheus_picks_up_registered_target(running: RunningStack) -> None:
     registry = CollectorRegistry()
     Gauge("itest_value", "a test gauge", registry=registry).set(42)
     server, thread = start_http_server(running.spare_port, addr="127.0.0.1", registry=registry)
-    path = register_scrape_target(s, "itest_service", "itest-1", running.spare_port)
+    path = FileScrapeTargets(s).register("itest_service", "itest-1", running.spare_port)
     try:
         assert json.loads(path.read_text())[0]["labels"] == {"service": "itest_service", "instance_id": "itest-1"}
         _wait_up(s, 'up{job="services", service="itest_service", instance_id="itest-1"}')
         value = _query(s, 'itest_value{service="itest_service"}')
         assert value and value[0]["value"][1] == "42"
     finally:
-        unregister_scrape_target(path)
+        FileScrapeTargets(s).unregister(path)
         server.shutdown()
         thread.join(5)
     assert not path.exists()
