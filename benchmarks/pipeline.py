@@ -1,7 +1,7 @@
 """End to end on the real stack: N concurrent calls in, one emotion event per utterance out.
 
 One run (:func:`run_calls`) publishes the first N workload calls (``emotion publish``'s
-:func:`~services.publish.publish_calls`, all calls at once, in real time or as fast as possible)
+:func:`~emotion.publish.publish_calls`, all calls at once, in real time or as fast as possible)
 while a reader notes when each utterance and each event arrives, and the samplers watch CPU,
 memory and consumer lag.  The run ends when the ASR service has consumed every chunk and every
 utterance has its event.
@@ -33,7 +33,7 @@ import numpy as np
 from benchmarks.monitor import LagSampler, ProcessSampler, service_counters, stack_processes
 from benchmarks.workload import CHUNK_MS, Workload
 from deploy.local.services import PIPELINE, ServiceProcesses
-from services.publish import chunk_frames, publish_calls
+from emotion.publish import chunk_frames, publish_calls
 from shared.contracts import AudioChunk, ContractError, DeadLetter, EmotionEvent, Utterance, decode
 from shared.settings import Settings
 

@@ -78,7 +78,7 @@ def _sources(workload, lines: int, minutes: float, seed: int):
     new audio to the transcript and feature caches, as it is in a call centre, and costs Whisper."""
     import numpy as np
 
-    from services.publish import CallSource
+    from emotion.publish import CallSource
 
     mean = sum(c.duration for c in workload.calls) / len(workload.calls)
     count = lines * (math.ceil(minutes * 60 / mean) + 1)  # one more each: no line runs dry before the end
@@ -87,7 +87,7 @@ def _sources(workload, lines: int, minutes: float, seed: int):
         spec = workload.calls[k % len(workload.calls)]
 
         def load():
-            from services.publish import load_call
+            from emotion.publish import load_call
 
             call = load_call(spec.path, call_id=spec.call_id, language=spec.language)
             dither = np.random.default_rng([seed, k]).integers(-2, 3, call.pcm.shape, dtype=np.int16)
@@ -257,7 +257,7 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     from benchmarks.workload import CHUNK_MS, Workload
     from deploy.local import stack
     from deploy.local.services import ServiceProcesses
-    from services.publish import publish_calls
+    from emotion.publish import publish_calls
     from training.serving.export import export_repository
 
     device = device_of(args.device)
@@ -372,12 +372,12 @@ def _publish_until(
 ):
     """Stream ``sources`` on ``lines`` lines in real time; no new call starts after ``stop_at``
     (the calls under way finish)."""
-    from services.publish import CallSource
+    from emotion.publish import CallSource
 
     def gated(source: CallSource) -> CallSource:
         def load():
             if time.monotonic() >= stop_at:
-                from services.publish import AudioSourceError
+                from emotion.publish import AudioSourceError
 
                 raise AudioSourceError("soak over")
             return source.load()

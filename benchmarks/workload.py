@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from services.publish import CallAudio, chunk_frames, load_call
+from emotion.publish import CallAudio, chunk_frames, load_call
 from services.segmentation import ChannelSegmenter, Segment
 from shared.settings import SegmentationSettings
 from training.data.calls import CallSpec, generate_calls

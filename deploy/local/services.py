@@ -81,7 +81,7 @@ class ServiceProcesses:
         ready = self.settings.run_dir / "services" / f"{name}-{instance}.ready"
         ready.parent.mkdir(parents=True, exist_ok=True)
         ready.unlink(missing_ok=True)
-        cmd = [sys.executable, "-m", "services.cli", "serve", name, "--ready-file", str(ready)]
+        cmd = [sys.executable, "-m", "emotion.cli", "serve", name, "--ready-file", str(ready)]
         if self.group_prefix:
             cmd += ["--group", f"{self.group_prefix}-{name}"]
         env = {**os.environ, **settings_env(self.settings)}

@@ -123,7 +123,7 @@ def _write_files(base: Path, out: Path) -> dict[str, Path]:
 
 def _messages(s, call) -> list[tuple[str, str, bytes]]:
     """(topic, key, value) of every message case, made from ``call`` (a :class:`CallAudio`)."""
-    from services.publish import CallAudio, chunk_call
+    from emotion.publish import CallAudio, chunk_call
 
     audio = s.topics.audio
 
@@ -317,7 +317,7 @@ def _done(out: Outcomes, report_ready: bool) -> bool:
 
 @pytest.fixture(scope="module")
 def outcomes(pipeline, tmp_path_factory) -> Outcomes:
-    from services.publish import file_source, load_call, publish_calls
+    from emotion.publish import file_source, load_call, publish_calls
     from shared.kafka_io import TailReader
     from training.data.calls import generate_calls
 

@@ -25,7 +25,7 @@ def bench(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench-results")
     env = {**os.environ, "EMOTION_HOME": str(s.home), "EMOTION_MODELS__DIR": str(s.models_dir)}
     done = subprocess.run(
-        [sys.executable, "-m", "services.cli", "bench", "--quick", "--results", str(out)],
+        [sys.executable, "-m", "emotion.cli", "bench", "--quick", "--results", str(out)],
         env=env,
         capture_output=True,
         text=True,

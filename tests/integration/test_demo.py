@@ -38,7 +38,7 @@ def test_demo_with_calls_runs_end_to_end_and_shuts_down(tmp_path_factory):
         [
             sys.executable,
             "-m",
-            "services.cli",
+            "emotion.cli",
             "demo",
             "--calls",
             "2",
@@ -90,7 +90,7 @@ def test_demo_with_audio_files_and_a_manifest_prints_the_table_and_the_summary(t
         [
             sys.executable,
             "-m",
-            "services.cli",
+            "emotion.cli",
             "demo",
             str(first.path),
             "--manifest",

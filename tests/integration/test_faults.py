@@ -90,7 +90,7 @@ def _inject(s, services, fault: str) -> None:
 
 def _stream_with_fault(s, services, tmp_path, fault: str) -> Run:
     from benchmarks.workload import segment_call
-    from services.publish import load_call, publish_calls
+    from emotion.publish import load_call, publish_calls
     from shared.kafka_io import TailReader
     from training.data.calls import generate_calls
 

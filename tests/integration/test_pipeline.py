@@ -57,7 +57,7 @@ def _prometheus(settings, query):
 @pytest.fixture(scope="module")
 def running_service(stack_settings):
     service = TextEncoderService(stack_settings)
-    from deploy.local.prometheus import FileScrapeTargets
+    from shared.metrics import FileScrapeTargets
 
     runtime = ServiceRuntime(
         service, stack_settings, group_id="test-text-encoder", scrape_targets=FileScrapeTargets(stack_settings)
@@ -150,7 +150,7 @@ def test_emotion_serve_processes_and_stops_gracefully_on_sigterm(stack_settings,
     log_path = tmp_path / "serve.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "serve", "text_encoder", "--group", "test-serve-sigterm"],
+            [sys.executable, "-m", "emotion.cli", "serve", "text_encoder", "--group", "test-serve-sigterm"],
             env={**os.environ, **settings_env(s)},
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -46,7 +46,7 @@ def kafka_settings(tmp_path_factory):
 def emotion(settings: Settings, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, **settings_env(settings)}
     return subprocess.run(
-        [sys.executable, "-m", "services.cli", *args],
+        [sys.executable, "-m", "emotion.cli", *args],
         cwd=PROJECT_ROOT,
         env=env,
         capture_output=True,
@@ -195,7 +195,7 @@ def test_publish_a_manifest_and_raw_pcm_from_a_file_and_stdin(kafka_settings, tm
         [
             sys.executable,
             "-m",
-            "services.cli",
+            "emotion.cli",
             "publish",
             "--raw",
             "16000",

@@ -28,7 +28,7 @@ def test_a_short_soak_passes_its_checks_and_writes_its_report(tmp_path_factory):
         [
             sys.executable,
             "-m",
-            "services.cli",
+            "emotion.cli",
             "soak",
             "--calls",
             "1",

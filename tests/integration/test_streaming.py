@@ -75,7 +75,7 @@ def pipeline(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def streamed(pipeline, tmp_path_factory) -> Streamed:
-    from services.publish import load_call, publish_calls
+    from emotion.publish import load_call, publish_calls
     from shared.kafka_io import TailReader
     from training.data.calls import generate_calls
 

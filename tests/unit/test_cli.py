@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from services.cli import COMMANDS, _command_of, build_parser
+from emotion.cli import COMMANDS, _command_of, build_parser
 
 
 def test_command_word_skips_global_option_values():
@@ -27,7 +27,7 @@ def test_every_command_builds_its_arguments_and_help(name, capsys):
 
 def test_top_level_help_lists_every_command_without_importing_torch():
     code = (
-        "import sys; from services.cli import main\n"
+        "import sys; from emotion.cli import main\n"
         "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
         "assert 'torch' not in sys.modules, 'emotion --help imported torch'"
     )

@@ -449,7 +449,7 @@ def test_manifest_still_checks_audio_files_beside_text_only_lines(tmp_path: Path
 
 
 def test_publishing_says_so_for_text_only_lines(tmp_path: Path):
-    from services.publish import AudioSourceError, manifest_sources
+    from emotion.publish import AudioSourceError, manifest_sources
     from training.features import example_key
 
     # features key a text-only example by its id, language and text (tests/unit/test_training.py)
@@ -472,7 +472,7 @@ def test_registry_names_every_loader():
 
 
 def test_cli_data_prepare_and_list(ravdess: Path, tmp_path: Path, capsys):
-    from services.cli import main
+    from emotion.cli import main
 
     out = tmp_path / "out" / "ravdess.jsonl"
     home = ["--home", str(tmp_path / "home")]
@@ -496,7 +496,7 @@ def test_cli_data_prepare_and_list(ravdess: Path, tmp_path: Path, capsys):
 
 
 def test_cli_data_prepare_help_explains(capsys):
-    from services.cli import main
+    from emotion.cli import main
 
     with pytest.raises(SystemExit):
         main(["data", "prepare", "--help"])
@@ -581,7 +581,7 @@ def test_mix_joins_manifests_caps_an_input_by_whole_calls_and_refuses_clashing_i
     import numpy as np
     import soundfile as sf
 
-    from services.cli import main as emotion
+    from emotion.cli import main as emotion
     from training.data.manifest import read_manifest, write_manifest
     from training.data.prepare import mix_manifests
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from services import cli
+from emotion import cli
 from services.event_reader import (
     EventTable,
     consume_events,
@@ -24,7 +24,7 @@ from services.event_reader import (
     summarize_calls,
     table_header,
 )
-from services.publish import (
+from emotion.publish import (
     AudioSourceError,
     CallAudio,
     calls_from_manifest,

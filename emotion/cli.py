@@ -31,9 +31,28 @@ class Command:
     module: str
 
     def configure(self, parser: argparse.ArgumentParser) -> None:
-        mod = importlib.import_module(self.module)
+        try:
+            mod = importlib.import_module(self.module)
+        except ModuleNotFoundError as e:  # an image that holds only some packages (deploy/docker)
+            if (e.name or "").partition(".")[0] not in OPTIONAL_PACKAGES:
+                raise
+            raise SystemExit(missing_package(f"emotion {self.name}", e)) from None
         mod.add_arguments(parser)
         parser.set_defaults(func=mod.main)
+
+
+OPTIONAL_PACKAGES = ("training", "deploy", "benchmarks")
+"""Packages an installation may lack: the services image (deploy/docker/emotion.Dockerfile,
+target ``services``) holds shared/, services/ and this package only."""
+
+
+def missing_package(what: str, error: ModuleNotFoundError) -> str:
+    """The message for ``what`` needing a package this installation does not hold."""
+    package = (error.name or "").partition(".")[0]
+    return (
+        f"{what} needs the project's `{package}` package, which this installation does not hold "
+        "(the services image runs the streaming services only; the tools image, or a checkout, has everything)"
+    )
 
 
 COMMANDS: tuple[Command, ...] = (
@@ -54,7 +73,7 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         "publish",
         "stream call audio (files, folders, manifests, raw PCM, synthetic calls) into calls.audio",
-        "services.publish",
+        "emotion.publish",
     ),
     Command(
         "consume",
@@ -80,7 +99,7 @@ COMMANDS: tuple[Command, ...] = (
         "benchmark: how well do prosodic and speech-encoder features tell emotions apart on unseen speakers?",
         "benchmarks.prosody_probe",
     ),
-    Command("demo", "the main job: calls in, emotion events out, on the local stack", "services.demo"),
+    Command("demo", "the main job: calls in, emotion events out, on the local stack", "emotion.demo"),
 )
 
 

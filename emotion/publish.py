@@ -630,7 +630,12 @@ def collect_sources(args: argparse.Namespace, synthetic_dir: Path) -> list[CallS
     for manifest in args.manifest:
         sources += manifest_sources(manifest, roles, args.language)
     if args.synthetic:
-        from training.data.calls import generate_calls
+        try:
+            from training.data.calls import generate_calls
+        except ModuleNotFoundError as e:
+            from emotion.cli import missing_package
+
+            raise SystemExit(missing_package("--synthetic", e)) from None
 
         lo, hi = (int(v) for v in args.turns.split(","))
         calls = generate_calls(

@@ -68,7 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _calls(args: argparse.Namespace, settings: Settings, batch: int) -> list:
     """The calls to stream: given audio, a manifest, or ``batch`` generated synthetic calls."""
-    from services.publish import calls_from_manifest, load_call
+    from emotion.publish import calls_from_manifest, load_call
     from training.data.calls import generate_calls
 
     # a call id is used once (the ASR service refuses audio after a call's end): new ids every run
@@ -140,7 +140,7 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     from deploy.local.services import ServiceProcesses
     from services.event_reader import render_summaries, summarize_calls
     from services.dashboard.server import DashboardServer
-    from services.publish import publish_calls
+    from emotion.publish import publish_calls
     from training import bundle
     from training.serving.export import export_repository
     from training.train import ensure_default_model
