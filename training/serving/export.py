@@ -39,18 +39,21 @@ import os
 import shutil
 import socket
 import time
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from shared.files import write_text_atomic
 from shared.settings import Settings
 
 from .repository import (
+    CODE_DIR,
     EXPORT_FILE,
     ModelSpec,
     asr_spec,
-    atomic_write,
     graph_gat_spec,
+    model_code,
     model_py,
     moe_fusion_spec,
     read_export,
@@ -281,6 +284,8 @@ def _check_encoders(settings: Settings, model_dir: Path) -> list[str]:
 
 def _publish(candidate: _Candidate, settings: Settings, repository: Path) -> ExportedModel:
     spec = candidate.spec
+    code = {f"{CODE_DIR}/{rel}": src for rel, src in model_code(spec.module).items()}
+    candidate = dataclasses.replace(candidate, files={**candidate.files, **code})
     root = repository / spec.name
     root.mkdir(parents=True, exist_ok=True)
     for stale in root.glob(".tmp-*"):  # an export that died half-way
@@ -295,8 +300,8 @@ def _publish(candidate: _Candidate, settings: Settings, repository: Path) -> Exp
         if info.get("fingerprint") == fingerprint:
             if config_path.is_file() and config_path.read_text() == config:
                 return ExportedModel(spec.name, "unchanged", existing[-1], spec.model_version, root)
-            atomic_write(newest / EXPORT_FILE, json.dumps({**info, "config": config}, indent=2) + "\n")
-            atomic_write(config_path, config)
+            write_text_atomic(newest / EXPORT_FILE, json.dumps({**info, "config": config}, indent=2) + "\n")
+            write_text_atomic(config_path, config)
             log.info("Triton model %s: version %d unchanged, config.pbtxt updated", spec.name, existing[-1])
             return ExportedModel(
                 spec.name, "config", existing[-1], spec.model_version, root, "config.pbtxt re-rendered"
@@ -324,7 +329,7 @@ def _publish(candidate: _Candidate, settings: Settings, repository: Path) -> Exp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    atomic_write(config_path, config)
+    write_text_atomic(config_path, config)
     kept = f"keeps {', '.join(map(str, existing))}" if existing else ""
     log.info("Triton model %s: wrote version %d (%s) %s", spec.name, version, spec.model_version, kept)
     return ExportedModel(spec.name, "written", version, spec.model_version, root, kept)
@@ -411,7 +416,7 @@ def rollback(settings: Settings, name: str, repository: Path | None = None) -> E
     shutil.rmtree(root / str(newest))
     note = f"removed version {newest}"
     if info.get("config"):
-        atomic_write(root / "config.pbtxt", info["config"])
+        write_text_atomic(root / "config.pbtxt", info["config"])
     else:
         note += f"; version {previous} has no {EXPORT_FILE}: config.pbtxt left as it was"
     log.info("Triton model %s rolled back to version %d (%s)", name, previous, note)
