@@ -59,7 +59,7 @@ from training.data.corpora import load_ravdess
 from training.data.telephony import Channel, apply_channel
 
 if TYPE_CHECKING:  # pragma: no cover
-    from training.bundle import ResolvedModel
+    from training.model_store import ResolvedModel
     from training.encoders.speech import SpeechEncoder
 
 log = logging.getLogger("emotion.prosody_probe")
@@ -140,7 +140,7 @@ def _egemaps() -> Any:
 
 
 def speech_encoder_model(settings: Settings | None = None) -> ResolvedModel:
-    """The bundle's configured speech encoder (never downloads: :class:`training.bundle.BundleError`
+    """The bundle's configured speech encoder (never downloads: :class:`training.model_store.BundleError`
     when it is not there)."""
     from shared.settings import load_settings
     from training.encoders.common import resolve_for
@@ -814,7 +814,7 @@ class Selection:
 def select_feature_sets(requested: Sequence[str] | None, no_opensmile: bool, settings: Settings | None) -> Selection:
     """``requested`` (None: every set whose extractor is available); a requested set that cannot run
     is an error, except eGeMAPS under ``--no-opensmile``."""
-    from training.bundle import BundleError
+    from training.model_store import BundleError
 
     sets = list(requested or FEATURE_SETS)
     smile_note = encoder_note = None

@@ -14,7 +14,8 @@ import subprocess
 import numpy as np
 import pytest
 from shared.settings import Settings, load_settings
-from training.bundle import BundleError, BundleManifest, fetch, specs_for_profile
+from training.bundle import fetch
+from training.model_store import BundleError, BundleManifest, specs_for_profile
 
 OFFLINE_MODELS = [s.name for s in specs_for_profile("offline")]
 

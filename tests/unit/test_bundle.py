@@ -11,22 +11,20 @@ import numpy as np
 import pytest
 import torch
 from shared.settings import load_settings
-from training.bundle import (
+from training.bundle import assemble, fetch, make_tiny_bundle
+from training.model_store import (
     MANIFEST_NAME,
     TINY_MODELS,
     BundleError,
     BundleManifest,
     ChecksumError,
     HubUnreachableError,
-    assemble,
-    fetch,
-    make_tiny_bundle,
     model_name,
     resolve,
     specs_for_profile,
 )
-from training.bundle.manifest import sha256_file, tree_digest
-from training.bundle.registry import with_dependencies
+from training.model_store.manifest import sha256_file, tree_digest
+from training.model_store.registry import REGISTRY, with_dependencies
 from training.encoders import SpeechEncoder, TextEncoder, Transcriber
 from training.encoders.audio import synthetic_speech, to_mono_16k
 from training.encoders.speech import SpeechReading, pool_or_pad
@@ -124,19 +122,25 @@ def test_missing_file_is_detected_and_force_reassembles(tiny_copy: Path) -> None
     assert not list(tiny_copy.glob(".tmp-*")), "temporary directories must not survive an assembly"
 
 
-def test_failed_assembly_leaves_no_partial_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from dataclasses import replace
+def test_every_model_has_one_recipe() -> None:
+    from training.bundle.recipes import BUILDERS
 
-    from training.bundle.manifest import CheckResult
-    from training.bundle.spec import BuildResult
+    assert set(BUILDERS) == set(REGISTRY)
+
+
+def test_failed_assembly_leaves_no_partial_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from training.bundle import recipes
+    from training.bundle.build import BuildResult
+    from training.model_store.manifest import CheckResult
 
     def broken(ctx):  # writes a file, then its check fails
         (ctx.out_dir / "config.json").write_text("{}")
         return BuildResult(checks=[CheckResult("always_fails", False, 1.0, 0.0, "on purpose")])
 
+    monkeypatch.setattr(recipes, "BUILDERS", {**recipes.BUILDERS, "tiny-electra": broken})
     spec = next(s for s in specs_for_profile("tiny") if s.name == "tiny-electra")
     with pytest.raises(BundleError, match="always_fails"):
-        assemble(tmp_path, [replace(spec, builder=broken)], progress=False)
+        assemble(tmp_path, [spec], progress=False)
     assert not (tmp_path / "tiny-electra").exists()
     assert not list(tmp_path.glob(".tmp-*"))
     assert "tiny-electra" not in BundleManifest.load(tmp_path).models

@@ -363,7 +363,7 @@ def test_model_without_gat_exports_fusion_only(settings, tmp_path):
 
 def test_encoders_are_versioned_by_their_bundle_version(settings, tmp_path, monkeypatch):
     """The bundle is faked: a folder with config.json per role and a version string."""
-    import training.bundle
+    import training.model_store
 
     bundle = {"asr": "whisper-base@1", "text_encoder": "e5@1", "speech_encoder": "enc@1"}
     configs = {
@@ -378,7 +378,7 @@ def test_encoders_are_versioned_by_their_bundle_version(settings, tmp_path, monk
         (path / "config.json").write_text(json.dumps(configs[role]))
         return types.SimpleNamespace(name=role.replace("_", "-"), version=bundle[role], path=path)
 
-    monkeypatch.setattr(training.bundle, "resolve", fake_resolve)
+    monkeypatch.setattr(training.model_store, "resolve", fake_resolve)
     report = export_repository(settings)  # no trained model yet: the encoders only
     assert [(m.name, m.status, m.version) for m in report.models] == [
         ("asr", "written", 1),

@@ -360,7 +360,8 @@ def tiny_env(tmp_path_factory):
     settings rooted in a tmp home (the feature cache is shared by the tests below)."""
     import shutil
 
-    from training.bundle import TINY_MODELS, make_tiny_bundle
+    from training.bundle import make_tiny_bundle
+    from training.model_store import TINY_MODELS
 
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng is not installed (it renders the synthetic corpus)")

@@ -11,39 +11,15 @@ Profiles:
 * ``tiny``: RANDOM tiny models with the same layouts, for unit tests (:func:`make_tiny_bundle`).
 
 ``settings.models_dir/bundle.json`` records each model's sources, licence, checksums and checks.
+
+The assembly lives here; what the bundle holds and how a model is found in it (the registry,
+``bundle.json``, ``resolve``, :class:`~training.model_store.BundleError`) live one level down, in
+:mod:`training.model_store`, which the encoders load from while the assembly runs the encoders to
+check what it built.
 """
 
 from __future__ import annotations
 
-from .errors import AssemblyCheckError, BundleError, ChecksumError, HubUnreachableError
-from .fetch import ResolvedModel, assemble, fetch, make_tiny_bundle, resolve
-from .hub import hub_reachable
-from .manifest import MANIFEST_NAME, BundleManifest, CheckResult, FileEntry, LicenceEvidence, ModelRecord
-from .registry import PROFILE_DEFAULTS, REGISTRY, TINY_MODELS, get_spec, model_name, specs_for_profile
-from .spec import ModelSpec
+from .fetch import assemble, fetch, make_tiny_bundle
 
-__all__ = [
-    "MANIFEST_NAME",
-    "PROFILE_DEFAULTS",
-    "REGISTRY",
-    "TINY_MODELS",
-    "AssemblyCheckError",
-    "BundleError",
-    "BundleManifest",
-    "CheckResult",
-    "ChecksumError",
-    "FileEntry",
-    "HubUnreachableError",
-    "LicenceEvidence",
-    "ModelRecord",
-    "ModelSpec",
-    "ResolvedModel",
-    "assemble",
-    "fetch",
-    "get_spec",
-    "hub_reachable",
-    "make_tiny_bundle",
-    "model_name",
-    "resolve",
-    "specs_for_profile",
-]
+__all__ = ["assemble", "fetch", "make_tiny_bundle"]

@@ -16,11 +16,12 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .errors import AssemblyCheckError, BundleError, HubUnreachableError
-from .hub import cached_snapshot, endpoint, hf_cache_dir, hub_reachable
-from .manifest import CheckResult
+from ..model_store.errors import AssemblyCheckError, BundleError, HubUnreachableError
+from ..model_store.hub import cached_snapshot, endpoint, hf_cache_dir, hub_reachable
+from ..model_store.manifest import CheckResult
+from ..model_store.spec import ModelSpec
+from .build import BuildContext, Builder, BuildResult
 from .packages import Package, package
-from .spec import BuildContext, Builder, BuildResult, ModelSpec
 
 # ---- from installed packages -----------------------------------------------------------------
 

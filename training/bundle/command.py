@@ -9,10 +9,10 @@ import time
 
 from shared.settings import Settings
 
-from .errors import BundleError
+from ..model_store.errors import BundleError
+from ..model_store.manifest import BundleManifest
+from ..model_store.registry import REGISTRY
 from .fetch import fetch
-from .manifest import BundleManifest
-from .registry import REGISTRY
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

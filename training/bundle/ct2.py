@@ -23,7 +23,7 @@ from types import TracebackType
 
 import numpy as np
 
-from .errors import BundleError
+from ..model_store.errors import BundleError
 
 _DTYPES: dict[int, np.dtype] = {
     0: np.dtype("<f4"),

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import BundleError
+from ..model_store.errors import BundleError
 
 MAGIC = b"E5S1"
 QK = 32

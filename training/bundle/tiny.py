@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .spec import BuildContext, BuildResult
+from .build import BuildContext, BuildResult
 
 if TYPE_CHECKING:  # pragma: no cover
     from tokenizers import Tokenizer

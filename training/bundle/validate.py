@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import BundleError
-from .manifest import CheckResult
-from .spec import ModelSpec
+from ..model_store.errors import BundleError
+from ..model_store.manifest import CheckResult
+from ..model_store.spec import ModelSpec, missing_files
 
 log = logging.getLogger("training.bundle")
 
@@ -31,17 +31,6 @@ SANITY_SENTENCES: dict[str, tuple[str, str, str]] = {
         "오늘 오후에는 날씨가 맑고 따뜻합니다.",
     ),
 }
-
-
-def missing_files(spec: ModelSpec, directory: Path) -> list[str]:
-    missing = [f for f in spec.required_files if not (directory / f).exists()]
-    if (
-        spec.fmt in ("hf-text", "hf-speech")
-        and not any(directory.glob("*.safetensors"))
-        and not any(directory.glob("*.bin"))
-    ):
-        missing.append("model weights (*.safetensors or pytorch_model.bin)")
-    return missing
 
 
 def validate(spec: ModelSpec, directory: Path, *, threads: int = 2) -> list[CheckResult]:

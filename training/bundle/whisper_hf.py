@@ -19,9 +19,9 @@ import torch
 
 from ..encoders.audio import SAMPLE_RATE, synthetic_speech
 from ..encoders.whisper_window import WindowedWhisperEncoder
+from ..model_store.errors import BundleError
+from ..model_store.manifest import CheckResult
 from .ct2 import Ct2Model, read_ct2
-from .errors import BundleError
-from .manifest import CheckResult
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import WhisperConfig

@@ -18,7 +18,7 @@ from .common import DEFAULT_THREADS, pick_device, resolve_for, settings_device
 if TYPE_CHECKING:  # pragma: no cover
     from shared.settings import Settings
 
-    from ..bundle import ResolvedModel
+    from ..model_store.resolve import ResolvedModel
     from .packing import PackingOptions
 
 log = logging.getLogger("training.encoders")

@@ -7,10 +7,11 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ..model_store.errors import BundleError
+from ..model_store.resolve import ResolvedModel, resolve
+
 if TYPE_CHECKING:  # pragma: no cover
     from shared.settings import Settings
-
-    from ..bundle import ResolvedModel
 
 log = logging.getLogger("training.encoders")
 
@@ -37,8 +38,6 @@ def set_threads(threads: int | None) -> None:
 
 def resolve_for(settings: Settings, name: str | None, role: str) -> ResolvedModel:
     """The bundle model ``name`` (or the configured one for ``role``), checked to have that role."""
-    from ..bundle import BundleError, resolve
-
     resolved = resolve(settings, name or role)
     if resolved.role != role:
         raise BundleError(f"model {resolved.name!r} is a {resolved.role} model, not a {role}")

@@ -48,7 +48,7 @@ from .whisper_window import FRAME_S, WindowedWhisperEncoder
 if TYPE_CHECKING:  # pragma: no cover
     from shared.settings import Settings
 
-    from ..bundle import ResolvedModel
+    from ..model_store.resolve import ResolvedModel
 
 log = logging.getLogger("training.encoders")
 

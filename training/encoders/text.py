@@ -22,7 +22,7 @@ from .common import DEFAULT_THREADS, pick_device, resolve_for, set_threads, sett
 if TYPE_CHECKING:  # pragma: no cover
     from shared.settings import Settings
 
-    from ..bundle import ResolvedModel
+    from ..model_store.resolve import ResolvedModel
 
 log = logging.getLogger("training.encoders")
 

@@ -176,7 +176,7 @@ def _bundle_config(path: Path) -> dict:
 
 
 def _encoder_candidate(settings: Settings, name: str) -> _Candidate:
-    from training.bundle import resolve
+    from training.model_store import resolve
     from training.encoders.speech import SpeechReading
 
     resolved = resolve(settings, name)
@@ -249,7 +249,7 @@ def _as_trained(settings: Settings, model_dir: Path) -> Settings:
 
 def _check_encoders(settings: Settings, model_dir: Path) -> list[str]:
     """Warnings when the trained model was trained on other encoders than the bundle serves."""
-    from training.bundle import resolve
+    from training.model_store import resolve
     from training.checkpoint import read_meta
     from training.encoders.speech import SpeechReading
     from training.models import FusionConfig

@@ -4,18 +4,20 @@ The manifest lives at ``settings.models_dir/bundle.json`` and holds one :class:`
 model directory.  Each file is recorded with its size, SHA-256 and modification time; the
 modification time is a *stamp* that lets a later ``fetch``/``resolve`` skip re-hashing files that
 were not touched (a file whose size or mtime changed is re-hashed, and a hash mismatch is a
-:class:`~training.bundle.errors.ChecksumError`).
+:class:`~training.model_store.errors.ChecksumError`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ log = logging.getLogger("training.bundle")
 
 MANIFEST_NAME = "bundle.json"
 SCHEMA_VERSION = 1
+LOCK_NAME = ".bundle.lock"
 _CHUNK = 8 * 1024 * 1024
 
 
@@ -264,3 +267,19 @@ class BundleManifest:
 
     def model_dir(self, name: str) -> Path:
         return self.directory / name
+
+
+@contextlib.contextmanager
+def bundle_lock(models_dir: Path) -> Iterator[None]:
+    """Exclusive lock on the bundle directory (concurrent fetches wait for each other)."""
+    models_dir.mkdir(parents=True, exist_ok=True)
+    with open(models_dir / LOCK_NAME, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for another process assembling %s", models_dir)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

