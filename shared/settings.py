@@ -27,12 +27,13 @@ EMOTIONS: tuple[str, ...] = ("anger", "sadness", "neutral", "happiness", "fear",
 
 
 class KafkaSettings(BaseModel):
+    """The broker every process talks to.  What only the local stack's own broker needs (its jar
+    versions, its heap) is :class:`deploy.local.kafka.BrokerSettings`, read from the same
+    ``EMOTION_KAFKA__*`` variables."""
+
     host: str = "127.0.0.1"
     port: int = 9092
     controller_port: int = 9093
-    heap: str = "512m"
-    version: str = "4.3.1"
-    log4j_version: str = "2.25.4"
     cluster_id: str = "emotion-local-kraft-1"
     """22-character base64 UUID is what Kafka wants; derived from this string by the stack."""
     num_partitions: int = 4

@@ -5,7 +5,8 @@
 #
 #   docker build -f deploy/docker/kafka.Dockerfile -t emotion-stream-kafka:0.1.0 .    # from the repo root
 #
-# KAFKA_VERSION is settings.kafka.version, the version the local stack takes from Maven Central.
+# KAFKA_VERSION is deploy.local.kafka.BrokerSettings.version, the version the local stack takes from
+# Maven Central (tests/unit/test_deployment.py holds them equal).
 ARG KAFKA_VERSION=4.3.1
 FROM apache/kafka:${KAFKA_VERSION}
 

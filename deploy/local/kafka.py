@@ -1,5 +1,6 @@
 """Kafka: a single-node KRaft broker+controller run straight from the Maven Central jars.
 
+* :class:`BrokerSettings`: what only this broker needs (the jar versions, the JVM heap).
 * :func:`ensure_kafka_jars` copies ``kafka_2.13`` and a log4j2 binding into
   ``<home>/kafka/jars-<version>/`` with Maven (``deploy/local/pom.xml``), once.
 * :class:`Kafka` writes ``server.properties`` into ``<run_dir>/kafka/``, formats the storage once
@@ -18,6 +19,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.kafka_io import ensure_topics, make_admin
 from shared.settings import Settings
@@ -50,18 +53,38 @@ JVM_FLAGS: tuple[str, ...] = (
 )
 
 
-def jars_dir(settings: Settings) -> Path:
-    """Where the Kafka jars of ``settings.kafka.version`` live (shared by every stack of a home)."""
-    return settings.home / "kafka" / f"jars-{settings.kafka.version}"
+class BrokerSettings(BaseSettings):
+    """What only the local stack's broker needs: the jars Maven fetches for it, and its JVM heap.
+
+    Read like :class:`shared.settings.Settings`, from the defaults, ``.env`` and the environment,
+    under the same names as the rest of the Kafka settings: ``EMOTION_KAFKA__HEAP=1g``,
+    ``EMOTION_KAFKA__VERSION``, ``EMOTION_KAFKA__LOG4J_VERSION``.  The one place these versions are
+    written (``pom.xml`` is given them on Maven's command line).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="EMOTION_KAFKA__", env_file=".env", extra="ignore")
+
+    heap: str = "512m"
+    """The broker JVM's ``-Xms`` and ``-Xmx``."""
+    version: str = "4.3.1"
+    """Kafka (``org.apache.kafka:kafka_2.13``) from Maven Central."""
+    log4j_version: str = "2.25.4"
+    """log4j2 (``log4j-slf4j-impl``, ``log4j-api``, ``log4j-core``): the version Kafka is built against."""
 
 
-def ensure_kafka_jars(settings: Settings) -> Path:
+def jars_dir(settings: Settings, broker: BrokerSettings | None = None) -> Path:
+    """Where the Kafka jars of ``broker.version`` live (shared by every stack of a home)."""
+    broker = broker or BrokerSettings()
+    return settings.home / "kafka" / f"jars-{broker.version}"
+
+
+def ensure_kafka_jars(settings: Settings, broker: BrokerSettings | None = None) -> Path:
     """Copy the Kafka (and log4j2) jars from Maven Central into :func:`jars_dir`; idempotent.
 
     A fast no-op when the directory is complete.  Needs ``mvn`` and ``java`` on PATH.
     """
-    target = jars_dir(settings)
-    k = settings.kafka
+    k = broker or BrokerSettings()
+    target = jars_dir(settings, k)
     stamp = f"kafka={k.version} log4j={k.log4j_version}"
     marker = target / _COMPLETE
     if marker.exists() and marker.read_text().splitlines()[:1] == [stamp]:
@@ -69,12 +92,11 @@ def ensure_kafka_jars(settings: Settings) -> Path:
     with process.file_lock(target.parent / ".install.lock"):
         if marker.exists() and marker.read_text().splitlines()[:1] == [stamp]:
             return target  # another process just did it
-        _fetch_jars(settings, target, stamp)
+        _fetch_jars(k, target, stamp)
     return target
 
 
-def _fetch_jars(settings: Settings, target: Path, stamp: str) -> None:
-    k = settings.kafka
+def _fetch_jars(k: BrokerSettings, target: Path, stamp: str) -> None:
     mvn = shutil.which("mvn")
     if mvn is None:
         raise process.StackError("Maven (mvn) is not installed: run deploy/local/install-system.sh")
@@ -184,6 +206,10 @@ class Kafka(Component):
     name = "kafka"
     stop_timeout_s = 30.0
 
+    def __init__(self, settings: Settings, broker: BrokerSettings | None = None) -> None:
+        super().__init__(settings)
+        self.broker = broker or BrokerSettings()
+
     @property
     def host(self) -> str:
         return self.settings.kafka.host
@@ -222,7 +248,7 @@ class Kafka(Component):
         java = shutil.which("java")
         if java is None:
             raise process.StackError("java is not installed: run deploy/local/install-system.sh")
-        heap = heap or self.settings.kafka.heap
+        heap = heap or self.broker.heap
         return [
             java,
             f"-Xmx{heap}",
@@ -230,7 +256,7 @@ class Kafka(Component):
             *JVM_FLAGS,
             f"-Dlog4j2.configurationFile={LOG4J2_CONFIG}",
             "-cp",
-            f"{ensure_kafka_jars(self.settings)}/*",
+            f"{ensure_kafka_jars(self.settings, self.broker)}/*",
             *args,
         ]
 
@@ -302,7 +328,7 @@ class Kafka(Component):
     def status(self) -> ComponentStatus:
         st = super().status()
         st.extra = {
-            "version": self.settings.kafka.version,
+            "version": self.broker.version,
             "cluster_id": cluster_id(self.settings),
             "bootstrap": self.settings.kafka.bootstrap,
         }

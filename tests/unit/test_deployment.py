@@ -274,14 +274,14 @@ def test_env_example_holds_no_secret_and_no_setting(env_example):
 
 
 def test_env_example_versions_are_the_projects(env_example):
-    from deploy.local.kafka import cluster_id
+    from deploy.local.kafka import BrokerSettings, cluster_id
 
-    s = defaults()
+    s, broker = defaults(), BrokerSettings(_env_file=None)
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert env_example["IMAGE_TAG"] == pyproject["project"]["version"]
-    assert env_example["KAFKA_VERSION"] == s.kafka.version
+    assert env_example["KAFKA_VERSION"] == broker.version
     assert env_example["KAFKA_CLUSTER_ID"] == cluster_id(s)
-    assert env_example["KAFKA_HEAP"] == s.kafka.heap
+    assert env_example["KAFKA_HEAP"] == broker.heap
     assert int(env_example["KAFKA_PARTITIONS"]) == s.kafka.num_partitions
     assert env_example["REDIS_MAXMEMORY"] == s.redis.maxmemory
     assert env_example["PROMETHEUS_RETENTION"] == s.prometheus.retention

@@ -93,3 +93,20 @@ def test_secrets_never_travel_in_the_child_environment(tmp_path):
     env = settings_env(load_settings(home=tmp_path, kafka={"password": "kpw", "port": 1234}, redis={"password": "rpw"}))
     assert env["EMOTION_KAFKA__PORT"] == "1234"
     assert not any(v in ("kpw", "rpw") for v in env.values())
+
+
+def test_the_local_brokers_own_settings_keep_their_environment_names(monkeypatch, tmp_path):
+    """Jar versions and heap are the local stack's (deploy.local.kafka.BrokerSettings), still set
+    with EMOTION_KAFKA__*; the shared settings load beside them and ignore them."""
+    from deploy.local.kafka import BrokerSettings, Kafka, jars_dir
+
+    monkeypatch.setenv("EMOTION_KAFKA__HEAP", "1g")
+    monkeypatch.setenv("EMOTION_KAFKA__VERSION", "4.0.0")
+    monkeypatch.setenv("EMOTION_KAFKA__LOG4J_VERSION", "2.24.3")
+    monkeypatch.setenv("EMOTION_KAFKA__PORT", "29092")
+    s = load_settings(home=tmp_path)
+    assert s.kafka.port == 29092 and not hasattr(s.kafka, "heap")
+    broker = BrokerSettings(_env_file=None)
+    assert (broker.heap, broker.version, broker.log4j_version) == ("1g", "4.0.0", "2.24.3")
+    assert jars_dir(s) == tmp_path / "kafka" / "jars-4.0.0"
+    assert Kafka(s).broker == broker
