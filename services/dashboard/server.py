@@ -21,6 +21,7 @@ and ``range`` (seconds back from now when ``start``/``end`` are left out).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import re
@@ -403,8 +404,16 @@ class DashboardServer:
         self.stop()
 
 
-def run_dashboard(settings: Settings, host: str = "127.0.0.1", port: int = DEFAULT_PORT, **options) -> None:
-    """Serve the dashboard until SIGINT/SIGTERM (or KeyboardInterrupt)."""
+def run_dashboard(
+    settings: Settings,
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_PORT,
+    synthetic_traffic: bool = False,
+    **options,
+) -> None:
+    """Serve the dashboard until SIGINT/SIGTERM (or KeyboardInterrupt); with ``synthetic_traffic``,
+    beside fake metrics of every service and a scripted call every few seconds
+    (:mod:`services.dashboard.synthetic`)."""
     server = DashboardServer(settings, host, port, **options).start()
     done = threading.Event()
     if threading.current_thread() is threading.main_thread():
@@ -417,8 +426,15 @@ def run_dashboard(settings: Settings, host: str = "127.0.0.1", port: int = DEFAU
     )
     print(f"emotion dashboard: {server.url}  (Prometheus {server.app.prometheus_url}, {events})", flush=True)
     try:
-        while not done.wait(0.5):
-            pass
+        with contextlib.ExitStack() as stack:
+            if synthetic_traffic:
+                from .synthetic import SyntheticTraffic
+
+                traffic = stack.enter_context(SyntheticTraffic(settings))
+                print(f"synthetic traffic for stack {settings.stack_name}: {', '.join(traffic.services)}", flush=True)
+            while not done.wait(0.5):
+                if synthetic_traffic:
+                    traffic.tick()
     except KeyboardInterrupt:
         pass
     finally:
@@ -448,6 +464,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--mix-window", type=float, default=300.0, help="seconds of events counted in the emotion mix (default 300)"
     )
     parser.add_argument("--no-events", action="store_true", help="do not read the emotions topic (metrics only)")
+    parser.add_argument(
+        "--synthetic-traffic",
+        action="store_true",
+        help="also run fake metrics for every service and a scripted call every 5 s, announced to the stack's "
+        "Prometheus and produced to its emotions topic: the dashboard moving without the pipeline "
+        "(demos, screenshots)",
+    )
 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
@@ -464,6 +487,7 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
             per_call=args.events_per_call,
             mix_window_s=args.mix_window,
             prometheus_url=args.prometheus_url,
+            synthetic_traffic=args.synthetic_traffic,
         )
     except OSError as exc:
         print(f"emotion dashboard: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr, flush=True)

@@ -2,7 +2,7 @@
 
 For tests, demos and screenshots without the full pipeline running::
 
-    python -m services.dashboard.synthetic          # against the stack of the settings, until Ctrl-C
+    emotion dashboard --synthetic-traffic           # against the stack of the settings, until Ctrl-C
 
 * :class:`SyntheticServices` serves one :class:`shared.metrics.ServiceMetrics` per named service on
   a free port, registers each as a Prometheus scrape target (exactly as the shared runtime does)
@@ -238,24 +238,29 @@ class SyntheticServices:
         self.stop()
 
 
-def main() -> int:
-    """Fake metrics for every service and a new scripted call every few seconds, until Ctrl-C."""
-    from shared.settings import load_settings
+class SyntheticTraffic:
+    """Fake metrics for every service, announced to the stack's Prometheus, and a new scripted call
+    every ``every_s`` seconds (ESCALATING, CALM, WORRIED in turn) while :meth:`tick` is called."""
 
-    settings = load_settings()
-    scripts = [ESCALATING, CALM, WORRIED]
-    with SyntheticServices(settings, services=list(_PROFILE), scrape_targets=FileScrapeTargets(settings)) as services:
-        n = 0
-        print(f"synthetic traffic for stack {settings.stack_name}: Ctrl-C to stop", flush=True)
-        try:
-            while True:
-                services.emit(scripted_call(f"call-{uuid.uuid4().hex[:6]}", scripts[n % len(scripts)]))
-                n += 1
-                time.sleep(5)
-        except KeyboardInterrupt:
-            pass
-    return 0
+    def __init__(self, settings: Settings, every_s: float = 5.0) -> None:
+        self.services = list(_PROFILE)
+        self._fake = SyntheticServices(settings, services=self.services, scrape_targets=FileScrapeTargets(settings))
+        self.every_s = every_s
+        self.calls = 0
+        self._next = 0.0
 
+    def tick(self) -> None:
+        """Emit the next scripted call when it is due."""
+        now = time.monotonic()
+        if now >= self._next:
+            script = (ESCALATING, CALM, WORRIED)[self.calls % 3]
+            self._fake.emit(scripted_call(f"call-{uuid.uuid4().hex[:6]}", script))
+            self.calls += 1
+            self._next = now + self.every_s
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+    def __enter__(self) -> "SyntheticTraffic":
+        self._fake.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._fake.stop()
