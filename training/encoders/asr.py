@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .audio import SAMPLE_RATE
-from .common import DEFAULT_THREADS, pick_device, resolve_for, settings_device
+from .common import DEFAULT_THREADS, ctranslate2_device, resolve_for, settings_device
 
 if TYPE_CHECKING:  # pragma: no cover
     from shared.settings import Settings
@@ -108,11 +108,11 @@ class Transcriber:
     ) -> None:
         from faster_whisper import WhisperModel
 
-        dev = pick_device(device)
+        kind, index = ctranslate2_device(device)
         self.name = name
         self.version = version
-        self.device = dev.type
-        self.compute_type = compute_type or ("int8" if dev.type == "cpu" else "float16")
+        self.device = kind
+        self.compute_type = compute_type or ("int8" if kind == "cpu" else "float16")
         self.beam_size = int(beam_size)
         self.english_only = english_only
         self.language = "en" if english_only else language
@@ -125,8 +125,8 @@ class Transcriber:
         self.compression_ratio_threshold = compression_ratio_threshold
         self.model = WhisperModel(
             str(model_dir),
-            device=dev.type,
-            device_index=dev.index or 0,
+            device=kind,
+            device_index=index,
             compute_type=self.compute_type,
             cpu_threads=cpu_threads,
             num_workers=1,

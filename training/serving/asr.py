@@ -33,6 +33,7 @@ from training.serving.triton_base import TritonModelBase, decode_strings, ragged
 
 class TritonPythonModel(TritonModelBase):
     tensors = T
+    uses_torch = False  # CTranslate2 threads: cpu_threads below
 
     def load(self, settings, params):
         from training.encoders.asr import Transcriber
