@@ -118,3 +118,63 @@ def test_demo_with_audio_files_and_a_manifest_prints_the_table_and_the_summary(t
     assert called == {first.call_id, "manifest-call"} and sum(counts.values()) == n_events, out[-3000:]
     assert re.search(r"^2 call\(s\), \d+ escalated$", out, flags=re.M)
     _stopped(s)
+
+
+def _processes_of(home) -> list[str]:
+    """Command lines of the running processes that name the run home (services, servers)."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            cmdline = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if str(home) in cmdline:
+            found.append(f"{pid}: {cmdline[:200]}")
+    return found
+
+
+@pytest.mark.timeout(1500)
+def test_ctrl_c_in_live_mode_stops_everything(tmp_path_factory):
+    """`emotion demo` without --calls streams calls until Ctrl-C: after the first event, SIGINT to
+    its process group (what a terminal's Ctrl-C sends) ends it with 130, every process it started
+    is gone and every port closed."""
+    import signal
+    import threading
+    import time
+
+    s = isolated_settings(tmp_path_factory, "itest-demo-sigint")
+    s.triton.startup_timeout_s = 480.0
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "emotion", "demo", "--json", "--no-progress", "--dashboard-port", "0"],
+        env={**os.environ, **settings_env(s)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a shell's foreground job
+    )
+    stderr: list[str] = []
+    drain = threading.Thread(target=lambda: stderr.extend(proc.stderr), daemon=True)
+    drain.start()
+    try:
+        first = None
+        deadline = time.monotonic() + 1200
+        while first is None and time.monotonic() < deadline and proc.poll() is None:
+            line = proc.stdout.readline()
+            if line.startswith("{"):
+                first = json.loads(line)
+        assert first is not None, "no event before the deadline:\n" + "".join(stderr)[-5000:]
+        assert first["contract"] == "emotion_event" and first["call_id"].startswith("demo-")
+        assert _processes_of(s.home), "the stack and the services run under the demo's home"
+        os.killpg(proc.pid, signal.SIGINT)
+        rc = proc.wait(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    drain.join(10)
+    assert rc == 130, "".join(stderr)[-5000:]
+    assert "stopping (Ctrl-C)" in "".join(stderr)
+    assert _processes_of(s.home) == [], "left running after Ctrl-C"
+    _stopped(s)
