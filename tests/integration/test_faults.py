@@ -16,11 +16,20 @@ label, and after de-duplication there is exactly one event per utterance.
 Faults, each while two calls stream in real time: SIGKILL each of the five services in turn and
 start it again; restart Kafka (SIGTERM, same data); restart Triton; stop Redis and start it again
 (the service state is in Redis's append-only file: it comes back).
+
+Each fault is shown to have hit work in progress: a service is frozen (SIGSTOP) until its group has
+uncommitted input, then killed, so its new instance must take that input up again from the
+committed offsets; after a restart of Kafka, Triton or Redis, a service has logged that it met the
+failed dependency and retried (:data:`RETRIED`).  Exactly-once is judged once the pipeline has
+provably drained (:class:`tests.integration.conftest.Drain`), not after a quiet period.
 """
 
 from __future__ import annotations
 
 import collections
+import os
+import re
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -58,6 +67,11 @@ class Run:
     """Every service had committed all its input, and the reader had read it all (``Drain``)."""
     not_drained: str = ""
     """When it never drained: what was still missing or in flight at the deadline."""
+    uncommitted_at_kill: int = 0
+    """A killed service: the input its group had not committed when it was killed (taken up again
+    from the committed offsets by the new instance)."""
+    logged_after_fault: str = ""
+    """What the services logged from the fault on."""
     streamed_at: dict[str, float] = field(default_factory=dict)
     """Wall time each call's first chunk was sent (in real time: second t of it is sent t later)."""
 
@@ -73,10 +87,36 @@ class Run:
         }
 
 
-def _inject(s, services, fault: str) -> None:
+RETRIED = re.compile(
+    r"not processed \(.*\); retrying in"  # a dependency failed: the batches in flight dropped, rewound, retried
+    r"|poll failed \(.*\); trying again"  # the broker did not answer a poll
+    r"|triton \S+ unavailable .*; retry \d+/\d+"  # an inference request retried
+    r"|redis unavailable .*; running without cache"  # the feature cache bypassed until Redis is back
+    r"|failed by its bound after .*; the caller retries"  # a Kafka call that hung, retried
+    r"|kafka\.\S+: (?:Connection failed: |No node available for metadata refresh - backoff/retry)"
+)
+"""What a service logs when it meets a failed dependency and retries (shared/runtime.py,
+shared/triton_client.py, shared/cache.py, shared/kafka_io.py), or its Kafka client does while it
+reconnects to a restarting broker (kafka-python)."""
+
+
+def _inject(s, services, fault: str, run: Run) -> None:
+    from benchmarks.monitor import LagSampler
+    from benchmarks.pipeline import pipeline_inputs
     from deploy.local import stack
 
     if fault in PIPELINE:
+        # frozen first, so that input is waiting uncommitted when it dies: the kill always interrupts
+        # work, and the new instance must take it up again from the group's committed offsets
+        os.killpg(services.get(fault).proc.pid, signal.SIGSTOP)
+        lag = LagSampler(s, pipeline_inputs(s))
+        try:
+            deadline = time.monotonic() + 120
+            while not run.uncommitted_at_kill and time.monotonic() < deadline:
+                run.uncommitted_at_kill = lag.lag()[fault]
+                time.sleep(0.2)
+        finally:
+            lag.close()
         services.kill(fault)
         services.respawn(fault, timeout_s=300)
     elif fault == "redis":
@@ -133,7 +173,8 @@ def _stream_with_fault(s, services, tmp_path, fault: str) -> Run:
             )
             if injector is None and progressed:
                 run.fault_at = time.time()
-                injector = threading.Thread(target=_inject, args=(s, services, fault))
+                logs_at_fault = {p.log_path: p.log_path.stat().st_size for p in services.processes}
+                injector = threading.Thread(target=_inject, args=(s, services, fault, run))
                 injector.start()
             if injector is not None and not injector.is_alive():
                 services.check()
@@ -161,11 +202,18 @@ def _stream_with_fault(s, services, tmp_path, fault: str) -> Run:
         publisher.join(timeout=120)
         if injector is not None:
             injector.join(timeout=600)
+            run.logged_after_fault = "".join(_read_from(path, at) for path, at in logs_at_fault.items())
     assert published and published[0].ok, f"the publisher failed: {published and published[0].failures}"
     return run
 
 
 FAULTS = [*PIPELINE, "kafka", "triton", "redis"]
+
+
+def _read_from(path, offset: int) -> str:
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        return fh.read().decode(errors="replace")
 
 
 def _log_tails(services, lines: int = 25) -> str:
@@ -181,6 +229,12 @@ def test_one_event_per_utterance_through_the_fault(pipeline, tmp_path, fault):
     run = _stream_with_fault(s, services, tmp_path, fault)
     assert run.fault_at, "the fault was never injected (no progress on the calls)"
     assert run.drained, f"the pipeline never drained after the fault: {run.not_drained}\n" + _log_tails(services)
+    # the fault met work in progress, and the recovery path ran
+    retries = RETRIED.findall(run.logged_after_fault)
+    if fault in PIPELINE:
+        assert run.uncommitted_at_kill > 0, f"{fault} had no uncommitted input when it was killed"
+    else:
+        assert retries, f"no service logged a retry after the {fault} restart:\n" + run.logged_after_fault[-3000:]
     expected = {f"{call_id}:{i:05d}" for call_id, n in run.turns.items() for i in range(n)}
     assert set(run.utterances) == expected, "the utterances of a run without a fault: none lost, none added by a replay"
     by_utterance: dict[str, list[EmotionEvent]] = collections.defaultdict(list)
@@ -197,7 +251,8 @@ def test_one_event_per_utterance_through_the_fault(pipeline, tmp_path, fault):
     repeats = len(run.events) - len(deduplicated)
     latency = sorted(run.latencies().values())
     print(
-        f"\nFAULT {fault}: {len(expected)} utterances, {repeats} repeated event(s) on the topic; end of speech to "
+        f"\nFAULT {fault}: {len(expected)} utterances, {repeats} repeated event(s) on the topic, "
+        f"{run.uncommitted_at_kill} message(s) uncommitted at the kill, {len(retries)} retry log line(s); end of speech to "
         f"event: median {latency[len(latency) // 2]:.1f} s, slowest {latency[-1]:.1f} s"
     )
     if fault == "redis":  # the cache is used again once Redis is back (not inline audio from then on)
