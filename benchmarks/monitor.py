@@ -66,10 +66,13 @@ class _Track:
     cpu0: float
     cpu: float
     rss: list[float] = field(default_factory=list)
+    pss: list[float] = field(default_factory=list)
 
 
 class ProcessSampler:
-    """CPU and RSS of ``processes`` (label -> pid) between :meth:`start` and :meth:`stop`."""
+    """CPU, RSS and PSS of ``processes`` (label -> pid) between :meth:`start` and :meth:`stop`
+    (:func:`deploy.local.process.memory_mb`: the PSS of a set of processes adds up to the memory
+    they take, where their RSS counts each shared library once per process)."""
 
     def __init__(self, processes: Mapping[str, int], interval_s: float = 1.0):
         self.processes = dict(processes)
@@ -92,11 +95,12 @@ class ProcessSampler:
         for label, track in self._tracks.items():
             pid = self.processes[label]
             cpu = process.cpu_seconds(pid)
-            rss = process.rss_mb(pid, include_children=False)
+            memory = process.memory_mb(pid)
             if cpu is not None:
                 track.cpu = cpu
-            if rss is not None:
-                track.rss.append(rss)
+            if memory is not None:
+                track.rss.append(memory["rss"])
+                track.pss.append(memory["pss"])
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -109,7 +113,7 @@ class ProcessSampler:
 
     def stop(self) -> dict[str, dict[str, float]]:
         """Per label: ``cpu_s`` used, ``cores`` (its average share of the machine's cores in use),
-        ``rss_mb_peak`` and ``rss_mb_mean``; then ``total`` over all of them."""
+        ``rss_mb_peak``, ``rss_mb_mean`` and ``pss_mb_peak``; then ``total`` over all of them."""
         self._stop.set()
         self._thread.join()
         self._sample()
@@ -117,12 +121,13 @@ class ProcessSampler:
         out: dict[str, dict[str, float]] = {}
         for label, t in self._tracks.items():
             cpu = max(0.0, t.cpu - t.cpu0)
-            rss = t.rss or [0.0]
+            rss, pss = t.rss or [0.0], t.pss or [0.0]
             out[label] = {
                 "cpu_s": round(cpu, 2),
                 "cores": round(cpu / self.wall_s, 3) if self.wall_s else 0.0,
                 "rss_mb_peak": round(max(rss), 1),
                 "rss_mb_mean": round(sum(rss) / len(rss), 1),
+                "pss_mb_peak": round(max(pss), 1),
             }
         total_cpu = sum(v["cpu_s"] for v in out.values())
         out["total"] = {
@@ -130,6 +135,7 @@ class ProcessSampler:
             "cores": round(total_cpu / self.wall_s, 3) if self.wall_s else 0.0,
             "rss_mb_peak": round(sum(v["rss_mb_peak"] for v in out.values()), 1),
             "rss_mb_mean": round(sum(v["rss_mb_mean"] for v in out.values()), 1),
+            "pss_mb_peak": round(sum(v["pss_mb_peak"] for v in out.values()), 1),
         }
         return out
 

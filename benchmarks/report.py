@@ -13,6 +13,9 @@ from typing import Any
 
 from shared.settings import Settings
 
+STACK_COMPONENTS = ("kafka", "redis", "prometheus", "triton")
+"""The processes of ``emotion stack`` (Triton's model processes are ``triton:<model>#<i>``)."""
+
 TARGET_CALLS = 16
 """Concurrent calls at which the throughput targets are set."""
 LATENCY_CALLS = 4
@@ -285,17 +288,28 @@ def markdown(results: dict, plots: dict[str, str] | None = None) -> str:
                 ((k, v) for k, v in big["processes"].items() if k != "total"), key=lambda kv: -kv[1]["cpu_s"]
             )
             lines += _table(
-                ["process", "CPU s", "cores", "RSS peak MB"],
-                [[k, v["cpu_s"], v["cores"], v["rss_mb_peak"]] for k, v in procs]
+                ["process", "CPU s", "cores", "RSS peak MB", "PSS peak MB"],
+                [[k, v["cpu_s"], v["cores"], v["rss_mb_peak"], v.get("pss_mb_peak", "")] for k, v in procs]
                 + [
                     [
                         "total",
                         big["processes"]["total"]["cpu_s"],
                         big["processes"]["total"]["cores"],
                         big["processes"]["total"]["rss_mb_peak"],
+                        big["processes"]["total"].get("pss_mb_peak", ""),
                     ]
                 ],
             )
+            stack = {k: v for k, v in procs if k.split("#")[0].partition(":")[0] in STACK_COMPONENTS}
+            if stack:
+                lines += [
+                    "",
+                    f"The stack with every model loaded (Kafka, Redis, Prometheus, Triton and its "
+                    f"{sum(k.startswith('triton:') for k in stack)} model processes), peak: RSS {sum(v['rss_mb_peak'] for v in stack.values()):.0f} MB, "
+                    f"PSS {sum(v.get('pss_mb_peak', 0) for v in stack.values()):.0f} MB (PSS shares the pages "
+                    "of the libraries the processes map together, such as torch's, out among them; RSS counts "
+                    "them once per process).",
+                ]
             if big.get("triton"):
                 lines += ["", "Triton during that run (per model):", ""]
                 lines += _table(

@@ -202,6 +202,10 @@ class ModelSettings(BaseModel):
     damage (docs/benchmarks.md measures 15 against 28)."""
     asr_pack_gap_s: float = Field(default=0.6, gt=0.3)
     """Silence between packed utterances."""
+    asr_pack_batch: int = Field(default=4, ge=1, le=16)
+    """With packing, the most queued utterances one ``asr`` instance takes at once: about a window's
+    worth, so that the next free instance takes the next ones instead of one instance taking the
+    whole queue while another idles."""
     language: str | None = None
     """Whisper language code; None lets Whisper detect it."""
     languages: list[str] = Field(default_factory=list)

@@ -282,6 +282,27 @@ def rss_mb(pid: int, include_children: bool = True) -> float | None:
     return round(total_kb / 1024, 1) if found else None
 
 
+def memory_mb(pid: int) -> dict[str, float] | None:
+    """``rss``, ``pss`` and ``uss`` of one process in MB (``/proc/<pid>/smaps_rollup``). RSS counts
+    every shared page in full (torch's libraries in each of four stubs); PSS shares them out, so
+    the PSS of a set of processes adds up to the memory they take; USS is the process's alone."""
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return None
+    kb = {}
+    for line in text.splitlines()[1:]:
+        key, _, rest = line.partition(":")
+        if rest.strip().endswith("kB"):
+            kb[key] = int(rest.split()[0])
+    uss = kb.get("Private_Clean", 0) + kb.get("Private_Dirty", 0)
+    return {
+        "rss": round(kb.get("Rss", 0) / 1024, 1),
+        "pss": round(kb.get("Pss", 0) / 1024, 1),
+        "uss": round(uss / 1024, 1),
+    }
+
+
 # ---- ports -------------------------------------------------------------------------------
 
 

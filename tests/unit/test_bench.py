@@ -67,6 +67,8 @@ def test_the_process_sampler_measures_a_busy_child_and_not_an_idle_one():
     assert 0.8 <= out["busy#0"]["cpu_s"] <= 1.6, out
     assert out["idle#0"]["cpu_s"] < 0.2, out
     assert out["busy#0"]["rss_mb_peak"] > 1
+    # the two Pythons share their interpreter's pages: each one's PSS is below its RSS
+    assert 1 < out["busy#0"]["pss_mb_peak"] < out["busy#0"]["rss_mb_peak"], out
     assert out["total"]["cpu_s"] == pytest.approx(out["busy#0"]["cpu_s"] + out["idle#0"]["cpu_s"], abs=0.02)
 
 
@@ -94,8 +96,10 @@ def _run_result(calls, pace, throughput, p95, **extra):
         "lag": {"asr_alignment": {"max": 4, "mean": 1, "final": 0}},
         "lag_series": [(0.0, {"asr_alignment": 4})],
         "processes": {
-            "triton:asr#0": {"cpu_s": 9.0, "cores": 0.9, "rss_mb_peak": 800, "rss_mb_mean": 700},
-            "total": {"cpu_s": 9.0, "cores": 0.9, "rss_mb_peak": 800, "rss_mb_mean": 700},
+            "triton:asr#0": {"cpu_s": 9.0, "cores": 0.9, "rss_mb_peak": 800, "rss_mb_mean": 700, "pss_mb_peak": 500},
+            "kafka": {"cpu_s": 1.0, "cores": 0.1, "rss_mb_peak": 400, "rss_mb_mean": 400, "pss_mb_peak": 390},
+            "moe_fusion#0": {"cpu_s": 1.0, "cores": 0.1, "rss_mb_peak": 100, "rss_mb_mean": 90, "pss_mb_peak": 60},
+            "total": {"cpu_s": 11.0, "cores": 1.1, "rss_mb_peak": 1300, "rss_mb_mean": 1190, "pss_mb_peak": 950},
         },
         "cores_used": 0.9,
         "triton": {},
@@ -230,6 +234,9 @@ def test_the_report_is_written_with_its_plots_and_can_be_rendered_again(tmp_path
         in md
     )
     assert "measured again after the stack was stopped: 3.80x (-5.0 %)" in md
+    # the stack's memory: Kafka and Triton's model process, not the services
+    assert "Triton and its 1 model processes), peak: RSS 1200 MB, PSS 890 MB" in md
+    assert "| triton:asr#0 | 9.00 | 0.90 | 800 | 500 |" in md
     os.remove(tmp_path / "cpu.md")
     assert report.main(argparse.Namespace(results=tmp_path / "cpu.json", out_dir=None), None) == 0
     assert (tmp_path / "cpu.md").read_text() == md

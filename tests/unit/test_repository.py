@@ -188,9 +188,12 @@ def test_instance_kind_and_batching_follow_the_settings(settings):
     assert c.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU and c.instance_group[0].count == 2
     assert c.max_batch_size == 16 and c.dynamic_batching.max_queue_delay_microseconds == 500
     assert parse(render_config(asr_spec(settings, "v"), settings)).max_batch_size == 8  # one by one: small batches
-    settings.models.asr_packing = True  # each instance takes every request queued while it was busy
+    settings.models.asr_packing = True  # each instance takes up to a window's worth of the queue
     packed = parse(render_config(asr_spec(settings, "v"), settings))
-    assert packed.max_batch_size == 16 and packed.dynamic_batching.max_queue_delay_microseconds == 0
+    assert packed.max_batch_size == settings.models.asr_pack_batch == 4
+    assert packed.dynamic_batching.max_queue_delay_microseconds == 0
+    settings.models.asr_pack_batch = 32  # never above the Triton-wide limit
+    assert parse(render_config(asr_spec(settings, "v"), settings)).max_batch_size == 16
     assert packed.parameters["packing"].string_value == "1"
     assert float(packed.parameters["pack_window_s"].string_value) == settings.models.asr_pack_window_s
     settings.triton.asr_instances = 3

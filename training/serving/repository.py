@@ -100,11 +100,11 @@ def asr_spec(settings: Settings, model_version: str, model_name: str | None = No
             "pack_window_s": f"{m.asr_pack_window_s:g}",
             "pack_gap_s": f"{m.asr_pack_gap_s:g}",
         },
-        max_batch_size=min(16 if m.asr_packing else 8, settings.triton.max_batch_size),
+        max_batch_size=min(m.asr_pack_batch if m.asr_packing else 8, settings.triton.max_batch_size),
         # One instance per core, each taking the next request (the ASR service sends one per
-        # utterance). Packing: the dynamic batcher hands a free instance every request queued
-        # while it was busy, never waiting for more (delay 0), and the instance packs them into
-        # shared Whisper windows. Without packing the rows of a batch would be decoded one after
+        # utterance). Packing: the dynamic batcher hands a free instance the requests queued
+        # while it was busy, up to about a window's worth (asr_pack_batch), never waiting for
+        # more (delay 0), and the instance packs them into shared Whisper windows. Without packing the rows of a batch would be decoded one after
         # another on one instance while another idles: no dynamic batching.
         dynamic_batching=m.asr_packing,
         max_queue_delay_us=0,
