@@ -7,8 +7,12 @@ in ``core-sounds-en.txt.gz``). The prompts are transcribed once one after anothe
 queue of waiting utterances is ``batch`` prompts at a time, as the ``asr`` model sees them under
 load. Both transcripts are scored against the human transcript after one normalisation.
 
-``emotion bench --sections packing`` runs :func:`packing_section`; ``python`` callers can use
-:func:`telephony_prompts` and :func:`word_error_rate` alone.
+The same comparison runs on the turns of the benchmark's generated calls (espeak-ng, English and
+Korean, 8 kHz, each turn cut from its channel by its ground-truth times: :func:`call_turns`), with
+both languages waiting in one queue as on a live system, and a word error rate per language.
+
+``emotion bench --sections asr-packing`` runs :func:`run`; ``python`` callers can use
+:func:`telephony_prompts`, :func:`call_turns` and :func:`word_error_rate` alone.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ class Prompt:
     audio: np.ndarray
     """16 kHz mono float32."""
     reference: str
+    language: str = "en"
 
 
 def _number_words(n: int) -> str:
@@ -79,6 +84,15 @@ def word_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> flo
     return edits / max(words, 1)
 
 
+def character_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> float:
+    """Corpus CER over the characters of the :func:`normalise`\ d words, spaces left out: the
+    measure for Korean, whose word spacing varies between writers (and Whisper)."""
+    if len(references) != len(hypotheses):
+        raise ValueError(f"{len(references)} references for {len(hypotheses)} hypotheses")
+    chars = [("".join(normalise(r)), "".join(normalise(h))) for r, h in zip(references, hypotheses, strict=True)]
+    return sum(edit_distance(list(r), list(h)) for r, h in chars) / max(sum(len(r) for r, _ in chars), 1)
+
+
 def telephony_prompts(
     sounds: Path = ASTERISK_SOUNDS, transcripts: Path = ASTERISK_TRANSCRIPTS, limit: int | None = None
 ) -> list[Prompt]:
@@ -106,19 +120,55 @@ def telephony_prompts(
     return out
 
 
+def call_turns(calls: Sequence[Path], margin_s: float = 0.1) -> list[Prompt]:
+    """Every turn of generated calls (``<call>.wav`` beside its ground truth ``<call>.json``,
+    :func:`training.data.calls.generate_calls`), cut from its speaker's channel by its times with
+    ``margin_s`` either side, at 16 kHz, in call order."""
+    import json
+
+    from shared.audio import read_audio, resample
+
+    prompts = []
+    for wav in calls:
+        truth = json.loads(Path(wav).with_suffix(".json").read_text())
+        audio, rate = read_audio(wav)
+        audio = audio.reshape(audio.shape[0], -1)
+        roles = truth["channel_roles"]
+        for k, turn in enumerate(truth["turns"]):
+            channel = roles.index(turn["speaker"]) if turn["speaker"] in roles else 0
+            lo, hi = int(max(0.0, turn["start"] - margin_s) * rate), int((turn["end"] + margin_s) * rate)
+            cut = resample(np.ascontiguousarray(audio[lo:hi, channel], np.float32), rate, 16_000)
+            prompts.append(
+                Prompt(f"{truth['call_id']}:{k}", cut, turn["text"], turn.get("language", truth["language"]))
+            )
+    return prompts
+
+
 def compare_packing(transcriber, prompts: Sequence[Prompt], packing, batch: int = 16) -> dict:
-    """WER and wall time one-by-one and packed (``batch`` prompts waiting at a time)."""
+    """WER and wall time one-by-one and packed (``batch`` prompts waiting at a time), overall and
+    per language when there are several."""
     audios = [p.audio for p in prompts]
     references = [p.reference for p in prompts]
+    languages = [p.language for p in prompts]
     runs = {}
     for mode, options in (("one_by_one", None), ("packed", packing)):
         t0 = time.perf_counter()
         texts = []
         for i in range(0, len(audios), batch):
             chunk = audios[i : i + batch]
-            texts += [t.text for t in transcriber.transcribe_many(chunk, ["en"] * len(chunk), packing=options)]
+            texts += [t.text for t in transcriber.transcribe_many(chunk, languages[i : i + batch], packing=options)]
         wall = time.perf_counter() - t0
         runs[mode] = {"wer": round(word_error_rate(references, texts), 4), "wall_s": round(wall, 2), "texts": texts}
+    by_language = {}
+    if len(set(languages)) > 1:
+        for lang in sorted(set(languages)):
+            keep = [i for i, x in enumerate(languages) if x == lang]
+            refs = [references[i] for i in keep]
+            by_language[lang] = {"utterances": len(keep)}
+            for mode in runs:
+                hyps = [runs[mode]["texts"][i] for i in keep]
+                by_language[lang][f"wer_{mode}"] = round(word_error_rate(refs, hyps), 4)
+                by_language[lang][f"cer_{mode}"] = round(character_error_rate(refs, hyps), 4)
     audio_s = sum(a.size for a in audios) / 16000
     return {
         "prompts": len(prompts),
@@ -129,6 +179,7 @@ def compare_packing(transcriber, prompts: Sequence[Prompt], packing, batch: int 
         "wall_one_by_one_s": runs["one_by_one"]["wall_s"],
         "wall_packed_s": runs["packed"]["wall_s"],
         "speedup": round(runs["one_by_one"]["wall_s"] / max(runs["packed"]["wall_s"], 1e-9), 2),
+        "by_language": by_language,
         "differences": [
             {"prompt": p.name, "reference": p.reference, "one_by_one": a, "packed": b}
             for p, a, b in zip(prompts, runs["one_by_one"]["texts"], runs["packed"]["texts"], strict=True)
@@ -137,9 +188,10 @@ def compare_packing(transcriber, prompts: Sequence[Prompt], packing, batch: int 
     }
 
 
-def run(settings, threads: int, quick: bool = False) -> dict:
+def run(settings, threads: int, quick: bool = False, calls: Sequence[Path] = ()) -> dict:
     """The ``asr-packing`` section of ``emotion bench``: every prompt (32 with ``quick``), the
-    configured packing (the default one when packing is off), ``threads`` CPU threads."""
+    configured packing (the default one when packing is off), ``threads`` CPU threads; then the
+    same on the turns of ``calls`` (the benchmark's generated calls), under ``synthetic_calls``."""
     from training.encoders.asr import Transcriber
     from training.encoders.packing import PackingOptions
 
@@ -164,4 +216,21 @@ def run(settings, threads: int, quick: bool = False) -> dict:
         result["wall_packed_s"],
         result["speedup"],
     )
+    if calls:
+        turns = call_turns(calls)
+        synthetic = compare_packing(transcriber, turns, packing)
+        result["synthetic_calls"] = {k: v for k, v in synthetic.items() if k != "differences"}
+        log.info(
+            "asr-packing: %d turns of %d generated calls, WER %.4f one by one, %.4f packed (%s); %.2fx",
+            synthetic["prompts"],
+            len(calls),
+            synthetic["wer_one_by_one"],
+            synthetic["wer_packed"],
+            ", ".join(
+                f"{lang} WER {v['wer_one_by_one']:.4f} -> {v['wer_packed']:.4f}, "
+                f"CER {v['cer_one_by_one']:.4f} -> {v['cer_packed']:.4f}"
+                for lang, v in synthetic["by_language"].items()
+            ),
+            synthetic["speedup"],
+        )
     return result

@@ -267,7 +267,9 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
 
     if "asr-packing" in sections:
         step("ASR: packed against one by one on telephony prompts (word error rate)")
-        results["asr_packing"] = asr_packing.run(bench, threads=n_cores, quick=quick)
+        results["asr_packing"] = asr_packing.run(
+            bench, threads=n_cores, quick=quick, calls=[c.path for c in workload.calls[: max(calls)]]
+        )
         bar.update()
 
     services = ServiceProcesses(bench)

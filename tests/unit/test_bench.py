@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from benchmarks import report
@@ -151,6 +152,24 @@ def results_fixture() -> dict:
             "window_s": 28.0,
             "gap_s": 0.6,
             "speech": "Asterisk",
+            "synthetic_calls": {
+                "prompts": 30,
+                "audio_s": 120.0,
+                "batch": 16,
+                "wer_one_by_one": 0.1,
+                "wer_packed": 0.12,
+                "speedup": 1.2,
+                "by_language": {
+                    "en": {"utterances": 14, "wer_one_by_one": 0.05, "wer_packed": 0.06},
+                    "ko": {
+                        "utterances": 16,
+                        "wer_one_by_one": 0.15,
+                        "wer_packed": 0.18,
+                        "cer_one_by_one": 0.08,
+                        "cer_packed": 0.07,
+                    },
+                },
+            },
         },
         "e2e": [
             _run_result(16, "fast", 3.6, 50.0),
@@ -229,6 +248,8 @@ def test_the_report_is_written_with_its_plots_and_can_be_rendered_again(tmp_path
     assert "| end-to-end throughput at N=16 / ASR-only ceiling | `e2e_n16_vs_asr_ceiling` | >= 0.8 | 0.90 | yes |" in md
     assert "![throughput](cpu-throughput.png)" in md
     assert "| one by one | 0.0236 | 60.00 |" in md and "| packed (3.53x faster) | 0.0276 | 17.00 |" in md
+    assert "| ko | 16 | 0.1500 | 0.1800 | 0.0800 | 0.0700 |" in md
+    assert "| all (1.20x faster packed) | 30 | 0.1000 | 0.1200 |  |  |" in md
     assert (
         "| bare faster-whisper, packed windows (up to 16 waiting utterances), 2 worker(s) x 1 thread(s) | 9 | 2.50 | 12.80 |"
         in md
@@ -300,3 +321,47 @@ def test_soak_memory_growth_after_warm_up_and_unanswered_utterances_fail():
     assert not verdicts(lags, cache, 4, 10, 10, 0, 32, 30.0, {"redis": 150.0})["memory"]["ok"]
     short = verdicts(lags, {"triton": [300.0, 900.0, 950.0]}, 4, 10, 10, 0, 32, 10.0)["memory"]
     assert short["ok"] is None, "30 s of samples: too short to tell growth from warming up"
+
+
+def test_call_turns_cut_each_turn_from_its_speakers_channel(tmp_path):
+    """A stereo 8 kHz call: agent on the left at 440 Hz, customer on the right at 880 Hz; each turn
+    comes back from its own channel, by its times, at 16 kHz, with its text and language."""
+    import soundfile as sf
+
+    from benchmarks.asr_packing import call_turns
+
+    rate = 8000
+    t = np.arange(4 * rate) / rate
+    left = np.where(t < 1.5, 0.5 * np.sin(2 * np.pi * 440 * t), 0.0)
+    right = np.where(t >= 2.0, 0.5 * np.sin(2 * np.pi * 880 * t), 0.0)
+    sf.write(tmp_path / "c1.wav", np.stack([left, right], 1), rate, subtype="PCM_16")
+    truth = {
+        "call_id": "c1",
+        "channel_roles": ["agent", "customer"],
+        "language": "en",
+        "turns": [
+            {"speaker": "agent", "start": 0.2, "end": 1.2, "text": "hello there", "language": "en"},
+            {"speaker": "customer", "start": 2.5, "end": 3.5, "text": "annyeong", "language": "ko"},
+        ],
+    }
+    (tmp_path / "c1.json").write_text(json.dumps(truth))
+    agent, customer = call_turns([tmp_path / "c1.wav"], margin_s=0.1)
+    assert (agent.name, agent.reference, agent.language) == ("c1:0", "hello there", "en")
+    assert (customer.name, customer.reference, customer.language) == ("c1:1", "annyeong", "ko")
+    assert agent.audio.shape == customer.audio.shape == (int(1.2 * 16000),)
+
+    def pitch(x):
+        return np.argmax(np.abs(np.fft.rfft(x))) * 16000 / x.size
+
+    assert pitch(agent.audio) == pytest.approx(440, abs=5) and pitch(customer.audio) == pytest.approx(880, abs=5)
+
+
+def test_error_rates_count_words_and_characters_after_one_normalisation():
+    from benchmarks.asr_packing import character_error_rate, word_error_rate
+
+    assert word_error_rate(["Press 1 now."], ["press one now"]) == 0
+    assert word_error_rate(["a b c d"], ["a x c"]) == 0.5  # one substitution, one deletion
+    # Korean: the spacing differs, the characters do not; one character of six is wrong
+    assert word_error_rate(["결제 카드를"], ["결제카드를"]) == 1.0
+    assert character_error_rate(["결제 카드를"], ["결제카드를"]) == 0
+    assert character_error_rate(["결제 카드를"], ["결재 카드를"]) == pytest.approx(1 / 5)
