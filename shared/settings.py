@@ -193,9 +193,10 @@ class ModelSettings(BaseModel):
     """Several waiting utterances share one Whisper window (the ``asr`` model batches the requests
     queued while it was busy; :mod:`training.encoders.packing`): Whisper encodes 30 s per window
     however short the utterance. A lone utterance waits for nothing and is transcribed as without
-    packing. Off by default until the served path shows the gain the bare one does: 2.3x faster
-    at a lower word error rate on real telephony prompts in one process, but through Triton one
-    instance takes the whole queue while the other idles (docs/benchmarks.md)."""
+    packing. Off by default: 2.1-2.3x faster at a lower word error rate on real telephony prompts,
+    and served (``asr_pack_batch``) a shorter p95 under real-time load (9.2 against 9.9 s at 4
+    calls), but 8 % less top throughput on the generated calls, whose utterances are longer
+    (docs/benchmarks.md)."""
     asr_pack_window_s: float = Field(default=15.0, gt=0.0, le=30.0)
     """Most audio per packed window, gaps included. Whisper's window is 30 s, but one utterance
     Whisper loops on spoils the rest of its window (re-decoded, heard again alone): 15 s bounds the
