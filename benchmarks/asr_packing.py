@@ -85,7 +85,7 @@ def word_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> flo
 
 
 def character_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> float:
-    """Corpus CER over the characters of the :func:`normalise`\ d words, spaces left out: the
+    """Corpus CER over the characters of the words :func:`normalise` gives, spaces left out: the
     measure for Korean, whose word spacing varies between writers (and Whisper)."""
     if len(references) != len(hypotheses):
         raise ValueError(f"{len(references)} references for {len(hypotheses)} hypotheses")
