@@ -12,6 +12,7 @@ emotion events and the Triton model's parameters.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import tempfile
@@ -88,15 +89,25 @@ def save_model(directory: Path, model: EmotionModel, meta: ModelMeta) -> Path:
     return directory
 
 
-def load_model(directory: Path, device: str | torch.device = "cpu") -> tuple[EmotionModel, ModelMeta]:
-    """The trained model in eval mode, and its metadata."""
+def load_model(
+    directory: Path, device: str | torch.device = "cpu", *, with_gat: bool = True
+) -> tuple[EmotionModel, ModelMeta]:
+    """The trained model in eval mode, and its metadata.  ``with_gat=False``: without the GAT's
+    message-passing layers (their weights are left out and torch-geometric is never imported), for
+    the fusion server, which is given each utterance's graph embedding; such a model refuses a batch
+    without one."""
     directory = Path(directory)
     meta = read_meta(directory)
     weights = directory / MODEL_FILE
     if not weights.is_file():
         raise CheckpointError(f"{directory}: {MODEL_FILE} is missing")
-    model = build_model(meta.registry_name, FusionConfig.from_dict(meta.config))
+    config = FusionConfig.from_dict(meta.config)
+    if not with_gat:
+        config = dataclasses.replace(config, gat_layers=0)
+    model = build_model(meta.registry_name, config)
     state = torch.load(weights, map_location=device, weights_only=True)
+    if not with_gat:
+        state = {k: v for k, v in state.items() if not k.startswith(("gat.convs.", "gat.norms."))}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise CheckpointError(

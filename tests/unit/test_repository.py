@@ -15,7 +15,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from shared.settings import EMOTIONS, load_settings
-from training.checkpoint import ModelMeta, model_version, save_model
+from training.checkpoint import ModelMeta, load_model, model_version, save_model
 from training.models import FusionConfig, UtteranceFeatures, build_model, collate
 from training.models.profile import synthetic_utterances
 from training.serving import export as export_mod
@@ -290,7 +290,8 @@ served.initialize({
 })
 project = sorted({m.__file__ for m in list(sys.modules.values())
                   if m.__name__.partition(".")[0] in ("shared", "training") and getattr(m, "__file__", None)})
-print(json.dumps({"version": served.model_version, "project_files": project}))
+print(json.dumps({"version": served.model_version, "project_files": project,
+                  "torch_geometric": "torch_geometric" in sys.modules}))
 """
 
 
@@ -322,6 +323,22 @@ def test_a_version_folder_serves_without_the_project(settings, tmp_path):
         code = root / "1" / "python"
         assert served["project_files"] and all(f.startswith(str(code)) for f in served["project_files"]), served
         assert f"{code}/training/serving/{name}.py" in served["project_files"]
+        # the fusion is given the graph embedding: it never imports torch-geometric (~0.2 GB)
+        assert served["torch_geometric"] == (name == "graph_gat"), served
+
+
+def test_the_fusion_server_loads_its_model_without_the_gat(tmp_path):
+    torch.manual_seed(5)
+    model = build_model("proposed", SMALL).eval()
+    save_model(tmp_path / "m", model, ModelMeta("proposed", SMALL.to_dict(), list(SMALL.class_names), seed=5))
+    lean, _ = load_model(tmp_path / "m", with_gat=False)
+    assert len(lean.gat.convs) == 0 and not any(k.startswith("gat.convs.") for k in lean.state_dict())
+    batch = collate(_features(3))
+    with torch.inference_mode():
+        given = dataclasses.replace(batch, graph=batch.graph_embedding(model.gat))
+        torch.testing.assert_close(lean(given).probs, model(given).probs)
+        with pytest.raises(RuntimeError, match="built without its layers"):
+            lean(batch)  # no graph embedding: refused, never a GAT without message passing
 
 
 def test_model_code_follows_relative_and_function_local_imports(tmp_path, monkeypatch):

@@ -11,6 +11,10 @@ Batched node layout (used by :func:`batch_edges`, ``FusionBatch.edge_index`` and
 ``b*(T+F) .. b*(T+F)+T+F-1``; token ``i`` is node ``b*(T+F) + i`` and frame ``j`` is node
 ``b*(T+F) + T + j``.  Edges are stored once, as ``(token node, frame node)`` columns; the GAT
 adds the reverse direction and self loops itself.
+
+torch-geometric (about 0.2 GB in a process) is imported when a GAT's layers are built: the
+``moe_fusion`` server, which receives the graph embedding, loads its model without them
+(:func:`training.checkpoint.load_model` with ``with_gat=False``) and never imports it.
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch_geometric.nn import GATConv
 
 from shared.alignment import WordSpan, timed_word_spans, word_char_spans  # noqa: F401 (re-exported)
 
@@ -124,6 +127,9 @@ class TimeAlignedGAT(nn.Module):
         self.d_hidden, self.d_graph = d_hidden, d_graph
         self.text_proj = Projection(d_text, d_hidden, dropout)
         self.speech_proj = Projection(d_speech, d_hidden, dropout)
+        if layers:
+            from torch_geometric.nn import GATConv
+
         self.convs = nn.ModuleList(
             GATConv(d_hidden, d_hidden // heads, heads=heads, concat=True, dropout=dropout, add_self_loops=True)
             for _ in range(layers)
@@ -138,6 +144,11 @@ class TimeAlignedGAT(nn.Module):
         """``text [B, T, Dt]``, ``text_mask [B, T]`` bool, ``speech [B, F, Ds]``, ``speech_mask [B, F]``
         bool, ``edge_index [2, E]`` long ``(token node, frame node)`` in the batched layout
         -> graph embedding ``[B, d_graph]``."""
+        if not self.convs:
+            raise RuntimeError(
+                "this GAT was built without its layers (a model loaded with_gat=False, to serve the fusion): "
+                "give the batch its graph embedding"
+            )
         b, t = text_mask.shape
         f = speech_mask.shape[1]
         text_mask, speech_mask = text_mask.bool(), speech_mask.bool()

@@ -27,7 +27,8 @@ class TritonPythonModel(TritonModelBase):
         from training.checkpoint import load_model, model_version
 
         directory = self.trained_dir()
-        self.model, _ = load_model(directory, device=self.device)
+        # given each utterance's graph embedding: no GAT layers, no torch-geometric (~0.2 GB less)
+        self.model, _ = load_model(directory, device=self.device, with_gat=False)
         self.version = model_version(directory)
 
     def served_version(self):
