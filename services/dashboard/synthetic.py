@@ -149,6 +149,8 @@ class SyntheticServices:
         self.messages = {s: 0 for s in self.services}
         self._servers: list = []
         self._targets: list = []
+        self.instance_ids: list[str] = []
+        """The ``instance_id`` each fake service was announced to Prometheus with (with ``scrape_targets``)."""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -161,7 +163,8 @@ class SyntheticServices:
             self._servers.append(server)
             port = server.server_address[1]
             if self.scrape_targets is not None:
-                self._targets.append(self.scrape_targets.register(name, f"synthetic-{uuid.uuid4().hex[:6]}", port))
+                self.instance_ids.append(f"synthetic-{uuid.uuid4().hex[:6]}")
+                self._targets.append(self.scrape_targets.register(name, self.instance_ids[-1], port))
             m.up.labels(name).set(1)
             if name == "moe_fusion":  # exported at 0 from the start, so that a rate sees the first events
                 m.event_latency.labels(name)

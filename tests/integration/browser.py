@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from html.parser import HTMLParser
@@ -159,3 +160,12 @@ def check_screenshot(path: Path, colours: dict[str, tuple[int, int, int]], min_p
     for name, n in found.items():
         assert n > min_pixels, f"no {name} blocks in the screenshot ({n} pixels)"
     return found
+
+
+def scraped(url: str, instance_ids: list[str]) -> bool:
+    """Prometheus, through the dashboard at ``url``, holds ``emotion_service_up == 1`` from every one
+    of ``instance_ids``: those instances were scraped, not only series that earlier instances of the
+    same services left in Prometheus's look-back."""
+    query = f'emotion_service_up{{instance_id=~"{"|".join(instance_ids)}"}} == 1'
+    result = get_json(f"{url}/api/query?" + urllib.parse.urlencode({"query": query}))["data"]["result"]
+    return {r["metric"]["instance_id"] for r in result} == set(instance_ids)

@@ -17,7 +17,7 @@ import pytest
 from deploy.local.process import free_port
 from shared.metrics import scrape_targets_dir
 from shared.settings import PROJECT_ROOT, settings_env
-from tests.integration.browser import get_json, wait_for
+from tests.integration.browser import get_json, scraped, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -46,8 +46,10 @@ def test_synthetic_traffic_moves_the_dashboard_and_ctrl_c_stops_everything(stack
     try:
         wait_for("the dashboard", lambda: _port_open(port) and get_json(url + "/healthz")["events"]["assigned"], 120)
         targets = set(scrape_targets_dir(s).glob("*.json")) - before
-        announced = {json.loads(t.read_text())[0]["labels"]["service"] for t in targets}
-        assert announced == FIVE, announced
+        labels = [json.loads(t.read_text())[0]["labels"] for t in targets]
+        assert {label["service"] for label in labels} == FIVE, labels
+        instance_ids = [label["instance_id"] for label in labels]
+        wait_for("all five scraped", lambda: scraped(url, instance_ids), 60)
 
         def throughput():
             res = get_json(url + "/api/query?q=throughput")["data"]["result"]

@@ -20,7 +20,7 @@ from services.dashboard.server import EMOTION_COLOURS, DashboardServer
 from services.dashboard.synthetic import CALM, ESCALATING, SyntheticServices, scripted_call
 from deploy.local.process import free_port
 from shared.metrics import FileScrapeTargets
-from tests.integration.browser import Dom, check_screenshot, get_json, hex_rgb, run_browser, wait_for
+from tests.integration.browser import Dom, check_screenshot, get_json, hex_rgb, run_browser, scraped, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -38,6 +38,9 @@ def traffic(stack_settings):
     server = DashboardServer(s, "127.0.0.1", free_port(), backlog=0).start()
     try:
         wait_for("the dashboard's Kafka reader", lambda: get_json(server.url + "/healthz")["events"]["assigned"], 60)
+        # these fake services scraped, not only the series other tests' services of the same names
+        # left in Prometheus's look-back (a rate over them is not zero yet)
+        wait_for("every fake service scraped", lambda: scraped(server.url, services.instance_ids), 60)
         # Prometheus has scraped moe_fusion's (empty) event latency, so the events' latencies make a rate
         query = urllib.parse.urlencode({"query": 'emotion_event_latency_seconds_count{service="moe_fusion"}'})
         wait_for("moe_fusion's first scrape", lambda: get_json(f"{server.url}/api/query?{query}")["data"]["result"], 60)
