@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.files import write_text_atomic
 from shared.kafka_io import ensure_topics, make_admin
 from shared.settings import Settings
 
@@ -273,9 +274,7 @@ class Kafka(Component):
             **self.listeners().values(),
         }
         listeners = self.listeners()
-        process.write_text_atomic(
-            self.config_file, process.render_template("kafka-server.properties.tmpl", values), mode=0o600
-        )
+        write_text_atomic(self.config_file, process.render_template("kafka-server.properties.tmpl", values), mode=0o600)
         if not (self.data_dir / "meta.properties").exists():
             cid = cluster_id(self.settings)
             log.info("formatting Kafka storage %s (cluster id %s)", self.data_dir, cid)
@@ -295,7 +294,7 @@ class Kafka(Component):
                 what="kafka storage format",
                 timeout_s=120,
             )
-            process.write_text_atomic(self.credentials_file, listeners.fingerprint() + "\n", mode=0o600)
+            write_text_atomic(self.credentials_file, listeners.fingerprint() + "\n", mode=0o600)
         elif (
             self.credentials_file.read_text().strip() if self.credentials_file.exists() else ""
         ) != listeners.fingerprint():
