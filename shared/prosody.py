@@ -79,6 +79,7 @@ __all__ = [
     "ProsodyFrames",
     "ProsodyOptions",
     "YinEstimate",
+    "average_frames",
     "extract_functionals",
     "extract_llds",
     "functionals",
@@ -635,29 +636,38 @@ def extract_llds(audio: np.ndarray, options: ProsodyOptions | None = None) -> Pr
 # ---- the paper's frame rule -----------------------------------------------------------------------------
 
 
+def average_frames(x: np.ndarray, n: int) -> np.ndarray:
+    """``[T, D]`` frames averaged onto exactly ``n`` frames spanning the same time, with PyTorch's
+    ``adaptive_avg_pool1d`` bins: output ``j`` averages frames ``floor(j T / n) .. ceil((j + 1) T / n) - 1``
+    (``T < n`` repeats frames). float32 ``[n, D]``."""
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim != 2 or x.shape[0] == 0 or n < 1:
+        raise ValueError(f"average_frames expects [frames > 0, features] and n >= 1, got {x.shape} and {n}")
+    t, d = x.shape
+    j = np.arange(n)
+    start = (j * t) // n
+    stop = -((-(j + 1) * t) // n)
+    csum = np.concatenate([np.zeros((1, d)), np.cumsum(x, axis=0, dtype=np.float64)])
+    return ((csum[stop] - csum[start]) / (stop - start)[:, None]).astype(np.float32)
+
+
 def pool_frames(lld: np.ndarray, n: int = 128) -> tuple[np.ndarray, np.ndarray]:
     """``[T, D]`` frames -> exactly ``n`` frames and their mask (the speech encoder's rule).
 
     ``T <= n``: zero padding (mask True on the ``T`` real frames). ``T > n``: adaptive average
-    pooling with PyTorch's bins: output ``j`` averages frames ``floor(j T / n) .. ceil((j + 1) T / n) - 1``.
+    pooling (:func:`average_frames`).
     """
     lld = np.asarray(lld, dtype=np.float32)
     if lld.ndim != 2:
         raise ValueError(f"pool_frames expects [frames, features], got shape {lld.shape}")
     t, d = lld.shape
-    frames = np.zeros((n, d), np.float32)
-    mask = np.zeros(n, bool)
     if t <= n:
+        frames = np.zeros((n, d), np.float32)
         frames[:t] = lld
+        mask = np.zeros(n, bool)
         mask[:t] = True
         return frames, mask
-    j = np.arange(n)
-    start = (j * t) // n
-    stop = -((-(j + 1) * t) // n)
-    csum = np.concatenate([np.zeros((1, d)), np.cumsum(lld, axis=0, dtype=np.float64)])
-    frames[:] = (csum[stop] - csum[start]) / (stop - start)[:, None]
-    mask[:] = True
-    return frames, mask
+    return average_frames(lld, n), np.ones(n, bool)
 
 
 # ---- utterance functionals ------------------------------------------------------------------------------

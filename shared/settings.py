@@ -185,6 +185,11 @@ class ModelSettings(BaseModel):
     (None: as it arrives). A phone line's gain varies by tens of dB between handsets and calls;
     Whisper's log-mel does not forgive that. -26: ITU-T P.56's telephone speech level. Part of the
     speech encoder's version like ``speech_layer`` (``#level-26``)."""
+    speech_prosody: bool = False
+    """Set the prosodic and voice-quality descriptors of :mod:`shared.prosody` (F0, loudness, HNR,
+    jitter, shimmer, spectral balance: 16 per frame) beside each speech encoder frame, so the speech
+    branch (and the speaker normalisation) sees them too. Part of the speech encoder's version
+    (``#prosody``) like ``speech_layer``."""
     speaker_window: int = Field(default=32, ge=1)
     """Online per-speaker normalisation of the speech frames: an utterance is judged against the
     statistics of the same speaker's last ``speaker_window`` utterances in the call before it (kept

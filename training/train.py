@@ -180,6 +180,9 @@ class DataSection:
     speech_layer: int | None = None
     """Speech encoder hidden state the speech branch reads (None: ``settings.models.speech_layer``);
     recorded in the model, whose export and evaluation then use the same layer."""
+    speech_prosody: bool | None = None
+    """Prosodic descriptors beside each speech frame (None: ``settings.models.speech_prosody``);
+    recorded in the model like the layer."""
     cache_dir: str | None = None
     """Feature cache (None: ``<home>/features``)."""
     workers: int = 2
@@ -925,8 +928,12 @@ def prepare_features(
     from training.encoders.speech import SpeechReading
     from training.features import extract_features, feature_spec
 
-    if data.speech_layer is not None:
-        settings = SpeechReading(data.speech_layer, settings.models.speech_level_dbfs).applied(settings)
+    m = settings.models
+    settings = SpeechReading(
+        m.speech_layer if data.speech_layer is None else data.speech_layer,
+        m.speech_level_dbfs,
+        m.speech_prosody if data.speech_prosody is None else data.speech_prosody,
+    ).applied(settings)
     examples = load_examples(manifest, data)
     records = extract_features(
         settings,

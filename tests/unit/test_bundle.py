@@ -326,6 +326,29 @@ def test_encode_layers_gives_every_layer_and_the_last_is_encodes_hidden_state(ti
     assert enc.encode_layers(np.zeros(0, np.float32)).shape == (enc.num_layers, 0, enc.dim)
 
 
+def test_prosody_reading_sets_the_descriptors_beside_each_encoder_frame(tiny_settings) -> None:
+    from shared.prosody import LLD_NAMES
+    from training.encoders.speech import prosody_frames
+
+    plain = SpeechEncoder.from_resolved(resolve(tiny_settings, "tiny-whisper-encoder"), device="cpu", threads=1)
+    reading = SpeechReading(prosody=True)
+    enc = SpeechEncoder.from_resolved(
+        resolve(tiny_settings, "tiny-whisper-encoder"), reading=reading, device="cpu", threads=1
+    )
+    assert enc.version == f"{plain.version}#prosody" and SpeechReading.of_version(enc.version) == reading
+    assert enc.dim == plain.dim + len(LLD_NAMES) == reading.width(plain.dim)
+    short, long = synthetic_speech(1.2, seed=5), synthetic_speech(4.0, seed=6)
+    out, base = enc.encode([short, long]), plain.encode([short, long])
+    assert out.frames.shape == (2, 128, enc.dim)
+    np.testing.assert_array_equal(out.mask, base.mask)
+    np.testing.assert_allclose(out.frames[..., : plain.dim], base.frames, atol=1e-5)  # the encoder's frames unchanged
+    n = int(out.mask[0].sum())  # the short clip: one prosody vector per encoder frame, no pooling
+    np.testing.assert_allclose(out.frames[0, :n, plain.dim :], prosody_frames(short, n), atol=1e-5)
+    assert not out.frames[0, n:].any()  # padding stays zero
+    f0 = out.frames[1, :, plain.dim + LLD_NAMES.index("f0_semitones")]
+    assert (f0 > 0).mean() > 0.5  # the long clip's pooled frames carry its voice's pitch
+
+
 @pytest.mark.parametrize("name", ["tiny-whisper-encoder", "tiny-hubert"])
 def test_speech_layer_reads_that_hidden_state_and_names_it_in_the_version(tiny_settings, name: str) -> None:
     last = SpeechEncoder.from_resolved(resolve(tiny_settings, name), device="cpu", threads=1)
@@ -364,6 +387,25 @@ def test_speech_layer_reads_that_hidden_state_and_names_it_in_the_version(tiny_s
     assert speech_encoder_spec(settings, "v", 8).parameters["speech_layer"] == ""
     settings.models.speech_layer = 2
     assert speech_encoder_spec(settings, "v", 8).parameters["speech_layer"] == "2"
+    # the prosody reading: in the version, the cache key, the served parameters and the served width
+    from shared.prosody import LLD_NAMES
+    from training.serving.export import _encoder_candidate
+
+    settings.models.speech_layer = 1  # the tiny encoders have two hidden states
+    without = feature_spec(settings)
+    assert speech_encoder_spec(settings, "v", 8).parameters["speech_prosody"] == ""
+
+    def served_width() -> int:
+        _, outputs = _encoder_candidate(settings, "speech_encoder").spec.tensors
+        return next(t.dims[-1] for t in outputs if t.name == "FRAMES")
+
+    plain_dim = served_width()
+    settings.models.speech_prosody = True
+    assert feature_spec(settings).speech_encoder == f"{without.speech_encoder}#prosody"
+    assert feature_spec(settings).key != without.key
+    assert speech_encoder_spec(settings, "v", 8).parameters["speech_prosody"] == "1"
+    assert served_width() == plain_dim + len(LLD_NAMES)
+    assert SpeechEncoder.from_bundle(settings, device="cpu", threads=1).dim == plain_dim + len(LLD_NAMES)
 
 
 @pytest.mark.parametrize("name", ["tiny-whisper-encoder", "tiny-hubert"])

@@ -15,6 +15,7 @@ from shared.prosody import (
     ProsodyOptions,
     extract_functionals,
     extract_llds,
+    average_frames,
     pool_frames,
 )
 from shared.speaker_norm import FeaturePrior, OnlineSpeakerNormaliser, normalise_per_speaker
@@ -186,6 +187,16 @@ def test_pool_frames_matches_torch_adaptive_average_pooling(t: int):
     expected = torch.nn.functional.adaptive_avg_pool1d(torch.from_numpy(lld).T[None], 128)[0].T.numpy()
     assert frames.shape == (128, 5) and mask.all()
     assert np.allclose(frames, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize(("t", "n"), [(301, 150), (7, 3), (3, 7), (5, 5)])
+def test_average_frames_matches_torch_adaptive_average_pooling_down_and_up(t: int, n: int):
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(t).standard_normal((t, 4)).astype(np.float32)
+    expected = torch.nn.functional.adaptive_avg_pool1d(torch.from_numpy(x).T[None], n)[0].T.numpy()
+    assert np.allclose(average_frames(x, n), expected, atol=1e-5)
+    with pytest.raises(ValueError, match="average_frames"):
+        average_frames(np.zeros((0, 4), np.float32), n)
 
 
 def test_pool_frames_of_an_utterance():

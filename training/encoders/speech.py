@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from shared.prosody import LLD_NAMES, average_frames, extract_llds
 from training.data.audio import normalise_level
 
 from .audio import SAMPLE_RATE, to_mono_16k
@@ -95,6 +96,13 @@ def pool_or_pad(hidden: torch.Tensor, times: np.ndarray, max_frames: int) -> tup
     return frames, mask, out_times
 
 
+def prosody_frames(audio: np.ndarray, n_frames: int) -> np.ndarray:
+    """The prosodic descriptors (:func:`shared.prosody.extract_llds`, 10 ms hop) of 16 kHz ``audio``
+    averaged onto ``n_frames`` encoder frames spanning the same audio: float32
+    ``[n_frames, len(LLD_NAMES)]``, to sit beside the encoder's hidden states."""
+    return average_frames(extract_llds(audio).values, n_frames)
+
+
 @dataclass
 class _Chunk:
     item: int
@@ -107,23 +115,32 @@ class _Chunk:
 class SpeechReading:
     """How the speech branch reads the speech encoder: the hidden state (``layer``, None: the last;
     ``models.speech_layer``) of the utterance brought to ``level_dbfs`` (None: as it arrives;
-    ``models.speech_level_dbfs``). Both change the frames, so both are written into the encoder's
-    version (``name@digest#layer3#level-26``), and caches, trained models and the served encoder
-    keep readings apart; a model's recorded version gives back the reading it was trained on."""
+    ``models.speech_level_dbfs``), with the prosodic descriptors of :mod:`shared.prosody` beside
+    each frame (``prosody``; ``models.speech_prosody``). Each changes the frames, so each is written
+    into the encoder's version (``name@digest#layer3#level-26#prosody``), and caches, trained models
+    and the served encoder keep readings apart; a model's recorded version gives back the reading
+    it was trained on."""
 
     layer: int | None = None
     level_dbfs: float | None = None
+    prosody: bool = False
 
     @classmethod
     def of_settings(cls, settings: Settings) -> SpeechReading:
-        return cls(settings.models.speech_layer, settings.models.speech_level_dbfs)
+        m = settings.models
+        return cls(m.speech_layer, m.speech_level_dbfs, m.speech_prosody)
 
     @classmethod
     def of_version(cls, version: str) -> SpeechReading:
-        """The reading a :meth:`version` string names (a plain bundle version: the last layer, no level)."""
+        """The reading a :meth:`version` string names (a plain bundle version: the last layer, no
+        level, no prosody)."""
         layer = re.search(r"#layer(\d+)", version)
         level = re.search(r"#level(-?\d+(?:\.\d+)?)", version)
-        return cls(int(layer.group(1)) if layer else None, float(level.group(1)) if level else None)
+        return cls(
+            int(layer.group(1)) if layer else None,
+            float(level.group(1)) if level else None,
+            "#prosody" in version,
+        )
 
     def version(self, bundle_version: str) -> str:
         """``bundle_version`` (``name@digest``) with this reading named after it."""
@@ -132,13 +149,21 @@ class SpeechReading:
             out += f"#layer{self.layer}"
         if self.level_dbfs is not None:
             out += f"#level{self.level_dbfs:g}"
+        if self.prosody:
+            out += "#prosody"
         return out
+
+    def width(self, encoder_dim: int) -> int:
+        """Width of a frame read this way from an encoder of ``encoder_dim``."""
+        return encoder_dim + (len(LLD_NAMES) if self.prosody else 0)
 
     def applied(self, settings: Settings) -> Settings:
         """``settings`` reading the encoder this way (a copy; ``settings`` itself when it already does)."""
         if SpeechReading.of_settings(settings) == self:
             return settings
-        models = settings.models.model_copy(update={"speech_layer": self.layer, "speech_level_dbfs": self.level_dbfs})
+        models = settings.models.model_copy(
+            update={"speech_layer": self.layer, "speech_level_dbfs": self.level_dbfs, "speech_prosody": self.prosody}
+        )
         return settings.model_copy(update={"models": models})
 
 
@@ -203,6 +228,10 @@ class SpeechEncoder:
         self.reading = reading
         self.layer = layer
         """The hidden state read (None: the last)."""
+        self.encoder_dim = self.dim
+        """Width of the encoder's hidden states."""
+        self.dim = reading.width(self.encoder_dim)
+        """Width of the frames :meth:`encode` gives (the hidden state, then the prosodic descriptors)."""
         self.version = reading.version(version)
 
     # ---- construction from the bundle -----------------------------------------------------------
@@ -324,6 +353,8 @@ class SpeechEncoder:
             )
             t = np.stack([starts, starts + self.receptive_s], axis=1)
             t = np.minimum(t, durations[i])
+            if self.reading.prosody:
+                hidden = torch.cat([hidden.float().cpu(), torch.from_numpy(prosody_frames(audios[i], len(hidden)))], 1)
             frames[i], mask[i], times[i] = pool_or_pad(hidden, t, f)
         return SpeechEmbedding(frames=frames, mask=mask, frame_times=times, durations=durations)
 
@@ -335,7 +366,7 @@ class SpeechEncoder:
         state (final layer norm included; what :meth:`encode` reads unless ``layer`` picks another) -- for layer-wise probes such as SUPERB's weighted sum."""
         audio = self._heard(waveform, sample_rate)
         if not len(audio):
-            return np.zeros((self.num_layers, 0, self.dim), np.float32)
+            return np.zeros((self.num_layers, 0, self.encoder_dim), np.float32)
         hidden = [self._run(c.inputs[None], all_layers=True)[:, 0] for c in self._chunks(0, audio)]
         return torch.cat(hidden, dim=1).float().cpu().numpy()
 

@@ -188,10 +188,9 @@ def _encoder_candidate(settings: Settings, name: str) -> _Candidate:
         )
     else:
         config = _bundle_config(resolved.path)
-        dim = int(config["d_model"] if config.get("model_type") == "whisper" else config["hidden_size"])
-        spec = speech_encoder_spec(
-            settings, SpeechReading.of_settings(settings).version(resolved.version), dim, resolved.name
-        )
+        reading = SpeechReading.of_settings(settings)
+        dim = reading.width(int(config["d_model"] if config.get("model_type") == "whisper" else config["hidden_size"]))
+        spec = speech_encoder_spec(settings, reading.version(resolved.version), dim, resolved.name)
     return _Candidate(spec, source=str(resolved.path))
 
 
@@ -272,6 +271,8 @@ def _check_encoders(settings: Settings, model_dir: Path) -> list[str]:
         except Exception:  # noqa: BLE001
             continue
         width = c.get("d_model") if key is None and c.get("model_type") == "whisper" else c.get("hidden_size")
+        if width is not None and role == "speech_encoder":
+            width = SpeechReading.of_settings(settings).width(int(width))
         if width is not None and int(width) != dim:
             notes.append(f"model expects {role} width {dim}, bundle's is {width}")
     for n in notes:

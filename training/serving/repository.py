@@ -140,6 +140,7 @@ def speech_encoder_spec(settings: Settings, model_version: str, dim: int, model_
             "speech_level_dbfs": ""
             if settings.models.speech_level_dbfs is None
             else f"{settings.models.speech_level_dbfs:g}",
+            "speech_prosody": "1" if settings.models.speech_prosody else "",
         },
     )
 

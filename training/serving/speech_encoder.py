@@ -33,6 +33,8 @@ class TritonPythonModel(TritonModelBase):
         if "speech_level_dbfs" in params:
             level = params["speech_level_dbfs"]
             settings.models.speech_level_dbfs = float(level) if level else None
+        if "speech_prosody" in params:
+            settings.models.speech_prosody = bool(params["speech_prosody"])
         self.encoder = SpeechEncoder.from_bundle(
             settings, name=params.get("model_name") or None, device=self.device, threads=self.threads
         )
