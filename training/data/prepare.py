@@ -1,5 +1,8 @@
 """``emotion data``: turn a public emotion corpus into a manifest (:mod:`training.data.corpora`).
 
+``emotion data speak MANIFEST --out FOLDER`` speaks a text corpus's lines flat
+(:mod:`training.data.spoken`) for the words-only slice.
+
 ``emotion data prepare NAME SRC --out FILE`` reads the corpus folder ``SRC`` as published, maps its
 labels onto the seven common classes, writes the JSON-lines manifest (audio paths absolute, so the
 corpus is referenced where it lies, never copied; ``"audio": null`` for text-only corpora) and
@@ -98,6 +101,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="keep at most N utterances of the input whose file stem is NAME (repeatable)",
     )
     mix.add_argument("--seed", type=int, default=0, help="seed of the --take samples (default 0)")
+    speak = sub.add_parser(
+        "speak",
+        help="speak a text corpus's lines flat (espeak-ng), for the words-only slice",
+        description="Speak the text-only lines of MANIFEST with espeak-ng in a flat voice (default pitch, one "
+        "rate, no emotional prosody; one voice per speaker), so that a model can be evaluated on the words "
+        "alone through the audio path it serves (Whisper's transcript): `emotion eval --manifest "
+        "OUT/manifest.jsonl --channel g711`. Writes OUT/wav/<id>.wav (16 kHz, -26 dBFS) and OUT/manifest.jsonl "
+        "(the same lines with their audio, extra.cue = text). A rerun speaks only what is missing.",
+    )
+    speak.add_argument("manifest", type=Path, metavar="MANIFEST", help="a text corpus's manifest (`prepare` output)")
+    speak.add_argument("--out", type=Path, required=True, metavar="FOLDER", help="folder for wav/ and manifest.jsonl")
+    speak.add_argument("--split", choices=SPLITS, help="only the lines of this split (default: every line)")
+    speak.add_argument("--take", type=int, metavar="N", help="a seeded random sample of N lines (default: all)")
+    speak.add_argument("--seed", type=int, default=0, help="seed of the --take sample (default 0)")
+    speak.add_argument("--workers", type=int, default=2, help="espeak-ng processes side by side (default 2)")
     sub.add_parser("list", help="the corpora `prepare` reads", description="List the registered corpora.")
 
 
@@ -161,6 +179,30 @@ def count_table(examples: Sequence[Example]) -> str:
     return "\n".join(lines)
 
 
+def _speak(args: argparse.Namespace) -> int:
+    from training.data.espeak import EspeakError
+    from training.data.spoken import speak_flat
+
+    if args.take is not None and args.take < 1:
+        print("--take must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        examples = read_manifest(args.manifest)
+        spoken = speak_flat(
+            examples, args.out, split=args.split, take=args.take, seed=args.seed, workers=max(1, args.workers)
+        )
+    except (ManifestError, EspeakError) as e:
+        print(str(e), file=sys.stderr)
+        return 1
+    if not spoken:
+        print(f"{args.manifest}: no text-only lines to speak" + (f" in split {args.split}" if args.split else ""))
+        return 1
+    out = write_manifest(args.out / "manifest.jsonl", spoken)
+    print(f"spoke {len(spoken):,} of {len(examples):,} lines flat -> {out}")
+    print(count_table(spoken))
+    return 0
+
+
 def main(args: argparse.Namespace, settings: Settings) -> int:
     """``emotion data``: 0 on success, 1 when the corpus cannot be read, 2 for a wrong option."""
     if args.data_command == "list":
@@ -168,6 +210,8 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         for corpus in CORPORA.values():
             print(f"{corpus.name:<{width}}  {corpus.kind:<6}  {corpus.description}")
         return 0
+    if args.data_command == "speak":
+        return _speak(args)
     if args.data_command == "mix":
         try:
             take = {name: int(n) for name, _, n in (item.partition("=") for item in args.take)}
