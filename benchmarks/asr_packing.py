@@ -12,14 +12,14 @@ Korean, 8 kHz, each turn cut from its channel by its ground-truth times: :func:`
 both languages waiting in one queue as on a live system, and a word error rate per language.
 
 ``emotion bench --sections asr-packing`` runs :func:`run`; ``python`` callers can use
-:func:`telephony_prompts`, :func:`call_turns` and :func:`word_error_rate` alone.
+:func:`telephony_prompts`, :func:`call_turns` and :func:`word_error_rate` alone (the error rates
+live in :mod:`training.transcripts`).
 """
 
 from __future__ import annotations
 
 import gzip
 import logging
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,16 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
+from training.transcripts import character_error_rate, normalise, word_error_rate
+
 log = logging.getLogger(__name__)
 
 ASTERISK_SOUNDS = Path("/usr/share/asterisk/sounds/en")
 ASTERISK_TRANSCRIPTS = Path("/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz")
-
-_NUMBERS = (
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
-    "seventeen eighteen nineteen"
-).split()
-_TENS = {20: "twenty", 30: "thirty", 40: "forty", 50: "fifty", 60: "sixty", 70: "seventy", 80: "eighty", 90: "ninety"}
 
 
 @dataclass(frozen=True)
@@ -46,51 +42,6 @@ class Prompt:
     """16 kHz mono float32."""
     reference: str
     language: str = "en"
-
-
-def _number_words(n: int) -> str:
-    if n < 20:
-        return _NUMBERS[n]
-    if n < 100:
-        tens, unit = divmod(n, 10)
-        return _TENS[tens * 10] + ("" if unit == 0 else " " + _NUMBERS[unit])
-    return " ".join(_NUMBERS[int(d)] for d in str(n))  # digit by digit, as prompts read them
-
-
-def normalise(text: str) -> list[str]:
-    """Lower case, numbers as words, ``#`` as "pound", ``*`` as "star", no punctuation."""
-    text = text.lower().replace("#", " pound ").replace("*", " star ").replace("&", " and ")
-    text = re.sub(r"\d+", lambda m: " " + _number_words(int(m.group())) + " ", text)
-    text = re.sub(r"[^\w' ]+", " ", text).replace("'", "")
-    return text.split()
-
-
-def edit_distance(ref: Sequence[str], hyp: Sequence[str]) -> int:
-    """Levenshtein distance between two word sequences (substitutions, insertions, deletions)."""
-    row = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        prev, row[0] = row[0], i
-        for j, h in enumerate(hyp, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
-    return row[-1]
-
-
-def word_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> float:
-    """Corpus WER: total edits over total reference words, after :func:`normalise`."""
-    if len(references) != len(hypotheses):
-        raise ValueError(f"{len(references)} references for {len(hypotheses)} hypotheses")
-    edits = sum(edit_distance(normalise(r), normalise(h)) for r, h in zip(references, hypotheses, strict=True))
-    words = sum(len(normalise(r)) for r in references)
-    return edits / max(words, 1)
-
-
-def character_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> float:
-    """Corpus CER over the characters of the words :func:`normalise` gives, spaces left out: the
-    measure for Korean, whose word spacing varies between writers (and Whisper)."""
-    if len(references) != len(hypotheses):
-        raise ValueError(f"{len(references)} references for {len(hypotheses)} hypotheses")
-    chars = [("".join(normalise(r)), "".join(normalise(h))) for r, h in zip(references, hypotheses, strict=True)]
-    return sum(edit_distance(list(r), list(h)) for r, h in chars) / max(sum(len(r) for r, _ in chars), 1)
 
 
 def telephony_prompts(

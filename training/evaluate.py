@@ -33,6 +33,8 @@ from training.models import EmotionModel, collate
 
 if TYPE_CHECKING:  # pragma: no cover
     from shared.settings import Settings
+    from training.data.manifest import Example
+    from training.features import FeatureRecord
 
 __all__ = [
     "METRIC_NAMES",
@@ -385,6 +387,19 @@ def select_split(examples: Sequence[Any], split: str) -> list[Any]:
     return [ex for ex in examples if ex.split == split]
 
 
+def transcript_scores(examples: Sequence[Example], records: Sequence[FeatureRecord]) -> dict[str, float | int] | None:
+    """Word and character error rates (:mod:`training.transcripts`) of the records' Whisper
+    transcripts against the text of the spoken examples that have one; None when none has."""
+    from training.transcripts import character_error_rate, word_error_rate
+
+    text = {ex.id: ex.text for ex in examples if ex.audio_path is not None and (ex.text or "").strip()}
+    pairs = [(text[r.id], r.asr_text) for r in records if r.id in text]
+    if not pairs:
+        return None
+    refs, hyps = [p[0] for p in pairs], [p[1] for p in pairs]
+    return {"n": len(pairs), "wer": word_error_rate(refs, hyps), "cer": character_error_rate(refs, hyps)}
+
+
 def main(args: argparse.Namespace, settings: Settings) -> int:
     """``emotion eval``: evaluate a model folder on a manifest; 0 on success."""
     from training.checkpoint import load_model
@@ -440,6 +455,9 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         }
         if groups:
             result["by"] = {"key": args.by, "groups": {g: m.to_dict() for g, m in groups.items()}}
+        heard_words = transcript_scores(examples, features) if text_source == "asr" else None
+        if heard_words:
+            result["transcripts"] = heard_words
         (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
         png = confusion_matrix_png(
             out / "confusion_matrix.png",
@@ -456,6 +474,11 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
             print(f"\n{'by ' + args.by:<14} {'n':>6} {'accuracy':>9} {'F1':>7}")
             for g, m in groups.items():
                 print(f"{g:<14} {m.n:>6} {m.accuracy:>9.4f} {m.f1:>7.4f}")
+        if heard_words:
+            print(
+                f"\nWhisper's transcripts against the manifest text ({heard_words['n']} spoken utterances): "
+                f"WER {heard_words['wer']:.3f}, CER {heard_words['cer']:.3f}"
+            )
         print(f"\nconfusion matrix: {png}")
     return 0
 

@@ -325,7 +325,7 @@ def _as_good_as_alone(text: str, words: list[dict], alone: dict, said: str, dura
     error more against what was said (the window's context often helps: "angry about this bill"
     heard alone as "I'm outless ill", packed as "about this meal"), and its words on the
     utterance's own clock."""
-    from benchmarks.asr_packing import edit_distance
+    from training.transcripts import edit_distance
 
     def norm(t: str) -> list[str]:
         return re.sub(r"[^a-z' ]+", " ", t.lower().replace("i'm", "i am")).split()

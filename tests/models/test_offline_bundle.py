@@ -10,7 +10,7 @@ import re
 
 import numpy as np
 import pytest
-from benchmarks.asr_packing import edit_distance
+from training.transcripts import edit_distance
 from training.model_store import BundleManifest, resolve
 from training.encoders import SpeechEncoder, TextEncoder, Transcriber
 from training.encoders.audio import synthetic_speech

@@ -354,14 +354,3 @@ def test_call_turns_cut_each_turn_from_its_speakers_channel(tmp_path):
         return np.argmax(np.abs(np.fft.rfft(x))) * 16000 / x.size
 
     assert pitch(agent.audio) == pytest.approx(440, abs=5) and pitch(customer.audio) == pytest.approx(880, abs=5)
-
-
-def test_error_rates_count_words_and_characters_after_one_normalisation():
-    from benchmarks.asr_packing import character_error_rate, word_error_rate
-
-    assert word_error_rate(["Press 1 now."], ["press one now"]) == 0
-    assert word_error_rate(["a b c d"], ["a x c"]) == 0.5  # one substitution, one deletion
-    # Korean: the spacing differs, the characters do not; one character of six is wrong
-    assert word_error_rate(["결제 카드를"], ["결제카드를"]) == 1.0
-    assert character_error_rate(["결제 카드를"], ["결제카드를"]) == 0
-    assert character_error_rate(["결제 카드를"], ["결재 카드를"]) == pytest.approx(1 / 5)
