@@ -31,7 +31,9 @@ def _lines(tmp_path: Path) -> list[Example]:
 def test_speak_flat_gives_each_text_line_audio_with_one_voice_per_speaker(tmp_path: Path) -> None:
     lines = _lines(tmp_path)
     spoken = speak_flat(lines, tmp_path / "out", split="test", progress=False)
-    assert [ex.id for ex in spoken] == ["d1-u0", "d1-u1", "d1-u2"]  # the test split's text-only lines with words
+    # the test split's text-only lines with words, under their own ids: both forms can share a corpus
+    assert [ex.id for ex in spoken] == ["d1-u0-flat", "d1-u1-flat", "d1-u2-flat"]
+    assert [ex.extra["text_id"] for ex in spoken] == ["d1-u0", "d1-u1", "d1-u2"]
     for ex, original in zip(spoken, lines):
         assert (ex.label, ex.text, ex.speaker, ex.call_id, ex.split) == (
             original.label,
@@ -54,6 +56,8 @@ def test_speak_flat_gives_each_text_line_audio_with_one_voice_per_speaker(tmp_pa
     assert len(first_two) == 2 and first.stat().st_mtime_ns == stamp
     manifest = write_manifest(tmp_path / "out" / "manifest.jsonl", spoken)
     assert [ex.audio_path for ex in read_manifest(manifest)] == [ex.audio_path for ex in spoken]
+    both = write_manifest(tmp_path / "both.jsonl", [*lines[:3], *spoken])  # as text and spoken, one corpus
+    assert len(read_manifest(both)) == 6
 
 
 def test_data_speak_command_writes_the_manifest_and_refuses_an_empty_selection(tmp_path: Path, capsys) -> None:
@@ -65,7 +69,7 @@ def test_data_speak_command_writes_the_manifest_and_refuses_an_empty_selection(t
     assert main(["data", "speak", str(source), "--out", str(out), "--split", "train", "--workers", "1"]) == 0
     assert "spoke 1 of 5 lines flat" in capsys.readouterr().out
     (line,) = read_manifest(out / "manifest.jsonl")
-    assert line.id == "d2-u0" and line.audio_path is not None and line.audio_path.is_file()
+    assert line.id == "d2-u0-flat" and line.audio_path is not None and line.audio_path.is_file()
     assert main(["data", "speak", str(source), "--out", str(out), "--split", "val"]) == 1
     assert "no text-only lines to speak in split val" in capsys.readouterr().out
     assert main(["data", "speak", str(source), "--out", str(out), "--take", "0"]) == 2

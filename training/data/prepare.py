@@ -107,8 +107,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         description="Speak the text-only lines of MANIFEST with espeak-ng in a flat voice (default pitch, one "
         "rate, no emotional prosody; one voice per speaker), so that a model can be evaluated on the words "
         "alone through the audio path it serves (Whisper's transcript): `emotion eval --manifest "
-        "OUT/manifest.jsonl --channel g711`. Writes OUT/wav/<id>.wav (16 kHz, -26 dBFS) and OUT/manifest.jsonl "
-        "(the same lines with their audio, extra.cue = text). A rerun speaks only what is missing.",
+        "OUT/manifest.jsonl --channel g711`, or trained on. Writes OUT/wav/<id>-flat.wav (16 kHz, -26 dBFS) and "
+        "OUT/manifest.jsonl: the same lines with their audio under the ids <id>-flat (extra.cue = text, "
+        "extra.text_id = <id>), so `emotion data mix` can join them with the text lines they come from. A rerun "
+        "speaks only what is missing.",
     )
     speak.add_argument("manifest", type=Path, metavar="MANIFEST", help="a text corpus's manifest (`prepare` output)")
     speak.add_argument("--out", type=Path, required=True, metavar="FOLDER", help="folder for wav/ and manifest.jsonl")

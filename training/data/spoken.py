@@ -10,8 +10,10 @@ call. The audio is brought to -26 dBFS active speech level (ITU-T P.56's telepho
 written as 16 kHz WAV; ``emotion eval --channel g711`` then puts it through a phone line.
 
 ``emotion data speak meld.jsonl --out spoken/meld-test --split test --take 300`` writes
-``spoken/meld-test/wav/<id>.wav`` and ``spoken/meld-test/manifest.jsonl``: the same lines with
-their audio, ``extra.cue = "text"`` and ``extra.spoken = "espeak-ng flat <voice>"``.
+``spoken/meld-test/wav/<id>-flat.wav`` and ``spoken/meld-test/manifest.jsonl``: the same lines
+with their audio, under the id ``<id>-flat`` (so ``emotion data mix`` can join them with the text
+lines they come from), ``extra.cue = "text"``, ``extra.text_id`` and ``extra.spoken = "espeak-ng
+flat <voice>"``.
 """
 
 from __future__ import annotations
@@ -31,11 +33,14 @@ from training.data.espeak import EspeakError, list_language_voices, list_variant
 from training.data.manifest import Example
 from training.data.synthetic import BASE_VOICES, FEMALE_VARIANTS, MALE_VARIANTS
 
-__all__ = ["FLAT_RATE_WPM", "SAMPLE_RATE", "flat_voices", "speak_flat"]
+__all__ = ["FLAT_RATE_WPM", "SAMPLE_RATE", "SPOKEN_SUFFIX", "flat_voices", "speak_flat"]
 
 FLAT_RATE_WPM = 165
 """One speaking rate for every utterance (espeak-ng's ``-s``, words per minute)."""
 SAMPLE_RATE = 16_000
+SPOKEN_SUFFIX = "-flat"
+"""A spoken line's id is its text line's id with this suffix (``extra.text_id`` names the text
+line), so that a corpus can be mixed in both forms, as text and spoken."""
 LEVEL_DBFS = -26.0
 
 
@@ -85,11 +90,12 @@ def speak_flat(
     spoken, jobs = [], []
     for ex in chosen:
         voice = _voice_of(ex, voices[ex.language or "en"])
-        path = out / "wav" / f"{ex.id}.wav"
+        spoken_id = f"{ex.id}{SPOKEN_SUFFIX}"
+        path = out / "wav" / f"{spoken_id}.wav"
         if not path.is_file():
             jobs.append((ex.text or "", voice, str(path)))
-        extra = {**ex.extra, "cue": "text", "spoken": f"espeak-ng flat {voice}"}
-        spoken.append(replace(ex, audio_path=path.resolve(), extra=extra))
+        extra = {**ex.extra, "cue": "text", "spoken": f"espeak-ng flat {voice}", "text_id": ex.id}
+        spoken.append(replace(ex, id=spoken_id, audio_path=path.resolve(), extra=extra))
     bar = tqdm(total=len(jobs), desc="speaking flat", unit="utt", disable=not progress or not jobs)
     if workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(workers) as pool:
