@@ -197,7 +197,10 @@ class DataSection:
     ``name`` an ``emotion data list`` corpus or ``synthetic`` (the default synthetic corpus),
     ``path`` its folder (relative: under ``datasets``), ``take`` an optional cap (whole dialogues,
     each split alike, as ``emotion data mix --take``) and the loader's options (``calm``).
-    Empty: the default synthetic corpus alone."""
+    A text corpus may add ``spoken: N``: a seeded sample of N of its kept lines is also spoken
+    flat by espeak-ng (``emotion data speak``; ids ``<id>-flat``, each in its text line's split),
+    so the model learns those words both as text and through Whisper beside a voice that carries
+    no emotion. Empty: the default synthetic corpus alone."""
     datasets: str = "../shared/datasets"
     """Folder the relative corpus paths lie in (relative: to the current directory);
     ``data.datasets=/my/copies`` points a recipe at a user's own copies."""
@@ -802,15 +805,17 @@ def corpora_manifest(settings: Settings, data: DataSection, progress: bool = Tru
     (the digest covers the entries, the folders they resolve to and the split, so a changed recipe
     or another copy of the data gives a new mix). Every line carries its split (corpora without
     one: ``data.split_by`` / ``split_seed``), so ``emotion eval`` on the mix sees training's test split."""
-    from training.data.corpora import CORPORA
+    from training.data.corpora import CORPORA, corpus_of
     from training.data.manifest import read_manifest, split_examples, write_manifest
     from training.data.prepare import mix_manifests
+    from training.data.spoken import speak_flat
 
     entries = []
     for i, entry in enumerate(data.corpora):
         entry = dict(entry)
         name = entry.pop("name", None)
         take = entry.pop("take", None)
+        spoken = None
         if name == "synthetic":
             options, path = entry, None
             unknown = set(options) - {"n_per_class", "languages", "seed"}
@@ -820,15 +825,22 @@ def corpora_manifest(settings: Settings, data: DataSection, progress: bool = Tru
             if "path" not in entry:
                 raise ConfigError(f"data.corpora[{i}] ({name}) needs a path")
             path = str((Path(data.datasets).expanduser() / entry.pop("path")).resolve())
+            spoken = entry.pop("spoken", None)
+            if spoken is not None and CORPORA[name].kind != "text":
+                raise ConfigError(f"data.corpora[{i}] ({name}): spoken is for text corpora, {name} has audio")
             options = entry
             unknown = set(options) - set(CORPORA[name].options)
             if unknown:
                 raise ConfigError(f"data.corpora[{i}] ({name}): unknown option {sorted(unknown)[0]!r}")
         else:
             raise ConfigError(_unknown_message("corpus", str(name), ["synthetic", *CORPORA]))
-        if take is not None and (isinstance(take, bool) or not isinstance(take, int) or take < 1):
-            raise ConfigError(f"data.corpora[{i}] ({name}): take must be a positive integer, got {take!r}")
-        entries.append({"name": name, "path": path, "take": take, "options": options})
+        for key, value in (("take", take), ("spoken", spoken)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigError(f"data.corpora[{i}] ({name}): {key} must be a positive integer, got {value!r}")
+        entry = {"name": name, "path": path, "take": take, "options": options}
+        if spoken is not None:  # in the digest only when set: the mixes of older recipes keep their digest
+            entry["spoken"] = spoken
+        entries.append(entry)
     names = [e["name"] for e in entries]
     if len(set(names)) != len(names):
         raise ConfigError(f"data.corpora names a corpus twice: {names}")
@@ -857,6 +869,19 @@ def corpora_manifest(settings: Settings, data: DataSection, progress: bool = Tru
         log.info("%s: %d utterances", entry["name"], len(examples))
     take = {e["name"]: e["take"] for e in entries if e["take"] is not None}
     mixed = mix_manifests(parts, take)
+    for entry in entries:
+        if entry.get("spoken"):
+            kept = [ex for ex in mixed if corpus_of(ex.id) == entry["name"]]
+            flat = speak_flat(
+                kept,
+                out / "spoken" / entry["name"],
+                take=entry["spoken"],
+                seed=data.split_seed,
+                workers=data.workers,
+                progress=progress,
+            )
+            log.info("%s: %d of its lines also spoken flat", entry["name"], len(flat))
+            mixed += flat
     if data.split_by != "none":
         mixed = split_examples(mixed, data.split_seed, by=data.split_by)
     log.info("mixed %d corpora: %d utterances -> %s", len(parts), len(mixed), manifest)

@@ -11,6 +11,7 @@ import csv
 import json
 import logging
 import os
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -650,6 +651,46 @@ def test_recipe_corpora_are_read_in_place_capped_and_mixed_once(ravdess: Path, t
         ([{"name": "dailydialog", "path": "dd", "take": 0}], "take must be a positive integer"),
         ([{"name": "meld", "path": "nowhere"}], "no corpus folder at"),
         ([{"name": "synthetic", "voices": 3}], "unknown option 'voices'"),
+    ]:
+        config.data.corpora = corpora
+        with pytest.raises(ConfigError, match=message):
+            corpora_manifest(settings, config.data, progress=False)
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng (deploy/local/install-system.sh)")
+def test_recipe_speaks_a_sample_of_a_text_corpus_beside_its_text(ravdess: Path, tmp_path: Path):
+    from shared.settings import load_settings
+    from training.train import ConfigError, TrainConfig, corpora_manifest
+
+    datasets = ravdess.parent
+    _dailydialog(
+        datasets / "dd", "train", [([f"hello number {d}", "hi there", "goodbye"], [0, 4, 1]) for d in range(4)]
+    )
+    _dailydialog(datasets / "dd", "test", [(["well then", "that is fine", "ok"], [0, 0, 0])])
+    settings = load_settings(home=tmp_path / "home")
+    config = TrainConfig.from_yaml("default", [f"data.datasets={datasets}", "data.workers=1"])
+    config.data.corpora = [{"name": "dailydialog", "path": "dd", "take": 9, "spoken": 4}]
+    examples = read_manifest(corpora_manifest(settings, config.data, progress=False))
+    text = {e.id: e for e in examples if e.audio_path is None}
+    flat = [e for e in examples if e.audio_path is not None]
+    assert len(text) == 9 and len(flat) == 4  # the cap first, then a sample of what it kept, spoken
+    for e in flat:  # each spoken line is its text line, with audio, under its own id and in its split
+        line = text[e.extra["text_id"]]
+        assert e.id == f"{line.id}-flat" and (e.text, e.label, e.split, e.speaker) == (
+            line.text,
+            line.label,
+            line.split,
+            line.speaker,
+        )
+        assert sf.info(str(e.audio_path)).duration > 0.3 and e.audio_path.is_relative_to(settings.home / "corpora")
+    config.data.corpora[0]["spoken"] = 2  # another sample, another mix
+    again = read_manifest(corpora_manifest(settings, config.data, progress=False))
+    assert sum(e.audio_path is not None for e in again) == 2
+
+    for corpora, message in [
+        ([{"name": "ravdess", "path": "ravdess", "spoken": 3}], "spoken is for text corpora, ravdess has audio"),
+        ([{"name": "dailydialog", "path": "dd", "spoken": 0}], "spoken must be a positive integer"),
+        ([{"name": "synthetic", "spoken": 3}], "unknown option 'spoken'"),
     ]:
         config.data.corpora = corpora
         with pytest.raises(ConfigError, match=message):
