@@ -182,6 +182,8 @@ def example_key(example: Example, channel: str = "none") -> str:
     except OSError:
         stamp = [None, None]  # loading the audio will fail with a clear error
     heard = [] if channel == "none" else [channel]
+    if example.extra.get("voice_semitones"):
+        heard.append(f"voice{float(example.extra['voice_semitones']):+g}")
     return _digest([example.id, str(path), *stamp, example.language, example.text, *heard], 24)
 
 
@@ -274,11 +276,13 @@ class FeatureExtractor:
     def _heard(self, example: Example) -> np.ndarray:
         """The example's 16 kHz audio through :attr:`channel`. An utterance whose manifest records a
         simulated line already (the synthetic corpus's ``extra.channel``) is not put through a second one."""
+        from training.data.telephony import hear, pitch_shift
+
         audio = load_audio(example.audio_path, 16_000)
+        if example.extra.get("voice_semitones"):  # a copy of a speaker with another voice (voice_copies)
+            audio = pitch_shift(audio, 16_000, float(example.extra["voice_semitones"]))
         if self.channel == "none" or example.extra.get("channel"):
             return audio
-        from training.data.telephony import hear
-
         return hear(audio, 16_000, self.channel, example.id)
 
     def _compute_spoken(self, examples: Sequence[Example]) -> list[dict[str, np.ndarray]]:

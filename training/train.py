@@ -204,6 +204,10 @@ class DataSection:
     datasets: str = "../shared/datasets"
     """Folder the relative corpus paths lie in (relative: to the current directory);
     ``data.datasets=/my/copies`` points a recipe at a user's own copies."""
+    voice_copies: list[float] = field(default_factory=list)
+    """Semitones: each training speaker is also heard with its voice moved by each of these, as a
+    new speaker (:func:`training.data.telephony.voice_copies`); only the train split is copied.
+    Empty: none."""
     split_by: Literal["speaker", "call", "none"] = "speaker"
     """How examples without a ``split`` are assigned to train/val/test (speaker-independent by default)."""
     split_seed: int = 0
@@ -960,6 +964,12 @@ def prepare_features(
         m.speech_prosody if data.speech_prosody is None else data.speech_prosody,
     ).applied(settings)
     examples = load_examples(manifest, data)
+    if data.voice_copies:
+        from training.data.telephony import voice_copies
+
+        copies = voice_copies([ex for ex in examples if ex.split == "train"], data.voice_copies)
+        log.info("voice copies: %d training utterances heard again at %s semitones", len(copies), data.voice_copies)
+        examples = [*examples, *copies]
     records = extract_features(
         settings,
         examples,

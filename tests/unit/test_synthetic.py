@@ -383,3 +383,36 @@ def test_feature_extraction_hears_each_utterance_through_its_condition_once(tmp_
     assert _band_energy(FeatureExtractor(None)._heard(studio), 16_000, 4_000, 8_000) > 0.4  # type: ignore[arg-type]
     keys = {example_key(studio, c) for c in ("none", "g711", "phone")}
     assert len(keys) == 3 and example_key(studio) == example_key(studio, "none")
+
+
+def test_voice_copies_are_new_speakers_whose_every_utterance_is_moved(tmp_path):
+    from training.data.manifest import Example
+    from training.data.telephony import pitch_shift, voice_copies
+    from training.features import FeatureExtractor, example_key
+
+    sr = 16_000
+    t = np.arange(sr) / sr
+    sf.write(tmp_path / "a.wav", (0.3 * np.sin(2 * np.pi * 150 * t)).astype(np.float32), sr)
+    lines = [
+        Example("ravdess-1", tmp_path / "a.wav", "anger", speaker="ravdess-01", split="train"),
+        Example("ravdess-2", tmp_path / "a.wav", "sadness", speaker="ravdess-01", split="train", call_id="c1"),
+        Example("meld-1", None, "anger", text="hi", speaker="ross", split="train"),  # text only
+        Example("anon", tmp_path / "a.wav", "anger", split="train"),  # no speaker: no baseline to shift
+        Example("synthetic-1", tmp_path / "a.wav", "fear", speaker="v1", extra={"channel": {"telephony": True}}),
+    ]
+    copies = voice_copies(lines, [-2.5, 2.0])
+    assert [c.id for c in copies] == ["ravdess-1~-2.5st", "ravdess-2~-2.5st", "ravdess-1~+2st", "ravdess-2~+2st"]
+    assert {c.speaker for c in copies} == {"ravdess-01~-2.5st", "ravdess-01~+2st"}  # each shift: one new speaker
+    assert copies[1].call_id == "c1~-2.5st" and copies[0].call_id is None
+    assert [(c.label, c.split, c.extra["voice_semitones"]) for c in copies[:2]] == [
+        ("anger", "train", -2.5),
+        ("sadness", "train", -2.5),
+    ]
+    # features hear the copy's voice moved, then its line; the cache tells the copies apart
+    heard = FeatureExtractor(None)._heard  # type: ignore[arg-type]
+    original = heard(lines[0])
+    assert np.array_equal(heard(copies[0]), pitch_shift(original, sr, -2.5)) and not np.array_equal(
+        heard(copies[0]), original
+    )
+    moved_id = replace(copies[0], id=lines[0].id)  # the same id and file: only the shift differs
+    assert example_key(moved_id, "phone") != example_key(lines[0], "phone")

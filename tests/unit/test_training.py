@@ -663,3 +663,31 @@ def test_the_repository_ships_a_default_model_with_its_card():
         assert version in card, f"the card does not name the encoder {version}"
     assert sum(p.numel() for p in model.parameters()) < 5_000_000
     assert meta.config.get("speaker_norm") is True
+
+
+def test_voice_copies_join_the_training_split_only(tmp_path, monkeypatch):
+    import training.features as features
+    from training.data.manifest import Example, write_manifest
+    from training.train import prepare_features
+
+    lines = [
+        Example(f"ravdess-{s}-{i}", tmp_path / "a.wav", "anger", speaker=f"ravdess-{s}", split=split)
+        for s, split in (("01", "train"), ("02", "val"), ("03", "test"))
+        for i in range(2)
+    ]
+    (tmp_path / "a.wav").write_bytes(b"")  # the manifest reader checks that the file is there
+    manifest = write_manifest(tmp_path / "m.jsonl", lines)
+    seen: list[Example] = []
+
+    def extract(settings, examples, *args, **kwargs):
+        seen.extend(examples)
+        return []
+
+    monkeypatch.setattr(features, "extract_features", extract)
+    monkeypatch.setattr(features, "feature_spec", lambda *a, **k: dataclasses.make_dataclass("S", ["encoders"])({}))
+    config = TrainConfig.from_yaml("default", ["data.voice_copies=[-2.5]"])
+    prepare_features(load_settings(home=tmp_path), manifest, config.data, progress=False)
+    assert [e.id for e in seen] == [e.id for e in lines] + ["ravdess-01-0~-2.5st", "ravdess-01-1~-2.5st"]
+    seen.clear()
+    prepare_features(load_settings(home=tmp_path), manifest, TrainConfig.from_yaml("default").data, progress=False)
+    assert [e.id for e in seen] == [e.id for e in lines]  # none by default

@@ -20,8 +20,8 @@ multi-second import).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
 from functools import cache
 from typing import Any
 
@@ -29,6 +29,7 @@ import numpy as np
 
 from shared.audio import resample
 from training.data.audio import active_rms_db
+from training.data.manifest import Example
 
 __all__ = [
     "BAND_HZ",
@@ -42,6 +43,7 @@ __all__ = [
     "noise",
     "pitch_shift",
     "sample_channel",
+    "voice_copies",
     "voice_shift",
 ]
 
@@ -151,6 +153,27 @@ def hear(speech: np.ndarray, sample_rate: int, condition: str, key: str) -> np.n
         speech = pitch_shift(speech, sample_rate, voice_shift(key))
         condition = "phone"  # then the very line (and noise) ``phone`` gives this utterance
     return apply_channel(speech, sample_rate, line, _key_rng(f"{condition}-noise", key), sample_rate)
+
+
+def voice_copies(examples: Sequence[Example], semitones: Sequence[float]) -> list[Example]:
+    """Copies of each spoken example of ``examples``, one per shift in ``semitones``, each voice
+    moved by that shift (pitch and formants, :func:`pitch_shift`, recorded as
+    ``extra.voice_semitones``) and belonging to a new speaker, ``<speaker>~<shift>st`` (likewise
+    its call and id). Unlike ``phone-voices``, which moves single utterances, a copy sounds lower
+    or higher in *every* utterance of its speaker, as a deep or high voice does through a whole
+    call, so the per-speaker baseline sees that voice as that speaker's normal. Text-only lines,
+    lines without a speaker and lines already through a simulated line (the synthetic corpus) are
+    not copied."""
+    copies = []
+    for shift in semitones:
+        tag = f"~{float(shift):+g}st"
+        for ex in examples:
+            if ex.audio_path is None or not ex.speaker or ex.extra.get("channel"):
+                continue
+            extra = {**ex.extra, "voice_semitones": float(shift)}
+            call = f"{ex.call_id}{tag}" if ex.call_id else None
+            copies.append(replace(ex, id=f"{ex.id}{tag}", speaker=f"{ex.speaker}{tag}", call_id=call, extra=extra))
+    return copies
 
 
 def voice_shift(key: str) -> float:
