@@ -45,6 +45,8 @@ def test_synthetic_traffic_moves_the_dashboard_and_ctrl_c_stops_everything(stack
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for("the dashboard", lambda: _port_open(port) and get_json(url + "/healthz")["events"]["assigned"], 120)
+        # the fake services register after the dashboard (and its event reader) is up: wait for them
+        wait_for("five target files", lambda: len(set(scrape_targets_dir(s).glob("*.json")) - before) >= 5, 60)
         targets = set(scrape_targets_dir(s).glob("*.json")) - before
         labels = [json.loads(t.read_text())[0]["labels"] for t in targets]
         assert {label["service"] for label in labels} == FIVE, labels
