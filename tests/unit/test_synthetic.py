@@ -399,6 +399,8 @@ def test_voice_copies_are_new_speakers_whose_every_utterance_is_moved(tmp_path):
         Example("meld-1", None, "anger", text="hi", speaker="ross", split="train"),  # text only
         Example("anon", tmp_path / "a.wav", "anger", split="train"),  # no speaker: no baseline to shift
         Example("synthetic-1", tmp_path / "a.wav", "fear", speaker="v1", extra={"channel": {"telephony": True}}),
+        # a text line spoken flat by espeak-ng: a synthetic voice, not a speaker
+        Example("meld-1-flat", tmp_path / "a.wav", "anger", text="hi", speaker="ross", extra={"text_id": "meld-1"}),
     ]
     copies = voice_copies(lines, [-2.5, 2.0])
     assert [c.id for c in copies] == ["ravdess-1~-2.5st", "ravdess-2~-2.5st", "ravdess-1~+2st", "ravdess-2~+2st"]

@@ -162,13 +162,14 @@ def voice_copies(examples: Sequence[Example], semitones: Sequence[float]) -> lis
     its call and id). Unlike ``phone-voices``, which moves single utterances, a copy sounds lower
     or higher in *every* utterance of its speaker, as a deep or high voice does through a whole
     call, so the per-speaker baseline sees that voice as that speaker's normal. Text-only lines,
-    lines without a speaker and lines already through a simulated line (the synthetic corpus) are
-    not copied."""
+    lines without a speaker, lines already through a simulated line (the synthetic corpus) and
+    text lines spoken flat by espeak-ng (``extra.text_id``: a synthetic voice whose point is that it
+    carries no cue, not a speaker whose range matters) are not copied."""
     copies = []
     for shift in semitones:
         tag = f"~{float(shift):+g}st"
         for ex in examples:
-            if ex.audio_path is None or not ex.speaker or ex.extra.get("channel"):
+            if ex.audio_path is None or not ex.speaker or ex.extra.get("channel") or ex.extra.get("text_id"):
                 continue
             extra = {**ex.extra, "voice_semitones": float(shift)}
             call = f"{ex.call_id}{tag}" if ex.call_id else None
