@@ -483,11 +483,20 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def corpus_group(example_id: str) -> str:
+    """The ``--by corpus`` group of an example: the corpus its id names (``other`` for none), and
+    ``<corpus> spoken`` for a text line spoken flat (``emotion data speak``, a recipe's ``spoken:
+    N``), so a mix that holds a corpus in both forms reports each form apart."""
+    from training.data.corpora import corpus_of
+    from training.data.spoken import SPOKEN_SUFFIX
+
+    corpus = corpus_of(example_id) or "other"
+    return f"{corpus} spoken" if example_id.endswith(SPOKEN_SUFFIX) else corpus
+
+
 def _groups(features: Sequence[Any], y_pred: np.ndarray, class_names: Sequence[str], by: str) -> dict[str, Metrics]:
     """Per-group metrics of the evaluation (``--by``), from the same predictions."""
-    from training.data.corpora import corpus_of
-
-    key = (lambda r: corpus_of(r.id) or "other") if by == "corpus" else by
+    key = (lambda r: corpus_group(r.id)) if by == "corpus" else by
     return breakdown(features, y_pred, key, class_names)
 
 

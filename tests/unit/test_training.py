@@ -260,6 +260,16 @@ def test_metrics_on_known_predictions_match_sklearn_and_hand_values():
     assert by["x"].accuracy == pytest.approx(2 / 3) and by["y"].n == 3
 
 
+def test_by_corpus_reports_a_corpus_spoken_flat_apart_from_its_text():
+    from training.evaluate import corpus_group
+
+    assert corpus_group("meld-test-dia3_utt0") == "meld"
+    assert corpus_group("meld-test-dia3_utt0-flat") == "meld spoken"  # the same line, spoken flat
+    assert corpus_group("dailydialog-train-12_3-flat") == "dailydialog spoken"
+    assert corpus_group("ravdess-03-01-05-01-01-01-05") == "ravdess"
+    assert corpus_group("synthetic-en-00017") == "other"
+
+
 def test_evaluate_equals_metrics_of_the_predictions(toy):
     model, _ = train(small_config("model.name=late_fusion", "train.epochs=1"), toy["train"][:14], toy["val"], seed=0)
     m = evaluate(model, toy["test"])
