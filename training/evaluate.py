@@ -370,8 +370,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--by",
         choices=["corpus", "language", "cue"],
         default=None,
-        help="also report the metrics per group: corpus (by the corpus loaders' id prefix; others "
-        "grouped as 'other'), language, or cue (synthetic corpus: which modality carries the emotion)",
+        help="also report the metrics per group: corpus (by the corpus loaders' id prefix; a corpus's "
+        "lines spoken flat as '<corpus> spoken'; others grouped as 'other'), language, or cue (synthetic corpus: which modality carries the emotion)",
     )
     parser.add_argument("--workers", type=int, default=1, help="feature extraction processes (default 1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
