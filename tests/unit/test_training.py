@@ -700,4 +700,13 @@ def test_voice_copies_join_the_training_split_only(tmp_path, monkeypatch):
     assert [e.id for e in seen] == [e.id for e in lines] + ["ravdess-01-0~-2.5st", "ravdess-01-1~-2.5st"]
     seen.clear()
     prepare_features(load_settings(home=tmp_path), manifest, TrainConfig.from_yaml("default").data, progress=False)
-    assert [e.id for e in seen] == [e.id for e in lines]  # none by default
+    assert [e.id for e in seen][len(lines) :] == [  # the default recipe's copies: 2.5 semitones down and up
+        "ravdess-01-0~-2.5st",
+        "ravdess-01-1~-2.5st",
+        "ravdess-01-0~+2.5st",
+        "ravdess-01-1~+2.5st",
+    ]
+    seen.clear()
+    no_copies = TrainConfig.from_yaml("default", ["data.voice_copies=[]"]).data
+    prepare_features(load_settings(home=tmp_path), manifest, no_copies, progress=False)
+    assert [e.id for e in seen] == [e.id for e in lines]  # none when a recipe lists none
