@@ -728,6 +728,19 @@ def training_curves_png(path: str | Path, history: TrainHistory, title: str | No
     return path
 
 
+def _portable(path: str | Path | None) -> str | None:
+    """``path`` as a model folder records it: relative to the working directory when it lies under
+    it (``training/recipes/default.yaml``), so a model folder committed with the code names no
+    machine's paths; otherwise as given."""
+    if path is None:
+        return None
+    p = Path(path)
+    try:
+        return str(p.resolve().relative_to(Path.cwd().resolve())) if p.is_absolute() else str(p)
+    except ValueError:
+        return str(p)
+
+
 def save_trained(
     directory: str | Path,
     model: EmotionModel,
@@ -745,8 +758,8 @@ def save_trained(
 
     directory = Path(directory)
     summary = {
-        "recipe": config.recipe,
-        "corpus": corpus,
+        "recipe": _portable(config.recipe),
+        "corpus": _portable(corpus),
         "text_source": config.data.text_source,
         "asr_model": config.data.asr_model,
         "best_epoch": history.best_epoch,

@@ -219,11 +219,16 @@ def test_same_seed_same_model_and_onecycle_only_on_ca_moe(toy):
     assert lrs["rest"] == pytest.approx(1e-4) and lrs["ca_moe"] < 1e-4  # OneCycle warm-up vs constant
 
 
-def test_checkpoint_round_trip_gives_identical_predictions(toy, tmp_path):
+def test_checkpoint_round_trip_gives_identical_predictions(toy, tmp_path, monkeypatch):
     config = small_config("train.epochs=2")
+    config.recipe = str(tmp_path / "recipes" / "mine.yaml")  # an absolute path, as --recipe NAME resolves it
     model, history = train(config, toy["train"][:28], toy["val"], seed=1)
     test = evaluate(model, toy["test"])
-    folder = save_trained(tmp_path / "m", model, history, config, encoders={"asr": "x@1"}, test_metrics=test)
+    monkeypatch.chdir(tmp_path)
+    corpus = "/elsewhere/mix/manifest.jsonl"
+    folder = save_trained(
+        tmp_path / "m", model, history, config, encoders={"asr": "x@1"}, test_metrics=test, corpus=corpus
+    )
     for name in (
         "model.pt",
         "model.yaml",
@@ -235,6 +240,8 @@ def test_checkpoint_round_trip_gives_identical_predictions(toy, tmp_path):
         assert (folder / name).is_file(), name
     loaded, meta = load_model(folder)
     assert meta.seed == 1 and meta.encoders == {"asr": "x@1"} and meta.training["best_epoch"] == history.best_epoch
+    # paths under the working directory are recorded relative to it (a committed model names no machine's paths)
+    assert meta.training["recipe"] == "recipes/mine.yaml" and meta.training["corpus"] == corpus
     before, after = predict(model, toy["test"]), predict(loaded, toy["test"])
     np.testing.assert_array_equal(before.y_pred, after.y_pred)
     np.testing.assert_allclose(before.probs, after.probs, rtol=0, atol=1e-6)
