@@ -239,10 +239,15 @@ def test_text_encoder_shapes_truncation_and_offsets(tiny_settings, name: str) ->
     assert 0 < out.mask[0].sum() < 128 and not out.mask[0, -1]
     assert np.all(out.hidden[~out.mask] == 0) and np.all(out.offsets[~out.mask] == 0)
     assert np.isfinite(out.hidden).all()
-    tokenizer = enc.tokenizer
-    for text, ids, offsets in zip(
-        texts, tokenizer([enc.prefix + t for t in texts], max_length=128, truncation=True)["input_ids"], out.offsets
-    ):
+    # the encoder tokenises exactly as transformers' fast tokenizer does (ids and offsets)
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(enc.model_dir)
+    reference = tokenizer([enc.prefix + t for t in texts], max_length=128, truncation=True, return_offsets_mapping=True)
+    for i, ids in enumerate(reference["input_ids"]):
+        assert [e.ids for e in enc.tokenizer.encode_batch([enc.prefix + texts[i]])][0] == ids
+        assert int(out.mask[i].sum()) == len(ids)
+    for text, ids, offsets in zip(texts, reference["input_ids"], out.offsets):
         tokens = tokenizer.convert_ids_to_tokens(ids)
         for token, (s, e) in zip(tokens, offsets):
             if e <= s:
@@ -448,6 +453,139 @@ def test_pool_or_pad_follows_adaptive_pooling() -> None:
         np.testing.assert_allclose(out_times[j], (times[lo, 0], times[hi - 1, 1]))
     frames, mask, out_times = pool_or_pad(hidden[:10], times[:10], 128)
     assert mask.sum() == 10 and np.all(frames[10:] == 0) and np.all(out_times[10:] == 0)
+    # the numpy pooling is PyTorch's adaptive average pooling, for any length
+    for n in (129, 200, 1499):
+        x = torch.randn(n, 3)
+        expected = torch.nn.functional.adaptive_avg_pool1d(x.T.unsqueeze(0), 128)[0].T.numpy()
+        np.testing.assert_allclose(
+            pool_or_pad(x.numpy(), times[:n] if n <= 300 else np.zeros((n, 2)), 128)[0], expected, atol=1e-6
+        )
+
+
+# ---- the encoders' networks on ONNX Runtime (the served CPU path) ------------------------------------
+
+
+def test_whisper_log_mel_is_transformers_feature_extractor(tiny_dir: Path) -> None:
+    from transformers import AutoFeatureExtractor
+
+    from training.encoders.speech import whisper_log_mel
+
+    extractor = AutoFeatureExtractor.from_pretrained(tiny_dir / "tiny-whisper-encoder")
+    rng = np.random.default_rng(0)
+    for n in (320, 16_000, 16_000 * 7 + 37, 480_000):
+        audio = (rng.standard_normal(n) * 0.1).astype(np.float32)
+        audio[: n // 4] = 0  # silence and speech: the floor 8 below the peak matters
+        expected = extractor(audio, sampling_rate=16_000, padding=False, return_tensors="np").input_features[0]
+        mine = whisper_log_mel(audio, extractor.mel_filters, extractor.n_fft, extractor.hop_length)
+        assert mine.shape == expected.shape == (extractor.feature_size, n // 160)
+        np.testing.assert_allclose(mine, expected, atol=1e-4)
+
+
+def test_wav2vec2_front_end_is_transformers_feature_extractor(tiny_dir: Path) -> None:
+    from transformers import AutoFeatureExtractor
+
+    from training.encoders.speech import SpeechFrontEnd
+
+    front_end = SpeechFrontEnd.of_model(tiny_dir / "tiny-hubert", 30.0)
+    extractor = AutoFeatureExtractor.from_pretrained(tiny_dir / "tiny-hubert")
+    audio = (np.random.default_rng(1).standard_normal(8000) * 0.3 + 0.05).astype(np.float32)
+    expected = extractor(audio, sampling_rate=16_000, return_tensors="np").input_values[0]
+    np.testing.assert_allclose(front_end.features(audio), expected, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def onnx_models_dir(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the tiny encoders' networks are exported for ONNX Runtime (not the shared tiny bundle)."""
+    return tmp_path_factory.mktemp("onnx-networks")
+
+
+@pytest.mark.parametrize("name", ["tiny-e5", "tiny-electra"])
+def test_text_encoder_on_onnx_runtime_gives_the_torch_states(tiny_settings, onnx_models_dir: Path, name: str) -> None:
+    from training.encoders.common import resolve_for
+
+    torch_encoder = TextEncoder.from_bundle(tiny_settings, name=name, device="cpu", threads=1)
+    folder = torch_encoder.export_network(onnx_models_dir)
+    assert (folder / "network.onnx").is_file() and (folder / "network.onnx.data").is_file()
+    assert torch_encoder.export_network(onnx_models_dir) == folder  # once per version
+    served = TextEncoder.from_resolved(
+        resolve_for(tiny_settings, name, "text_encoder"), runtime="onnx", models_dir=onnx_models_dir, threads=1
+    )
+    assert (served.version, served.dim, served.runtime) == (torch_encoder.version, torch_encoder.dim, "onnx")
+    texts = ["Hello, how can I help you today?", "please check my invoice " * 60, "", "환불은 언제 처리되나요?"]
+    a, b = torch_encoder.encode(texts), served.encode(texts)
+    np.testing.assert_array_equal(a.mask, b.mask)
+    np.testing.assert_array_equal(a.offsets, b.offsets)
+    np.testing.assert_allclose(a.hidden, b.hidden, atol=1e-4)
+    with pytest.raises(FileNotFoundError, match="emotion export"):
+        TextEncoder.from_resolved(
+            resolve_for(tiny_settings, name, "text_encoder"), runtime="onnx", models_dir=onnx_models_dir / "none"
+        )
+
+
+@pytest.mark.parametrize("name", ["tiny-whisper-encoder", "tiny-hubert"])
+@pytest.mark.parametrize("layer", [None, 1])
+def test_speech_encoder_on_onnx_runtime_gives_the_torch_frames(
+    tiny_settings, onnx_models_dir: Path, name: str, layer: int | None
+) -> None:
+    from training.encoders.common import resolve_for
+
+    reading = SpeechReading(layer=layer, level_dbfs=-26.0)
+    resolved = resolve_for(tiny_settings, name, "speech_encoder")
+    torch_encoder = SpeechEncoder.from_resolved(resolved, device="cpu", threads=1, reading=reading)
+    torch_encoder.export_network(onnx_models_dir)
+    served = SpeechEncoder.from_resolved(
+        resolved, runtime="onnx", models_dir=onnx_models_dir, threads=1, reading=reading
+    )
+    assert (served.version, served.dim, served.num_layers) == (
+        torch_encoder.version,
+        torch_encoder.dim,
+        torch_encoder.num_layers,
+    )
+    rng = np.random.default_rng(2)
+    # two utterances of one length share a forward pass; 31 s is two chunks; 0.025 s is under one frame
+    waves = [synthetic_speech(d, seed=i) for i, d in enumerate((0.5, 3.0, 3.0, 31.0))] + [
+        (rng.standard_normal(400) * 0.1).astype(np.float32)
+    ]
+    a, b = torch_encoder.encode(waves), served.encode(waves)
+    np.testing.assert_array_equal(a.mask, b.mask)
+    np.testing.assert_allclose(a.frame_times, b.frame_times)
+    np.testing.assert_allclose(a.frames, b.frames, atol=1e-4 * max(1.0, float(np.abs(a.frames).max())))
+    with pytest.raises(RuntimeError, match="torch runtime"):
+        served.encode_layers(waves[0])
+
+
+def test_served_encoders_on_onnx_runtime_never_import_torch(
+    tiny_settings, onnx_models_dir: Path, tmp_path: Path
+) -> None:
+    """What a CPU Triton instance of text_encoder / speech_encoder runs, in a fresh process."""
+    for name in ("tiny-e5", "tiny-whisper-encoder"):
+        cls = TextEncoder if name == "tiny-e5" else SpeechEncoder
+        cls.from_bundle(tiny_settings, name=name, device="cpu").export_network(onnx_models_dir)
+    script = tmp_path / "served.py"
+    script.write_text(
+        f"""
+import sys
+import numpy as np
+from shared.settings import load_settings
+from training.encoders.speech import SpeechEncoder
+from training.encoders.text import TextEncoder
+from training.encoders.common import resolve_for
+settings = load_settings(models={{"dir": {str(tiny_settings.models_dir)!r}}})
+models_dir = {str(onnx_models_dir)!r}
+text = TextEncoder.from_resolved(resolve_for(settings, "tiny-e5", "text_encoder"), runtime="onnx", models_dir=models_dir)
+speech = SpeechEncoder.from_resolved(
+    resolve_for(settings, "tiny-whisper-encoder", "speech_encoder"), runtime="onnx", models_dir=models_dir
+)
+assert text.encode(["hello there"]).mask.any() and speech.encode([np.ones(16000, np.float32) * 0.1]).mask.any()
+print(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers", "torch_geometric")))
+"""
+    )
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]", out.stdout
 
 
 def test_to_mono_16k() -> None:

@@ -399,7 +399,10 @@ def test_encoders_are_versioned_by_their_bundle_version(settings, tmp_path, monk
         return types.SimpleNamespace(name=role.replace("_", "-"), version=bundle[role], path=path)
 
     monkeypatch.setattr(training.model_store, "resolve", fake_resolve)
+    networks: list[str] = []  # the fake bundle has no weights to export for ONNX Runtime
+    monkeypatch.setattr(export_mod, "export_network", lambda s, name: networks.append(name))
     report = export_repository(settings)  # no trained model yet: the encoders only
+    assert networks == ["text_encoder", "speech_encoder"]
     assert [(m.name, m.status, m.version) for m in report.models] == [
         ("asr", "written", 1),
         ("text_encoder", "written", 1),

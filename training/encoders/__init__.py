@@ -6,6 +6,9 @@
   ``[B, max_frames, D]``, ``mask`` and ``frame_times``.
 * :class:`Transcriber` (``asr.py``): ``transcribe(audio) -> Transcript`` with word timestamps.
 
+The text and speech encoders run their network on torch or, once ``emotion export`` has written it
+for ONNX Runtime, without torch (``onnx.py``; what their CPU Triton instances do).
+
 Attributes are imported lazily so that ``import training.encoders.audio`` stays cheap.
 """
 

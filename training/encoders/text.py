@@ -8,18 +8,21 @@ builder align tokens with Whisper's word timestamps.
 from __future__ import annotations
 
 import inspect
+import json
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import torch
 
 from .common import DEFAULT_THREADS, pick_device, resolve_for, set_threads, settings_device
+from .onnx import OnnxNetwork, export_network, network_dir
 
 if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from tokenizers import Tokenizer
+
     from shared.settings import Settings
 
     from ..model_store.resolve import ResolvedModel
@@ -84,8 +87,80 @@ def map_offsets(text: str, spans: np.ndarray, prefix_len: int) -> np.ndarray:
     return out
 
 
+Runtime = Literal["torch", "onnx"]
+"""How an encoder runs its network: torch (training, export, GPU serving) or ONNX Runtime (CPU
+serving, :mod:`training.encoders.onnx`); the numpy around the network is the same in both."""
+
+
+def load_tokenizer(model_dir: Path) -> tuple[Tokenizer, str, int]:
+    """The fast tokenizer of ``model_dir`` (``tokenizer.json`` run exactly as written) with its pad
+    token and id (``tokenizer_config.json``'s, else the one ``tokenizer.json`` pads with)."""
+    from tokenizers import Tokenizer
+
+    if not (model_dir / "tokenizer.json").is_file():
+        raise ValueError(f"{model_dir}: the text encoder needs a fast tokenizer (tokenizer.json) for offsets")
+    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    config_file = model_dir / "tokenizer_config.json"
+    pad = json.loads(config_file.read_text()).get("pad_token") if config_file.is_file() else None
+    if isinstance(pad, dict):
+        pad = pad.get("content")
+    if pad is None and tokenizer.padding:
+        pad = tokenizer.padding.get("pad_token")
+    pad_id = tokenizer.token_to_id(pad) if pad else None
+    if pad_id is None:
+        raise ValueError(f"{model_dir}: the tokenizer defines no pad token")
+    return tokenizer, str(pad), int(pad_id)
+
+
+class _TorchTextNetwork:
+    """The transformers model: token ids and attention mask in, last hidden state out (numpy)."""
+
+    def __init__(self, model_dir: Path, device: str | None) -> None:
+        import torch
+        from transformers import AutoModel
+        from transformers.models.auto.modeling_auto import MODEL_MAPPING
+        from transformers import AutoConfig
+
+        self.device = pick_device(device)
+        config = AutoConfig.from_pretrained(model_dir)
+        kwargs: dict[str, Any] = {}
+        mapped: Any = MODEL_MAPPING.get(type(config), None)
+        model_cls = next((c for c in mapped if c is not None), None) if isinstance(mapped, tuple) else mapped
+        if (
+            model_cls is not None
+            and "add_pooling_layer" in inspect.signature(model_cls).parameters
+            and not _has_pooler(model_dir)
+        ):
+            kwargs["add_pooling_layer"] = False  # no pooler weights: do not create a random one
+        self.model = AutoModel.from_pretrained(model_dir, dtype=torch.float32, **kwargs).to(self.device).eval()
+
+    def module(self) -> torch.nn.Module:
+        """The network as one module ``(input_ids, attention_mask) -> last hidden state``, to export."""
+        import torch
+
+        model = self.model
+
+        class LastHiddenState(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.model = model
+
+            def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+                return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+        return LastHiddenState().eval()
+
+    def __call__(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            out = self.model(**{k: torch.from_numpy(v).to(self.device) for k, v in inputs.items()})
+        return out.last_hidden_state.float().cpu().numpy()
+
+
 class TextEncoder:
-    """A transformers text encoder from the model bundle (E5, MiniLM, KoELECTRA, ...)."""
+    """A transformers text encoder from the model bundle (E5, MiniLM, KoELECTRA, ...), run by torch
+    or, once exported, by ONNX Runtime (``runtime``)."""
 
     def __init__(
         self,
@@ -98,37 +173,35 @@ class TextEncoder:
         device: str | None = "auto",
         threads: int | None = DEFAULT_THREADS,
         batch_size: int = 32,
+        runtime: Runtime = "torch",
+        models_dir: Path | None = None,
     ) -> None:
-        from transformers import AutoConfig, AutoModel, PreTrainedTokenizerFast
-        from transformers.models.auto.modeling_auto import MODEL_MAPPING
-
-        set_threads(threads)
+        model_dir = Path(model_dir)
+        self.model_dir = model_dir
         self.name = name
         self.version = version
         self.prefix = prefix
         self.max_tokens = int(max_tokens)
         self.batch_size = int(batch_size)
-        self.device = pick_device(device)
-        if not (Path(model_dir) / "tokenizer.json").is_file():
-            raise ValueError(f"{model_dir}: the text encoder needs a fast tokenizer (tokenizer.json) for offsets")
-        # The generic fast tokenizer runs tokenizer.json exactly as written (model-specific classes
-        # of transformers 5 may rebuild the pipeline, which changes offsets).
-        self.tokenizer = PreTrainedTokenizerFast.from_pretrained(model_dir)
-        if self.tokenizer.pad_token is None:
-            raise ValueError(f"{model_dir}: the tokenizer defines no pad token")
-        config = AutoConfig.from_pretrained(model_dir)
-        kwargs: dict[str, Any] = {}
-        mapped: Any = MODEL_MAPPING.get(type(config), None)
-        model_cls = next((c for c in mapped if c is not None), None) if isinstance(mapped, tuple) else mapped
-        if (
-            model_cls is not None
-            and "add_pooling_layer" in inspect.signature(model_cls).parameters
-            and not _has_pooler(Path(model_dir))
-        ):
-            kwargs["add_pooling_layer"] = False  # no pooler weights: do not create a random one
-        self.model = AutoModel.from_pretrained(model_dir, dtype=torch.float32, **kwargs).to(self.device).eval()
-        self.dim = int(self.model.config.hidden_size)
-        limit = getattr(self.model.config, "max_position_embeddings", None)
+        self.runtime: Runtime = runtime
+        self.tokenizer, self.pad_token, self.pad_id = load_tokenizer(model_dir)
+        self.tokenizer.enable_truncation(max_length=self.max_tokens)
+        # Pad to the longest text of a batch only: padding is masked out of attention, so the real
+        # tokens' states are the same as with padding to max_tokens, at a fraction of the cost.
+        self.tokenizer.enable_padding(pad_id=self.pad_id, pad_token=self.pad_token)
+        config = json.loads((model_dir / "config.json").read_text())
+        self.network: Any
+        if runtime == "onnx":
+            if models_dir is None:
+                raise ValueError("runtime='onnx' needs the models_dir that holds the exported network")
+            self.device = "cpu"
+            self.network = OnnxNetwork(network_dir(models_dir, version), threads)
+        else:
+            set_threads(threads)
+            self.network = _TorchTextNetwork(model_dir, device)
+            self.device = self.network.device
+        self.dim = int(config["hidden_size"])
+        limit = config.get("max_position_embeddings")
         if limit is not None and self.max_tokens > limit:
             raise ValueError(f"max_tokens={self.max_tokens} exceeds {name}'s {limit} positions")
 
@@ -143,6 +216,8 @@ class TextEncoder:
         device: str | None = "auto",
         threads: int | None = DEFAULT_THREADS,
         batch_size: int = 32,
+        runtime: Runtime = "torch",
+        models_dir: Path | None = None,
     ) -> TextEncoder:
         return cls(
             resolved.path,
@@ -153,6 +228,8 @@ class TextEncoder:
             device=device,
             threads=threads,
             batch_size=batch_size,
+            runtime=runtime,
+            models_dir=models_dir,
         )
 
     @classmethod
@@ -163,15 +240,35 @@ class TextEncoder:
         device: str | None = None,
         threads: int | None = DEFAULT_THREADS,
         batch_size: int = 32,
+        runtime: Runtime = "torch",
     ) -> TextEncoder:
-        """The configured (``settings.models.text_encoder``) or named text encoder of the bundle."""
+        """The configured (``settings.models.text_encoder``) or named text encoder of the bundle,
+        its network run by ``runtime`` (``onnx``: the network :meth:`export_network` wrote)."""
         return cls.from_resolved(
             resolve_for(settings, name, "text_encoder"),
             max_tokens=settings.models.max_tokens,
             device=settings_device(settings, device),
             threads=threads,
             batch_size=batch_size,
+            runtime=runtime,
+            models_dir=settings.models_dir,
         )
+
+    def export_network(self, models_dir: Path) -> Path:
+        """Write this encoder's network for ONNX Runtime under ``models_dir`` (once per version;
+        an existing export is kept).  Returns its folder."""
+        import torch
+
+        folder = network_dir(models_dir, self.version)
+        if folder.is_dir():
+            return folder
+        if not isinstance(self.network, _TorchTextNetwork):
+            raise RuntimeError("only a torch encoder can export its network")
+        ids = torch.full((2, 8), self.pad_id, dtype=torch.long)
+        example = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        dynamic = {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"}}
+        front_end = {"version": self.version, "dim": self.dim}
+        return export_network(self.network.module().cpu(), example, dynamic, folder, front_end)
 
     # ---- inference -------------------------------------------------------------------------------
 
@@ -185,29 +282,20 @@ class TextEncoder:
         offsets = np.zeros((b, t, 2), np.int32)
         for lo in range(0, b, self.batch_size):
             part = texts[lo : lo + self.batch_size]
-            # Pad to the longest text of the batch only: padding is masked out of attention, so the
-            # real tokens' states are the same as with padding to max_tokens, at a fraction of the cost.
-            enc = self.tokenizer(
-                [self.prefix + x for x in part],
-                max_length=t,
-                truncation=True,
-                padding="longest",
-                return_offsets_mapping=True,
-                return_tensors="np",
-            )
-            spans = enc.pop("offset_mapping")
-            inputs: Mapping[str, torch.Tensor] = {
-                k: torch.from_numpy(np.asarray(v)).to(self.device) for k, v in enc.items()
-            }
-            with torch.inference_mode():
-                out = self.model(**inputs).last_hidden_state.float().cpu().numpy()
-            m = np.asarray(enc["attention_mask"]).astype(bool)
+            encoded = self.tokenizer.encode_batch([self.prefix + x for x in part])
+            ids = np.array([e.ids for e in encoded], np.int64)
+            m = np.array([e.attention_mask for e in encoded], bool)
+            out = self.network({"input_ids": ids, "attention_mask": m.astype(np.int64)})
             n = m.shape[1]
             hidden[lo : lo + len(part), :n] = out * m[..., None]
             mask[lo : lo + len(part), :n] = m
             for i, text in enumerate(part):
-                offsets[lo + i, :n] = map_offsets(text, spans[i], len(self.prefix)) * m[i, :, None]
+                spans = np.array(encoded[i].offsets, np.int32).reshape(-1, 2)
+                offsets[lo + i, :n] = map_offsets(text, spans, len(self.prefix)) * m[i, :, None]
         return TextEmbedding(hidden=hidden, mask=mask, offsets=offsets)
 
     def __repr__(self) -> str:
-        return f"TextEncoder({self.version}, dim={self.dim}, max_tokens={self.max_tokens}, device={self.device})"
+        return (
+            f"TextEncoder({self.version}, dim={self.dim}, max_tokens={self.max_tokens}, device={self.device}, "
+            f"runtime={self.runtime})"
+        )

@@ -16,11 +16,6 @@ from typing import Any
 import torch
 from torch import nn
 
-MEL_HOP_S = 0.01
-"""Whisper's mel hop: 160 samples at 16 kHz."""
-FRAME_S = 0.02
-"""One encoder output frame (conv2 has stride 2): 50 frames per second."""
-
 
 class WindowedWhisperEncoder(nn.Module):
     """Runs a transformers ``WhisperEncoder`` on ``[B, n_mels, N]`` features for any even ``N``."""

@@ -33,7 +33,9 @@ from training.serving.triton_base import TritonModelBase, decode_strings, ragged
 
 class TritonPythonModel(TritonModelBase):
     tensors = T
-    uses_torch = False  # CTranslate2 threads: cpu_threads below
+
+    def uses_torch(self) -> bool:
+        return False  # CTranslate2 threads: cpu_threads below
 
     def load(self, settings, params):
         from training.encoders.asr import Transcriber

@@ -23,7 +23,8 @@ services read, always names what the newest folder serves.
 folder (``emotion export --rollback NAME`` does that and restores the previous ``config.pbtxt``;
 then reload the model).  The encoders pin their bundle version instead (the weights live in the
 bundle, too big to copy): a version folder refuses to load when the bundle no longer holds the
-version it was exported for.
+version it was exported for.  Their CPU instances run ONNX Runtime on the encoder's network, which
+the export writes beside the bundle once per encoder version (:func:`export_network`).
 
 When the trained model folder does not exist yet (the demo trains it later), the encoders are
 exported and ``graph_gat``/``moe_fusion`` are skipped with a log line.
@@ -192,6 +193,25 @@ def _encoder_candidate(settings: Settings, name: str) -> _Candidate:
         dim = reading.width(int(config["d_model"] if config.get("model_type") == "whisper" else config["hidden_size"]))
         spec = speech_encoder_spec(settings, reading.version(resolved.version), dim, resolved.name)
     return _Candidate(spec, source=str(resolved.path))
+
+
+def export_network(settings: Settings, name: str) -> Path:
+    """The network of the bundle encoder serving ``name`` (``text_encoder``, ``speech_encoder``) for
+    ONNX Runtime, which the model's CPU instances run: written under the bundle once per encoder
+    version (and speech layer), about 10-20 s on a CPU; an existing one is kept."""
+    from training.encoders.onnx import network_dir
+    from training.encoders.speech import SpeechEncoder
+    from training.encoders.text import TextEncoder
+    from training.model_store import resolve
+
+    version = resolve(settings, name).version
+    layer = settings.models.speech_layer if name == "speech_encoder" else None
+    folder = network_dir(settings.models_dir, version, layer)
+    if folder.is_dir():
+        return folder
+    log.info("Triton model %s: exporting the network of %s for ONNX Runtime", name, version)
+    encoder = (TextEncoder if name == "text_encoder" else SpeechEncoder).from_bundle(settings, device="cpu")
+    return encoder.export_network(settings.models_dir)
 
 
 def _trained_candidates(settings: Settings, model_dir: Path, names: list[str]) -> dict[str, _Candidate | str]:
@@ -365,6 +385,8 @@ def export_repository(
 
     for name in (n for n in names if n in ENCODERS):
         try:
+            if name in ("text_encoder", "speech_encoder"):
+                export_network(settings, name)
             results[name] = _publish(_encoder_candidate(settings, name), settings, repository)
         except Exception as exc:  # noqa: BLE001 - reported per model; the others still export
             log.error("Triton model %s not exported: %s", name, exc)

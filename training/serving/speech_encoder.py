@@ -11,6 +11,9 @@ Batching: every row of every request of a dynamic batch goes to one
 :meth:`training.encoders.speech.SpeechEncoder.encode` call on the unpadded waveforms, which runs
 equal-length windows together (no padding enters the encoder: Whisper has no attention mask) and
 pools or pads each utterance to ``max_frames`` exactly as in-process encoding does.
+
+A CPU instance runs the network ``emotion export`` wrote for ONNX Runtime and never imports torch
+(:mod:`training.encoders.onnx`); a GPU instance runs it on torch.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ from training.serving.triton_base import TritonModelBase, ragged_rows
 class TritonPythonModel(TritonModelBase):
     tensors = T
 
+    def uses_torch(self) -> bool:
+        return self.device != "cpu"
+
     def load(self, settings, params):
         from training.encoders.speech import SpeechEncoder
 
@@ -36,7 +42,11 @@ class TritonPythonModel(TritonModelBase):
         if "speech_prosody" in params:
             settings.models.speech_prosody = bool(params["speech_prosody"])
         self.encoder = SpeechEncoder.from_bundle(
-            settings, name=params.get("model_name") or None, device=self.device, threads=self.threads
+            settings,
+            name=params.get("model_name") or None,
+            device=self.device,
+            threads=self.threads,
+            runtime="torch" if self.uses_torch() else "onnx",
         )
 
     def infer(self, items):

@@ -2,6 +2,9 @@
 
 Inputs: ``TEXT`` BYTES [B, 1].  Outputs: ``HIDDEN`` FP16 [B, max_tokens, dim], ``MASK`` BOOL
 [B, max_tokens], ``OFFSETS`` INT32 [B, max_tokens, 2] (each token's character span).
+
+A CPU instance runs the network ``emotion export`` wrote for ONNX Runtime and never imports torch
+(:mod:`training.encoders.onnx`); a GPU instance runs it on torch.
 """
 
 from __future__ import annotations
@@ -15,10 +18,19 @@ from training.serving.triton_base import TritonModelBase, decode_strings
 class TritonPythonModel(TritonModelBase):
     tensors = T
 
+    def uses_torch(self) -> bool:
+        return self.device != "cpu"
+
     def load(self, settings, params):
         from training.encoders.text import TextEncoder
 
-        self.encoder = TextEncoder.from_bundle(settings, name=params.get("model_name") or None, device=self.device)
+        self.encoder = TextEncoder.from_bundle(
+            settings,
+            name=params.get("model_name") or None,
+            device=self.device,
+            threads=self.threads,
+            runtime="torch" if self.uses_torch() else "onnx",
+        )
 
     def run(self, batch):
         emb = self.encoder.encode(decode_strings(batch[T.TEXT.name]))

@@ -98,9 +98,11 @@ class TritonModelBase:
     def outputs(self) -> tuple[str, ...]:
         return self.tensors.output_names()
 
-    uses_torch: bool = True
-    """Whether the model runs on torch (its threads are then limited here); the ASR model runs on
-    CTranslate2 and never imports torch, which saves its stub process about 0.3 GB."""
+    def uses_torch(self) -> bool:
+        """Whether this instance runs on torch (its threads are then limited here). Importing torch
+        costs a stub process about 0.5 GB: the ASR model runs on CTranslate2, and the encoders'
+        CPU instances on ONNX Runtime (:mod:`training.encoders.onnx`)."""
+        return True
 
     def initialize(self, args: dict[str, Any]) -> None:
         from shared.settings import load_settings
@@ -110,12 +112,12 @@ class TritonModelBase:
         params = {k: v.get("string_value", "") for k, v in self.model_config.get("parameters", {}).items()}
         self.params = params
         self.threads = int(params.get("intra_op_threads", os.environ.get("OMP_NUM_THREADS", "1")))
-        if self.uses_torch:
+        kind = args.get("model_instance_kind", "CPU")
+        self.device = f"cuda:{args.get('model_instance_device_id', '0')}" if kind == "GPU" else "cpu"
+        if self.uses_torch():
             import torch
 
             torch.set_num_threads(self.threads)
-        kind = args.get("model_instance_kind", "CPU")
-        self.device = f"cuda:{args.get('model_instance_device_id', '0')}" if kind == "GPU" else "cpu"
         self.version_dir = self._version_dir(args)
         self.exported = self._read_export()
         self.model_version = self.exported.get("model_version") or params.get("model_version", "")
