@@ -15,6 +15,8 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 WordSpan = tuple[int, int, float, float]
 """``(char_start, char_end, t_start, t_end)``: a word's ``[start, end)`` characters in the
 transcript and its ``[start, end]`` seconds in the utterance."""
@@ -102,3 +104,49 @@ def words_to_json(words: Sequence[Any]) -> str:
 def words_from_json(value: bytes | str) -> list[dict[str, Any]]:
     """One ``WORDS`` element -> a list of ``{"text", "start", "end", "probability"}``."""
     return json.loads(value.decode("utf-8") if isinstance(value, bytes) else value)
+
+
+# ---- the time-aligned graph ---------------------------------------------------------------------------
+
+
+def time_aligned_adjacency(
+    token_offsets: np.ndarray,
+    token_mask: np.ndarray,
+    word_spans: Sequence[WordSpan] | np.ndarray,
+    frame_times: np.ndarray,
+    frame_mask: np.ndarray,
+    rule: str = "center",
+) -> np.ndarray:
+    """The time-aligned graph of one utterance as a bool ``[T, F]`` adjacency: cell ``(i, j)`` is an
+    edge between token ``i`` and frame ``j``.
+
+    * Token ``i`` (valid: ``token_mask[i]`` and a non-empty ``[start, end)`` offset; special and
+      padding tokens have ``(0, 0)``) belongs to every word whose character span overlaps its own
+      (a sub-word token to its word; a token spanning two words to both).
+    * Frame ``j`` (valid: ``frame_mask[j]``) belongs to a word when, with ``rule="center"``, the
+      frame's centre ``(start + end) / 2`` lies in the word's closed interval ``[t_start, t_end]``;
+      with ``rule="overlap"``, when the open intervals overlap at all.
+    * Edge ``(i, j)`` when token ``i`` and frame ``j`` share a word.  No words, no valid tokens or
+      no valid frames gives no edge; frames outside every word get no edge.
+    """
+    offsets = np.asarray(token_offsets, np.int64).reshape(-1, 2)
+    t_valid = np.asarray(token_mask, bool).reshape(-1) & (offsets[:, 1] > offsets[:, 0])
+    times = np.asarray(frame_times, np.float64).reshape(-1, 2)
+    f_valid = np.asarray(frame_mask, bool).reshape(-1)
+    spans = np.asarray(word_spans, np.float64).reshape(-1, 4)
+    if not len(spans) or not t_valid.any() or not f_valid.any():
+        return np.zeros((len(t_valid), len(f_valid)), bool)
+    c_start, c_end, w_start, w_end = spans.T
+    w_valid = (c_end > c_start) & (w_end >= w_start)
+    token_word = (
+        t_valid[:, None] & w_valid[None, :] & (offsets[:, :1] < c_end[None, :]) & (c_start[None, :] < offsets[:, 1:])
+    )  # [T, W]
+    if rule == "center":
+        centre = times.mean(1, keepdims=True)
+        frame_word = (w_start[None, :] <= centre) & (centre <= w_end[None, :])
+    elif rule == "overlap":
+        frame_word = (times[:, :1] < w_end[None, :]) & (w_start[None, :] < times[:, 1:])
+    else:
+        raise ValueError(f"unknown edge rule {rule!r}")
+    frame_word &= f_valid[:, None]  # [F, W]
+    return token_word.astype(np.float32) @ frame_word.T.astype(np.float32) > 0  # [T, F]

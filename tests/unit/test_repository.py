@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 import json
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from training.models import FusionConfig, UtteranceFeatures, build_model, collat
 from training.models.profile import synthetic_utterances
 from training.serving import export as export_mod
 from training.serving.export import ExportError, export_repository, rollback
+from training.serving.networks import has_network
 from training.serving.repository import (
     asr_default_instances,
     asr_spec,
@@ -291,7 +293,7 @@ served.initialize({
 project = sorted({m.__file__ for m in list(sys.modules.values())
                   if m.__name__.partition(".")[0] in ("shared", "training") and getattr(m, "__file__", None)})
 print(json.dumps({"version": served.model_version, "project_files": project,
-                  "torch_geometric": "torch_geometric" in sys.modules}))
+                  "torch": "torch" in sys.modules, "torch_geometric": "torch_geometric" in sys.modules}))
 """
 
 
@@ -323,8 +325,10 @@ def test_a_version_folder_serves_without_the_project(settings, tmp_path):
         code = root / "1" / "python"
         assert served["project_files"] and all(f.startswith(str(code)) for f in served["project_files"]), served
         assert f"{code}/training/serving/{name}.py" in served["project_files"]
-        # the fusion is given the graph embedding: it never imports torch-geometric (~0.2 GB)
-        assert served["torch_geometric"] == (name == "graph_gat"), served
+        # a CPU instance runs the version folder's network on ONNX Runtime: no torch (~0.5 GB), no
+        # torch-geometric (~0.2 GB)
+        assert (root / "1" / "network" / "network.onnx").is_file()
+        assert not served["torch"] and not served["torch_geometric"], served
 
 
 def test_the_fusion_server_loads_its_model_without_the_gat(tmp_path):
@@ -379,6 +383,8 @@ def test_model_without_gat_exports_fusion_only(settings, tmp_path):
     report = export_repository(settings, tmp_path / "bilstm", models=TRAINED)
     assert report["graph_gat"].status == "skipped" and "no time-aligned GAT" in report["graph_gat"].note
     assert report["moe_fusion"].status == "written"
+    # its packed sequences do not export to ONNX: no network, so its CPU instances run on torch
+    assert not has_network(settings.model_repository / "moe_fusion" / "1")
 
 
 def test_encoders_are_versioned_by_their_bundle_version(settings, tmp_path, monkeypatch):
@@ -538,15 +544,27 @@ def _features(n: int, seed: int = 0) -> list[UtteranceFeatures]:
     return examples
 
 
-def _serving_model(module, model):
+def _serving_model(module, model, model_dir: Path | None = None):
+    """A CPU instance of ``module`` serving ``model``: on torch, or with ``model_dir`` (where the
+    model is saved) on ONNX Runtime, its network exported into a version folder as `emotion export` does."""
+    from training.serving.networks import NETWORK_DIR, export_trained_network, has_network, load_network
+
     served = module.TritonPythonModel()
-    served.name, served.device = module.__name__, "cpu"
+    served.name, served.device, served.threads = module.__name__.rpartition(".")[2], "cpu", 1
+    served.version_dir = None
+    if model_dir is not None:
+        served.version_dir = model_dir.parent / f"{served.name}-version"
+        export_trained_network(served.name, model_dir, served.version_dir / NETWORK_DIR)
+        assert has_network(served.version_dir)
+        served.network = load_network(served.version_dir, served.name, 1)
+    assert served.uses_torch() == (model_dir is None)
     served.model, served.config = model, model.config
     return served
 
 
+@pytest.mark.parametrize("runtime", ["torch", "onnx"])
 @pytest.mark.parametrize("speaker_norm", [False, True])
-def test_graph_gat_and_moe_fusion_compute_what_the_model_computes(tmp_path, speaker_norm: bool):
+def test_graph_gat_and_moe_fusion_compute_what_the_model_computes(tmp_path, speaker_norm: bool, runtime: str):
     from training.models.graph import timed_word_spans
     from training.serving import graph_gat, moe_fusion
 
@@ -603,13 +621,14 @@ def test_graph_gat_and_moe_fusion_compute_what_the_model_computes(tmp_path, spea
         }
 
     # one dynamic batch of two requests (3 utterances + 1 utterance, different word counts)
-    gat = _serving_model(graph_gat, model)
+    saved = tmp_path / "m" if runtime == "onnx" else None
+    gat = _serving_model(graph_gat, model, saved)
     out = gat.infer([gat_item(slice(0, 3)), gat_item(slice(3, 4))])
     graph = np.concatenate([o["GRAPH"] for o in out])
     np.testing.assert_allclose(graph, ref.graph.numpy(), atol=1e-5, rtol=0)
     assert np.concatenate([o["EDGES"] for o in out]).ravel().tolist() == collate(examples).edge_counts.tolist()
 
-    fusion = _serving_model(moe_fusion, model)
+    fusion = _serving_model(moe_fusion, model, saved)
     all_ = slice(0, 4)
     res = fusion.infer(
         [
@@ -633,12 +652,13 @@ def test_graph_gat_and_moe_fusion_compute_what_the_model_computes(tmp_path, spea
     )
 
 
-def test_single_branch_model_gives_zero_probabilities_for_the_missing_branch(tmp_path):
+@pytest.mark.parametrize("runtime", ["torch", "onnx"])
+def test_single_branch_model_gives_zero_probabilities_for_the_missing_branch(tmp_path, runtime: str):
     from training.serving import moe_fusion
 
     model = save(tmp_path / "m", seed=0, name="ca_moe")
     examples = _features(2)
-    fusion = _serving_model(moe_fusion, model)
+    fusion = _serving_model(moe_fusion, model, tmp_path / "m" if runtime == "onnx" else None)
     batch = collate(examples)
     res = fusion.run(
         {

@@ -52,8 +52,8 @@ def network_dir(models_dir: Path, bundle_version: str, layer: int | None = None)
 
 
 class OnnxNetwork:
-    """An exported encoder network on ONNX Runtime's CPU provider: named numpy inputs in, its one
-    output (the hidden state ``[B, N, D]``, float32) out."""
+    """An exported network on ONNX Runtime's CPU provider: named numpy inputs in, its outputs out
+    (calling it gives the first, an encoder's hidden state ``[B, N, D]``; :meth:`outputs` all)."""
 
     def __init__(self, folder: Path, threads: int | None = 1) -> None:
         import onnxruntime as ort
@@ -67,11 +67,15 @@ class OnnxNetwork:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_names = tuple(i.name for i in self.session.get_inputs())
+        self.output_names = tuple(o.name for o in self.session.get_outputs())
         self.front_end = read_front_end(folder)
 
-    def __call__(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+    def outputs(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         feed = {name: np.ascontiguousarray(inputs[name]) for name in self.input_names}
-        return np.asarray(self.session.run(None, feed)[0], np.float32)
+        return dict(zip(self.output_names, self.session.run(None, feed), strict=True))
+
+    def __call__(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        return np.asarray(self.outputs(inputs)[self.output_names[0]], np.float32)
 
 
 def read_front_end(folder: Path) -> dict[str, Any]:
@@ -90,10 +94,11 @@ def export_network(
     dynamic: dict[str, dict[int, str]],
     folder: Path,
     front_end: dict[str, Any],
+    outputs: tuple[str, ...] = ("hidden",),
 ) -> Path:
-    """Export ``module`` (called with the keyword inputs ``example``; the dimensions ``dynamic``
-    names vary) to ``folder`` with its front end, atomically: the folder appears whole or not at
-    all.  Returns ``folder``."""
+    """Export ``module`` (called with the keyword inputs ``example``, returning ``outputs``; the
+    dimensions ``dynamic`` names vary) to ``folder`` with its front end (what the numpy side
+    needs), atomically: the folder appears whole or not at all.  Returns ``folder``."""
     import onnx
     import torch
 
@@ -118,7 +123,7 @@ def export_network(
                 str(raw),
                 kwargs=example,
                 input_names=list(example),
-                output_names=["hidden"],
+                output_names=list(outputs),
                 dynamic_shapes=shapes,
                 dynamo=True,
                 external_data=True,

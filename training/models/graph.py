@@ -20,16 +20,21 @@ torch-geometric (about 0.2 GB in a process) is imported when a GAT's layers are 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from shared.alignment import WordSpan, timed_word_spans, word_char_spans  # noqa: F401 (re-exported)
+from shared.alignment import (  # noqa: F401 (re-exported)
+    WordSpan,
+    time_aligned_adjacency,
+    timed_word_spans,
+    word_char_spans,
+)
 
 from .config import EdgeRule
-from .layers import Projection
+from .layers import Projection, masked_mean
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import FusionConfig
@@ -46,39 +51,9 @@ def time_aligned_edges(
     rule: EdgeRule = "center",
 ) -> np.ndarray:
     """Edges ``[2, E]`` (int64, rows: token index ``i`` in ``0..T-1``, frame index ``j`` in
-    ``0..F-1``) of one utterance's time-aligned graph, sorted by token then frame.
-
-    * Token ``i`` (valid: ``token_mask[i]`` and a non-empty ``[start, end)`` offset; special and
-      padding tokens have ``(0, 0)``) belongs to every word whose character span overlaps its own
-      (a sub-word token to its word; a token spanning two words to both).
-    * Frame ``j`` (valid: ``frame_mask[j]``) belongs to a word when, with ``rule="center"``, the
-      frame's centre ``(start + end) / 2`` lies in the word's closed interval ``[t_start, t_end]``;
-      with ``rule="overlap"``, when the open intervals overlap at all.
-    * Edge ``(i, j)`` when token ``i`` and frame ``j`` share a word.  No words, no valid tokens or
-      no valid frames gives ``[2, 0]``; frames outside every word get no edge.
-    """
-    offsets = np.asarray(token_offsets, np.int64).reshape(-1, 2)
-    t_valid = np.asarray(token_mask, bool).reshape(-1) & (offsets[:, 1] > offsets[:, 0])
-    times = np.asarray(frame_times, np.float64).reshape(-1, 2)
-    f_valid = np.asarray(frame_mask, bool).reshape(-1)
-    spans = np.asarray(word_spans, np.float64).reshape(-1, 4)
-    empty = np.zeros((2, 0), np.int64)
-    if not len(spans) or not t_valid.any() or not f_valid.any():
-        return empty
-    c_start, c_end, w_start, w_end = spans.T
-    w_valid = (c_end > c_start) & (w_end >= w_start)
-    token_word = (
-        t_valid[:, None] & w_valid[None, :] & (offsets[:, :1] < c_end[None, :]) & (c_start[None, :] < offsets[:, 1:])
-    )  # [T, W]
-    if rule == "center":
-        centre = times.mean(1, keepdims=True)
-        frame_word = (w_start[None, :] <= centre) & (centre <= w_end[None, :])
-    elif rule == "overlap":
-        frame_word = (times[:, :1] < w_end[None, :]) & (w_start[None, :] < times[:, 1:])
-    else:
-        raise ValueError(f"unknown edge rule {rule!r}")
-    frame_word &= f_valid[:, None]  # [F, W]
-    adjacency = token_word.astype(np.float32) @ frame_word.T.astype(np.float32) > 0  # [T, F]
+    ``0..F-1``) of one utterance's time-aligned graph, sorted by token then frame: the nonzero
+    cells of :func:`shared.alignment.time_aligned_adjacency` (the rule is written there)."""
+    adjacency = time_aligned_adjacency(token_offsets, token_mask, word_spans, frame_times, frame_mask, rule)
     return np.stack(np.nonzero(adjacency)).astype(np.int64)
 
 
@@ -177,7 +152,55 @@ class TimeAlignedGAT(nn.Module):
         counts = torch.bincount(group, minlength=2 * b).clamp_min(1).unsqueeze(1).to(x.dtype)
         return self.out((sums / counts).view(b, 2 * self.d_hidden))
 
+    def dense(self, text: Tensor, text_mask: Tensor, speech: Tensor, speech_mask: Tensor, adjacency: Tensor) -> Tensor:
+        """:meth:`forward` in eval mode on a dense graph: ``adjacency [B, T, F]`` bool (True: an edge
+        between token ``i`` and frame ``j``, :func:`shared.alignment.time_aligned_adjacency`) in place
+        of the edge list -> the same ``[B, d_graph]``.
+
+        Each ``GATConv`` (concatenated heads, self loops, no edge features) is written as attention
+        of each token over itself and its frames, and of each frame over itself and its tokens; the
+        weights are the layers' own.  This form has no data-dependent sizes, so it exports to ONNX
+        (the served ``graph_gat`` runs it on ONNX Runtime); padded positions take part only by
+        attending to themselves and are left out of the pooling."""
+        if self.training:
+            raise RuntimeError("TimeAlignedGAT.dense is the eval-mode GAT (no attention dropout); call eval() first")
+        if not self.convs:
+            raise RuntimeError("this GAT was built without its layers (with_gat=False)")
+        text_mask, speech_mask = text_mask.bool(), speech_mask.bool()
+        adjacency = adjacency.bool() & text_mask.unsqueeze(-1) & speech_mask.unsqueeze(1)
+        xt = self.text_proj(torch.where(text_mask.unsqueeze(-1), text, 0.0))
+        xf = self.speech_proj(torch.where(speech_mask.unsqueeze(-1), speech, 0.0))
+        for conv, norm in zip(self.convs, self.norms, strict=True):
+            to_tokens, to_frames = _dense_gat_conv(conv, xt, xf, adjacency)
+            xt, xf = norm(xt + nn.functional.elu(to_tokens)), norm(xf + nn.functional.elu(to_frames))
+        return self.out(torch.cat([masked_mean(xt, text_mask), masked_mean(xf, speech_mask)], -1))
+
     @classmethod
     def from_config(cls, config: FusionConfig) -> TimeAlignedGAT:
         c = config
         return cls(c.d_text, c.d_speech, c.gat_hidden, c.d_graph, c.gat_heads, c.gat_layers, c.dropout)
+
+
+def _dense_gat_conv(conv: nn.Module, xt: Tensor, xf: Tensor, adjacency: Tensor) -> tuple[Tensor, Tensor]:
+    """One eval-mode ``GATConv`` on the bipartite token/frame graph with self loops: ``xt [B, T, D]``,
+    ``xf [B, F, D]``, ``adjacency [B, T, F]`` -> the layer's output at the tokens and at the frames.
+    Node ``i`` attends to ``j`` with ``softmax_j(leaky_relu(a_dst . W x_i + a_src . W x_j))``."""
+    conv_: Any = conv
+    heads, channels = conv_.heads, conv_.out_channels
+    b, t, f = xt.shape[0], xt.shape[1], xf.shape[1]
+    ht = conv_.lin(xt).view(b, t, heads, channels).transpose(1, 2)  # [B, H, T, C]
+    hf = conv_.lin(xf).view(b, f, heads, channels).transpose(1, 2)  # [B, H, F, C]
+    att_src, att_dst = conv_.att_src.view(1, heads, 1, channels), conv_.att_dst.view(1, heads, 1, channels)
+    slope = conv_.negative_slope
+
+    def attend(h_self: Tensor, h_other: Tensor, edges: Tensor) -> Tensor:
+        src_self, dst_self = (h_self * att_src).sum(-1), (h_self * att_dst).sum(-1)  # [B, H, N]
+        src_other = (h_other * att_src).sum(-1)  # [B, H, M]
+        loop = nn.functional.leaky_relu(src_self + dst_self, slope).unsqueeze(-1)  # [B, H, N, 1]
+        scores = nn.functional.leaky_relu(dst_self.unsqueeze(-1) + src_other.unsqueeze(-2), slope)  # [B, H, N, M]
+        scores = torch.where(edges.unsqueeze(1), scores, torch.full((), float("-inf"), dtype=scores.dtype))
+        weights = torch.softmax(torch.cat([loop, scores], -1), -1)  # the self loop keeps every row finite
+        out = weights[..., :1] * h_self + torch.matmul(weights[..., 1:], h_other)  # [B, H, N, C]
+        return out.transpose(1, 2).reshape(b, -1, heads * channels) + conv_.bias
+
+    return attend(ht, hf, adjacency), attend(hf, ht, adjacency.transpose(1, 2))

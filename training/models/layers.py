@@ -54,9 +54,12 @@ def clean_padding(x: Tensor, mask: Tensor, trim: bool = True, zero: bool = True)
     view) and saves compute: 128-token windows usually hold a few dozen real tokens.
     """
     mask = mask.bool()
-    if trim and x.shape[1] > 1:
-        valid = mask.any(0).nonzero()
-        length = int(valid.max()) + 1 if valid.numel() else 1
+    if trim and x.shape[1]:
+        # the last position valid in any utterance, as a size (exportable: no Python branch on data)
+        positions = torch.arange(1, mask.shape[1] + 1, device=mask.device)
+        length = (mask.any(0).long() * positions).amax(0).clamp_min(1).item()
+        torch._check(length >= 1)
+        torch._check(length <= x.shape[1])
         x, mask = x[:, :length], mask[:, :length]
     if zero:
         x = torch.where(mask.unsqueeze(-1), x, 0.0)

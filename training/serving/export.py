@@ -19,7 +19,8 @@ newest (``version_policy: latest 1``) and the ``model_version`` config parameter
 services read, always names what the newest folder serves.
 
 ``graph_gat`` and ``moe_fusion`` copy the trained ``model.pt``/``model.yaml`` into
-``<version>/trained/``, so a version folder pins its weights: rolling back is removing the newest
+``<version>/trained/`` and write their network for ONNX Runtime from it into ``<version>/network/``
+(what their CPU instances run, :mod:`training.serving.networks`), so a version folder pins its weights: rolling back is removing the newest
 folder (``emotion export --rollback NAME`` does that and restores the previous ``config.pbtxt``;
 then reload the model).  The encoders pin their bundle version instead (the weights live in the
 bundle, too big to copy): a version folder refuses to load when the bundle no longer holds the
@@ -153,6 +154,10 @@ class _Candidate:
     files: dict[str, Path] = field(default_factory=dict)
     """Files copied into the version folder: relative path -> source."""
     source: str = ""
+    network_of: Path | None = None
+    """The trained model whose network for ONNX Runtime a new version folder gets
+    (:func:`training.serving.networks.export_trained_network`; derived from the files, so not
+    part of the fingerprint)."""
 
 
 def _sha256(path: Path) -> str:
@@ -231,13 +236,13 @@ def _trained_candidates(settings: Settings, model_dir: Path, names: list[str]) -
             out["graph_gat"] = f"{meta.registry_name} has no time-aligned GAT"
         else:
             spec = graph_gat_spec(settings, version, model_dir, edge_rule=config.edge_rule, **dims)
-            out["graph_gat"] = _Candidate(spec, files, str(model_dir))
+            out["graph_gat"] = _Candidate(spec, files, str(model_dir), network_of=model_dir)
     if "moe_fusion" in names:
         branches = list(getattr(model, "branches", {}) or {})
         spec = moe_fusion_spec(
             settings, version, model_dir, class_names=meta.class_names or config.class_names, branches=branches, **dims
         )
-        out["moe_fusion"] = _Candidate(spec, files, str(model_dir))
+        out["moe_fusion"] = _Candidate(spec, files, str(model_dir), network_of=model_dir)
     return out
 
 
@@ -335,6 +340,19 @@ def _publish(candidate: _Candidate, settings: Settings, repository: Path) -> Exp
         for rel, src in candidate.files.items():
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, tmp / rel)
+        if candidate.network_of is not None:
+            from .networks import NETWORK_DIR, export_trained_network
+
+            try:
+                export_trained_network(spec.name, candidate.network_of, tmp / NETWORK_DIR)
+            except Exception as exc:  # noqa: BLE001 - served on torch instead, and said so
+                log.warning(
+                    "Triton model %s: the model's code does not export to ONNX (%s: %s); "
+                    "its CPU instances run it on torch",
+                    spec.name,
+                    type(exc).__name__,
+                    str(exc).strip().splitlines()[0][:200] if str(exc).strip() else "",
+                )
         info = {
             "model": spec.name,
             "version": version,

@@ -114,12 +114,12 @@ class TritonModelBase:
         self.threads = int(params.get("intra_op_threads", os.environ.get("OMP_NUM_THREADS", "1")))
         kind = args.get("model_instance_kind", "CPU")
         self.device = f"cuda:{args.get('model_instance_device_id', '0')}" if kind == "GPU" else "cpu"
+        self.version_dir = self._version_dir(args)
+        self.exported = self._read_export()
         if self.uses_torch():
             import torch
 
             torch.set_num_threads(self.threads)
-        self.version_dir = self._version_dir(args)
-        self.exported = self._read_export()
         self.model_version = self.exported.get("model_version") or params.get("model_version", "")
         if params.get("model_version") and self.model_version != params["model_version"]:
             log.warning(
