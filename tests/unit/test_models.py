@@ -236,6 +236,33 @@ def test_gat_uses_the_time_aligned_edges():
     assert stride == 48
 
 
+def test_dense_gat_is_the_gat_on_the_adjacency():
+    """``TimeAlignedGAT.dense`` (what the served graph_gat exports) gives the edge-list GAT's embedding:
+    with edges, without any, with an utterance missing its text, and with NaN in the padding."""
+    torch.manual_seed(1)
+    gat = TimeAlignedGAT(SMALL.d_text, SMALL.d_speech, 16, 16, heads=2, layers=2).eval()
+    batch = batch_of(4, seed=7)
+    batch.text_mask[2] = False  # an utterance without text: its frames keep their self loops only
+    owner = batch.edge_index[0] // (batch.num_tokens + batch.num_frames)
+    edges = batch.edge_index[:, owner != 2]
+    text = batch.text.masked_fill(~batch.text_mask.unsqueeze(-1), float("nan"))
+    adjacency = torch.zeros(4, batch.num_tokens, batch.num_frames, dtype=torch.bool)
+    stride = batch.num_tokens + batch.num_frames
+    token, frame = edges[0] % stride, edges[1] % stride - batch.num_tokens
+    adjacency[edges[0] // stride, token, frame] = True
+    with torch.no_grad():
+        expected = gat(text, batch.text_mask, batch.speech, batch.speech_mask, edges)
+        dense = gat.dense(text, batch.text_mask, batch.speech, batch.speech_mask, adjacency)
+        torch.testing.assert_close(dense, expected, atol=1e-5, rtol=1e-5)
+        no_edges = gat.dense(text, batch.text_mask, batch.speech, batch.speech_mask, torch.zeros_like(adjacency))
+        torch.testing.assert_close(
+            no_edges, gat(text, batch.text_mask, batch.speech, batch.speech_mask, edges[:, :0]), atol=1e-5, rtol=1e-5
+        )
+    assert not torch.allclose(dense, no_edges, atol=1e-4)
+    with pytest.raises(RuntimeError, match="eval"):
+        gat.train().dense(text, batch.text_mask, batch.speech, batch.speech_mask, adjacency)
+
+
 # ---- gating and experts -------------------------------------------------------------------------------
 
 
