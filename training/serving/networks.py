@@ -92,9 +92,6 @@ def export_trained_network(name: str, model_dir: Path, folder: Path) -> Path:
     }
     dims = {0: "batch"}
 
-    def speaker(batch):
-        return {k: batch[k] for k in ("speaker_count", "speaker_mean", "speaker_var")}
-
     if name == "graph_gat":
         example["adjacency"] = torch.rand(b, t, f, generator=generator) > 0.7
 
