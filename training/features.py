@@ -29,7 +29,8 @@ Cache layout::
     <cache_dir>/<feature key>/<example key>.npz   # float16 hidden states / frames, words, transcript
 
 The *feature key* hashes the bundle versions of the three encoders (content digests), the
-token/frame windows and the cache format, so a new encoder version never reuses stale features.
+token/frame windows, Whisper's encoder window (``models.asr_window_s``) and the cache format, so a
+new encoder version never reuses stale features.
 The *example key* hashes the example id, its audio file (path, size, mtime), its language and its
 corpus text.  Each file holds the text embedding of both text sources (the ASR transcript and, when
 the example has one, the corpus text: the text encoder costs ~2% of Whisper), so ``text_source``
@@ -130,6 +131,8 @@ class FeatureSpec:
     speech_encoder: str
     max_tokens: int
     max_frames: int
+    asr_window_s: float = 30.0
+    """Whisper's shortest encoder window (``models.asr_window_s``): it changes the transcripts."""
     format: int = FEATURE_FORMAT
 
     @property
@@ -150,7 +153,7 @@ class FeatureSpec:
             "max_tokens": self.max_tokens,
             "max_frames": self.max_frames,
             "format": self.format,
-        }
+        } | ({"asr_window_s": self.asr_window_s} if self.asr_window_s < 30.0 else {})
 
 
 def feature_spec(settings: Settings, asr_model: str | None = None) -> FeatureSpec:
@@ -166,6 +169,7 @@ def feature_spec(settings: Settings, asr_model: str | None = None) -> FeatureSpe
         ),
         max_tokens=settings.models.max_tokens,
         max_frames=settings.models.max_frames,
+        asr_window_s=settings.models.asr_window_s,
     )
 
 

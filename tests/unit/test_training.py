@@ -452,6 +452,9 @@ def test_feature_cache_hit_text_sources_and_new_encoder_version(tiny_env, monkey
         update={"models": settings.models.model_copy(update={"text_encoder": "tiny-electra"})}
     )
     assert feature_spec(electra).key != spec.key
+    for window_s in (15.0, 30.0):  # Whisper's encoder window changes the transcripts
+        other = settings.model_copy(update={"models": settings.models.model_copy(update={"asr_window_s": window_s})})
+        assert feature_spec(other).key != spec.key and feature_spec(other).encoders == spec.encoders
     extract_features(electra, examples[:2], cache, progress=False, threads=1)
     assert counter.calls["asr"] == 8  # a new encoder version never reuses stale features
 

@@ -48,6 +48,7 @@ class TritonPythonModel(TritonModelBase):
             device=self.device,  # "cpu" or "cuda:<id>" (faster-whisper then computes in float16)
             cpu_threads=self.threads,
             beam_size=int(params.get("beam_size", "1")),
+            window_s=float(params["window_s"]) if params.get("window_s") else None,
         )
         self.packing = (
             PackingOptions(max_window_s=float(params["pack_window_s"]), gap_s=float(params["pack_gap_s"]))

@@ -96,6 +96,7 @@ def asr_spec(settings: Settings, model_version: str, model_name: str | None = No
             "model_name": model_name or settings.models.asr,
             "beam_size": str(beam_size),
             "language": settings.models.language or "",
+            "window_s": f"{m.asr_window_s:g}",
             "packing": "1" if m.asr_packing else "",
             "pack_window_s": f"{m.asr_pack_window_s:g}",
             "pack_gap_s": f"{m.asr_pack_gap_s:g}",
