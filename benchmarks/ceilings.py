@@ -34,19 +34,26 @@ PACKED_QUEUE = 16
 
 
 def asr_ceiling(
-    settings: Settings, workload: Workload, n: int, workers: int, threads: int, packing: PackingOptions | None = None
+    settings: Settings,
+    workload: Workload,
+    n: int,
+    workers: int,
+    threads: int,
+    packing: PackingOptions | None = None,
+    window_s: float | None = None,
 ) -> dict:
     """Segment and transcribe the first ``n`` calls with ``workers`` x ``threads``: one utterance
     at a time, or (``packing``) as a loaded ``asr`` model sees them, each worker taking the next
     :data:`PACKED_QUEUE` utterances waiting (in the order the calls' utterances end) and packing
-    them into shared Whisper windows."""
+    them into shared Whisper windows. ``window_s``: Whisper's shortest encoder window, when not
+    the configured ``models.asr_window_s`` (30: faster-whisper's own, the ceiling before it)."""
     from training.encoders.asr import Transcriber
 
     local = threading.local()
 
     def transcriber() -> Transcriber:
         if not hasattr(local, "model"):
-            local.model = Transcriber.from_bundle(settings, cpu_threads=threads, beam_size=1)
+            local.model = Transcriber.from_bundle(settings, cpu_threads=threads, beam_size=1, window_s=window_s)
         return local.model
 
     everyone = threading.Barrier(workers)
@@ -78,11 +85,13 @@ def asr_ceiling(
             ]
         wall = time.perf_counter() - t0
     audio_s = workload.audio_seconds(n)
+    window = settings.models.asr_window_s if window_s is None else window_s
     log.info(
-        "asr ceiling %dx%d%s: %d utterances of %d calls in %.1f s -> %.2fx realtime",
+        "asr ceiling %dx%d%s, %g s windows: %d utterances of %d calls in %.1f s -> %.2fx realtime",
         workers,
         threads,
         ", packed" if packing else "",
+        window,
         len(segments),
         n,
         wall,
@@ -92,6 +101,7 @@ def asr_ceiling(
         "workers": workers,
         "threads": threads,
         "packed": packing is not None,
+        "window_s": window,
         "calls": n,
         "audio_s": round(audio_s, 2),
         "utterances": len(segments),

@@ -259,6 +259,10 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         if best_split != (1, n_cores):
             step("ceiling: bare faster-whisper, one Whisper per instance")
             results["ceilings"]["asr"].append(ceilings.asr_ceiling(bench, workload, max(calls), *best_split))
+        step("ceiling: bare faster-whisper, Whisper's own 30 s window (the ceiling before models.asr_window_s)")
+        results["ceilings"]["asr_full_window"] = ceilings.asr_ceiling(
+            bench, workload, max(calls), *best_split, window_s=30.0
+        )
         step("ceiling: bare faster-whisper, packed windows")
         results["ceilings"]["asr_packed"] = ceilings.asr_ceiling(
             bench, workload, max(calls), *best_split, packing=PackingOptions.from_settings(bench) or PackingOptions()
