@@ -372,26 +372,13 @@ def _publish_until(
 ):
     """Stream ``sources`` on ``lines`` lines in real time; no new call starts after ``stop_at``
     (the calls under way finish)."""
-    from emotion.publish import CallSource
-
-    def gated(source: CallSource) -> CallSource:
-        def load():
-            if time.monotonic() >= stop_at:
-                from emotion.publish import AudioSourceError
-
-                raise AudioSourceError("soak over")
-            return source.load()
-
-        return CallSource(source.name, source.duration, load)
-
-    report = publish_calls(
+    return publish_calls(
         settings,
-        [gated(s) for s in sources],
+        sources,
         pace="realtime",
         chunk_ms=chunk_ms,
         progress=sys.stderr.isatty(),
         concurrency=lines,
         on_sent=on_sent,
+        until=lambda: time.monotonic() >= stop_at,
     )
-    report.failures = [f for f in report.failures if f.reason != "soak over"]
-    return report

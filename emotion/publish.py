@@ -318,13 +318,17 @@ def publish_calls(
     producer=None,
     clock: Clock | None = None,
     on_sent: Callable[[AudioChunk], None] | None = None,
+    until: Callable[[], bool] | None = None,
 ) -> PublishReport:
     """Publish ``calls`` to ``settings.topics.audio`` (see the module docstring for the schedule).
 
     ``producer`` defaults to :func:`shared.kafka_io.make_producer` (created and closed here);
     ``clock`` to the system clock (tests pass a fake one); ``on_sent`` is called with each chunk
-    right after it is handed to the producer (the benchmark times utterances from it).  Never
-    raises for a bad call: it is listed in :attr:`PublishReport.failures` and the others go on.
+    right after it is handed to the producer (the benchmark times utterances from it); ``until``,
+    asked before each call starts: once it says True no call starts, the calls under way finish,
+    and the calls left are neither read nor counted as failures (``emotion soak`` stops its lines
+    so).  Never raises for a bad call: it is listed in :attr:`PublishReport.failures` and the
+    others go on.
     """
     if pace not in get_args(Pace):
         raise ValueError(f"pace must be one of {get_args(Pace)}, got {pace!r}")
@@ -356,6 +360,8 @@ def publish_calls(
 
     def start_next(at: float) -> None:
         """Start the next call that loads (at ``at`` on the timeline); record the ones that do not."""
+        if until is not None and until():
+            return
         for source in queue:
             try:
                 call = source.load()

@@ -27,6 +27,7 @@ from services.event_reader import (
 from emotion.publish import (
     AudioSourceError,
     CallAudio,
+    CallSource,
     calls_from_manifest,
     chunk_call,
     file_source,
@@ -263,6 +264,32 @@ def test_concurrency_limit_starts_the_next_call_when_one_ends(settings):
         ("b", 0.8),
         ("c", 1.0),
     ]
+
+
+def test_no_call_starts_once_until_says_so_and_the_calls_under_way_finish(settings, caplog):
+    producer = FakeProducer()
+    t0 = producer.clock.now
+    loaded: list[str] = []
+
+    def source(call):
+        return CallSource(call.call_id, call.duration, lambda: loaded.append(call.call_id) or call)
+
+    calls = [tone_call("a", 0.4), tone_call("b", 0.6), tone_call("c", 0.2), tone_call("d", 0.2)]
+    report = publish_calls(
+        settings,
+        [source(c) for c in calls],
+        pace="realtime",
+        chunk_ms=200,
+        progress=False,
+        concurrency=2,
+        producer=producer,
+        clock=producer.clock,
+        until=lambda: producer.clock.now - t0 >= 0.4,
+    )
+    # a and b start at once; a ends at 0.4 s, when the publishing is over: b finishes, c and d never load
+    assert loaded == ["a", "b"] and report.ok and report.call_ids == ["a", "b"] and report.failures == []
+    assert [(s.chunk.call_id, round(s.at - t0, 6)) for s in producer.sent][-1] == ("b", 0.6)
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
 
 
 def test_bad_file_is_reported_and_the_other_calls_go_on(settings, tmp_path, capsys):
