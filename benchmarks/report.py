@@ -559,8 +559,8 @@ def plot(results: dict, out_dir: Path, prefix: str) -> dict[str, str]:
     return made
 
 
-def write(results: dict, out_dir: Path, prefix: str) -> list[Path]:
-    """``<prefix>.json``, ``<prefix>.md`` and the plots, plus ``latest.json`` / ``latest.md``."""
+def write(results: dict, out_dir: Path, prefix: str, latest: bool = True) -> list[Path]:
+    """``<prefix>.json``, ``<prefix>.md`` and the plots, plus (``latest``) ``latest.json`` / ``latest.md``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     results["ratios"] = ratios(results)
     results["targets"] = targets(results)
@@ -568,7 +568,7 @@ def write(results: dict, out_dir: Path, prefix: str) -> list[Path]:
     text = json.dumps(results, indent=1)
     md = markdown(results, plots)
     paths = []
-    for name in (prefix, "latest"):
+    for name in (prefix, "latest") if latest else (prefix,):
         (out_dir / f"{name}.json").write_text(text)
         (out_dir / f"{name}.md").write_text(md)
         paths += [out_dir / f"{name}.json", out_dir / f"{name}.md"]
@@ -578,7 +578,8 @@ def write(results: dict, out_dir: Path, prefix: str) -> list[Path]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Re-render a benchmark's report (Markdown, ratios, targets and plots) from its results JSON, without "
-        "running anything again (emotion bench and emotion soak write the JSON)."
+        "running anything again (emotion bench and emotion soak write the JSON). The report and plots are named "
+        "after the JSON (cpu-window10.json: cpu-window10.md, cpu-window10-*.png); latest.* is left alone."
     )
     parser.add_argument("results", type=Path, help="a results JSON, e.g. benchmarks/results/cpu.json")
     parser.add_argument("out_dir", type=Path, nargs="?", help="where to write (default: beside the JSON)")
@@ -586,6 +587,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
     results = json.loads(args.results.read_text())
-    for p in write(results, args.out_dir or args.results.parent, results["device"]["tag"]):
+    for p in write(results, args.out_dir or args.results.parent, args.results.stem, latest=False):
         print(p)
     return 0
