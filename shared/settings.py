@@ -202,12 +202,11 @@ class ModelSettings(BaseModel):
     (:mod:`training.encoders.asr`, docs/benchmarks.md)."""
     asr_packing: bool = False
     """Several waiting utterances share one Whisper window (the ``asr`` model batches the requests
-    queued while it was busy; :mod:`training.encoders.packing`): Whisper encodes 30 s per window
-    however short the utterance. A lone utterance waits for nothing and is transcribed as without
-    packing. Off by default: 2.1-2.3x faster at a lower word error rate on real telephony prompts,
-    and served (``asr_pack_batch``) a shorter p95 under real-time load (9.2 against 9.9 s at 4
-    calls), but 8 % less top throughput on the generated calls, whose utterances are longer
-    (docs/benchmarks.md)."""
+    queued while it was busy; :mod:`training.encoders.packing`), so the encoder runs once for
+    several. A lone utterance waits for nothing and is transcribed as without packing. Off by
+    default: with Whisper's 30 s window it was 2.1-2.3x faster on real telephony prompts, but since
+    ``asr_window_s`` shortens the encoder's window it gains 1.2x there and loses on the generated
+    calls (8.5x against 10.9x real time; docs/benchmarks.md)."""
     asr_pack_window_s: float = Field(default=15.0, gt=0.0, le=30.0)
     """Most audio per packed window, gaps included. Whisper's window is 30 s, but one utterance
     Whisper loops on spoils the rest of its window (re-decoded, heard again alone): 15 s bounds the

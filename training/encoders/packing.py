@@ -1,7 +1,8 @@
 """Several utterances per Whisper window: the plan, the packed audio and the words given back.
 
 faster-whisper encodes 30 s of audio for every call, however short the utterance: a 3-second
-utterance pays for the encoder on ten times its length. When several utterances wait for Whisper
+utterance pays for the encoder on ten times its length (``models.asr_window_s`` now shortens that
+window to 10 s, which took most of packing's gain: docs/benchmarks.md). When several utterances wait for Whisper
 at once, :func:`plan_windows` packs those of one language, in arrival order, into as few windows as
 fit (each utterance followed by ``gap_s`` of silence, at most ``max_window_s`` per window);
 :func:`assemble` lays one window's audio out; Whisper transcribes the window once; and
