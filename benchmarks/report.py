@@ -177,28 +177,19 @@ def markdown(results: dict, plots: dict[str, str] | None = None) -> str:
             ]
             for r in c.get("asr", [])
         ]
-        if c.get("asr_full_window"):
-            r = c["asr_full_window"]
-            rows.append(
-                [
-                    f"bare faster-whisper, Whisper's own 30 s window for every utterance, {r['workers']} worker(s) x "
-                    f"{r['threads']} thread(s)",
-                    r["utterances"],
-                    r["wall_s"],
-                    r["throughput_x"],
-                ]
-            )
-        if c.get("asr_packed"):
-            r = c["asr_packed"]
-            rows.append(
-                [
-                    f"bare faster-whisper, packed windows (up to 16 waiting utterances), {r['workers']} worker(s) x "
-                    f"{r['threads']} thread(s)",
-                    r["utterances"],
-                    r["wall_s"],
-                    r["throughput_x"],
-                ]
-            )
+        for key, what in (
+            ("asr_full_window", "Whisper's own 30 s window for every utterance"),
+            ("asr_packed", "packed windows (up to 16 waiting utterances)"),
+        ):
+            if r := c.get(key):
+                rows.append(
+                    [
+                        f"bare faster-whisper, {what}, {r['workers']} worker(s) x {r['threads']} thread(s)",
+                        r["utterances"],
+                        r["wall_s"],
+                        r["throughput_x"],
+                    ]
+                )
         if c.get("chain"):
             ch = c["chain"]
             rows.append(
