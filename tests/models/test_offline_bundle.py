@@ -269,3 +269,8 @@ def test_a_short_encoder_window_hears_what_the_full_window_hears(bundle_settings
     long = np.concatenate([espeak(s) for s in ENGLISH * 2])
     short.transcribe(long, "en")
     assert short.model.model.frames[-1] == min(3000, -(-(len(long) // 160 + 1 + 100) // 500) * 500)
+    # the language is detected on Whisper's own window, then the words are decoded on the short one
+    del short.model.model.frames[:]
+    detected = short.transcribe(espeak(SENTENCE))
+    assert detected.language == "en" and short.model.model.frames == [3000, 1000]
+    assert short.detect_language(espeak(SENTENCE)) == "en" and short.model.model.frames[-1] == 3000
