@@ -2,15 +2,15 @@
 
 **Encoder windows shorter than 30 s** (``window_s``, ``models.asr_window_s``). faster-whisper
 pads every utterance's log-mel to Whisper's 30 s window, and on CPU the encoder on 30 s is most of
-the cost of a short utterance: 0.75 s for whisper-base int8 on 2 cores, against 0.11 s on 10 s
-(attention grows with the square of the length). CTranslate2's encoder takes any length up to
-30 s, so :func:`encoder_window` cuts the padded log-mel to the audio heard plus at least a second,
-rounded up to 5 s and never under ``window_s``, and fills the padding left with the log-mel of
-silence: the floor of the clip's own log-mel, which is what Whisper saw after short clips in
-training (faster-whisper pads with zeros, a faint noise to the model, which then invents words in
-it when the window is short). With ``window_s`` = 10 Whisper is 2.3-2.7x faster per utterance and
-its word error rate on real telephony prompts is no worse (0.0482 against 0.0499,
-docs/benchmarks.md); under 10 s it invents words again.
+the cost of a short utterance: 0.75 s for whisper-base int8 on 2 cores, against 0.11 s on 10 s.
+CTranslate2's encoder takes any length up to 30 s, so :func:`encoder_window` cuts the padded
+log-mel to the audio heard plus at least a second, rounded up to 5 s and never under ``window_s``,
+and fills the padding left with the log-mel of silence: the floor of the clip's own log-mel, which
+is what Whisper saw after short clips in training (faster-whisper pads with zeros, a faint noise to
+the model, which then invents words in it when the window is short). With ``window_s`` = 10
+Whisper is 2.3x faster on real telephony prompts at a word error rate no worse (0.0482 against
+0.0499) and 2.1x faster on the benchmark's calls (docs/benchmarks.md); under 10 s it invents words
+again. Language detection keeps the 30 s window (:func:`_whisper_model`).
 """
 
 from __future__ import annotations
