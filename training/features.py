@@ -63,6 +63,7 @@ from tqdm.auto import tqdm
 
 from shared.settings import EMOTIONS, Settings
 from training.data import Example, load_audio
+from training.encoders.asr import WHISPER_WINDOW_S
 from training.models import UtteranceFeatures
 from training.models.graph import timed_word_spans
 from training.speakers import attach_baselines
@@ -131,8 +132,9 @@ class FeatureSpec:
     speech_encoder: str
     max_tokens: int
     max_frames: int
-    asr_window_s: float = 30.0
-    """Whisper's shortest encoder window (``models.asr_window_s``): it changes the transcripts."""
+    asr_window_s: float = WHISPER_WINDOW_S
+    """Whisper's shortest encoder window (``models.asr_window_s``): it changes the transcripts. In
+    the key only when shorter than Whisper's own, so caches made before the setting keep their key."""
     format: int = FEATURE_FORMAT
 
     @property
@@ -153,7 +155,7 @@ class FeatureSpec:
             "max_tokens": self.max_tokens,
             "max_frames": self.max_frames,
             "format": self.format,
-        } | ({"asr_window_s": self.asr_window_s} if self.asr_window_s < 30.0 else {})
+        } | ({"asr_window_s": self.asr_window_s} if self.asr_window_s < WHISPER_WINDOW_S else {})
 
 
 def feature_spec(settings: Settings, asr_model: str | None = None) -> FeatureSpec:
