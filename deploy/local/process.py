@@ -14,6 +14,7 @@ import fcntl
 import json
 import logging
 import os
+import random
 import re
 import signal
 import socket
@@ -319,11 +320,48 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nothing listens on now (the kernel's pick; a race with other starters is possible)."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+"""Where Linux keeps the range it draws the local ports of outgoing connections from."""
+
+LOWEST_PICKED_PORT = 20000
+"""The lowest port :func:`free_port` hands out (below it lie the usual fixed service ports)."""
+
+_HANDED_OUT: set[int] = set()
+
+
+def ephemeral_port_range() -> tuple[int, int]:
+    """The kernel's range for the local ports of outgoing connections (Linux default 32768-60999)."""
+    try:
+        low, high = (int(x) for x in EPHEMERAL_RANGE_FILE.read_text().split()[:2])
+    except (OSError, ValueError):
+        return 32768, 60999
+    return low, high
+
+
+def free_port(host: str = "127.0.0.1", rng: random.Random | None = None) -> int:
+    """A port nothing listens on now, for a server that starts later.
+
+    The port lies below the kernel's ephemeral range, so no outgoing connection of another
+    process (a Kafka or Redis client, say) can take it as its local port between this pick and the
+    server's bind; that race once failed CI: a port the kernel picked with ``bind(0)`` came from
+    the ephemeral range, and minutes later, when Triton started, a client connection held it.
+    A port is handed out once per process, so the components of one stack never share one; a
+    race with another process that picks ports the same way is left (random picks in about
+    12,000 ports).
+    """
+    rng = rng or random.SystemRandom()
+    low = LOWEST_PICKED_PORT
+    high = ephemeral_port_range()[0] - 1
+    if high - low < 1000:  # a machine whose ephemeral range starts low: take the kernel's pick
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            return int(sock.getsockname()[1])
+    for _ in range(1000):
+        port = rng.randint(low, high)
+        if port not in _HANDED_OUT and port_is_free(host, port):
+            _HANDED_OUT.add(port)
+            return port
+    raise PortInUseError(f"no free port on {host} in {low}-{high} after 1000 tries")
 
 
 def accepts_connections(host: str, port: int, timeout_s: float = 0.5) -> bool:
