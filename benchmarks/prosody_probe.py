@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from shared.files import content_digest
 from shared.prosody import FUNCTIONAL_NAMES, ProsodyOptions, extract_functionals
 from shared.settings import EMOTIONS, PROJECT_ROOT, Settings
 from shared.speaker_norm import FeaturePrior, OnlineSpeakerNormaliser, normalise_per_speaker
@@ -258,9 +259,8 @@ def _cache_path(
     cache: Path, extractor: str, channel: str, paths: Sequence[Path], speech_encoder: ResolvedModel | None
 ) -> Path:
     h = hashlib.sha256(extractor_version(extractor, speech_encoder).encode())
-    for p in paths:
-        st = p.stat()
-        h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    for p in paths:  # the clips' bytes in order: a copy of the corpus elsewhere keeps its tables
+        h.update(f"{p.name}|{content_digest(p)}\n".encode())
     return cache / f"{extractor}-{channel}-{h.hexdigest()[:16]}.npz"
 
 

@@ -31,8 +31,9 @@ Cache layout::
 The *feature key* hashes the bundle versions of the three encoders (content digests), the
 token/frame windows, Whisper's encoder window (``models.asr_window_s``) and the cache format, so a
 new encoder version never reuses stale features.
-The *example key* hashes the example id, its audio file (path, size, mtime), its language and its
-corpus text.  Each file holds the text embedding of both text sources (the ASR transcript and, when
+The *example key* hashes the example id, its audio file's content (SHA-256, so a copy of the corpus
+elsewhere, or the same files provisioned again, keeps its features), its language and its corpus
+text.  Each file holds the text embedding of both text sources (the ASR transcript and, when
 the example has one, the corpus text: the text encoder costs ~2% of Whisper), so ``text_source``
 is chosen when the cache is read and switching it never re-runs Whisper.  Re-running with the same
 bundle loads everything from the cache without loading a single encoder.
@@ -61,6 +62,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from tqdm.auto import tqdm
 
+from shared.files import content_digest
 from shared.settings import EMOTIONS, Settings
 from training.data import Example, load_audio
 from training.encoders.asr import WHISPER_WINDOW_S
@@ -176,21 +178,23 @@ def feature_spec(settings: Settings, asr_model: str | None = None) -> FeatureSpe
 
 
 def example_key(example: Example, channel: str = "none") -> str:
-    """Cache file stem of one example: its id, audio file (absolute path, size, mtime), language,
-    text and listening condition (``channel``, when not ``none``); a text-only example's: its id,
-    language and text."""
+    """Cache file stem of one example: its id, the content digest of its audio file, language, text
+    and listening condition (``channel``, when not ``none``); a text-only example's: its id,
+    language and text.
+
+    The audio is keyed by its bytes, not by where it lies or when it was written, so a corpus
+    copied elsewhere or provisioned again keeps its features (:func:`shared.files.content_digest`
+    reads each file once per process)."""
     if example.audio_path is None:
         return _digest([example.id, "text-only", example.language, example.text], 24)
-    path = Path(os.path.abspath(example.audio_path))
     try:
-        stat = path.stat()
-        stamp: list[Any] = [stat.st_size, stat.st_mtime_ns]
+        audio: str | None = content_digest(example.audio_path)
     except OSError:
-        stamp = [None, None]  # loading the audio will fail with a clear error
+        audio = None  # loading the audio will fail with a clear error
     heard = [] if channel == "none" else [channel]
     if example.extra.get("voice_semitones"):
         heard.append(f"voice{float(example.extra['voice_semitones']):+g}")
-    return _digest([example.id, str(path), *stamp, example.language, example.text, *heard], 24)
+    return _digest([example.id, audio, example.language, example.text, *heard], 24)
 
 
 def default_cache_dir(settings: Settings) -> Path:

@@ -12,10 +12,13 @@ import argparse
 import copy
 import json
 import math
+import os
 from dataclasses import fields, replace
+from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from shared.settings import EMOTIONS, load_settings
@@ -461,6 +464,24 @@ def test_feature_cache_hit_text_sources_and_new_encoder_version(tiny_env, monkey
     changed = [replace(examples[0], text="A different corpus text.")]
     extract_features(settings, changed, cache, progress=False, threads=1)
     assert counter.calls["asr"] == 9  # nor does a changed example
+
+    # the corpus copied elsewhere (new paths, new mtimes: a fresh provisioning) keeps its features
+    copies = tmp_path / "copy"
+    copies.mkdir()
+    moved = []
+    for e in examples:
+        target = copies / f"{e.id}{Path(e.audio_path).suffix}"
+        target.write_bytes(Path(e.audio_path).read_bytes())
+        os.utime(target, ns=(1, 10**18))
+        moved.append(replace(e, audio_path=target))
+    again_elsewhere = extract_features(settings, moved, cache, progress=False, threads=1)
+    assert counter.calls["asr"] == 9
+    np.testing.assert_array_equal(again_elsewhere[3].speech_frames, first[3].speech_frames)
+    # ... and new bytes under the same name are heard again
+    audio, sr = sf.read(moved[0].audio_path, dtype="float32")
+    sf.write(moved[0].audio_path, audio * 0.5, sr)
+    extract_features(settings, moved[:1], cache, progress=False, threads=1)
+    assert counter.calls["asr"] == 10
 
 
 def test_text_only_examples_get_the_text_branch_only_and_train_beside_spoken_ones(tiny_env, monkeypatch):

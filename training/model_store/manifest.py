@@ -24,6 +24,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from shared import files
+
 from .errors import BundleError, ChecksumError
 
 log = logging.getLogger("training.bundle")
@@ -31,7 +33,6 @@ log = logging.getLogger("training.bundle")
 MANIFEST_NAME = "bundle.json"
 SCHEMA_VERSION = 1
 LOCK_NAME = ".bundle.lock"
-_CHUNK = 8 * 1024 * 1024
 
 
 def utc_now() -> str:
@@ -43,13 +44,7 @@ def utc_now() -> str:
 
 def sha256_file(path: Path, bar: tqdm | None = None) -> str:
     """SHA-256 hex digest of a file, streamed in 8 MiB chunks (``bar`` is advanced by bytes)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-            if bar is not None:
-                bar.update(len(chunk))
-    return h.hexdigest()
+    return files.sha256_file(path, None if bar is None else bar.update)
 
 
 def model_files(directory: Path) -> list[Path]:

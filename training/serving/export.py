@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from shared.files import write_text_atomic
+from shared.files import sha256_file, write_text_atomic
 from shared.settings import Settings
 
 from .repository import (
@@ -160,19 +160,11 @@ class _Candidate:
     part of the fingerprint)."""
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _fingerprint(candidate: _Candidate) -> str:
     data = {
         "module": candidate.spec.module,
         "model_version": candidate.spec.model_version,
-        "files": {rel: _sha256(src) for rel, src in sorted(candidate.files.items())},
+        "files": {rel: sha256_file(src) for rel, src in sorted(candidate.files.items())},
     }
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
