@@ -146,6 +146,18 @@ class Predictions:
     """``[N, C]`` fused probabilities."""
     loss: float | None
     """Mean cross-entropy of the fused logits over the labelled utterances."""
+    branch_probs: dict[str, np.ndarray] = field(default_factory=dict)
+    """``[N, C]`` each branch's own probabilities before the late fusion (the fused models'
+    ``FusionOutput.branch_logits``: CA-MoE, SP-MoE, the voice statistics; per modality for the
+    late-fusion baseline)."""
+
+    def branch_metrics(self, class_names: Sequence[str]) -> dict[str, Metrics]:
+        """Each branch judged alone on the labelled utterances."""
+        keep = self.y_true >= 0
+        return {
+            name: metrics_from_predictions(self.y_true[keep], probs[keep].argmax(1), class_names)
+            for name, probs in self.branch_probs.items()
+        }
 
 
 def _label(record: Any) -> int:
@@ -159,12 +171,15 @@ def predict(model: EmotionModel, features: Sequence[Any], batch_size: int = 64) 
     was_training = model.training
     model.eval()
     probs, losses = [], []
+    branches: dict[str, list[np.ndarray]] = {}
     try:
         with torch.inference_mode():
             for lo in range(0, len(features), batch_size):
                 part = [dict(_fields(r), label=None) for r in features[lo : lo + batch_size]]
                 out = model(collate(part, edge_rule=config.edge_rule, class_names=config.class_names))
                 probs.append(out.probs.float().cpu().numpy())
+                for name, logits in out.branch_logits.items():
+                    branches.setdefault(name, []).append(torch.softmax(logits.float(), -1).cpu().numpy())
                 y = torch.tensor([_label(r) for r in features[lo : lo + batch_size]])
                 keep = y >= 0
                 if keep.any():
@@ -176,7 +191,13 @@ def predict(model: EmotionModel, features: Sequence[Any], batch_size: int = 64) 
     p = np.concatenate(probs) if probs else np.zeros((0, config.n_classes), np.float32)
     y_true = np.array([_label(r) for r in features], int)
     n_labelled = int((y_true >= 0).sum())
-    return Predictions(y_true, p.argmax(1), p, sum(losses) / n_labelled if n_labelled else None)
+    return Predictions(
+        y_true,
+        p.argmax(1),
+        p,
+        sum(losses) / n_labelled if n_labelled else None,
+        {name: np.concatenate(parts) for name, parts in branches.items()},
+    )
 
 
 def _fields(record: Any) -> dict[str, Any]:
@@ -455,6 +476,9 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         }
         if groups:
             result["by"] = {"key": args.by, "groups": {g: m.to_dict() for g, m in groups.items()}}
+        branches = pred.branch_metrics(metrics.class_names) if len(pred.branch_probs) > 1 else {}
+        if branches:
+            result["branches"] = {name: m.to_dict() for name, m in branches.items()}
         heard_words = transcript_scores(examples, features) if text_source == "asr" else None
         if heard_words:
             result["transcripts"] = heard_words
@@ -474,6 +498,10 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
             print(f"\n{'by ' + args.by:<14} {'n':>6} {'accuracy':>9} {'F1':>7}")
             for g, m in groups.items():
                 print(f"{g:<14} {m.n:>6} {m.accuracy:>9.4f} {m.f1:>7.4f}")
+        if branches:
+            print(f"\n{'each branch':<14} {'n':>6} {'accuracy':>9} {'F1':>7}   (alone, before the late fusion)")
+            for name, m in branches.items():
+                print(f"{name:<14} {m.n:>6} {m.accuracy:>9.4f} {m.f1:>7.4f}")
         if heard_words:
             print(
                 f"\nWhisper's transcripts against the manifest text ({heard_words['n']} spoken utterances): "

@@ -285,6 +285,13 @@ def test_evaluate_equals_metrics_of_the_predictions(toy):
     m = evaluate(model, toy["test"])
     p = predict(model, toy["test"])
     assert m.to_dict() == metrics_from_predictions(p.y_true, p.y_pred, EMOTIONS, p.loss).to_dict()
+    # the late-fusion baseline's branches are its modalities; each is judged on its own argmax
+    branches = p.branch_metrics(EMOTIONS)
+    assert set(branches) == set(p.branch_probs) and len(branches) >= 2
+    for name, metrics in branches.items():
+        assert (
+            metrics.to_dict() == metrics_from_predictions(p.y_true, p.branch_probs[name].argmax(1), EMOTIONS).to_dict()
+        )
     assert m.loss == pytest.approx(
         torch.nn.functional.cross_entropy(torch.log(torch.tensor(p.probs)), torch.tensor(p.y_true)).item(), abs=1e-5
     )
@@ -588,6 +595,9 @@ def test_train_and_eval_commands_on_the_tiny_bundle(tiny_env, tmp_path, capsys):
     right = sum(round(g["accuracy"] * g["n"]) for g in groups.values())
     assert right == round(result["accuracy"] * 14)
     assert (out / "eval" / "corpus" / "confusion_matrix.png").is_file()
+    # each branch of the fused model judged alone, beside the fusion
+    assert set(result["branches"]) == {"ca_moe", "sp_moe"}
+    assert all(b["n"] == 14 and 0 <= b["f1"] <= 1 for b in result["branches"].values())
 
     with pytest.raises(SystemExit, match="trained on text_encoder"):
         electra = settings.model_copy(
