@@ -346,6 +346,46 @@ def test_single_branch_model_outputs_its_branch_distribution():
     assert torch.allclose(out.probs, torch.softmax(out.branch_logits["sp_moe"], -1), atol=1e-6)
 
 
+def test_the_voice_statistics_branch_reads_the_voices_mean_and_spread_only():
+    config = SMALL.replace(branches=("ca", "sp", "vs"))
+    assert FusionConfig.from_dict(config.to_dict()) == config
+    model = model_of("proposed", config).eval()
+    assert list(model.branches) == ["ca_moe", "sp_moe", "voice_stats"]
+    stats = model.branches["voice_stats"]
+    assert sum(p.numel() for p in stats.parameters()) == (2 * config.d_speech + 1) * config.n_classes
+    batch = batch_of(3, seed=4, config=config)
+    with torch.no_grad():
+        ref = model(batch)
+        vs = ref.branch_logits["voice_stats"]
+        expected = stats.classify(masked_mean_std(batch.speech, batch.speech_mask))
+        assert torch.allclose(vs, expected, atol=1e-5)
+        # the words do not move it, nor does the padding; the late fusion mixes it in
+        other_words = FusionBatch(
+            torch.randn_like(batch.text), batch.text_mask, batch.speech, batch.speech_mask, batch.edge_index
+        )
+        assert torch.allclose(model(other_words).branch_logits["voice_stats"], vs, atol=1e-5)
+        assert torch.allclose(model(_scramble_padding(batch, float("nan"))).branch_logits["voice_stats"], vs, atol=1e-5)
+        assert model.late_fusion.weights().shape == (3, config.n_classes)
+        # no speech (a text line, or the speech dropped in training): uniform, no class pushed
+        silent = FusionBatch(
+            batch.text, batch.text_mask, batch.speech, torch.zeros_like(batch.speech_mask), batch.edge_index
+        )
+        assert model(silent).branch_logits["voice_stats"].abs().max() == 0
+    assert ref.aux_loss.isfinite() and set(ref.expert_weights) == set(ref.branch_logits)
+    # standardised with the training utterances' statistics, as the probe standardises its features
+    training = [batch_of(8, seed=s, config=config) for s in (5, 6)]
+    assert model.fit_voice_scaler(training) == 16
+    with torch.no_grad():
+        raw = torch.cat([stats.statistics(b.speech, b.speech_mask) for b in training])
+        z = (raw - stats.stats_mean) / stats.stats_scale
+        assert torch.allclose(z.mean(0), torch.zeros(z.shape[1]), atol=1e-4)
+        assert torch.allclose(z.std(0), torch.ones(z.shape[1]), atol=1e-3)
+        assert not torch.allclose(model(batch).branch_logits["voice_stats"], vs)
+    assert model_of("proposed").fit_voice_scaler(training) == 0  # the paper's model has no such branch
+    with pytest.raises(ValueError, match="statistics"):
+        stats.fit_scaler(raw[:1])
+
+
 def test_config_round_trips_and_validates(tmp_path):
     config = SMALL.replace(branches=("sp",), favoured_classes={"sp": ("anger",)}, ca_top_k=1)
     assert FusionConfig.from_dict(config.to_dict()) == config

@@ -563,12 +563,18 @@ def _serving_model(module, model, model_dir: Path | None = None):
 
 
 @pytest.mark.parametrize("runtime", ["torch", "onnx"])
-@pytest.mark.parametrize("speaker_norm", [False, True])
-def test_graph_gat_and_moe_fusion_compute_what_the_model_computes(tmp_path, speaker_norm: bool, runtime: str):
+@pytest.mark.parametrize(
+    "speaker_norm,branches",
+    [(False, ("ca", "sp")), (True, ("ca", "sp")), (True, ("ca", "sp", "vs"))],
+    ids=["paper", "speaker-norm", "speaker-norm+voice-stats"],
+)
+def test_graph_gat_and_moe_fusion_compute_what_the_model_computes(
+    tmp_path, speaker_norm: bool, branches: tuple[str, ...], runtime: str
+):
     from training.models.graph import timed_word_spans
     from training.serving import graph_gat, moe_fusion
 
-    config = dataclasses.replace(SMALL, speaker_norm=speaker_norm)
+    config = dataclasses.replace(SMALL, speaker_norm=speaker_norm, branches=branches)
     torch.manual_seed(3)
     model = build_model("proposed", config).eval()
     examples = _features(4)
@@ -582,6 +588,8 @@ def test_graph_gat_and_moe_fusion_compute_what_the_model_computes(tmp_path, spea
             e.speaker_mean, e.speaker_var = (
                 (rng.normal(size=SMALL.d_speech), rng.uniform(0.2, 3, SMALL.d_speech)) if n else (None, None)
             )
+    if "vs" in branches:  # a fitted standardisation travels with the weights
+        assert model.fit_voice_scaler([collate(examples)]) == len(examples)
     save_model(tmp_path / "m", model, ModelMeta("proposed", config.to_dict(), list(config.class_names), seed=3))
     with torch.inference_mode():
         ref = model(collate(examples))

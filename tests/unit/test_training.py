@@ -33,7 +33,7 @@ from training.evaluate import (
     summarise_seeds,
 )
 from training.features import FeatureRecord, extract_features, feature_spec
-from training.models import UtteranceFeatures
+from training.models import UtteranceFeatures, collate
 from training.models.profile import synthetic_utterances
 from training.train import DEFAULT_RECIPE, RECIPES_DIR, ConfigError, TrainConfig, save_trained, train
 
@@ -495,7 +495,7 @@ def test_text_only_examples_get_the_text_branch_only_and_train_beside_spoken_one
     """A text corpus line (no audio) costs the text encoder alone: no Whisper, no speech frames,
     no edges; it batches and trains with spoken utterances."""
     from training.data import Example, read_manifest
-    from training.models import build_model, collate, fusion_loss
+    from training.models import build_model, fusion_loss
 
     settings, manifest = tiny_env
     spoken = read_manifest(manifest)[:2]
@@ -670,6 +670,22 @@ def test_speaker_normalised_training_fits_the_prior_and_redraws_sessions(toy):
     np.testing.assert_allclose(model.speaker_norm.prior_var.numpy(), var, rtol=1e-6)
     assert [r.speaker_count for r in train_records] != before  # sessions drawn again for training
     assert len(history.epochs) == 2 and np.isfinite(history.epochs[-1].train_loss)
+
+
+def test_training_with_the_voice_statistics_branch_standardises_it_on_the_training_speech(toy):
+    from training.models.layers import masked_mean_std
+
+    config = small_config("model.branches=[ca, sp, vs]", "train.epochs=1", "train.min_epochs=1")
+    model, history = train(config, toy["train"], toy["val"], seed=0)
+    # the linear read-out learns at its own rate, the rest of the model at the paper's
+    lrs = history.epochs[-1].lr
+    assert lrs["voice_stats"] == pytest.approx(1e-3) and lrs["rest"] == pytest.approx(1e-4) and "ca_moe" in lrs
+    branch = model.branches["voice_stats"]
+    spoken = [r for r in toy["train"] if r.speech_mask.any()]
+    batch = collate(spoken)
+    stats = masked_mean_std(batch.speech.float(), batch.speech_mask)
+    np.testing.assert_allclose(branch.stats_mean.numpy(), stats.mean(0).numpy(), atol=1e-4)
+    np.testing.assert_allclose(branch.stats_scale.numpy(), stats.std(0).clamp_min(1e-3).numpy(), rtol=1e-3)
 
 
 def test_the_shipped_model_is_served_when_the_home_has_none_and_a_trained_one_is_left_alone(tmp_path, monkeypatch):

@@ -19,8 +19,9 @@ from shared.settings import EMOTIONS
 
 from .layers import POOLINGS
 
-BRANCH_NAMES: dict[str, str] = {"ca": "ca_moe", "sp": "sp_moe"}
-"""Short branch names used in configs -> the keys of ``FusionOutput.branch_logits``."""
+BRANCH_NAMES: dict[str, str] = {"ca": "ca_moe", "sp": "sp_moe", "vs": "voice_stats"}
+"""Short branch names used in configs -> the keys of ``FusionOutput.branch_logits`` (``vs``, the
+voice-statistics read-out, is not in the paper: :mod:`training.models.voice_stats`)."""
 
 EdgeRule = Literal["center", "overlap"]
 
@@ -67,7 +68,8 @@ class FusionConfig:
 
     # ---- mixture-of-experts branches ---------------------------------------------------------------
     branches: tuple[str, ...] = ("ca", "sp")
-    """Which branches :class:`ComplementaryFusion` builds: ``("ca", "sp")``, ``("ca",)`` or ``("sp",)``."""
+    """Which branches :class:`ComplementaryFusion` builds: ``("ca", "sp")`` (the paper), ``("ca",)`` or
+    ``("sp",)`` (the single-branch rows), and ``"vs"`` beside them (the voice-statistics read-out)."""
     d_model: int = 128
     n_experts: int = 5
     ca_top_k: int = 1

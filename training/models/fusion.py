@@ -14,7 +14,7 @@ table).  Two entry points:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -25,6 +25,7 @@ from .config import BRANCH_NAMES, ConfigLike, FusionConfig
 from .graph import TimeAlignedGAT
 from .layers import clean_padding
 from .moe import CAMoE, SPMoE
+from .voice_stats import VoiceStats
 
 __all__ = ["BRANCH_NAMES", "ClassWiseLateFusion", "ComplementaryFusion", "FusionConfig", "fusion_loss"]
 
@@ -92,6 +93,8 @@ class ComplementaryFusion(EmotionModel):
             branches["ca_moe"] = CAMoE(**dims, k=c.ca_top_k, n_heads=c.n_heads, ffn_mult=c.ffn_mult)
         if "sp" in c.branches:
             branches["sp_moe"] = SPMoE(**dims, k=c.sp_top_k, speech_pooling=c.speech_pooling)
+        if "vs" in c.branches:
+            branches["voice_stats"] = VoiceStats(c.d_speech, c.n_classes, c.dropout)
         self.branches = nn.ModuleDict(branches)
         self.late_fusion = ClassWiseLateFusion(
             list(self.branches),
@@ -99,6 +102,23 @@ class ComplementaryFusion(EmotionModel):
             {BRANCH_NAMES[k]: v for k, v in c.favoured_classes.items()},
             c.favour,
         )
+
+    @torch.no_grad()
+    def fit_voice_scaler(self, batches: Iterable[FusionBatch]) -> int:
+        """Fit the voice-statistics branch's standardisation (when the model has one) on the
+        training ``batches``, their frames normalised per speaker as the model sees them; returns
+        how many utterances with speech it read (0 without the branch)."""
+        branch = self.branches["voice_stats"] if "voice_stats" in self.branches else None
+        if branch is None:
+            return 0
+        parts = []
+        for batch in batches:
+            batch = self.normalise_speakers(batch)
+            speech, speech_mask = clean_padding(batch.speech, batch.speech_mask)
+            parts.append(branch.statistics(speech, speech_mask)[speech_mask.any(1)])
+        stats = torch.cat(parts)
+        branch.fit_scaler(stats)
+        return len(stats)
 
     def predict(self, batch: FusionBatch) -> FusionOutput:
         graph = batch.graph_embedding(self.gat)
